@@ -1,0 +1,3 @@
+from ancestree.cli.main import run
+
+run()

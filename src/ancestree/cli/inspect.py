@@ -1,0 +1,49 @@
+"""``ancestree inspect``: what a model file or folder holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.io import load_model
+
+
+def inspect(
+    path: Annotated[str, typer.Argument(help="A weight file, model folder or zip of one.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    tensors: Annotated[bool, typer.Option("--tensors", help="Also list every tensor.")] = False,
+) -> None:
+    """Show a model's format, size, dtypes and declared base model."""
+    with load_model(path) as model:
+        record = model.summary()
+        if tensors:
+            record["tensor_list"] = [
+                {"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in model.tensors.values()
+            ]
+        if format is OutputFormat.json:
+            emit(to_json(record), None)
+            return
+        table = Table(title=f"{record['id']}", show_header=False)
+        table.add_row("format", record["format"])
+        table.add_row("parameters", f"{record['parameters']:,}")
+        table.add_row("tensors", str(record["tensors"]))
+        table.add_row("dtypes", ", ".join(f"{k}: {v:,}" for k, v in record["dtypes"].items()))
+        table.add_row("declared base model", str(record["declared_base_model"] or "-"))
+        table.add_row("size on disk", f"{model.meta.size:,} bytes in {len(model.meta.files)} file(s)")
+        console.print(table)
+        if tensors:
+            listing = Table("name", "shape", "dtype")
+            for t in model.tensors.values():
+                listing.add_row(t.name, "×".join(map(str, t.shape)) or "scalar", t.dtype)
+            console.print(listing)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(inspect)
+
+
+__all__ = ["inspect", "register", "Path"]

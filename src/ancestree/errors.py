@@ -1,0 +1,26 @@
+"""The errors ancestree reports to users.
+
+A :class:`BadInputError` always names the offending file and says what is wrong with it in one line;
+the CLI turns it into exit status 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class AncestreeError(Exception):
+    """Base class of every error ancestree raises on purpose."""
+
+
+class BadInputError(AncestreeError):
+    """The input (a file, a folder, an argument) cannot be used; ``path`` names it."""
+
+    def __init__(self, path: str | PathLike[str] | None, problem: str) -> None:
+        self.path = None if path is None else str(path)
+        self.problem = " ".join(str(problem).split())  # always one line
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+
+
+class IncomparableError(BadInputError):
+    """Two models cannot be compared (e.g. different architectures)."""

@@ -1,0 +1,125 @@
+"""Open any supported model path as a :class:`~ancestree.io.base.Model`, and find models in a tree.
+
+Which reader handles a file is decided by its suffix (table :data:`READERS`); which files of a folder
+hold the weights by Hugging Face conventions (safetensors first, then PyTorch, ONNX, GGUF, npz).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from ancestree.errors import BadInputError
+from ancestree.io.base import Model
+from ancestree.io.folder import open_folder, shard_files
+
+#: suffix -> "module:callable(path, model_id) -> Model"; formats live at the edge, one module each.
+READERS: dict[str, str] = {
+    ".safetensors": "ancestree.io.safetensors:SafetensorsModel",
+    ".bin": "ancestree.io.torch_pickle:TorchModel",
+    ".pt": "ancestree.io.torch_pickle:TorchModel",
+    ".pth": "ancestree.io.torch_pickle:TorchModel",
+    ".onnx": "ancestree.io.onnx:OnnxModel",
+    ".gguf": "ancestree.io.gguf:GGUFModel",
+    ".npz": "ancestree.io.npz:NpzModel",
+    ".zip": "ancestree.io.zip:open_zip",
+}
+
+#: Pickles that sit next to weights in training output but are not the model: never opened.
+NOT_WEIGHTS = ("training_args", "optimizer", "scheduler", "rng_state", "scaler", "trainer_state")
+
+#: Weight suffixes of a folder, in order of preference when a folder holds several formats.
+FOLDER_PREFERENCE = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".gguf", ".npz")
+
+#: Side files whose presence makes a folder one model rather than a directory of loose files.
+MODEL_MARKERS = ("config.json", "adapter_config.json", "model_index.json")
+
+
+def _reader(suffix: str):
+    module, attr = READERS[suffix].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files holding a folder's weights (all shards of the preferred format), or ``[]``."""
+    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    for suffix in FOLDER_PREFERENCE:
+        indexes = sorted(p for p in files if p.name.endswith(f"{suffix}.index.json"))
+        if indexes:
+            return shard_files(folder, indexes[0])
+        found = sorted(p for p in files if p.suffix == suffix and not p.stem.startswith(NOT_WEIGHTS))
+        if found:
+            return found
+    return []
+
+
+def is_model_folder(folder: Path) -> bool:
+    """A folder that is one model: weights beside a config, an adapter config, or a sharding index."""
+    if not folder.is_dir():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    marked = any(m in names for m in MODEL_MARKERS) or any(n.endswith(".index.json") for n in names)
+    return marked and bool(weight_files(folder))
+
+
+def load_model(path: str | Path, model_id: str | None = None) -> Model:
+    """Open the model at ``path`` (a weight file, a model folder or a zip of one).
+
+    ``model_id`` defaults to the path exactly as given. Raises :class:`BadInputError` naming the path
+    when it does not exist, is empty, or is not a model in a format ancestree reads.
+    """
+    p = Path(path)
+    model_id = str(path) if model_id is None else model_id
+    if not p.exists():
+        raise BadInputError(path, "no such file or folder")
+    if p.is_dir():
+        return _load_folder(p, model_id)
+    suffix = p.suffix.lower()
+    if suffix not in READERS:
+        known = ", ".join(sorted(READERS))
+        raise BadInputError(path, f"unknown model format {suffix or '(no extension)'!r}; expected one of {known} or a model folder")
+    if p.stat().st_size == 0:
+        raise BadInputError(path, "empty file (0 bytes)")
+    try:
+        return _reader(suffix)(p, model_id)
+    except BadInputError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise BadInputError(path, f"cannot read as {suffix[1:]}: {exc.__class__.__name__}: {exc}") from None
+
+
+def _load_folder(folder: Path, model_id: str) -> Model:
+    if (folder / "adapter_config.json").is_file():
+        from ancestree.io.peft import PeftAdapterModel
+
+        return PeftAdapterModel(folder, model_id)
+    files = weight_files(folder)
+    if not files:
+        raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)")
+    return open_folder(folder, model_id, lambda f: load_model(f, f"{model_id}/{f.name}"), files)
+
+
+def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
+    """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BadInputError(root, "--scan needs a folder")
+    if is_model_folder(root):
+        yield ".", root
+        return
+    yield from _scan(root, root)
+
+
+def _scan(root: Path, folder: Path) -> Iterator[tuple[str, Path]]:
+    for child in sorted(folder.iterdir()):
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            if is_model_folder(child):
+                yield child.relative_to(root).as_posix(), child
+            else:
+                yield from _scan(root, child)
+        elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
+            yield child.relative_to(root).as_posix(), child
+

@@ -1,0 +1,36 @@
+"""Shared fixtures: small real model files written per test (never committed weights)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+
+def write_hf_folder(folder: Path, tensors: dict[str, np.ndarray], card: dict | None = None) -> Path:
+    """A Hugging Face style model folder with ``config.json``, safetensors weights and an optional card."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "test"}))
+    if card:
+        lines = "".join(f"{k}: {v}\n" for k, v in card.items())
+        (folder / "README.md").write_text(f"---\n{lines}---\n# test model\n")
+    return folder
+
+
+def small_tensors(seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "layer.0.weight": rng.standard_normal((16, 8)).astype(np.float32),
+        "layer.0.bias": rng.standard_normal(16).astype(np.float32),
+        "layer.1.weight": rng.standard_normal((4, 16)).astype(np.float32),
+        "position_ids": np.arange(10, dtype=np.int64),
+    }
+
+
+@pytest.fixture
+def hf_model(tmp_path: Path) -> Path:
+    return write_hf_folder(tmp_path / "model", small_tensors(), {"base_model": "org/base"})
