@@ -1,0 +1,116 @@
+"""A content-keyed cache of fingerprints on disk.
+
+Two levels, so a second run reads no tensor bytes and two copies of one model are stored once:
+
+* ``stat/<key>.json`` maps a model's files by ``(realpath, size, mtime_ns)`` to a content key; finding
+  it needs only a ``stat`` of each file (the model's headers are read to list its files);
+* ``content/<content_key>.npz`` holds the fingerprint under the identity of the learned values.
+
+On a hit, the id and the declared metadata are refreshed from the open model (headers only), so the
+same weights seen under another name or with another model card come back with that name and card.
+Every write is atomic; a corrupt or foreign entry counts as a miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from ancestree.atomic import write_bytes, write_text
+from ancestree.errors import BadInputError
+from ancestree.fingerprint.store import from_bytes, to_bytes
+from ancestree.fingerprint.types import FINGERPRINT_VERSION, Fingerprint, SketchSpec
+from ancestree.io.base import Model
+
+#: Environment variable overriding the default cache directory.
+CACHE_ENV = "ANCESTREE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$ANCESTREE_CACHE``, else ``~/.cache/ancestree``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ancestree"
+
+
+class FingerprintCache:
+    """Fingerprints stored under ``directory`` (default :func:`default_cache_dir`)."""
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
+        self.root = self.directory / f"fingerprints-v{FINGERPRINT_VERSION}"
+
+    def __repr__(self) -> str:
+        return f"FingerprintCache({str(self.directory)!r})"
+
+    # -- keys ---------------------------------------------------------------------------------------
+    @staticmethod
+    def stat_key(model: Model, spec: SketchSpec) -> str | None:
+        """Key of a model's files as they are now; ``None`` when it has no files (nothing to key on)."""
+        if not model.meta.files:
+            return None
+        parts: list[object] = [FINGERPRINT_VERSION, asdict(spec)]
+        for f in model.meta.files:
+            try:
+                st = os.stat(f.path)
+            except OSError:
+                return None
+            parts.append([os.path.realpath(f.path), st.st_size, st.st_mtime_ns])
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    @staticmethod
+    def _spec_tag(spec: SketchSpec) -> str:
+        return hashlib.sha256(json.dumps(asdict(spec)).encode()).hexdigest()[:12]
+
+    def _stat_path(self, key: str) -> Path:
+        return self.root / "stat" / key[:2] / f"{key}.json"
+
+    def _content_path(self, content_key: str, spec: SketchSpec) -> Path:
+        return self.root / "content" / content_key[:2] / f"{content_key}-{self._spec_tag(spec)}.npz"
+
+    # -- use ----------------------------------------------------------------------------------------
+    def get(self, model: Model, spec: SketchSpec | None = None) -> Fingerprint | None:
+        """The cached fingerprint of ``model`` if its files are unchanged, else ``None``; reads no tensors."""
+        spec = spec or SketchSpec()
+        key = self.stat_key(model, spec)
+        if key is None:
+            return None
+        try:
+            entry = json.loads(self._stat_path(key).read_text(encoding="utf-8"))
+            data = self._content_path(str(entry["content_key"]), spec).read_bytes()
+            fp = from_bytes(data)[0]
+        except (OSError, ValueError, KeyError, TypeError, IndexError, BadInputError):
+            return None
+        return _refresh(fp, model)
+
+    def put(self, model: Model, fp: Fingerprint) -> None:
+        """Store ``fp`` under its content key and remember which files gave it."""
+        content = self._content_path(fp.content_key, fp.spec)
+        if not content.exists():
+            write_bytes(content, to_bytes([fp]))
+        key = self.stat_key(model, fp.spec)
+        if key is not None:
+            write_text(self._stat_path(key), json.dumps({"content_key": fp.content_key, "id": fp.id}))
+
+
+def _refresh(fp: Fingerprint, model: Model) -> Fingerprint:
+    """The cached content with this model's id and declared metadata (both read from headers only)."""
+    from ancestree.fingerprint.compute import declared_of
+
+    return replace(
+        fp, id=model.id, format=model.format, parameters=model.parameters, dtypes=model.dtype_counts,
+        declared=declared_of(model),
+    )
+
+
+def as_cache(cache: FingerprintCache | str | os.PathLike[str] | bool | None) -> FingerprintCache | None:
+    """Normalise the ``cache`` argument of the public functions."""
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        return FingerprintCache()
+    if isinstance(cache, FingerprintCache):
+        return cache
+    return FingerprintCache(cache)

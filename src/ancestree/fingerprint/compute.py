@@ -1,0 +1,184 @@
+"""Fingerprint a model in one streaming pass: one tensor in memory at a time.
+
+Per tensor, the content hashes run on a worker thread while the moments run on the calling thread
+(``hashlib`` and numpy release the GIL), then the sketch is taken from the now-cached pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ancestree.fingerprint.sketch import take_sketch
+from ancestree.fingerprint.stats import content_hashes, flat_view, moments
+from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
+from ancestree.io import load_model
+from ancestree.io.base import Model, TensorInfo
+
+if TYPE_CHECKING:
+    from ancestree.fingerprint.cache import FingerprintCache
+
+Source = str | os.PathLike[str] | Model
+
+
+def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: ThreadPoolExecutor | None = None) -> TensorPrint:
+    """Summarise one tensor (``values`` as returned by :meth:`Model.read`)."""
+    flat = flat_view(values)
+    hashes = pool.submit(content_hashes, flat) if pool is not None else None
+    mom = moments(flat)
+    sha, layout = hashes.result() if hashes is not None else content_hashes(flat)
+    return TensorPrint(
+        name=info.name,
+        shape=tuple(int(d) for d in info.shape),
+        dtype=info.dtype,
+        quantized=bool(info.quantized),
+        sha256=sha,
+        layout_hash=layout,
+        mean=mom.mean,
+        variance=mom.variance,
+        skewness=mom.skewness,
+        kurtosis=mom.kurtosis,
+        norm=mom.norm,
+        absmax=mom.absmax,
+        zeros=mom.zeros,
+        sketch=take_sketch(values.reshape(info.shape) if values.shape != info.shape else values, spec),
+    )
+
+
+def declared_of(model: Model) -> Declared:
+    """The metadata a model declares about itself, in fingerprint form."""
+    meta = model.meta
+    config = meta.config or {}
+    adapter = meta.adapter_config or {}
+    ranks: list[int] = []
+    if isinstance(adapter.get("r"), int):
+        ranks.append(int(adapter["r"]))
+    pattern = adapter.get("rank_pattern")
+    if isinstance(pattern, dict):
+        ranks.extend(int(v) for v in pattern.values() if isinstance(v, int))
+    archs = config.get("architectures")
+    return Declared(
+        base_model=meta.declared_base_model,
+        relation=meta.declared_relation,
+        adapter=meta.adapter_config is not None,
+        lora_ranks=sorted(set(ranks)),
+        model_type=str(config["model_type"]) if config.get("model_type") else None,
+        architectures=[str(a) for a in archs] if isinstance(archs, list) else [],
+        files=[{"name": f.path.name, "size": int(f.size), "mtime": float(f.mtime)} for f in meta.files],
+    )
+
+
+def content_key(tensors: Iterable[TensorPrint]) -> str:
+    """A key equal for the same learned values whatever the names, order, format or orientation."""
+    parts = sorted(f"{'x'.join(map(str, sorted(t.shape)))}:{t.layout_hash}" for t in tensors)
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def prefetch(model: Model) -> None:
+    """Ask the kernel to start reading the model's files now, so disk reads overlap the computation."""
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        return
+    for f in model.meta.files:
+        try:
+            fd = os.open(f.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: bool = True) -> Fingerprint:
+    """Fingerprint an open model, reading every learned tensor exactly once."""
+    spec = spec or SketchSpec()
+    prefetch(model)
+    pool = ThreadPoolExecutor(1, thread_name_prefix="ancestree-hash") if threads else None
+    try:
+        tensors = [tensor_print(info, values, spec, pool) for info, values in model.iter_tensors()]
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return Fingerprint(
+        id=model.id,
+        format=model.format,
+        parameters=model.parameters,
+        dtypes=model.dtype_counts,
+        declared=declared_of(model),
+        tensors=tensors,
+        content_key=content_key(tensors),
+        spec=spec,
+    )
+
+
+def fingerprint(
+    source: Source,
+    cache: FingerprintCache | str | os.PathLike[str] | bool | None = None,
+    *,
+    model_id: str | None = None,
+    spec: SketchSpec | None = None,
+) -> Fingerprint:
+    """The fingerprint of a model path (file, folder, zip) or an open :class:`Model`.
+
+    ``cache``: ``None``/``False`` computes afresh; ``True`` uses the default cache directory
+    (``$ANCESTREE_CACHE`` or ``~/.cache/ancestree``); a path or a :class:`FingerprintCache` uses that one.
+    A cache hit reads only the model's headers, never its tensors.
+    """
+    from ancestree.fingerprint.cache import as_cache
+
+    store = as_cache(cache)
+    if isinstance(source, Model):
+        return _fingerprint_open(source, store, spec)
+    with load_model(source, model_id) as model:
+        return _fingerprint_open(model, store, spec)
+
+
+def _fingerprint_open(model: Model, store: FingerprintCache | None, spec: SketchSpec | None) -> Fingerprint:
+    spec = spec or SketchSpec()
+    if store is not None:
+        hit = store.get(model, spec)
+        if hit is not None:
+            return hit
+    fp = compute_fingerprint(model, spec)
+    if store is not None:
+        store.put(model, fp)
+    return fp
+
+
+def fingerprint_many(
+    sources: Sequence[Source] | Sequence[tuple[str, Source]],
+    cache: FingerprintCache | str | os.PathLike[str] | bool | None = None,
+    *,
+    spec: SketchSpec | None = None,
+    progress: bool = True,
+) -> list[Fingerprint]:
+    """Fingerprints of several models, in order, with a progress bar on stderr.
+
+    ``sources`` holds paths or models, or ``(model_id, path)`` pairs (what :func:`scan_models` yields).
+    """
+    from ancestree.fingerprint.cache import as_cache
+
+    store = as_cache(cache)
+    out: list[Fingerprint] = []
+    for item in tqdm(list(sources), desc="fingerprinting", unit="model", disable=not progress, leave=False):
+        model_id, src = _split(item)
+        out.append(fingerprint(src, store, model_id=model_id, spec=spec))
+    return out
+
+
+def _split(item: Any) -> tuple[str | None, Source]:
+    if isinstance(item, tuple):
+        return str(item[0]), item[1]
+    return None, item
+
+
+__all__ = ["fingerprint", "fingerprint_many", "compute_fingerprint", "tensor_print", "content_key", "declared_of"]

@@ -1,0 +1,127 @@
+"""The hot loop: exact moments and content hashes of one tensor, streamed in cache-sized chunks.
+
+Nothing here holds more than one chunk of temporaries, so a tensor of any size is summarised in the
+memory of the tensor itself (memory-mapped by the reader) plus a few MB. Hashing and moments are separate
+functions so the caller can run them on two threads (``hashlib`` and numpy release the GIL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Elements per chunk: 16 Ki float64 temporaries (128 KB each) stay in the L2 cache.
+CHUNK = 1 << 14
+
+#: The canonical dtype of hashed values: float32 little-endian.
+CANONICAL = np.dtype("<f4")
+
+_MASK64 = (1 << 64) - 1
+
+
+def flat_view(values: np.ndarray) -> np.ndarray:
+    """The entries as a contiguous 1-D array (a view when the reader gave a contiguous array)."""
+    return np.ascontiguousarray(values).reshape(-1)
+
+
+def _chunks(flat: np.ndarray):
+    for start in range(0, flat.shape[0], CHUNK):
+        yield flat[start : start + CHUNK]
+
+
+def content_hashes(flat: np.ndarray) -> tuple[str, str]:
+    """``(sha256, layout_hash)`` of the canonical float32 values of a flat tensor.
+
+    ``sha256`` is of the values in order. ``layout_hash`` is a multiset hash (a sum over entries of a
+    mixed function of each value's bits, plus the count), so it is the same for any reordering of the
+    entries: a transposed matrix, permuted conv layout, reordered LSTM gates.
+    """
+    sha = hashlib.sha256()
+    plain = mixed = 0
+    buf = np.empty(min(CHUNK, max(flat.shape[0], 1)), dtype=np.uint32)
+    for chunk in _chunks(flat):
+        c32 = chunk if chunk.dtype == CANONICAL else chunk.astype(CANONICAL)
+        sha.update(c32)
+        u = c32.view(np.uint32)
+        x = buf[: u.shape[0]]
+        # A cheap 32-bit mixer (multiply, xor-shift, multiply, xor-shift): four passes, all in cache.
+        np.multiply(u, np.uint32(0x9E3779B1), out=x)
+        np.bitwise_xor(x, x >> np.uint32(15), out=x)
+        np.multiply(x, np.uint32(0x85EBCA77), out=x)
+        np.bitwise_xor(x, x >> np.uint32(13), out=x)
+        plain += int(u.sum(dtype=np.uint64))
+        mixed += int(x.sum(dtype=np.uint64))
+    layout = f"{flat.shape[0]:x}-{plain & _MASK64:016x}{mixed & _MASK64:016x}"
+    return sha.hexdigest(), layout
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Exact summary statistics of a tensor's entries (population moments, as scipy's defaults)."""
+
+    mean: float
+    variance: float
+    skewness: float
+    kurtosis: float
+    norm: float
+    absmax: float
+    zeros: float
+
+
+def _power_sums(flat: np.ndarray, shift: float) -> tuple[float, float, float, float, float, int]:
+    """Sums of ``d, d², d³, d⁴`` with ``d = x - shift`` in float64, plus abs max and count of zeros."""
+    buf = np.empty(min(CHUNK, flat.shape[0]), dtype=np.float64)
+    buf2 = np.empty_like(buf)
+    buf3 = np.empty_like(buf)
+    s1 = s2 = s3 = s4 = 0.0
+    absmax = 0.0
+    nonzero = 0
+    for chunk in _chunks(flat):
+        n = chunk.shape[0]
+        d = np.subtract(chunk, shift, out=buf[:n], dtype=np.float64)
+        d2 = np.multiply(d, d, out=buf2[:n])
+        s1 += float(d.sum())
+        s2 += float(d2.sum())
+        # Plain ufuncs rather than np.dot: BLAS dots on small vectors pay thread wake-ups (10x slower).
+        s3 += float(np.multiply(d2, d, out=buf3[:n]).sum())
+        s4 += float(np.multiply(d2, d2, out=buf3[:n]).sum())
+        absmax = max(absmax, float(chunk.max()), -float(chunk.min()))
+        nonzero += int(np.count_nonzero(chunk))
+    return s1, s2, s3, s4, absmax, flat.shape[0] - nonzero
+
+
+def moments(flat: np.ndarray) -> Moments:
+    """Exact moments of a flat tensor; ``kurtosis`` equals ``scipy.stats.kurtosis`` (Fisher, biased).
+
+    Power sums are taken about a shift near the mean (the mean of the first chunk), which avoids the
+    cancellation of raw power sums; if the shift turns out far from the true mean (a tensor whose first
+    entries are atypical) a second pass about the exact mean is made.
+    """
+    n = flat.shape[0]
+    if n == 0:
+        nan = float("nan")
+        return Moments(nan, nan, nan, nan, 0.0, 0.0, 0.0)
+    shift = float(np.mean(flat[:CHUNK], dtype=np.float64))
+    s1, s2, s3, s4, absmax, zeros = _power_sums(flat, shift)
+    delta = s1 / n
+    m2 = s2 / n - delta * delta
+    if m2 > 0 and abs(delta) > 0.1 * math.sqrt(m2):
+        shift += delta
+        s1, s2, s3, s4, absmax, zeros = _power_sums(flat, shift)
+        delta = s1 / n
+    a1, a2, a3, a4 = s1 / n, s2 / n, s3 / n, s4 / n
+    m2 = a2 - a1 * a1
+    m3 = a3 - 3 * a1 * a2 + 2 * a1**3
+    m4 = a4 - 4 * a1 * a3 + 6 * a1 * a1 * a2 - 3 * a1**4
+    mean = shift + a1
+    sum_sq = s2 + 2 * shift * s1 + n * shift * shift  # sum of x², from the shifted sums
+    # scipy returns NaN for (numerically) constant data; so do we, with scipy's own test.
+    if m2 <= (1e-15 * mean) ** 2 or m2 <= 0:
+        skew = kurt = float("nan")
+    else:
+        skew = m3 / m2**1.5
+        kurt = m4 / (m2 * m2) - 3.0
+    return Moments(mean, max(m2, 0.0), skew, kurt, math.sqrt(max(sum_sq, 0.0)), absmax, zeros / n)

@@ -1,0 +1,174 @@
+"""The data types of a fingerprint: what one streaming pass over a model keeps.
+
+A :class:`Fingerprint` is small (tens of KB per tensor at most) and self-contained: every later step
+(alignment, pair evidence, tree recovery, parent detection) works from fingerprints alone, without
+reading weights again. These types are the stable interface of the package; add fields with defaults,
+never change the meaning of an existing one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
+FINGERPRINT_VERSION = 1
+
+#: Global seed of the sketch index sets. Two fingerprints are comparable only with the same seed and sizes.
+SKETCH_SEED = 20240917
+
+#: Sketch side for matrices: at most this many rows and columns are kept.
+SKETCH_MATRIX = 64
+
+#: Sketch length for vectors (1-D tensors and scalars).
+SKETCH_VECTOR = 256
+
+
+@dataclass(frozen=True)
+class SketchSpec:
+    """How sketches are drawn; part of every fingerprint so incompatible ones are never compared."""
+
+    seed: int = SKETCH_SEED
+    matrix: int = SKETCH_MATRIX
+    vector: int = SKETCH_VECTOR
+
+
+@dataclass
+class TensorPrint:
+    """What a fingerprint keeps of one learned tensor.
+
+    Hashes are of the canonical values (float32, little-endian, C order), so the same weights hash alike
+    whether stored as safetensors, a PyTorch pickle, ONNX or float16 (upcasting is exact). ``layout_hash``
+    is invariant to any reordering of the entries (a transposed ONNX matrix, reordered gates), at the price
+    of also matching permuted copies, which are functionally the same model anyway.
+
+    Moments are exact (float64 accumulation over every entry): ``kurtosis`` is Fisher's and equals
+    ``scipy.stats.kurtosis(values.ravel())``; ``skewness`` equals ``scipy.stats.skew``; ``variance`` is the
+    population variance.
+
+    ``sketch`` is the sub-matrix ``W2[I_rows][:, I_cols]`` of the tensor viewed as 2-D
+    ``(shape[0], prod(shape[1:]))``, where the index set of a dimension depends only on its length and the
+    global seed (see :mod:`ancestree.fingerprint.sketch`). Vectors keep a 1-D sample.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantized: bool
+    sha256: str
+    layout_hash: str
+    mean: float
+    variance: float
+    skewness: float
+    kurtosis: float
+    norm: float
+    absmax: float
+    zeros: float
+    sketch: np.ndarray = field(repr=False)
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def is_matrix(self) -> bool:
+        """True when the sketch is 2-D (the tensor has two or more dimensions)."""
+        return len(self.shape) >= 2
+
+    @property
+    def matrix_shape(self) -> tuple[int, int]:
+        """The 2-D view ``(shape[0], prod(shape[1:]))`` the sketch is taken from; vectors are ``(n, 1)``."""
+        if len(self.shape) >= 2:
+            return int(self.shape[0]), int(np.prod(self.shape[1:], dtype=np.int64))
+        return self.numel, 1
+
+    @property
+    def std(self) -> float:
+        return float(np.sqrt(self.variance))
+
+    @property
+    def rms(self) -> float:
+        """Root mean square of the entries."""
+        return self.norm / np.sqrt(self.numel) if self.numel else 0.0
+
+    def moments(self) -> np.ndarray:
+        """Layout-invariant summary vector ``[mean, std, skewness, kurtosis, rms, absmax, zeros]``."""
+        return np.array([self.mean, self.std, self.skewness, self.kurtosis, self.rms, self.absmax, self.zeros])
+
+
+@dataclass
+class Declared:
+    """What a model says about itself (model card, PEFT config, ``config.json``, files); not evidence."""
+
+    base_model: str | list[str] | None = None
+    relation: str | None = None
+    adapter: bool = False
+    lora_ranks: list[int] = field(default_factory=list)
+    model_type: str | None = None
+    architectures: list[str] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "size", "mtime"}]
+
+    @property
+    def size(self) -> int:
+        return sum(int(f.get("size", 0)) for f in self.files)
+
+    @property
+    def mtime(self) -> float:
+        return max((float(f.get("mtime", 0.0)) for f in self.files), default=0.0)
+
+
+@dataclass
+class Fingerprint:
+    """A model reduced to what lineage needs: per-tensor hashes, moments and sketches, plus metadata.
+
+    ``content_key`` is the same for the same learned values whatever the file names, format, tensor names,
+    tensor order or matrix orientation: two models with equal keys are duplicates.
+    """
+
+    id: str
+    format: str
+    parameters: int
+    dtypes: dict[str, int]
+    declared: Declared
+    tensors: list[TensorPrint]
+    content_key: str
+    spec: SketchSpec = field(default_factory=SketchSpec)
+    version: int = FINGERPRINT_VERSION
+
+    def __post_init__(self) -> None:
+        self._by_name = {t.name: t for t in self.tensors}
+
+    def __getitem__(self, name: str) -> TensorPrint:
+        return self._by_name[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tensors]
+
+    def nbytes(self) -> int:
+        """Approximate memory of the sketches (the bulk of a fingerprint)."""
+        return sum(t.sketch.nbytes for t in self.tensors)
+
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-able record (what ``ancestree fingerprint`` prints)."""
+        return {
+            "id": self.id,
+            "format": self.format,
+            "parameters": self.parameters,
+            "tensors": len(self.tensors),
+            "dtypes": dict(self.dtypes),
+            "content_key": self.content_key,
+            "declared_base_model": self.declared.base_model,
+            "declared_relation": self.declared.relation,
+        }
+
+    def __repr__(self) -> str:
+        return f"Fingerprint({self.id!r}, {self.format}, {self.parameters:,} parameters, {len(self.tensors)} tensors)"
