@@ -18,6 +18,7 @@ import numpy as np
 
 from ancestree.errors import BadInputError
 from ancestree.io.base import FileInfo, Model, TensorInfo
+from ancestree.io.quant import fold, pair_by_name, read_folded
 
 #: safetensors dtype code -> (our dtype name, numpy dtype as stored)
 DTYPES: dict[str, tuple[str, np.dtype]] = {
@@ -135,11 +136,16 @@ class SafetensorsModel(Model):
         self._entries, self.header_metadata, self._data_start = parse_header(head, size, self.path)
         self._map: np.memmap | None = None
         self.meta.files = [FileInfo.of(self.path)]
+        # int8 weights stored beside their scales are shown (and read) as one dequantized tensor
+        self._quant = pair_by_name({name: e.info for name, e in self._entries.items()})
 
     def _list(self) -> list[TensorInfo]:
-        return [e.info for e in sorted(self._entries.values(), key=lambda e: e.begin)]
+        return fold([e.info for e in sorted(self._entries.values(), key=lambda e: e.begin)], self._quant)
 
     def _read(self, name: str) -> np.ndarray:
+        return read_folded(name, self._quant, self._read_stored)
+
+    def _read_stored(self, name: str) -> np.ndarray:
         entry = self._entries[name]
         if self._map is None:
             self._map = np.memmap(self.path, dtype=np.uint8, mode="r")

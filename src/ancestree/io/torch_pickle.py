@@ -1,0 +1,131 @@
+"""PyTorch checkpoints (``.bin``, ``.pt``, ``.pth``): the zip format and the legacy pickle format.
+
+Loaded only with ``torch.load(weights_only=True)``: the restricted unpickler rebuilds tensors and plain
+containers and refuses every other global, so a pickle that would run code is reported, never run.
+Zip checkpoints are memory-mapped (``mmap=True``), so tensors stay on disk until read and are never
+copied into a second full state dict; legacy checkpoints cannot be mapped and are read into memory once.
+
+A checkpoint may wrap its state dict (``{"state_dict": ...}``, ``{"model": ...}``) and nest dicts; tensor
+names are the dotted paths, and non-tensor entries (epochs, optimizer hyper-parameters) are ignored.
+"""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ancestree.errors import BadInputError
+from ancestree.io.base import FileInfo, Model, TensorInfo
+from ancestree.io.quant import fold, pair_by_name, read_folded
+
+#: Keys under which training scripts store the state dict, most specific first.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "ema", "params")
+
+ZIP_MAGIC = b"PK\x03\x04"
+
+#: Lines of torch's weights-only error that explain nothing about the file.
+_BOILERPLATE = ("Weights only load failed", "Please file an issue", "Check the documentation", "Re-running")
+
+
+def load_checkpoint(path: Path) -> Any:
+    """``torch.load`` the file safely, memory-mapped when it is a zip checkpoint."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    is_zip = head == ZIP_MAGIC
+    if not is_zip and not (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5):
+        raise BadInputError(path, "not a PyTorch checkpoint (neither a zip archive nor a pickle)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol and storage warnings say nothing about the file
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as exc:
+        raise BadInputError(path, f"refuses to unpickle: {unpickle_reason(exc)}") from None
+    except Exception as exc:  # RuntimeError from the zip reader, struct.error/EOFError from a cut pickle, ...
+        raise BadInputError(path, f"corrupt or truncated PyTorch checkpoint ({exc.__class__.__name__}: {_first_line(exc)})") from None
+
+
+def unpickle_reason(exc: BaseException) -> str:
+    """The one informative line of torch's weights-only refusal (e.g. the global it blocked)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    reason = " ".join(useful) or (lines[0] if lines else exc.__class__.__name__)
+    reason = reason.replace("WeightsUnpickler error:", "").strip()
+    return ("not a plain tensor checkpoint: " + reason)[:300]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0].split(". ")[0][:200] if text else ""
+
+
+def state_dict_of(obj: Any) -> Mapping[str, Any]:
+    """The mapping that holds the weights: unwrap ``{"state_dict": ...}``-style checkpoints."""
+    while isinstance(obj, Mapping):
+        direct = any(isinstance(v, torch.Tensor) for v in obj.values())
+        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and obj[k]), None)
+        if direct or inner is None:
+            return obj
+        obj = inner
+    return {}
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(dotted name, tensor)`` for every tensor in nested dicts; other values are skipped."""
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, torch.Tensor):
+            yield name, value
+        elif isinstance(value, Mapping):
+            yield from flatten(value, name + ".")
+
+
+def dtype_name(t: torch.Tensor) -> str:
+    """Our dtype name: ``"float32"``, ``"bfloat16"``; PyTorch quantized tensors by their integer type."""
+    name = str(t.dtype).removeprefix("torch.")
+    return {"qint8": "int8", "quint8": "uint8", "qint32": "int32", "quint4x2": "uint4"}.get(name, name)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """Floating values without a copy where numpy has the dtype (a view into the mapped file)."""
+    if t.is_quantized:
+        return t.dequantize().numpy()
+    if t.dtype in (torch.float32, torch.float64, torch.float16) or not t.is_floating_point():
+        return t.detach().numpy() if t.dtype != torch.bool else t.numpy()
+    return t.detach().to(torch.float32).numpy()  # bfloat16, float8: numpy has no native dtype
+
+
+class TorchModel(Model):
+    """One PyTorch checkpoint file."""
+
+    format = "pytorch"
+
+    def __init__(self, path: str | Path, model_id: str | None = None) -> None:
+        super().__init__(path, model_id)
+        tensors = dict(flatten(state_dict_of(load_checkpoint(self.path))))
+        if not tensors:
+            raise BadInputError(self.path, "PyTorch checkpoint holds no tensors")
+        self._tensors: dict[str, torch.Tensor] | None = tensors
+        infos = {n: TensorInfo(n, tuple(t.shape), dtype_name(t), quantized=t.is_quantized) for n, t in tensors.items()}
+        self._infos = list(infos.values())
+        self._quant = pair_by_name(infos)  # int8 + scale pairs (e.g. bitsandbytes .SCB) read as one tensor
+        self.meta.files = [FileInfo.of(self.path)]
+
+    def _list(self) -> list[TensorInfo]:
+        return fold(self._infos, self._quant)
+
+    def _read(self, name: str) -> np.ndarray:
+        return read_folded(name, self._quant, self._read_stored)
+
+    def _read_stored(self, name: str) -> np.ndarray:
+        if self._tensors is None:
+            raise ValueError(f"{self.id}: model is closed")
+        return to_numpy(self._tensors[name])
+
+    def close(self) -> None:
+        self._tensors = None  # drops the last reference to the mapped storages
