@@ -1,0 +1,12 @@
+"""Evidence about a pair of models (numbers), and a one-word verdict for people.
+
+>>> ev = relate(fingerprint("parent"), fingerprint("child"))   # doctest: +SKIP
+>>> verdict(ev).label                                          # doctest: +SKIP
+'fine-tuned relative'
+"""
+
+from ancestree.relate.evidence import LayerEvidence, PairEvidence, relate
+from ancestree.relate.precision import precision_bits, quantization_noise
+from ancestree.relate.verdict import KINDS, Verdict, verdict
+
+__all__ = ["KINDS", "LayerEvidence", "PairEvidence", "Verdict", "precision_bits", "quantization_noise", "relate", "verdict"]

@@ -1,0 +1,238 @@
+"""Evidence about a pair of models, from two fingerprints and their alignment: numbers, not decisions.
+
+Per aligned tensor pair (:class:`LayerEvidence`) and for the whole pair (:class:`PairEvidence`):
+identical content, sketch distances (estimates of the full RMS distance), correlation, the numerical
+rank of the difference, quantization and pruning cues and moment deltas for direction. Distances are
+relative to model ``a`` (the first argument): ``rel_distance = ‖W_b − W_a‖ / ‖W_a‖``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ancestree.align import Alignment, TensorPair, align, oriented
+from ancestree.errors import IncomparableError
+from ancestree.fingerprint import Fingerprint, TensorPrint
+from ancestree.relate.precision import precision_bits, quantization_noise
+
+#: Singular values below this fraction of the largest are numerical zeros (float64 SVD of float32 data).
+RANK_RTOL = 1e-4
+
+#: Singular values below this multiple of the expected largest singular value of pure storage noise are noise.
+NOISE_MARGIN = 3.0
+
+#: Low-rank cues only mean something on sketches with at least this many rows and columns.
+MIN_RANK_SIDE = 16
+
+
+@dataclass
+class LayerEvidence:
+    """What one aligned tensor pair says (sketch-based numbers estimate the full tensors)."""
+
+    a: str
+    b: str
+    shape: tuple[int, ...]
+    numel: int
+    transposed: bool
+    identical: bool
+    rms_a: float
+    rms_b: float
+    distance: float  # RMS of W_b - W_a, estimated from the sketches
+    rel_distance: float  # distance / rms_a
+    correlation: float  # Pearson correlation of the sketches (NaN when one is constant)
+    diff_rank: int | None  # numerical rank of the sketch difference (matrices only)
+    rank_limit: int | None  # the largest rank the sketch can show: min(sketch rows, cols)
+    quant_ratio: float | None  # distance / storage noise of the coarser side (when precisions differ)
+    zeros_a: float
+    zeros_b: float
+    nonzero_rel_distance: float  # rel. distance on entries non-zero on both sides (pruning cue)
+    kurtosis_a: float
+    kurtosis_b: float
+
+    @property
+    def is_matrix(self) -> bool:
+        return self.diff_rank is not None
+
+
+@dataclass
+class PairEvidence:
+    """The evidence about models ``a`` and ``b`` (numbers only; see :func:`ancestree.relate.verdict`)."""
+
+    a: str
+    b: str
+    layers: list[LayerEvidence]
+    unpaired_a: list[str] = field(default_factory=list)
+    unpaired_b: list[str] = field(default_factory=list)
+    coverage_a: float = 0.0  # fraction of a's parameters that are paired
+    coverage_b: float = 0.0
+    identical_fraction: float = 0.0  # fraction of paired parameters with identical content
+    distance: float = 0.0  # parameter-weighted RMS distance over paired tensors
+    rel_distance: float = 0.0  # ‖ΔW‖ / ‖W_a‖ over paired tensors
+    mean_layer_distance: float = 0.0  # MoTHer-style: mean over matrices of per-layer RMS distance
+    correlation: float = float("nan")  # median per-layer correlation (layers with >= 64 sketch entries)
+    precision_a: float = 0.0  # parameter-weighted mean bits of precision
+    precision_b: float = 0.0
+    quant_ratio: float | None = None  # median over changed layers; ~1 for a rounded copy
+    zeros_delta: float = 0.0  # zero fraction of b minus that of a (parameter-weighted)
+    nonzero_rel_distance: float = 0.0
+    changed_matrices: int = 0  # matrices (sketch side >= MIN_RANK_SIDE) that differ beyond storage noise
+    low_rank_matrices: int = 0  # ... of which the difference has rank <= a quarter of the sketch side
+    max_rank: int = 0  # largest difference rank among changed matrices
+    kurtosis_delta: float = 0.0  # mean over matrices of kurtosis_a - kurtosis_b (direction cue)
+    norm_ratio: float = 1.0  # ‖W_b‖ / ‖W_a‖ over paired tensors (weight decay shrinks children)
+
+    @property
+    def low_rank_fraction(self) -> float:
+        return self.low_rank_matrices / self.changed_matrices if self.changed_matrices else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able: NaN becomes ``None``; shapes become lists."""
+        out = asdict(self)
+        out["low_rank_fraction"] = self.low_rank_fraction
+        return _clean(out)
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def same_content(ta: TensorPrint, tb: TensorPrint, transposed: bool) -> bool:
+    """Identical values: equal sha256 in the same layout; equal layout hash and sketch when transposed."""
+    if not transposed:
+        return ta.sha256 == tb.sha256
+    return ta.layout_hash == tb.layout_hash and np.array_equal(ta.sketch, tb.sketch.T)
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two sketches; NaN when either is constant."""
+    x = x.astype(np.float64).ravel() - x.mean(dtype=np.float64)
+    y = y.astype(np.float64).ravel() - y.mean(dtype=np.float64)
+    denom = math.sqrt(float(x @ x) * float(y @ y))
+    return float(x @ y) / denom if denom > 0 else float("nan")
+
+
+def difference_rank(diff: np.ndarray, noise_rms: float) -> int:
+    """Numerical rank of a sketch difference, ignoring what storage rounding alone would produce.
+
+    The largest singular value of a p×q matrix of i.i.d. noise of RMS σ is about σ(√p + √q); singular
+    values below :data:`NOISE_MARGIN` times that, or below :data:`RANK_RTOL` of the largest, are zeros.
+    """
+    if not diff.any():
+        return 0
+    s = np.linalg.svd(diff.astype(np.float64), compute_uv=False)
+    p, q = diff.shape
+    tol = max(RANK_RTOL * s[0], NOISE_MARGIN * noise_rms * (math.sqrt(p) + math.sqrt(q)))
+    return int(np.sum(s > tol))
+
+
+def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair) -> LayerEvidence:
+    """The evidence of one aligned pair."""
+    sa = ta.sketch.astype(np.float64)
+    sb = oriented(tb, pair.transposed).astype(np.float64)
+    diff = sb - sa
+    identical = same_content(ta, tb, pair.transposed)
+    distance = 0.0 if identical else float(np.sqrt(np.mean(diff * diff))) if diff.size else 0.0
+    both = (sa != 0) & (sb != 0)
+    nz_norm = float(np.linalg.norm(sa[both]))
+    noise_a, noise_b = quantization_noise(ta), quantization_noise(tb)
+    quant_ratio = None
+    if precision_bits(ta) != precision_bits(tb):
+        coarse = max(noise_a, noise_b)
+        quant_ratio = distance / coarse if coarse > 0 else (0.0 if distance == 0 else math.inf)
+    rank = limit = None
+    if ta.is_matrix and diff.ndim == 2:
+        limit = int(min(diff.shape))
+        rank = 0 if identical else difference_rank(diff, math.hypot(noise_a, noise_b))
+    return LayerEvidence(
+        a=pair.a,
+        b=pair.b,
+        shape=ta.shape,
+        numel=ta.numel,
+        transposed=pair.transposed,
+        identical=identical,
+        rms_a=ta.rms,
+        rms_b=tb.rms,
+        distance=distance,
+        rel_distance=distance / ta.rms if ta.rms > 0 else (0.0 if distance == 0 else math.inf),
+        correlation=1.0 if identical and ta.variance > 0 else correlation(sa, sb),
+        diff_rank=rank,
+        rank_limit=limit,
+        quant_ratio=quant_ratio,
+        zeros_a=ta.zeros,
+        zeros_b=tb.zeros,
+        nonzero_rel_distance=float(np.linalg.norm(diff[both])) / nz_norm if nz_norm > 0 else 0.0,
+        kurtosis_a=ta.kurtosis,
+        kurtosis_b=tb.kurtosis,
+    )
+
+
+def _weighted(values: list[float], weights: list[float]) -> float:
+    w = np.asarray(weights, dtype=np.float64)
+    return float(np.dot(values, w) / w.sum()) if w.sum() > 0 else 0.0
+
+
+def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment) -> PairEvidence:
+    """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
+    n = [float(l.numel) for l in layers]
+    paired_b = sum(fb[l.b].numel for l in layers)
+    sq_diff = sum(l.numel * l.distance**2 for l in layers)
+    sq_a = sum(l.numel * l.rms_a**2 for l in layers)
+    sq_b = sum(l.numel * l.rms_b**2 for l in layers)
+    matrices = [l for l in layers if l.is_matrix]
+    corrs = [l.correlation for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= 64]
+    changed = [l for l in layers if not l.identical]
+    ratios = [l.quant_ratio for l in changed if l.quant_ratio is not None]
+    # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).
+    rankable = [l for l in matrices if (l.rank_limit or 0) >= MIN_RANK_SIDE and (l.diff_rank or 0) > 0]
+    low = [l for l in rankable if (l.diff_rank or 0) <= (l.rank_limit or 0) // 4]
+    kurt = [l.kurtosis_a - l.kurtosis_b for l in matrices if np.isfinite(l.kurtosis_a - l.kurtosis_b)]
+    nz_terms = [(l.nonzero_rel_distance * l.rms_a) ** 2 * l.numel for l in layers]
+    return PairEvidence(
+        a=fa.id,
+        b=fb.id,
+        layers=layers,
+        unpaired_a=list(alignment.unpaired_a),
+        unpaired_b=list(alignment.unpaired_b),
+        coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors), 1),
+        coverage_b=paired_b / max(sum(t.numel for t in fb.tensors), 1),
+        identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
+        distance=math.sqrt(sq_diff / max(sum(n), 1.0)),
+        rel_distance=math.sqrt(sq_diff / sq_a) if sq_a > 0 else 0.0,
+        mean_layer_distance=float(np.mean([l.distance for l in matrices])) if matrices else 0.0,
+        correlation=float(np.median(corrs)) if corrs else float("nan"),
+        precision_a=_weighted([precision_bits(fa[l.a]) for l in layers], n),
+        precision_b=_weighted([precision_bits(fb[l.b]) for l in layers], n),
+        quant_ratio=float(np.median(ratios)) if ratios else None,
+        zeros_delta=_weighted([l.zeros_b - l.zeros_a for l in layers], n),
+        nonzero_rel_distance=math.sqrt(sum(nz_terms) / sq_a) if sq_a > 0 else 0.0,
+        changed_matrices=len(rankable),
+        low_rank_matrices=len(low),
+        max_rank=max((l.diff_rank or 0 for l in rankable), default=0),
+        kurtosis_delta=float(np.mean(kurt)) if kurt else 0.0,
+        norm_ratio=math.sqrt(sq_b / sq_a) if sq_a > 0 else 1.0,
+    )
+
+
+def _sketch_size(t: TensorPrint) -> int:
+    return int(t.sketch.size)
+
+
+def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None) -> PairEvidence:
+    """All evidence about the pair ``(fa, fb)``; raises :class:`IncomparableError` when no tensor pairs."""
+    if fa.spec != fb.spec:
+        raise IncomparableError(fb.id, f"fingerprinted with other sketch settings than {fa.id}; refingerprint both")
+    alignment = alignment if alignment is not None else align(fa, fb)
+    if not alignment.pairs:
+        raise IncomparableError(fb.id, f"shares no tensor (by name or shape) with {fa.id}: different architectures?")
+    layers = [layer_evidence(fa[p.a], fb[p.b], p) for p in alignment.pairs]
+    return summarise(fa, fb, layers, alignment)

@@ -1,0 +1,81 @@
+"""One word about a pair from its evidence: a readable summary, not the graph's decision.
+
+The thresholds below are for a pair looked at alone; tree recovery (``ancestree.graph``) weighs the same
+numbers across many models and calibrates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ancestree.relate.evidence import PairEvidence
+
+#: Verdict kinds, most specific first, with their human labels. Kinds reuse the contract's relation names.
+KINDS = {
+    "duplicate": "same weights",
+    "quantized": "quantized",
+    "pruned": "pruned",
+    "adapter": "low-rank adapter",
+    "finetune": "fine-tuned relative",
+    "unrelated": "unrelated",
+}
+
+# Independently trained networks have independent weights: the correlation of matching entries is ~0 and
+# ‖a − b‖² ≈ ‖a‖² + ‖b‖², so the relative distance is ≈ √2 for equal scales. Fine-tunes keep most of the
+# parent (correlation typically > 0.9, relative distance < 0.5). Below UNRELATED_CORRELATION with a
+# relative distance above UNRELATED_DISTANCE nothing of a shared ancestor is left to see.
+UNRELATED_CORRELATION = 0.2
+UNRELATED_DISTANCE = 0.8
+
+# A rounded copy differs by about one storage step of the coarser dtype: quant_ratio ≈ 1 (0.2–2 in
+# practice: per-channel schemes round finer than the per-tensor step assumed). A fine-tune in the same
+# pair is at least ~10× larger. 3 leaves room for subnormals and outliers.
+QUANTIZED_RATIO = 3.0
+
+# Pruning zeroes a visible share of the weights (≥ 5 points more exact zeros) and leaves the rest alone:
+# the surviving entries differ by < 5% (exactly 0 for a plain pruned copy; a short recovery fine-tune
+# after pruning stays within it).
+PRUNED_ZEROS = 0.05
+PRUNED_NONZERO_DISTANCE = 0.05
+
+# A merged LoRA of rank r changes a matrix by a rank-r update; its sketch difference has rank ≤ r, while
+# a full fine-tune gives a full-rank sketch difference. Rank ≤ a quarter of the sketch side on at least
+# 80% of the changed matrices (heads trained in full are the usual exceptions) reads as an adapter.
+LOW_RANK_SHARE = 0.8
+
+# Identical content on (nearly) every paired parameter: the same weights, maybe renamed or re-exported.
+DUPLICATE_SHARE = 0.999
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``kind`` is a key of :data:`KINDS`; ``reason`` one sentence with the numbers behind it."""
+
+    kind: str
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return KINDS[self.kind]
+
+
+def verdict(ev: PairEvidence) -> Verdict:
+    """Classify a pair: same weights, quantized, pruned, low-rank adapter, fine-tuned relative or unrelated."""
+    if ev.identical_fraction >= DUPLICATE_SHARE:
+        heads = len(ev.unpaired_a) + len(ev.unpaired_b)
+        extra = f"; {heads} tensor(s) present on one side only" if heads else ""
+        return Verdict("duplicate", f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}.")
+    corr = ev.correlation
+    if (corr != corr or corr < UNRELATED_CORRELATION) and ev.rel_distance > UNRELATED_DISTANCE:
+        return Verdict("unrelated", f"matching weights are uncorrelated (median r = {corr:.2f}) and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
+    if ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_a != ev.precision_b:
+        coarse = "b" if ev.precision_b < ev.precision_a else "a"
+        return Verdict("quantized", f"model {coarse} is stored coarser ({min(ev.precision_a, ev.precision_b):.0f} vs {max(ev.precision_a, ev.precision_b):.0f} bits) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
+    if abs(ev.zeros_delta) >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE:
+        side = "b" if ev.zeros_delta > 0 else "a"
+        return Verdict("pruned", f"model {side} has {abs(ev.zeros_delta):.1%} more exact zeros and agrees with the other on its non-zero weights (relative difference {ev.nonzero_rel_distance:.3f}).")
+    if ev.changed_matrices and ev.low_rank_fraction >= LOW_RANK_SHARE:
+        return Verdict("adapter", f"{ev.low_rank_matrices} of {ev.changed_matrices} changed matrices differ by a low-rank update (rank ≤ {ev.max_rank}), as a merged LoRA does.")
+    if corr == corr and corr >= UNRELATED_CORRELATION or ev.rel_distance <= UNRELATED_DISTANCE:
+        return Verdict("finetune", f"weights are correlated (median r = {corr:.2f}) with relative distance {ev.rel_distance:.3f} and full-rank differences: one was trained from the other or both from a common ancestor.")
+    return Verdict("unrelated", f"no shared structure: median r = {corr:.2f}, relative distance {ev.rel_distance:.2f}.")
