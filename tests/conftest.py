@@ -34,3 +34,22 @@ def small_tensors(seed: int = 0) -> dict[str, np.ndarray]:
 @pytest.fixture
 def hf_model(tmp_path: Path) -> Path:
     return write_hf_folder(tmp_path / "model", small_tensors(), {"base_model": "org/base"})
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """The ``tiny`` zoo, built once per test session with 2 workers: (folder, seconds it took)."""
+    import time
+
+    from ancestree.zoo import make_zoo
+
+    out = tmp_path_factory.mktemp("zoo") / "tiny"
+    start = time.perf_counter()
+    make_zoo(out, "tiny", seed=0, workers=2)
+    return out, time.perf_counter() - start
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tiny_zoo_build: tuple[Path, float]) -> Path:
+    """Folder of the ``tiny`` zoo (``truth.json`` + one model folder per model); do not modify it."""
+    return tiny_zoo_build[0]

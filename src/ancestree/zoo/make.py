@@ -1,0 +1,283 @@
+"""Make a zoo: run a plan's jobs in dependency order on N worker processes, then write ``truth.json``.
+
+* Resumable: each model folder is built in ``OUT/.tmp-<id>`` and renamed into place when complete, with
+  its record in ``OUT/.zoo/<id>.json``; a model whose folder exists is never made again.
+* Deterministic: every job seeds torch from (zoo seed, job key) and runs single-threaded, and no file
+  holds a date, so the same seed gives byte-identical files whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ancestree.atomic import write_text
+from ancestree.errors import BadInputError
+from ancestree.zoo import recipes, save
+from ancestree.zoo.architectures import load_state
+from ancestree.zoo.data import seed_of
+from ancestree.zoo.plan import Job, ModelSpec, Plan
+from ancestree.zoo.presets import build_plan
+
+RECORDS = ".zoo"
+
+
+# -- one job ------------------------------------------------------------------------------------------
+def _is_done(out: Path, model_id: str) -> bool:
+    return (out / model_id).is_dir() and (out / RECORDS / f"{model_id}.json").is_file()
+
+
+def _parent_state(out: Path, plan: Plan, key: str) -> recipes.State:
+    return load_state(out / plan.ids[key])
+
+
+def _card(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
+    """Model-card front matter: ``base_model`` only for the declared fraction of non-root models."""
+    card: dict[str, Any] = {}
+    if spec.key in plan.declared:
+        parents = [plan.ids[p] for p in spec.parents]
+        card["base_model"] = parents if len(parents) > 1 else parents[0]
+        card["base_model_relation"] = spec.relation
+    card["library_name"] = "ancestree"
+    card["tags"] = ["ancestree-zoo", "image-classification", spec.config["model_type"]]
+    card["datasets"] = [f"ancestree/{spec.domain}"]
+    return card
+
+
+def _run_recipe(job: Job, plan: Plan, out: Path) -> dict[str, dict[str, Any]]:
+    """Compute the job's outputs: model key -> {"write": (format, payload), "recipe": extra truth}."""
+    seed = seed_of(plan.seed, job.key)
+    first = plan.models[job.outputs[0]]
+    params = dict(job.params)
+    spec = recipes.TrainSpec(**params["spec"]) if "spec" in params else None
+    if job.kind == "pretrain":
+        state, acc = recipes.pretrain(first.config, first.domain, spec, seed)
+        return {first.key: {"state": state, "recipe": {"accuracy": round(acc, 4)}}}
+    parent = _parent_state(out, plan, job.inputs[0])
+    if job.kind in ("finetune", "snake"):
+        n = params.get("checkpoints", 1)
+        steps = tuple(spec.steps * (i + 1) for i in range(n - 1))
+        run_spec = recipes.TrainSpec(**{**spec.to_dict(), "steps": spec.steps * n})
+        start, states, acc = recipes.finetune(first.config, parent, first.domain, list(first.classes), run_spec, seed, steps)
+        starts = [start] + [recipes.state_hash(s) for s in states[:-1]]
+        return {
+            key: {"state": s, "recipe": {"start_sha256": h, "steps_done": spec.steps * (i + 1)}
+                  | ({"accuracy": round(acc, 4)} if i == n - 1 else {})}
+            for i, (key, s, h) in enumerate(zip(job.outputs, states, starts))
+        }
+    if job.kind == "lora":
+        start, adapter_config, adapter_state, merged, acc = recipes.lora(
+            first.config, parent, first.domain, list(first.classes), spec, seed, params["rank"], plan.ids[job.inputs[0]]
+        )
+        extra = {"start_sha256": start, "accuracy": round(acc, 4)}
+        return {
+            job.outputs[0]: {"adapter": (adapter_config, adapter_state), "recipe": extra},
+            job.outputs[1]: {"state": merged, "recipe": extra},
+        }
+    if job.kind == "merge":
+        states = [_parent_state(out, plan, k) for k in job.inputs[: len(params["weights"])]]
+        base = _parent_state(out, plan, job.inputs[-1]) if params["method"] == "task_arithmetic" else None
+        merged = recipes.merge(states, params["weights"], base)
+        extra = {"base": plan.ids[job.inputs[-1]]} if base is not None else {}
+        return {first.key: {"state": merged, "recipe": extra}}
+    transforms = {
+        "fp16": lambda: recipes.to_fp16(parent),
+        "int8": lambda: recipes.quantize_int8(parent),
+        "prune": lambda: recipes.prune(parent, params["sparsity"]),
+    }
+    return {first.key: {"state": transforms[job.kind]() if job.kind in transforms else parent, "recipe": {}}}
+
+
+def _write_model(folder: Path, plan: Plan, spec: ModelSpec, result: dict[str, Any]) -> int:
+    """Write one model folder; return its parameter count (learned elements, quantized ones counted once)."""
+    model_id = plan.ids[spec.key]
+    if spec.recipe == "lora-adapter":
+        adapter_config, adapter_state = result["adapter"]
+        save.write_adapter(folder, adapter_config, adapter_state)
+        parameters = sum(v.numel() for v in adapter_state.values())
+    else:
+        save.write_json(folder / "config.json", spec.config)
+        state = result["state"]
+        parameters = _count(state, spec.recipe)
+        if spec.recipe == "q4":
+            save.write_gguf(folder, state, spec.config["model_type"], model_id)
+        elif spec.recipe == "pytorch":
+            save.write_pytorch(folder, state)
+        elif spec.recipe == "onnx":
+            save.write_onnx(folder, spec.config, state)
+        else:
+            save.write_safetensors(folder, state)
+    about = f"An {spec.config['model_type']} model ({spec.recipe}) from a synthetic ancestree zoo."
+    save.write_card(folder, model_id, _card(plan, spec), list(spec.classes), about)
+    return parameters
+
+
+def _count(state: recipes.State, recipe: str) -> int:
+    if recipe == "int8":  # scales are not parameters of their own
+        return sum(v.numel() for k, v in state.items() if not (k.endswith("_scale") and k[:-6] in state))
+    return sum(v.numel() for v in state.values())
+
+
+def _record(plan: Plan, spec: ModelSpec, job: Job, parameters: int, extra: dict[str, Any]) -> dict[str, Any]:
+    recipe = {"kind": spec.recipe, "domain": spec.domain, **job.params, **extra}
+    return {
+        "id": plan.ids[spec.key],
+        "key": spec.key,
+        "format": spec.format,
+        "parameters": parameters,
+        "tree": spec.tree,
+        "classes": list(spec.classes),
+        "split": spec.split,
+        "generation": spec.generation,
+        "architecture": spec.config["model_type"],
+        "declared": spec.key in plan.declared,
+        "recipe": recipe,
+    }
+
+
+def run_job(job: Job, plan: Plan, out: Path) -> list[str]:
+    """Make the job's model folders that do not exist yet; return their ids."""
+    todo = [k for k in job.outputs if not _is_done(out, plan.ids[k])]
+    if not todo:
+        return []
+    results = _run_recipe(job, plan, out)
+    for key in todo:
+        spec, model_id = plan.models[key], plan.ids[key]
+        tmp = out / f".tmp-{model_id}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        parameters = _write_model(tmp, plan, spec, results[key])
+        record = _record(plan, spec, job, parameters, results[key]["recipe"])
+        write_text(out / RECORDS / f"{model_id}.json", json.dumps(record, indent=2) + "\n")
+        shutil.rmtree(out / model_id, ignore_errors=True)  # a folder without its record is unfinished
+        tmp.rename(out / model_id)
+    return [plan.ids[k] for k in todo]
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # determinism and fair sharing: one core per worker
+
+
+# -- scheduling ---------------------------------------------------------------------------------------
+def run_plan(plan: Plan, out: Path, workers: int = 1, progress: bool = True) -> int:
+    """Run every unfinished job of ``plan`` into ``out``, parents before children; return the jobs run."""
+    from tqdm.auto import tqdm
+
+    pending = {k: j for k, j in plan.jobs.items() if not all(_is_done(out, plan.ids[o]) for o in j.outputs)}
+    bar = tqdm(total=len(plan.models), initial=len(plan.models) - sum(len(j.outputs) for j in pending.values()),
+               unit="model", desc=f"zoo {plan.preset}", disable=not progress)
+    waiting = {k: plan.job_dependencies(j) & set(pending) for k, j in pending.items()}
+    ran = 0
+    try:
+        if workers <= 1:
+            ran = _run_serial(plan, out, pending, waiting, bar)
+        else:
+            ran = _run_parallel(plan, out, pending, waiting, bar, workers)
+    finally:
+        bar.close()
+    return ran
+
+
+def _ready(waiting: dict[str, set[str]]) -> list[str]:
+    return sorted(k for k, deps in waiting.items() if not deps)
+
+
+def _finish(key: str, waiting: dict[str, set[str]]) -> None:
+    for deps in waiting.values():
+        deps.discard(key)
+
+
+def _run_serial(plan: Plan, out: Path, pending: dict[str, Job], waiting: dict[str, set[str]], bar) -> int:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ran = 0
+        while waiting:
+            key = _ready(waiting)[0]
+            del waiting[key]
+            bar.update(len(run_job(pending[key], plan, out)))
+            _finish(key, waiting)
+            ran += 1
+        return ran
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_parallel(plan: Plan, out: Path, pending: dict[str, Job], waiting: dict[str, set[str]], bar, workers: int) -> int:
+    # spawn, not fork: forking a process whose OpenMP pool is already running can deadlock
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+        running: dict[Future, str] = {}
+        ran = 0
+        while waiting or running:
+            for key in _ready(waiting):
+                del waiting[key]
+                running[pool.submit(run_job, pending[key], plan, out)] = key
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                key = running.pop(future)
+                bar.update(len(future.result()))
+                _finish(key, waiting)
+                ran += 1
+        return ran
+
+
+# -- the zoo ------------------------------------------------------------------------------------------
+def truth(plan: Plan, out: Path) -> dict[str, Any]:
+    """``truth.json``: the contract's ``tree --format json`` schema, plus classes, split and recipes."""
+    records = [json.loads((out / RECORDS / f"{plan.ids[k]}.json").read_text()) for k in plan.models]
+    edges = [
+        {"parent": plan.ids[p], "child": plan.ids[spec.key], "relation": spec.relation, "confidence": 1.0}
+        for spec in plan.models.values()
+        for p in spec.parents
+    ]
+    return {
+        "preset": plan.preset,
+        "seed": plan.seed,
+        "models": sorted(records, key=lambda r: r["id"]),
+        "edges": sorted(edges, key=lambda e: (e["child"], e["parent"])),
+    }
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse to resume into a folder made with another preset, seed or declared fraction."""
+    path = out / RECORDS / "settings.json"
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != settings:
+            raise BadInputError(out, f"holds a zoo made with {previous}, not {settings}; use an empty folder")
+    else:
+        write_text(path, json.dumps(settings, sort_keys=True) + "\n")
+
+
+def make_zoo(
+    out: str | Path,
+    preset: str = "tiny",
+    seed: int = 0,
+    workers: int = 1,
+    declare_fraction: float = 0.5,
+    progress: bool = False,
+) -> Path:
+    """Make (or finish) the zoo ``preset`` in ``out`` and return the path of its ``truth.json``."""
+    if not 0.0 <= declare_fraction <= 1.0:
+        raise BadInputError(None, f"--declare-fraction must be between 0 and 1, got {declare_fraction}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInputError(out, "exists and is not a folder")
+    plan = build_plan(preset, seed, declare_fraction)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, {"preset": preset, "seed": seed, "declare_fraction": declare_fraction})
+    for leftover in out.glob(".tmp-*"):  # an interrupted run's half-built folders
+        shutil.rmtree(leftover, ignore_errors=True)
+    run_plan(plan, out, workers, progress)
+    target = out / "truth.json"
+    write_text(target, json.dumps(truth(plan, out), indent=2) + "\n")
+    return target
+
+
+__all__ = ["make_zoo", "run_job", "run_plan", "truth"]
