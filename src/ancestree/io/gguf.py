@@ -1,0 +1,111 @@
+"""GGUF files (llama.cpp): memory-mapped with the ``gguf`` package's reader.
+
+GGUF lists a tensor's dimensions fastest-first (``ne[0]`` is the row length); shapes here are given in
+PyTorch order (reversed), which is also the shape of the values :meth:`GGUFModel.read` returns. Block
+quantized tensors (``q8_0``, ``q4_0``, ``q4_k``, ...) keep their GGML type name as dtype, are marked
+``quantized`` and are dequantized on read with ``gguf.quants.dequantize``; plain float and integer
+tensors use numpy's dtype names (``float16``, ``float32``) so they count as learned like in every other
+format. ``general.*`` metadata goes into ``meta.extra``; a declared base model into ``meta.card``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from gguf import GGMLQuantizationType, GGUFReader
+from gguf.quants import dequantize
+
+from ancestree.errors import BadInputError
+from ancestree.io.base import FileInfo, Model, TensorInfo
+
+Q = GGMLQuantizationType
+
+#: GGML types stored element by element, with the numpy dtype name they are reported under.
+PLAIN_TYPES: dict[GGMLQuantizationType, str] = {
+    Q.F32: "float32",
+    Q.F16: "float16",
+    Q.BF16: "bfloat16",
+    Q.F64: "float64",
+    Q.I8: "int8",
+    Q.I16: "int16",
+    Q.I32: "int32",
+    Q.I64: "int64",
+}
+
+
+def field_value(field: Any) -> Any:
+    """The Python value of a GGUF metadata field (string, number or list)."""
+    if hasattr(field, "contents"):
+        return field.contents()
+    parts = [field.parts[i] for i in field.data]  # gguf < 0.11: decode by hand
+    values = [bytes(p).decode("utf-8", "replace") if p.dtype == np.uint8 else p.tolist()[0] for p in parts]
+    return values[0] if len(values) == 1 else values
+
+
+def declared_base(extra: dict[str, Any]) -> str | None:
+    """``org/name`` of ``general.base_model.0`` (from its Hugging Face URL, else organization + name)."""
+    url = str(extra.get("general.base_model.0.repo_url", ""))
+    if "huggingface.co/" in url:
+        return url.split("huggingface.co/", 1)[1].strip("/") or None
+    org, name = extra.get("general.base_model.0.organization"), extra.get("general.base_model.0.name")
+    if name:
+        return f"{org}/{name}" if org else str(name)
+    return None
+
+
+class GGUFModel(Model):
+    """One ``.gguf`` file."""
+
+    format = "gguf"
+
+    def __init__(self, path: str | Path, model_id: str | None = None) -> None:
+        super().__init__(path, model_id)
+        try:
+            self._reader: GGUFReader | None = GGUFReader(self.path, "r")
+            tensors = {t.name: t for t in self._reader.tensors}
+        except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on a damaged file
+            raise BadInputError(self.path, f"not a readable GGUF file ({exc.__class__.__name__}: {exc})") from None
+        self._tensors = tensors
+        self.meta.files = [FileInfo.of(self.path)]
+        self.meta.extra.update(self._general_metadata())
+        base = declared_base(self.meta.extra)
+        if base:
+            self.meta.card.setdefault("base_model", base)
+
+    def _general_metadata(self) -> dict[str, Any]:
+        assert self._reader is not None
+        out: dict[str, Any] = {}
+        for key, field in self._reader.fields.items():
+            if key.startswith("general."):
+                try:
+                    out[key] = field_value(field)
+                except (ValueError, IndexError, UnicodeDecodeError):
+                    continue  # an unreadable metadata value does not make the weights unreadable
+        return out
+
+    def _list(self) -> list[TensorInfo]:
+        infos = []
+        for name, t in self._tensors.items():
+            qtype = Q(t.tensor_type)
+            shape = tuple(int(d) for d in reversed(t.shape.tolist()))
+            plain = PLAIN_TYPES.get(qtype)
+            infos.append(TensorInfo(name, shape, plain or qtype.name.lower(), quantized=plain is None))
+        return infos
+
+    def _read(self, name: str) -> np.ndarray:
+        if self._reader is None:
+            raise ValueError(f"{self.id}: model is closed")
+        t = self._tensors[name]
+        qtype = Q(t.tensor_type)
+        if qtype in (Q.F32, Q.F16, Q.F64) or PLAIN_TYPES.get(qtype, "").startswith("int"):
+            return np.asarray(t.data)  # a view into the file map
+        try:
+            return dequantize(t.data, qtype)
+        except NotImplementedError:
+            raise BadInputError(self.path, f"tensor {name!r}: GGML type {qtype.name} cannot be dequantized by this gguf version") from None
+
+    def close(self) -> None:
+        self._reader = None
+        self._tensors = {}
