@@ -70,8 +70,8 @@ class PairEvidence:
     coverage_a: float = 0.0  # fraction of a's parameters that are paired
     coverage_b: float = 0.0
     identical_fraction: float = 0.0  # fraction of paired parameters with identical content
-    distance: float = 0.0  # parameter-weighted RMS distance over paired tensors
-    rel_distance: float = 0.0  # ‖ΔW‖ / ‖W_a‖ over paired tensors
+    distance: float = 0.0  # parameter-weighted RMS distance over paired matrices (all tensors if none)
+    rel_distance: float = 0.0  # ‖ΔW‖ / ‖W_a‖ over the same
     mean_layer_distance: float = 0.0  # MoTHer-style: mean over matrices of per-layer RMS distance
     correlation: float = float("nan")  # median per-layer correlation (layers with >= 64 sketch entries)
     precision_a: float = 0.0  # parameter-weighted mean bits of precision
@@ -83,7 +83,7 @@ class PairEvidence:
     low_rank_matrices: int = 0  # ... of which the difference has rank <= a quarter of the sketch side
     max_rank: int = 0  # largest difference rank among changed matrices
     kurtosis_delta: float = 0.0  # mean over matrices of kurtosis_a - kurtosis_b (direction cue)
-    norm_ratio: float = 1.0  # ‖W_b‖ / ‖W_a‖ over paired tensors (weight decay shrinks children)
+    norm_ratio: float = 1.0  # ‖W_b‖ / ‖W_a‖ over paired matrices (weight decay shrinks children)
 
     @property
     def low_rank_fraction(self) -> float:
@@ -185,10 +185,14 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
     n = [float(l.numel) for l in layers]
     paired_b = sum(fb[l.b].numel for l in layers)
-    sq_diff = sum(l.numel * l.distance**2 for l in layers)
-    sq_a = sum(l.numel * l.rms_a**2 for l in layers)
-    sq_b = sum(l.numel * l.rms_b**2 for l in layers)
     matrices = [l for l in layers if l.is_matrix]
+    # Distances pool the matrices (all tensors if there are none): gains and biases have large means and
+    # tiny spreads (LayerNorm gains ≈ 1), which would pull the relative distance of unrelated models off √2.
+    pooled = matrices or layers
+    sq_diff = sum(l.numel * l.distance**2 for l in pooled)
+    sq_a = sum(l.numel * l.rms_a**2 for l in pooled)
+    sq_b = sum(l.numel * l.rms_b**2 for l in pooled)
+    n_pooled = sum(l.numel for l in pooled)
     corrs = [l.correlation for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= 64]
     changed = [l for l in layers if not l.identical]
     ratios = [l.quant_ratio for l in changed if l.quant_ratio is not None]
@@ -196,7 +200,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     rankable = [l for l in matrices if (l.rank_limit or 0) >= MIN_RANK_SIDE and (l.diff_rank or 0) > 0]
     low = [l for l in rankable if (l.diff_rank or 0) <= (l.rank_limit or 0) // 4]
     kurt = [l.kurtosis_a - l.kurtosis_b for l in matrices if np.isfinite(l.kurtosis_a - l.kurtosis_b)]
-    nz_terms = [(l.nonzero_rel_distance * l.rms_a) ** 2 * l.numel for l in layers]
+    nz_terms = [(l.nonzero_rel_distance * l.rms_a) ** 2 * l.numel for l in pooled]
     return PairEvidence(
         a=fa.id,
         b=fb.id,
@@ -206,7 +210,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors), 1),
         coverage_b=paired_b / max(sum(t.numel for t in fb.tensors), 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
-        distance=math.sqrt(sq_diff / max(sum(n), 1.0)),
+        distance=math.sqrt(sq_diff / max(n_pooled, 1)),
         rel_distance=math.sqrt(sq_diff / sq_a) if sq_a > 0 else 0.0,
         mean_layer_distance=float(np.mean([l.distance for l in matrices])) if matrices else 0.0,
         correlation=float(np.median(corrs)) if corrs else float("nan"),

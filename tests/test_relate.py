@@ -1,0 +1,155 @@
+"""Pair evidence and verdicts on generated model pairs with known relations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from ancestree.errors import IncomparableError
+from ancestree.fingerprint import Fingerprint, fingerprint
+from ancestree.relate import relate, verdict
+
+
+def make_parent(seed: int = 0) -> dict[str, np.ndarray]:
+    """A small transformer-ish block stack: square and rectangular matrices, biases, LayerNorm gains."""
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray] = {}
+    for i in range(3):
+        for proj, shape in (("query", (128, 128)), ("value", (128, 128)), ("up", (256, 128)), ("down", (128, 256))):
+            tensors[f"layers.{i}.{proj}.weight"] = (rng.standard_normal(shape) * 0.05).astype(np.float32)
+            tensors[f"layers.{i}.{proj}.bias"] = (rng.standard_normal(shape[0]) * 0.01).astype(np.float32)
+        tensors[f"layers.{i}.norm.weight"] = (1 + 0.05 * rng.standard_normal(128)).astype(np.float32)
+    return tensors
+
+
+def fp_of(tmp_path: Path, name: str, tensors: dict[str, np.ndarray]) -> Fingerprint:
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path))
+    return fingerprint(path, model_id=name)
+
+
+@pytest.fixture
+def parent(tmp_path: Path) -> Fingerprint:
+    return fp_of(tmp_path, "parent", make_parent())
+
+
+def test_sketch_distance_tracks_true_rms_distance(tmp_path: Path) -> None:
+    """Stated bound (README): i.i.d. differences within 5%, row-heteroscedastic (10x) within 25%."""
+    worst = {"iid": 0.0, "rows": 0.0}
+    for seed in range(12):
+        rng = np.random.default_rng(100 + seed)
+        w = (rng.standard_normal((384, 512)) * 0.05).astype(np.float32)
+        fa = fp_of(tmp_path, f"w{seed}", {"w": w})
+        for scale in (1e-4, 1e-3, 1e-2, 1e-1):
+            for kind in worst:
+                noise = rng.standard_normal(w.shape)
+                if kind == "rows":
+                    noise *= np.exp(rng.uniform(0, np.log(10), (w.shape[0], 1)))
+                child = (w + scale * 0.05 * noise).astype(np.float32)
+                true = float(np.sqrt(np.mean((child.astype(np.float64) - w) ** 2)))
+                est = relate(fa, fp_of(tmp_path, "c", {"w": child})).layers[0].distance
+                worst[kind] = max(worst[kind], abs(est / true - 1))
+    assert worst["iid"] < 0.05, worst
+    assert worst["rows"] < 0.25, worst
+
+
+def test_identical_copy_is_same_weights(tmp_path: Path, parent: Fingerprint) -> None:
+    ev = relate(parent, fp_of(tmp_path, "copy", {f"bert.{k}": v for k, v in make_parent().items()}))
+    assert ev.identical_fraction == 1.0 and ev.distance == 0.0
+    assert verdict(ev).kind == "duplicate"
+
+
+def test_duplicate_across_formats_has_equal_hashes(tmp_path: Path, parent: Fingerprint) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({k: torch.from_numpy(v) for k, v in make_parent().items()}, path)
+    other = fingerprint(path)
+    assert other.content_key == parent.content_key
+    assert {t.sha256 for t in other.tensors} == {t.sha256 for t in parent.tensors}
+    assert verdict(relate(parent, other)).kind == "duplicate"
+
+
+def test_fp16_copy_is_quantized(tmp_path: Path, parent: Fingerprint) -> None:
+    half = fp_of(tmp_path, "half", {k: v.astype(np.float16) for k, v in make_parent().items()})
+    ev = relate(parent, half)
+    assert ev.precision_b == 10 and ev.quant_ratio is not None and ev.quant_ratio < 1.5
+    assert verdict(ev).kind == "quantized"
+    # a fine-tune stored in fp16 is not a mere copy: its difference dwarfs the rounding step
+    rng = np.random.default_rng(9)
+    tuned = {k: (v + 0.005 * rng.standard_normal(v.shape)).astype(np.float16) for k, v in make_parent().items()}
+    assert verdict(relate(parent, fp_of(tmp_path, "tuned16", tuned))).kind == "finetune"
+
+
+def test_int8_copy_is_quantized(tmp_path: Path, parent: Fingerprint) -> None:
+    q: dict[str, np.ndarray] = {}
+    for k, v in make_parent().items():
+        scale = np.abs(v).max(axis=-1, keepdims=True) / 127 if v.ndim == 2 else None
+        if scale is None:
+            q[k] = v
+            continue
+        q[f"{k}_q"] = np.round(v / scale).astype(np.int8)
+        q[f"{k}_scale"] = scale[:, 0].astype(np.float32)
+    quant = fp_of(tmp_path, "int8", q)
+    assert any(t.quantized for t in quant.tensors)
+    ev = relate(parent, quant)
+    assert ev.identical_fraction < 1 and ev.quant_ratio is not None and ev.quant_ratio < QUANT_OK
+    assert verdict(ev).kind == "quantized"
+
+
+QUANT_OK = 3.0
+
+
+def test_pruned_copy_is_pruned(tmp_path: Path, parent: Fingerprint) -> None:
+    pruned = {}
+    for k, v in make_parent().items():
+        pruned[k] = np.where(np.abs(v) < np.quantile(np.abs(v), 0.4), 0, v).astype(np.float32) if v.ndim == 2 else v
+    ev = relate(parent, fp_of(tmp_path, "pruned", pruned))
+    assert ev.zeros_delta > 0.3 and ev.nonzero_rel_distance == 0.0
+    assert verdict(ev).kind == "pruned"
+
+
+def test_lora_difference_rank_is_recovered(tmp_path: Path, parent: Fingerprint) -> None:
+    rng = np.random.default_rng(3)
+    merged = make_parent()
+    for rank, name in ((4, "layers.0.query.weight"), (8, "layers.1.value.weight"), (16, "layers.2.up.weight")):
+        w = merged[name]
+        b, a = rng.standard_normal((w.shape[0], rank)), rng.standard_normal((rank, w.shape[1]))
+        merged[name] = (w + 0.002 * b @ a).astype(np.float32)
+    ev = relate(parent, fp_of(tmp_path, "lora", merged))
+    ranks = {l.a: l.diff_rank for l in ev.layers if l.diff_rank}
+    assert ranks == {"layers.0.query.weight": 4, "layers.1.value.weight": 8, "layers.2.up.weight": 16}
+    assert verdict(ev).kind == "adapter"
+
+
+def test_full_finetune_is_full_rank_relative(tmp_path: Path, parent: Fingerprint) -> None:
+    rng = np.random.default_rng(4)
+    tuned = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in make_parent().items()}
+    ev = relate(parent, fp_of(tmp_path, "tuned", tuned))
+    assert ev.correlation > 0.9 and 0.1 < ev.rel_distance < 0.4
+    assert ev.low_rank_matrices == 0 and ev.max_rank >= 60
+    assert verdict(ev).kind == "finetune"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_independent_seeds_are_unrelated(tmp_path: Path, parent: Fingerprint, seed: int) -> None:
+    ev = relate(parent, fp_of(tmp_path, f"indep{seed}", make_parent(seed)))
+    assert abs(ev.correlation) < 0.1
+    assert ev.rel_distance == pytest.approx(np.sqrt(2), abs=0.1)
+    assert verdict(ev).kind == "unrelated"
+
+
+def test_mismatched_architectures_raise(tmp_path: Path, parent: Fingerprint) -> None:
+    other = fp_of(tmp_path, "other", {"conv.weight": np.ones((3, 5, 7), np.float32)})
+    with pytest.raises(IncomparableError):
+        relate(parent, other)
+
+
+def test_evidence_serialises_without_nan(tmp_path: Path, parent: Fingerprint) -> None:
+    import json
+
+    ev = relate(parent, fp_of(tmp_path, "const", {**make_parent(), "layers.0.norm.weight": np.ones(128, np.float32)}))
+    text = json.dumps(ev.to_dict(), allow_nan=False)
+    assert "layers.0.norm.weight" in text
