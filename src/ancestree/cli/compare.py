@@ -1,0 +1,64 @@
+"""``ancestree compare A B``: how two models are related, with the per-layer evidence."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.fingerprint import CacheDir, NoCache, cache_from_options
+from ancestree.fingerprint import fingerprint
+from ancestree.relate import PairEvidence, Verdict, relate, verdict
+
+
+def compare_record(ev: PairEvidence, v: Verdict) -> dict[str, Any]:
+    """The JSON of ``compare``: the verdict, the model-level evidence and one record per layer pair."""
+    return {"a": ev.a, "b": ev.b, "verdict": {"kind": v.kind, "label": v.label, "reason": v.reason}, "evidence": ev.to_dict()}
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None or x != x else format(x, fmt)
+
+
+def _print(ev: PairEvidence, v: Verdict) -> None:
+    console.print(f"[bold]{v.label}[/]: {v.reason}")
+    table = Table("layer", "shape", "rel. distance", "correlation", "rank of diff.", "identical", title=f"{ev.a}  vs  {ev.b}")
+    for l in ev.layers:
+        name = l.a if l.a == l.b else f"{l.a} ↔ {l.b}{' (T)' if l.transposed else ''}"
+        rank = "-" if l.diff_rank is None else f"{l.diff_rank}/{l.rank_limit}"
+        table.add_row(name, "×".join(map(str, l.shape)) or "scalar", _num(l.rel_distance, ".4f"), _num(l.correlation, ".3f"), rank, "yes" if l.identical else "")
+    console.print(table)
+    for side, names in (("a", ev.unpaired_a), ("b", ev.unpaired_b)):
+        if names:
+            console.print(f"only in {side}: {', '.join(names)}")
+    console.print(
+        f"overall: relative distance {ev.rel_distance:.4f}, median correlation {_num(ev.correlation, '.3f')}, "
+        f"identical {ev.identical_fraction:.1%} of paired parameters"
+    )
+
+
+def compare(
+    a: Annotated[str, typer.Argument(help="First model (distances are relative to it).")],
+    b: Annotated[str, typer.Argument(help="Second model.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the JSON to this file.")] = None,
+    cache: CacheDir = None,
+    no_cache: NoCache = False,
+) -> None:
+    """Say whether B is the same weights as A, a quantized, pruned or low-rank-adapted copy, a fine-tuned relative, or unrelated."""
+    store = cache_from_options(cache, no_cache)
+    ev = relate(fingerprint(a, store), fingerprint(b, store))
+    v = verdict(ev)
+    if format is OutputFormat.json or output:
+        emit(to_json(compare_record(ev, v)), output)
+        return
+    _print(ev, v)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(compare)
+
+
+__all__ = ["compare", "compare_record", "register"]

@@ -1,0 +1,66 @@
+"""``ancestree fingerprint``: fingerprint models (cached) and optionally save the fingerprints to one file."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.errors import BadInputError
+from ancestree.fingerprint import FingerprintCache, fingerprint_many, save_fingerprints
+from ancestree.io import scan_models
+
+CacheDir = Annotated[Optional[str], typer.Option("--cache", help="Cache directory (default $ANCESTREE_CACHE or ~/.cache/ancestree).")]
+NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the fingerprint cache.")]
+
+
+def cache_from_options(cache: str | None, no_cache: bool) -> FingerprintCache | None:
+    """The cache the ``--cache`` / ``--no-cache`` options ask for (shared by every command that fingerprints)."""
+    if no_cache and cache:
+        raise BadInputError(None, "--cache and --no-cache exclude each other")
+    return None if no_cache else FingerprintCache(cache)
+
+
+def gather(paths: list[str] | None, scan: str | None) -> list[tuple[str, str]]:
+    """``(id, path)`` of the models named on the command line and found under ``--scan``."""
+    items = [(p, p) for p in paths or []]
+    if scan:
+        items.extend((model_id, str(path)) for model_id, path in scan_models(scan))
+    if not items:
+        raise BadInputError(scan, "no models given (name paths or use --scan DIR)")
+    return items
+
+
+def fingerprint_cmd(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Weight files, model folders or zips.")] = None,
+    scan: Annotated[Optional[str], typer.Option("--scan", help="Also fingerprint every model below this folder.")] = None,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Save all fingerprints to this .npz file.")] = None,
+    cache: CacheDir = None,
+    no_cache: NoCache = False,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format of the summary.")] = OutputFormat.text,
+) -> None:
+    """Fingerprint models: per-tensor hashes, exact moments and sketches, in one streaming pass each."""
+    store = cache_from_options(cache, no_cache)
+    fps = fingerprint_many(gather(paths, scan), store, progress=format is OutputFormat.text)
+    if output:
+        save_fingerprints(fps, output)
+    if format is OutputFormat.json:
+        emit(to_json([fp.summary() for fp in fps]), None)
+        return
+    table = Table("id", "format", "parameters", "tensors", "dtypes", "content key", "declared base")
+    for fp in fps:
+        s = fp.summary()
+        dtypes = ", ".join(f"{k}" for k in s["dtypes"])
+        table.add_row(s["id"], s["format"], f"{s['parameters']:,}", str(s["tensors"]), dtypes, s["content_key"][:12], str(s["declared_base_model"] or "-"))
+    console.print(table)
+    if output:
+        console.print(f"saved {len(fps)} fingerprint(s) to {output}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fingerprint")(fingerprint_cmd)
+
+
+__all__ = ["cache_from_options", "fingerprint_cmd", "gather", "register"]

@@ -1,0 +1,102 @@
+"""``ancestree compare`` and ``ancestree fingerprint`` through the real entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ancestree.cli.main import run
+from ancestree.fingerprint import load_fingerprints
+from tests.conftest import write_hf_folder
+
+
+def weights(seed: int, shift: float = 0.0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {
+        "enc.weight": (rng.standard_normal((96, 64)) * 0.05 + shift).astype(np.float32),
+        "enc.bias": (rng.standard_normal(96) * 0.01).astype(np.float32),
+        "dec.weight": (rng.standard_normal((64, 96)) * 0.05).astype(np.float32),
+    }
+
+
+def call(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        run(argv)
+    out, err = capsys.readouterr()
+    return int(exc.value.code or 0), out, err
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("ANCESTREE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_compare_json_fine_tuned_relative(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write_hf_folder(tmp_path / "a", weights(0))
+    child = {k: v + np.float32(0.005) * np.random.default_rng(1).standard_normal(v.shape).astype(np.float32) for k, v in weights(0).items()}
+    b = write_hf_folder(tmp_path / "b", child)
+    code, out, _ = call(["compare", str(a), str(b), "--format", "json"], capsys)
+    assert code == 0
+    record = json.loads(out)
+    assert record["verdict"]["kind"] == "finetune" and record["verdict"]["reason"]
+    layers = record["evidence"]["layers"]
+    assert {l["a"] for l in layers} == set(weights(0))
+    assert all({"rel_distance", "correlation", "diff_rank", "identical", "shape"} <= set(l) for l in layers)
+
+
+def test_compare_text_shows_verdict_and_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = tmp_path / "a.safetensors"
+    save_file(weights(0), str(a))
+    b = tmp_path / "b.safetensors"
+    save_file({k: v.astype(np.float16) for k, v in weights(0).items()}, str(b))
+    code, out, _ = call(["compare", str(a), str(b)], capsys)
+    assert code == 0
+    assert "quantized" in out and "enc.weight" in out and "rel. distance" in out
+
+
+def test_compare_mismatched_architectures_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = tmp_path / "a.safetensors"
+    save_file(weights(0), str(a))
+    b = tmp_path / "b.safetensors"
+    save_file({"conv.weight": np.ones((8, 3, 3, 3), np.float32)}, str(b))
+    code, out, err = call(["compare", str(a), str(b)], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "different architectures" in err and "Traceback" not in err
+
+
+def test_fingerprint_scan_saves_file_and_uses_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str], private_cache: Path) -> None:
+    zoo = tmp_path / "zoo"
+    write_hf_folder(zoo / "m1", weights(0))
+    write_hf_folder(zoo / "nested" / "m2", weights(1))
+    out_file = tmp_path / "fps.npz"
+    code, out, _ = call(["fingerprint", "--scan", str(zoo), "-o", str(out_file), "--format", "json"], capsys)
+    assert code == 0
+    ids = [r["id"] for r in json.loads(out)]
+    assert ids == ["m1", "nested/m2"]
+    assert [fp.id for fp in load_fingerprints(out_file)] == ids
+    assert any(private_cache.rglob("*.npz"))
+    code, out, _ = call(["fingerprint", str(zoo / "m1"), "--no-cache", "--format", "json"], capsys)
+    assert code == 0 and json.loads(out)[0]["id"] == str(zoo / "m1")
+
+
+def test_fingerprint_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = call(["fingerprint", str(tmp_path / "missing.safetensors")], capsys)
+    assert code == 2 and "missing.safetensors" in err
+
+
+def test_python_dash_m_compare(tmp_path: Path) -> None:
+    a = tmp_path / "a.safetensors"
+    save_file(weights(0), str(a))
+    proc = subprocess.run(
+        [sys.executable, "-m", "ancestree", "compare", str(a), str(a), "--no-cache", "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verdict"]["kind"] == "duplicate"
