@@ -1,0 +1,59 @@
+"""``ancestree parent``: which candidate is a model's parent, or none of them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.errors import BadInputError
+
+
+def parent(
+    ctx: typer.Context,
+    child: Annotated[str, typer.Argument(help="The model whose parent is sought.")],
+    candidates: Annotated[Optional[list[str]], typer.Option("--candidates", "-c", help="Candidate parents (several paths may follow one --candidates).")] = None,
+    probe_data: Annotated[Optional[str], typer.Option("--probe-data", help="Probe inputs (.npy, or .npz with an array 'x'/'inputs'/the first one).")] = None,
+    detector: Annotated[Optional[str], typer.Option("--detector", help="A detector trained with `ancestree lineage train`.")] = None,
+    method: Annotated[str, typer.Option("--method", "-m", help="weights | linearized-{l1,l2,cka} | baseline-{l1,l2,cka} | detector.")] = "weights",
+    ancestors: Annotated[bool, typer.Option("--ancestors", help="Rank grandparents and older too, with generations apart.")] = False,
+    evidence: Annotated[bool, typer.Option("--evidence", help="Include each candidate's raw evidence in the JSON.")] = False,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to this file.")] = None,
+) -> None:
+    """Rank candidate parents of CHILD (a score and a probability each; parent null when none is plausible)."""
+    from ancestree.lineage import rank_parents
+
+    extra = [a for a in ctx.args]
+    bad = [a for a in extra if a.startswith("-")]
+    if bad:
+        raise typer.BadParameter(f"unknown option {bad[0]}")
+    paths = list(candidates or []) + extra
+    if not paths:
+        raise BadInputError(child, "no candidates given (use --candidates PATH...)")
+    result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors)
+    if format is OutputFormat.json or output:
+        emit(to_json(result.to_dict(with_evidence=evidence)), output)
+        return
+    _print(result)
+
+
+def _print(result) -> None:
+    table = Table(title=f"parent of {result.child} ({result.method}): {result.parent or 'none of these'}")
+    for col in ("candidate", "score", "probability", "generations"):
+        table.add_column(col)
+    for c in result.ranking:
+        table.add_row(c.candidate, f"{c.score:.3f}", f"{c.probability:.3f}", "" if c.generations is None else str(c.generations))
+    table.add_row("(none of these)", "", f"{result.p_none:.3f}", "")
+    console.print(table)
+    for cand, reason in result.incomparable.items():
+        console.print(f"[yellow]incomparable[/]: {cand}: {reason}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(parent)
+
+
+__all__ = ["parent", "register"]

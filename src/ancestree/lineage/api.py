@@ -1,0 +1,51 @@
+"""One entry point over every parent-detection method (what the CLI calls)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ancestree.errors import BadInputError
+from ancestree.lineage.ancestors import rank_ancestors
+from ancestree.lineage.pairs import Source
+from ancestree.lineage.result import Ranking
+
+#: Method names accepted by :func:`make_ranker` (``baseline-*``: plain features, no linearisation).
+METHODS = ("weights", "linearized-l1", "linearized-l2", "linearized-cka",
+           "baseline-l1", "baseline-l2", "baseline-cka", "detector")
+
+
+def make_ranker(method: str = "weights", probe_data: str | Path | None = None, detector: str | Path | None = None) -> Any:
+    """A ranker object for ``method`` (``linearized`` alone means ``linearized-l1``)."""
+    if detector is not None and method == "weights":
+        method = "detector"
+    if method == "linearized":
+        method = "linearized-l1"
+    if method not in METHODS:
+        raise BadInputError(None, f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    if method == "weights":
+        from ancestree.lineage.weights import WeightsRanker
+
+        return WeightsRanker()
+    if method == "detector":
+        if detector is None:
+            raise BadInputError(None, "--method detector needs --detector FILE (train one with `ancestree lineage train`)")
+        from ancestree.lineage.detector import DetectorRanker
+
+        return DetectorRanker.load(detector, probe_data=probe_data)
+    from ancestree.lineage.linearized import FeatureRanker, LinearizedRanker
+
+    kind, metric = method.split("-")
+    cls = LinearizedRanker if kind == "linearized" else FeatureRanker
+    return cls(metric=metric, probe_data=probe_data)
+
+
+def rank_parents(child: Source, candidates: Sequence[Source], method: str = "weights",
+                 probe_data: str | Path | None = None, detector: str | Path | None = None,
+                 ancestors: bool = False) -> Ranking:
+    """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well."""
+    ranker = make_ranker(method, probe_data, detector)
+    if ancestors:
+        return rank_ancestors(ranker.rank, child, candidates)
+    return ranker.rank(child, candidates)

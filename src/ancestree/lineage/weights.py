@@ -1,0 +1,219 @@
+"""Weights-only parent detection: which candidate's weights the child's were most plausibly tuned from.
+
+For each comparable candidate the child's tensors are paired with the candidate's (names, shapes,
+transposes), the child's hidden units are re-aligned to the candidate's when they were permuted, and
+evidence is gathered tensor by tensor:
+
+* ``residual`` (the score's basis): ``sqrt(Σ‖c − s·p‖² / Σ‖c‖²)`` with a per-tensor least-squares scale
+  ``s``. Fitting the scale removes the uniform shrinking of weight decay, the drift that otherwise brings
+  two far-trained cousins nearer each other than either is to its parent; what remains is what training
+  actually moved. Quantized, pruned and LoRA-merged children stay within a few percent of their parent.
+* ``distance``: the same without the scale (the plain relative L2 distance);
+* ``shared``: fraction of entries exactly equal (frozen layers, pruned survivors, exact copies);
+* ``effective_rank``: the entropy effective rank of the difference matrices relative to their size
+  (a LoRA step or a short fine-tune is a low-rank move; the difference to a non-parent sums several);
+* ``kurtosis_drop``: mean excess kurtosis of the candidate minus the child over the matrices (MoTHer's
+  direction cue: fine-tuning lowers it).
+
+The score is ``−log(residual)``; probabilities come from the calibrated softmax with a "none of these"
+option (:class:`~ancestree.lineage.result.Calibration`): the none score is a residual threshold learned on
+the zoo (``fit``), so a child whose best candidate is still far away gets ``parent: null``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import kurtosis
+
+from ancestree.fingerprint.sketch import take_sketch
+from ancestree.fingerprint.types import SketchSpec
+from ancestree.io.base import Model
+from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
+from ancestree.lineage.permute import align_units
+from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
+
+#: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
+MAX_FULL = 1 << 22
+
+#: Sketch side for large tensors (a 512×512 sub-matrix: relative distances within ~1% of the full ones).
+LARGE_SKETCH = SketchSpec(matrix=512, vector=4096)
+
+#: Fraction of exact zeros above which a child tensor is taken as pruned.
+PRUNED = 0.2
+
+#: Residual floor so an exact copy gets a finite score.
+FLOOR = 1e-6
+
+#: Features of a (child, candidate) pair the score is a linear function of.
+FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop")
+
+#: Default coefficients and calibration, fitted on the ``lineage`` zoo (benchmarks/bench_lineage.py). With
+#: temperature 1 the coefficients carry the scale; the none score is the score of a virtual candidate.
+DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0)
+DEFAULT_CALIBRATION = Calibration(temperature=1.0, none_score=6.0 * float(-np.log(0.6)) + 3.0 * float(-np.log(0.3)))
+
+
+def features(evidence: dict[str, float]) -> np.ndarray:
+    """The feature vector (:data:`FEATURES`) of one pair's evidence."""
+    return np.array([
+        -np.log(max(evidence["residual"], FLOOR)),
+        -np.log(max(evidence["effective_rank"], 1e-3)),
+        evidence["shared"],
+        evidence["kurtosis_drop"],
+    ])
+
+
+@dataclass
+class _Sums:
+    residual: float = 0.0
+    plain: float = 0.0
+    norm: float = 0.0
+    shared: float = 0.0
+    numel: float = 0.0
+
+
+def _values(model: Model, pair: TensorPair, side: str) -> np.ndarray:
+    name = pair.child if side == "child" else pair.candidate
+    values = np.asarray(model.read(name), dtype=np.float32)
+    if side == "candidate" and pair.transpose:
+        values = values.T
+    if values.size > MAX_FULL:
+        return take_sketch(values, LARGE_SKETCH)
+    return np.array(values, dtype=np.float32)
+
+
+def _effective_rank(delta: np.ndarray) -> float | None:
+    """exp(entropy of the normalised squared singular values) / min(shape), for matrices of side >= 8."""
+    m = delta.reshape(delta.shape[0], -1)
+    if min(m.shape) < 8 or not np.any(m):
+        return None
+    m = m.astype(np.float64)
+    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m  # squared singular values, cheaper than an SVD
+    s2 = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+    p = s2 / s2.sum()
+    p = p[p > 0]
+    return float(np.exp(-(p * np.log(p)).sum()) / min(m.shape))
+
+
+def _on_support(c: np.ndarray, p: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Restrict a pruned child's tensor (many exact zeros the candidate lacks) to its surviving entries.
+
+    Pruning sets entries to zero and keeps the rest exactly, so the zeros say nothing about which model
+    the survivors came from; comparing on the survivors makes a pruned copy exact again.
+    """
+    zeros = c == 0
+    if len(shape) >= 2 and zeros.mean() > PRUNED and (p == 0).mean() < zeros.mean() / 2:
+        return c[~zeros], p[~zeros]
+    return c, p
+
+
+def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, float]:
+    """Evidence that ``cand`` is ``child``'s parent, from aligned arrays of equal shapes (same names)."""
+    sums, ranks, kurt = _Sums(), [], []
+    for name, c in child.items():
+        c, p = _on_support(c.astype(np.float64).ravel(), cand[name].astype(np.float64).ravel(), c.shape)
+        pp, cc = float(np.dot(p.ravel(), p.ravel())), float(np.dot(c.ravel(), c.ravel()))
+        s = float(np.dot(c.ravel(), p.ravel())) / pp if pp > 0 else 0.0
+        sums.residual += max(cc - s * s * pp, 0.0) if pp > 0 else cc
+        sums.plain += float(np.sum((c - p) ** 2))
+        sums.norm += cc
+        sums.shared += float(np.count_nonzero((c == p) & (c != 0)))
+        sums.numel += c.size
+        shape = child[name].shape
+        if len(shape) >= 2:
+            r = _effective_rank((child[name] - cand[name]).reshape(shape[0], -1))
+            if r is not None:
+                ranks.append(r)
+            if c.size >= 64:
+                kurt.append(float(kurtosis(p) - kurtosis(c)))
+    norm = max(sums.norm, 1e-30)
+    return {
+        "residual": float(np.sqrt(sums.residual / norm)),
+        "distance": float(np.sqrt(sums.plain / norm)),
+        "shared": sums.shared / max(sums.numel, 1.0),
+        "effective_rank": float(np.mean(ranks)) if ranks else 1.0,
+        "kurtosis_drop": float(np.mean(kurt)) if kurt else 0.0,
+    }
+
+
+class WeightsRanker:
+    """Rank candidate parents of a child from weights alone (any format ancestree reads).
+
+    Parameters
+    ----------
+    coef:
+        Weights of :data:`FEATURES` in the score; :meth:`fit` learns them (with the none score) from zoo tasks.
+    calibration:
+        Temperature and none score of the probabilities.
+    align_units:
+        Re-align permuted hidden units of the child before comparing (MLP/CNN chains).
+    """
+
+    method = "weights"
+
+    def __init__(self, coef: Sequence[float] | None = None, calibration: Calibration | None = None,
+                 align_units: bool = True) -> None:
+        self.coef = tuple(DEFAULT_COEF if coef is None else coef)
+        self.calibration = calibration or DEFAULT_CALIBRATION
+        self.align_units = align_units
+
+    # -- evidence ---------------------------------------------------------------------------------------
+    def evidence(self, child: Model, candidate: Model, cache: dict[str, np.ndarray] | None = None) -> dict[str, float] | str:
+        """The evidence dict for one pair, or the reason the candidate is incomparable."""
+        pairs = pair_tensors(child, candidate)
+        reason = incomparable_reason(child, candidate, pairs)
+        if reason:
+            return reason
+        cache = {} if cache is None else cache
+        c_values, p_values = {}, {}
+        for pair in pairs:
+            if pair.child not in cache:
+                cache[pair.child] = _values(child, pair, "child")
+            c_values[pair.child] = cache[pair.child]
+            p_values[pair.child] = _values(candidate, pair, "candidate")
+        permuted = 0
+        if self.align_units:
+            c_values, permuted = align_units(c_values, p_values)
+        ev = compare(c_values, p_values)
+        ev["permuted_layers"] = float(permuted)
+        ev["coverage"] = float(sum(child.tensors[p.child].numel for p in pairs) / max(child.parameters, 1))
+        return ev
+
+    def score_of(self, evidence: dict[str, float]) -> float:
+        return float(features(evidence) @ np.asarray(self.coef))
+
+    # -- ranking ----------------------------------------------------------------------------------------
+    def score_candidates(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[CandidateScore], dict[str, str]]:
+        """Unranked scores of every comparable candidate, and the incomparable ones with their reason."""
+        check_distinct(child, list(candidates))
+        c_model = open_model(child)
+        cache: dict[str, np.ndarray] = {}
+        scored, incomparable = [], {}
+        for source in candidates:
+            cand = open_model(source)
+            try:
+                ev = self.evidence(c_model, cand, cache)
+            finally:
+                if cand is not source:
+                    cand.close()
+            if isinstance(ev, str):
+                incomparable[cand.id] = ev
+            else:
+                scored.append(CandidateScore(cand.id, self.score_of(ev), evidence=ev))
+        return c_model.id, scored, incomparable
+
+    def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
+        """Candidates best first with calibrated probabilities; ``.parent`` is None when none is plausible."""
+        child_id, scored, incomparable = self.score_candidates(child, candidates)
+        return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
+
+    def fit(self, tasks: Sequence[tuple[Sequence[dict[str, float]], int | None]]) -> WeightsRanker:
+        """Learn coefficients and the none score from tasks ``(evidence of each candidate, true index or None)``."""
+        from ancestree.lineage.calibrate import fit_choice_model
+
+        coef, none = fit_choice_model([(np.stack([features(e) for e in evs]), t) for evs, t in tasks if evs])
+        self.coef, self.calibration = tuple(float(c) for c in coef), Calibration(1.0, none)
+        return self

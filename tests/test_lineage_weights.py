@@ -1,0 +1,108 @@
+"""Weights-only parent detection on a small real family (tests/test_lineage_family.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from ancestree.cli.main import app
+from ancestree.lineage import WeightsRanker, rank_parents
+from ancestree.lineage.permute import align_units
+from test_lineage_family import build_family, lineage_family  # noqa: F401 - the session fixture
+
+FINETUNES = ["A1", "A2", "A3", "B1", "B2", "A11", "A12", "A21", "A111"]
+GENERATION = {"A": 0, "B": 0, "A1": 1, "A2": 1, "A3": 1, "B1": 1, "B2": 1, "A11": 2, "A12": 2, "A21": 2, "A111": 3}
+
+
+def _candidates(fam: dict, child: str) -> list[str]:
+    """Every fine-tuned or root model that is not the child itself nor one of its descendants (the task)."""
+    parent = fam["parent"]
+
+    def descends(x: str, y: str) -> bool:
+        while x in parent:
+            x = parent[x]
+            if x == y:
+                return True
+        return False
+
+    return [str(fam["paths"][n]) for n in GENERATION if n != child and not descends(n, child)]
+
+
+@pytest.mark.parametrize("child", FINETUNES)
+def test_weights_pick_the_true_parent_of_fine_tunes(lineage_family: dict, child: str) -> None:
+    fam = lineage_family
+    result = WeightsRanker().rank(str(fam["paths"][child]), _candidates(fam, child))
+    assert result.parent == str(fam["paths"][fam["parent"][child]])
+    assert abs(sum(c.probability for c in result.ranking) + result.p_none - 1) < 1e-9
+
+
+@pytest.mark.parametrize("child", ["A1-int8", "A1-pruned", "A1-permuted", "A-lora"])
+def test_weights_survive_quantization_pruning_permutation_and_lora(lineage_family: dict, child: str) -> None:
+    fam = lineage_family
+    result = WeightsRanker().rank(str(fam["paths"][child]), _candidates(fam, "A1") + [str(fam["paths"]["A1"])])
+    assert result.parent == str(fam["paths"][fam["parent"][child]])
+    if child != "A-lora":  # a copy of A1: essentially no distance left once aligned / on the survivors
+        assert result.ranking[0].evidence["residual"] < 0.02
+
+
+def test_unit_alignment_is_what_makes_permuted_children_work(lineage_family: dict) -> None:
+    paths = lineage_family["paths"]
+    with_align = WeightsRanker().evidence(*map(_open, (paths["A1-permuted"], paths["A1"])))
+    without = WeightsRanker(align_units=False).evidence(*map(_open, (paths["A1-permuted"], paths["A1"])))
+    assert with_align["residual"] < 1e-4 and with_align["permuted_layers"] == 2  # fc1 and fc2
+    assert without["residual"] > 0.5
+
+
+def test_align_units_leaves_unpermuted_models_alone(lineage_family: dict) -> None:
+    m = _open(lineage_family["paths"]["A11"])
+    values = {n: m.read(n) for n in m.tensors}
+    aligned, permuted = align_units(values, {n: _open(lineage_family["paths"]["A1"]).read(n) for n in m.tensors})
+    assert permuted == 0 and all(aligned[n] is values[n] for n in values)
+
+
+def test_none_when_the_parent_and_its_tree_are_missing(lineage_family: dict) -> None:
+    paths = lineage_family["paths"]
+    present = WeightsRanker().rank(str(paths["B1"]), [str(paths[n]) for n in ("A", "A1", "A2", "B")])
+    removed = WeightsRanker().rank(str(paths["B1"]), [str(paths[n]) for n in ("A", "A1", "A2", "A11")])
+    assert present.parent == str(paths["B"]) and present.p_none < 0.05
+    assert removed.parent is None and removed.p_none > 0.95
+
+
+def test_other_architecture_is_incomparable_not_unlikely(lineage_family: dict) -> None:
+    paths = lineage_family["paths"]
+    result = rank_parents(str(paths["A1"]), [str(paths["A"]), str(paths["CNN"])])
+    assert [c.candidate for c in result.ranking] == [str(paths["A"])]
+    assert str(paths["CNN"]) in result.incomparable and "architecture" in result.incomparable[str(paths["CNN"])]
+
+
+def test_ancestors_walk_up_three_generations(lineage_family: dict) -> None:
+    paths = lineage_family["paths"]
+    cands = [str(paths[n]) for n in ("B", "A", "A1", "A11", "B1")]
+    result = rank_parents(str(paths["A111"]), cands, ancestors=True)
+    gens = {c.candidate: c.generations for c in result.ranking}
+    assert gens == {str(paths["A11"]): 1, str(paths["A1"]): 2, str(paths["A"]): 3, str(paths["B"]): None, str(paths["B1"]): None}
+
+
+def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path) -> None:
+    paths = lineage_family["paths"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["parent", str(paths["A11"]), "--candidates", str(paths["A"]), str(paths["A1"]),
+                              str(paths["CNN"]), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) >= {"child", "parent", "ranking"} and out["parent"] == str(paths["A1"])
+    assert all(set(r) == {"candidate", "score", "probability"} for r in out["ranking"])
+    assert out["incomparable"][0]["candidate"] == str(paths["CNN"])
+    from ancestree.cli.main import run
+
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", str(paths["A11"]), "--candidates", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+
+
+def _open(path):
+    from ancestree.io import load_model
+
+    return load_model(path)
