@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ancestree.fingerprint.sketch import take_sketch
@@ -104,7 +105,9 @@ def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: b
     prefetch(model)
     pool = ThreadPoolExecutor(1, thread_name_prefix="ancestree-hash") if threads else None
     try:
-        tensors = [tensor_print(info, values, spec, pool) for info, values in model.iter_tensors()]
+        # One BLAS thread: the moments' dot products are on small chunks, where BLAS threading only costs.
+        with threadpool_limits(1, user_api="blas"):
+            tensors = [tensor_print(info, values, spec, pool) for info, values in model.iter_tensors()]
     finally:
         if pool is not None:
             pool.shutdown()
