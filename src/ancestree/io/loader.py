@@ -7,6 +7,10 @@ hold the weights by Hugging Face conventions (safetensors first, then PyTorch, O
 from __future__ import annotations
 
 import importlib
+import pickle
+import struct
+import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,8 +89,21 @@ def load_model(path: str | Path, model_id: str | None = None) -> Model:
         return _reader(suffix)(p, model_id)
     except BadInputError:
         raise
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError) as exc:
-        raise BadInputError(path, f"cannot read as {suffix[1:]}: {exc.__class__.__name__}: {exc}") from None
+    except READ_ERRORS as exc:  # a reader let a library's error through: still one line naming the file
+        raise BadInputError(path, f"cannot read as {suffix[1:]}: {_one_line(exc)}") from None
+
+
+#: What libraries raise on damaged files; anything else is a bug in ancestree and stays an internal error.
+READ_ERRORS = (
+    OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, IndexError,
+    struct.error, pickle.UnpicklingError, zipfile.BadZipFile, zlib.error,
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return f"{exc.__class__.__name__}: {text[:200]}"
 
 
 def _load_folder(folder: Path, model_id: str) -> Model:
