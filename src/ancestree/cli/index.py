@@ -1,0 +1,143 @@
+"""``ancestree index``: a persistent atlas of many models (add, ls, show, export, rebuild)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
+from ancestree.index.store import DEFAULT_DB
+
+index_app = typer.Typer(help="A persistent index of many models: add, list, show, export, rebuild.",
+                        no_args_is_help=True)
+
+DbOption = Annotated[str, typer.Option("--db", help="The index file (SQLite).")]
+
+
+class ExportFormat(str, Enum):
+    json = "json"
+    graphml = "graphml"
+    dot = "dot"
+    mermaid = "mermaid"
+    html = "html"
+
+
+def _open(db: str, read_only: bool = True):
+    from ancestree.index import Atlas
+
+    return Atlas(db, read_only=read_only)
+
+
+@index_app.command("add")
+def add(
+    paths: Annotated[list[str] | None, typer.Argument(help="Model files, folders or zips.")] = None,
+    scan: Annotated[list[str] | None, typer.Option("--scan", help="Index every model below this folder.")] = None,
+    db: DbOption = DEFAULT_DB,
+    dask: Annotated[str | None, typer.Option("--dask", help="Fingerprint on this Dask scheduler (tcp://host:port).")] = None,
+    threads: Annotated[int, typer.Option("--threads", help="Models fingerprinted at once in this process.")] = 1,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per model on stderr.")] = False,
+) -> None:
+    """Fingerprint new models (skipping indexed ones) and place them in the graph incrementally."""
+    from ancestree.errors import BadInputError
+
+    if not paths and not scan:
+        raise BadInputError(None, "give model paths or --scan DIR")
+
+    def progress(result) -> None:
+        if not quiet:
+            err_console.print(f"{result.status:>5}  {result.name}", highlight=False)
+
+    with _open(db, read_only=False) as atlas:
+        report = atlas.add(paths or [], scan or [], dask=dask, threads=threads, on_model=progress)
+    summary = report.summary()
+    if format is OutputFormat.json:
+        emit(to_json(summary), None)
+        return
+    console.print(f"added {summary['added']}, skipped {summary['skipped']} already indexed, {len(report.bad)} unreadable; "
+                  f"placed {summary['placed']} (re-examined {summary['recovered_again']} models in "
+                  f"{summary['trees_touched']} trees) in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
+                  highlight=False)
+    for line in report.bad:
+        err_console.print(f"unreadable: {line}", highlight=False)
+
+
+@index_app.command("ls")
+def ls(
+    db: DbOption = DEFAULT_DB,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+) -> None:
+    """List the indexed models with their trees."""
+    with _open(db) as atlas:
+        rows = atlas.ls()
+    if format is OutputFormat.json:
+        emit(to_json([{k: r[k] for k in ("name", "path", "format", "parameters", "tree", "declared_base")} for r in rows]), None)
+        return
+    table = Table("model", "format", "parameters", "tree", "declared base")
+    for r in rows:
+        table.add_row(r["name"], r["format"], f"{r['parameters']:,}", str(r["tree"] if r["tree"] is not None else "-"),
+                      str(r["declared_base"] or "-"))
+    console.print(table)
+    console.print(f"{len(rows)} models", highlight=False)
+
+
+@index_app.command("show")
+def show(
+    model: Annotated[str, typer.Argument(help="A model name as `index ls` prints it.")],
+    db: DbOption = DEFAULT_DB,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+) -> None:
+    """A model's parents, children (relation, confidence, declared or recovered) and lineage to its root."""
+    with _open(db) as atlas:
+        record = atlas.show(model)
+    if format is OutputFormat.json:
+        emit(to_json(record), None)
+        return
+    console.print(f"[bold]{record['name']}[/bold]  {record['format']}, {record['parameters']:,} parameters, "
+                  f"tree {record['tree']}\n{record['path']}", highlight=False)
+    for title, key, other in (("parents", "parents", "parent"), ("children", "children", "child")):
+        table = Table(title, "relation", "confidence", "source", title=title, title_justify="left")
+        for e in record[key]:
+            table.add_row(e[other], e["relation"], f"{e['confidence']:.2f}", e["source"])
+        console.print(table if record[key] else f"{title}: none")
+    console.print("lineage: " + " ← ".join(record["lineage"]), highlight=False)
+
+
+@index_app.command("export")
+def export(
+    db: DbOption = DEFAULT_DB,
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")] = ExportFormat.json,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write here (atomically) instead of stdout.")] = None,
+    source: Annotated[str, typer.Option("--edges", help="recovered, declared or all.")] = "recovered",
+) -> None:
+    """Write the atlas's Model Graph as json, graphml, dot, mermaid or html."""
+    from ancestree.errors import BadInputError
+    from ancestree.index.export import render
+
+    if source not in ("recovered", "declared", "all"):
+        raise BadInputError(None, f"--edges must be recovered, declared or all, not {source!r}")
+    with _open(db) as atlas:
+        emit(render(atlas.graph(source), format.value), output)
+
+
+@index_app.command("rebuild")
+def rebuild(
+    db: DbOption = DEFAULT_DB,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+) -> None:
+    """Recover the whole graph again from the stored fingerprints (reads no model file)."""
+    with _open(db, read_only=False) as atlas:
+        result = atlas.rebuild()
+    record = {"models": result.members, "trees": result.trees_touched, "seconds": round(result.seconds, 3)}
+    if format is OutputFormat.json:
+        emit(to_json(record), None)
+    else:
+        console.print(f"rebuilt the graph of {record['models']} models ({record['trees']} trees) in {record['seconds']} s",
+                      highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(index_app, name="index")

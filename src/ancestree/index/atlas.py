@@ -1,0 +1,160 @@
+"""The atlas: a persistent index of many models, kept up to date as models are added.
+
+>>> atlas = Atlas("ancestree.db")                     # doctest: +SKIP
+>>> atlas.add(scan=["/models"])                       # doctest: +SKIP
+>>> atlas.show("org/model")["parents"]                # doctest: +SKIP
+
+Reading models (:mod:`ancestree.index.ingest`) runs here or on Dask workers; everything else works from
+the fingerprints stored in the SQLite file (:mod:`ancestree.index.store`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ancestree.errors import BadInputError
+from ancestree.fingerprint import from_bytes
+from ancestree.index.ingest import Ingested, ingest_dask, ingest_local, resolve_items
+from ancestree.index.placement import Placement, lineage, place, rebuild
+from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
+
+if TYPE_CHECKING:
+    from ancestree.graph.model_graph import ModelGraph
+
+
+@dataclass
+class AddReport:
+    """What ``index add`` did."""
+
+    added: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already indexed (same files)
+    bad: list[str] = field(default_factory=list)  # "path: problem" lines
+    placement: Placement | None = None
+    ingest_seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        p = self.placement or Placement()
+        return {"added": len(self.added), "skipped": len(self.skipped), "bad": self.bad,
+                "placed": len(p.placed), "recovered_again": p.members, "trees_touched": p.trees_touched,
+                "ingest_seconds": round(self.ingest_seconds, 3), "place_seconds": round(p.seconds, 3)}
+
+
+class Atlas:
+    """An atlas file; ``read_only=True`` for serving it."""
+
+    def __init__(self, db: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False) -> None:
+        self.store = IndexStore(db, read_only=read_only)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Atlas:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing ------------------------------------------------------------------------------------
+    def add(self, paths: Iterable[str | os.PathLike[str]] = (), scan: Iterable[str | os.PathLike[str]] = (),
+            dask: str | None = None, threads: int = 1, on_model: Callable[[Ingested], None] | None = None) -> AddReport:
+        """Index new models (each committed on its own) and place them in the graph.
+
+        Models whose files are already indexed are skipped by a ``stat`` of their files, or, at another
+        path, by the hash of their files. ``dask`` is a scheduler address: workers read the files.
+        """
+        items = resolve_items(paths, scan)
+        report = AddReport()
+        run = self.store.start_run(" ".join(["index add", *sys.argv[3:]]) if sys.argv else "index add")
+        known = self.store.known_stat_keys()
+        start = time.perf_counter()
+        status = "failed"
+        try:
+            results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
+            for result in results:
+                self._store_one(result, run, report)
+                if on_model is not None:
+                    on_model(result)
+            report.ingest_seconds = time.perf_counter() - start
+            report.placement = place(self.store)
+            status = "done"
+        finally:
+            self.store.finish_run(run, status, len(report.added), len(report.skipped))
+        return report
+
+    def _store_one(self, result: Ingested, run: int, report: AddReport) -> None:
+        if result.status == "bad":
+            report.bad.append(result.error or result.path)
+            return
+        if result.status == "known":
+            report.skipped.append(result.name)
+            return
+        assert result.fingerprint is not None and result.file_hash is not None
+        same = self.store.by_file_hash(result.file_hash)
+        if same is not None:  # the very same files at another path: remember the path, index nothing new
+            self.store.add_alias(result.path, int(same["id"]), result.stat_key)
+            report.skipped.append(result.name)
+            return
+        fp = from_bytes(result.fingerprint, result.path)[0]
+        if self.store.name_taken(fp.id):  # another model already goes by this name: keep both, distinctly
+            fp.id = f"{fp.id}@{result.file_hash[:8]}"
+        self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)
+        report.added.append(fp.id)
+
+    def place(self) -> Placement:
+        """Place models committed but not yet placed (after an interrupted run)."""
+        return place(self.store)
+
+    def rebuild(self) -> Placement:
+        """Recover the whole graph from the stored fingerprints (no model file is read)."""
+        run = self.store.start_run("index rebuild")
+        result = rebuild(self.store)
+        self.store.finish_run(run, "done", 0, 0)
+        return result
+
+    # -- reading ------------------------------------------------------------------------------------
+    def ls(self) -> list[dict[str, Any]]:
+        return self.store.models()
+
+    def model(self, name: str) -> dict[str, Any]:
+        """The stored row of ``name``; :class:`BadInputError` when the index has no such model."""
+        row = self.store.model(name)
+        if row is None:
+            raise BadInputError(name, f"no such model in the index {self.store.path}")
+        return row
+
+    def show(self, name: str) -> dict[str, Any]:
+        """A model with its parents, children (recovered and declared) and its lineage path to the root."""
+        row = self.model(name)
+        touching = self.store.edges(names=[name])
+        parents = [e.record() for e in touching if e.child == name]
+        children = [e.record() for e in touching if e.parent == name]
+        recovered = self.store.edges("recovered")
+        path = lineage(recovered, name)
+        if len(path) == 1:  # no recovered parent: follow what the models declare
+            path = lineage(self.store.edges("declared"), name)
+        return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
+                "parents": parents, "children": children, "lineage": path}
+
+    def graph(self, source: str = "recovered") -> ModelGraph:
+        """The atlas as a :class:`ModelGraph` (recovered edges by default; ``declared`` or ``all``)."""
+        from ancestree.graph.model_graph import ModelGraph
+
+        g = ModelGraph()
+        for row in self.store.models():
+            attrs = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
+            g.add_model(row["name"], row["format"], row["parameters"], **attrs)
+        for e in self.store.edges(None if source == "all" else source):
+            if not g.graph.has_edge(e.parent, e.child):
+                g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
+        return g
+
+    def edges(self, source: str | None = None) -> list[Edge]:
+        return self.store.edges(source)
+
+
+__all__ = ["AddReport", "Atlas"]

@@ -1,0 +1,118 @@
+"""Reading models for the index: the one function that touches model files, run locally or on Dask workers.
+
+:func:`ingest` opens a model, skips it when its files are already indexed (a ``stat`` of each file
+against the index's known stat keys), else fingerprints it and hashes its files. It returns plain bytes
+and strings (:class:`Ingested`), so a Dask worker can send the result back cheaply and the index
+process, the only writer of the SQLite file, stores it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ancestree.errors import BadInputError
+from ancestree.fingerprint import FingerprintCache, SketchSpec, compute_fingerprint, to_bytes
+from ancestree.io import load_model
+from ancestree.io.base import Model
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What a worker returns for one model: ``status`` is ``new``, ``known`` or ``bad`` (then ``error`` says why)."""
+
+    name: str
+    path: str
+    status: str
+    stat_key: str | None = None
+    file_hash: str | None = None
+    fingerprint: bytes | None = None  # ``ancestree.fingerprint.to_bytes`` of one fingerprint
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def file_hash(model: Model) -> str:
+    """sha256 over the model's files (names relative to the model, sizes and bytes): equal files, equal hash."""
+    digest = hashlib.sha256()
+    for f in sorted(model.meta.files, key=lambda f: f.path.name):
+        digest.update(f"{f.path.name}\0{f.size}\0{f.sha256}\n".encode())
+    return digest.hexdigest()
+
+
+def ingest(name: str, path: str, known: frozenset[str] | set[str] = frozenset()) -> Ingested:
+    """Fingerprint the model at ``path`` under ``name``, unless its stat key is in ``known``."""
+    import time
+
+    start = time.perf_counter()
+    try:
+        with load_model(path, name) as model:
+            key = FingerprintCache.stat_key(model, SketchSpec())
+            if key is not None and key in known:
+                return Ingested(name, path, "known", stat_key=key, seconds=time.perf_counter() - start)
+            fp = compute_fingerprint(model)
+            digest = file_hash(model)
+    except BadInputError as exc:
+        return Ingested(name, path, "bad", error=str(exc), seconds=time.perf_counter() - start)
+    return Ingested(name, path, "new", stat_key=key, file_hash=digest, fingerprint=to_bytes([fp]),
+                    seconds=time.perf_counter() - start)
+
+
+def ingest_local(items: Sequence[tuple[str, str]], known: set[str], threads: int = 1) -> Iterator[Ingested]:
+    """:func:`ingest` each ``(name, path)`` in this process, yielding results in order as they finish."""
+    if threads <= 1:
+        for name, path in items:
+            yield ingest(name, path, known)
+        return
+    frozen = frozenset(known)
+    with ThreadPoolExecutor(threads, thread_name_prefix="ancestree-ingest") as pool:
+        yield from pool.map(lambda item: ingest(item[0], item[1], frozen), items)
+
+
+def ingest_dask(items: Sequence[tuple[str, str]], known: set[str], address: str) -> Iterator[Ingested]:
+    """:func:`ingest` each ``(name, path)`` on the Dask cluster at ``address``, yielding results as they complete.
+
+    Workers read the files (so the paths must be visible to them); only fingerprints travel back. The
+    set of known stat keys is sent to every worker once.
+    """
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
+        raise BadInputError(None, f"--dask needs dask.distributed ({exc})") from None
+    try:
+        client = Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise BadInputError(address, f"cannot reach the Dask scheduler ({exc})") from None
+    try:
+        known_future = client.scatter(frozenset(known), broadcast=True)
+        futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{i}-{name}")
+                   for i, (name, path) in enumerate(items)]
+        for future in as_completed(futures):
+            yield future.result()
+            future.release()
+    finally:
+        client.close()
+
+
+def resolve_items(paths: Iterable[str | os.PathLike[str]], scan: Iterable[str | os.PathLike[str]] = ()) -> list[tuple[str, str]]:
+    """``(name, absolute path)`` for each model: the path as given, or with ``--scan`` the path relative to DIR."""
+    from ancestree.io import scan_models
+
+    items = [(str(p), str(Path(p).resolve())) for p in paths]
+    for folder in scan:
+        if not Path(folder).is_dir():
+            raise BadInputError(folder, "not a folder (--scan needs a folder to search for models)")
+        items.extend((str(name), str(Path(path).resolve())) for name, path in scan_models(folder))
+    seen: set[str] = set()
+    unique = []
+    for name, path in items:
+        if path not in seen:
+            seen.add(path)
+            unique.append((name, path))
+    return unique
+
+
+__all__ = ["Ingested", "file_hash", "ingest", "ingest_dask", "ingest_local", "resolve_items"]

@@ -1,0 +1,372 @@
+"""The atlas on disk: one SQLite file (WAL journal, foreign keys, one transaction per write).
+
+Tables:
+
+* ``models``: one row per indexed model: its id, path, file hash (sha256 over its files' bytes), content
+  key (the fingerprint's key of the learned values), format, parameters, what it declares (base model,
+  relation), its tree, whether it has been placed in the graph yet, and its fingerprint as a blob (the
+  ``.npz`` bytes of :mod:`ancestree.fingerprint.store`), so the graph can be rebuilt without reading a file;
+* ``edges``: ``parent -> child`` with relation and confidence, ``source`` = ``declared`` (a model card /
+  adapter config says so) or ``recovered`` (read from the weights);
+* ``trees``: one row per connected component of the recovered graph, with its root and size;
+* ``runs``: one row per ``index add`` / ``rebuild`` (what ran, when, how many models, how it ended);
+* ``aliases``: other paths found holding the very same files as an indexed model.
+
+Every model is committed on its own, so a run killed mid-way (even with SIGKILL) loses only the model
+being written; the next run finds the committed ones by their file hash and continues.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ancestree.errors import BadInputError
+import numpy as np
+
+from ancestree.fingerprint import Fingerprint, from_bytes, to_bytes
+from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
+
+#: Bumped when the schema changes; an index of another version is refused rather than misread.
+SCHEMA_VERSION = 1
+
+#: Default index file (``--db``).
+DEFAULT_DB = "ancestree.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    command TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    status TEXT NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'done', 'failed')),
+    added INTEGER NOT NULL DEFAULT 0,
+    skipped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS trees (
+    id INTEGER PRIMARY KEY,
+    root INTEGER REFERENCES models(id) ON DELETE SET NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    file_hash TEXT NOT NULL UNIQUE,
+    stat_key TEXT,
+    content_key TEXT NOT NULL,
+    format TEXT NOT NULL,
+    parameters INTEGER NOT NULL,
+    declared_base TEXT,
+    declared_relation TEXT,
+    tree INTEGER REFERENCES trees(id) ON DELETE SET NULL,
+    placed INTEGER NOT NULL DEFAULT 0,
+    fingerprint BLOB NOT NULL,
+    embedding BLOB NOT NULL,
+    added REAL NOT NULL,
+    run INTEGER REFERENCES runs(id) ON DELETE SET NULL
+);
+CREATE INDEX IF NOT EXISTS models_content ON models(content_key);
+CREATE INDEX IF NOT EXISTS models_stat ON models(stat_key);
+CREATE INDEX IF NOT EXISTS models_tree ON models(tree);
+CREATE INDEX IF NOT EXISTS models_placed ON models(placed);
+CREATE TABLE IF NOT EXISTS edges (
+    parent INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    child INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    relation TEXT NOT NULL,
+    confidence REAL NOT NULL,
+    source TEXT NOT NULL CHECK (source IN ('declared', 'recovered')),
+    PRIMARY KEY (parent, child, source)
+);
+CREATE INDEX IF NOT EXISTS edges_child ON edges(child);
+CREATE TABLE IF NOT EXISTS aliases (
+    path TEXT PRIMARY KEY,
+    model INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+    stat_key TEXT
+);
+CREATE INDEX IF NOT EXISTS aliases_stat ON aliases(stat_key);
+"""
+
+#: The columns of a model row that are cheap to read (everything but the fingerprint blob).
+MODEL_COLUMNS = ("id", "name", "path", "file_hash", "content_key", "format", "parameters", "declared_base",
+                 "declared_relation", "tree", "placed", "added")
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One edge of the atlas, by model names."""
+
+    parent: str
+    child: str
+    relation: str
+    confidence: float
+    source: str = "recovered"
+
+    def record(self) -> dict[str, Any]:
+        return {"parent": self.parent, "child": self.child, "relation": self.relation,
+                "confidence": round(float(self.confidence), 4), "source": self.source}
+
+
+class IndexStore:
+    """An atlas file. ``read_only`` opens it without the right to write (what the web server uses).
+
+    >>> store = IndexStore("atlas.db")             # doctest: +SKIP
+    >>> store.count()                              # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.is_file():
+            raise BadInputError(path, "no such index (create one with `ancestree index add`)")
+        self.conn = self._connect(timeout)
+        if not read_only:
+            self._create()
+        self._check_version()
+
+    # -- connection ---------------------------------------------------------------------------------
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        try:
+            if self.read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+                conn.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable across process kills in WAL mode (only a power cut can lose the last commit).
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.row_factory = sqlite3.Row
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise BadInputError(self.path, f"not an ancestree index ({exc})") from None
+        return conn
+
+    def _create(self) -> None:
+        with self.transaction() as cur:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def _check_version(self) -> None:
+        try:
+            row = self.conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise BadInputError(self.path, f"not an ancestree index ({exc})") from None
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            found = row[0] if row else "none"
+            raise BadInputError(self.path, f"index schema version {found}, this ancestree reads {SCHEMA_VERSION}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction: all of it is committed, or none of it (``BEGIN IMMEDIATE`` takes the lock early)."""
+        if self.read_only:
+            raise PermissionError(f"{self.path}: opened read-only")
+        cur = self.conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        cur.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> IndexStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- runs ---------------------------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        with self.transaction() as cur:
+            cur.execute("INSERT INTO runs (command, started) VALUES (?, ?)", (command, time.time()))
+            return int(cur.lastrowid)
+
+    def finish_run(self, run: int, status: str, added: int, skipped: int) -> None:
+        with self.transaction() as cur:
+            cur.execute("UPDATE runs SET finished = ?, status = ?, added = ?, skipped = ? WHERE id = ?",
+                        (time.time(), status, added, skipped, run))
+
+    def runs(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM runs ORDER BY id")]
+
+    # -- models -------------------------------------------------------------------------------------
+    def count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM models").fetchone()[0])
+
+    def known_stat_keys(self) -> set[str]:
+        """Stat keys of every indexed file set (and its aliases): finding one needs only a ``stat``."""
+        rows = self.conn.execute("SELECT stat_key FROM models WHERE stat_key IS NOT NULL "
+                                 "UNION SELECT stat_key FROM aliases WHERE stat_key IS NOT NULL")
+        return {r[0] for r in rows}
+
+    def by_file_hash(self, file_hash: str) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT id, name, path FROM models WHERE file_hash = ?", (file_hash,)).fetchone()
+
+    def name_taken(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM models WHERE name = ?", (name,)).fetchone() is not None
+
+    def add_model(self, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None, run: int | None) -> int:
+        """Insert and commit one model (not yet placed in the graph); returns its row id."""
+        base = fp.declared.base_model
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO models (name, path, file_hash, stat_key, content_key, format, parameters, declared_base,"
+                " declared_relation, fingerprint, embedding, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (fp.id, path, file_hash, stat_key, fp.content_key, fp.format, int(fp.parameters),
+                 json.dumps(base) if base is not None else None, fp.declared.relation, to_bytes([fp]),
+                 to_blob(embed(fp)), time.time(), run),
+            )
+            return int(cur.lastrowid)
+
+    def embeddings(self) -> tuple[list[str], list[int | None], np.ndarray]:
+        """Names, trees and the ``(N, DIM)`` embedding matrix of every model (for nearest-neighbour search)."""
+        rows = self.conn.execute("SELECT name, tree, embedding FROM models ORDER BY id").fetchall()
+        vectors = np.stack([from_blob(r[2]) for r in rows]) if rows else np.zeros((0, DIM), np.float32)
+        return [r[0] for r in rows], [r[1] for r in rows], vectors
+
+    def add_alias(self, path: str, model: int, stat_key: str | None) -> None:
+        with self.transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (path, model, stat_key))
+
+    def models(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Model rows (without fingerprints) as dicts, ordered by name; ``where`` is an SQL condition."""
+        sql = f"SELECT {', '.join(MODEL_COLUMNS)} FROM models {'WHERE ' + where if where else ''} ORDER BY name"
+        return [_model_dict(r) for r in self.conn.execute(sql, params)]
+
+    def model(self, name: str) -> dict[str, Any] | None:
+        rows = self.models("name = ?", (name,))
+        return rows[0] if rows else None
+
+    def ids_by_name(self, names: Iterable[str] | None = None) -> dict[str, int]:
+        if names is None:
+            return {r[0]: r[1] for r in self.conn.execute("SELECT name, id FROM models")}
+        out: dict[str, int] = {}
+        for name in names:
+            row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+            if row is not None:
+                out[name] = int(row[0])
+        return out
+
+    def fingerprints(self, names: Iterable[str] | None = None) -> list[Fingerprint]:
+        """Stored fingerprints (all of them, or of ``names``), in name order; no model file is read."""
+        if names is None:
+            rows = self.conn.execute("SELECT name, fingerprint FROM models ORDER BY name")
+        else:
+            wanted = sorted(set(names))
+            rows = (r for chunk in _chunks(wanted, 500) for r in self.conn.execute(
+                f"SELECT name, fingerprint FROM models WHERE name IN ({','.join('?' * len(chunk))}) ORDER BY name", chunk))
+        out = []
+        for name, blob in rows:
+            fp = from_bytes(blob, f"{self.path}#{name}")[0]
+            fp.id = name  # the index's name is authoritative (ids are renamed on collision)
+            out.append(fp)
+        return out
+
+    def unplaced(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT name FROM models WHERE placed = 0 ORDER BY name")]
+
+    def search(self, text: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Models whose name or path contains ``text`` (case-insensitive), names starting with it first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        sql = (f"SELECT {', '.join(MODEL_COLUMNS)} FROM models WHERE name LIKE ? ESCAPE '\\' OR path LIKE ? ESCAPE '\\'"
+               " ORDER BY (instr(lower(name), lower(?)) = 1) DESC, length(name), name LIMIT ?")
+        return [_model_dict(r) for r in self.conn.execute(sql, (pattern, pattern, text, limit))]
+
+    # -- edges --------------------------------------------------------------------------------------
+    def edges(self, source: str | None = None, names: Iterable[str] | None = None) -> list[Edge]:
+        """Edges by model name (``source`` = declared / recovered / None for both), optionally touching ``names``."""
+        sql = ("SELECT p.name, c.name, e.relation, e.confidence, e.source FROM edges e "
+               "JOIN models p ON p.id = e.parent JOIN models c ON c.id = e.child")
+        conds, params = [], []
+        if source is not None:
+            conds.append("e.source = ?")
+            params.append(source)
+        if names is not None:
+            wanted = list(names)
+            marks = ",".join("?" * len(wanted))
+            conds.append(f"(p.name IN ({marks}) OR c.name IN ({marks}))")
+            params.extend(wanted + wanted)
+        if conds:
+            sql += " WHERE " + " AND ".join(conds)
+        sql += " ORDER BY c.name, p.name, e.source"
+        return [Edge(*r) for r in self.conn.execute(sql, params)]
+
+    def replace_recovered(self, members: Iterable[str], edges: Iterable[Edge], trees: list[tuple[str | None, list[str]]],
+                          cur: sqlite3.Cursor) -> None:
+        """Replace the recovered edges and trees of ``members`` (inside the caller's transaction).
+
+        ``trees`` lists ``(root, member names)`` per connected component; every member ends up placed.
+        """
+        ids = self.ids_by_name(members)
+        idlist = list(ids.values())
+        for chunk in _chunks(idlist, 500):
+            marks = ",".join("?" * len(chunk))
+            cur.execute(f"DELETE FROM edges WHERE source = 'recovered' AND (child IN ({marks}) OR parent IN ({marks}))",
+                        chunk + chunk)
+            old = [r[0] for r in cur.execute(f"SELECT DISTINCT tree FROM models WHERE id IN ({marks}) AND tree IS NOT NULL", chunk)]
+            cur.execute(f"UPDATE models SET tree = NULL WHERE id IN ({marks})", chunk)
+            for tree in old:
+                cur.execute("DELETE FROM trees WHERE id = ? AND NOT EXISTS (SELECT 1 FROM models WHERE tree = ?)", (tree, tree))
+        for e in edges:
+            cur.execute("INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, 'recovered')",
+                        (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
+        for root, names in trees:
+            cur.execute("INSERT INTO trees (root, size) VALUES (?, ?)", (ids.get(root) if root else None, len(names)))
+            tree = int(cur.lastrowid)
+            for chunk in _chunks([ids[n] for n in names], 500):
+                cur.execute(f"UPDATE models SET tree = ?, placed = 1 WHERE id IN ({','.join('?' * len(chunk))})", [tree, *chunk])
+
+    def set_declared(self, edges: Iterable[Edge], cur: sqlite3.Cursor) -> None:
+        """Add declared edges (inside the caller's transaction); an existing one is kept."""
+        for e in edges:
+            ids = self.ids_by_name([e.parent, e.child])
+            cur.execute("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, 'declared')",
+                        (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
+
+    def tree_members(self, trees: Iterable[int]) -> list[str]:
+        wanted = list(set(trees))
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        return [r[0] for r in self.conn.execute(f"SELECT name FROM models WHERE tree IN ({marks}) ORDER BY name", wanted)]
+
+    def trees(self) -> list[dict[str, Any]]:
+        sql = "SELECT t.id, m.name AS root, t.size FROM trees t LEFT JOIN models m ON m.id = t.root ORDER BY t.size DESC, t.id"
+        return [dict(r) for r in self.conn.execute(sql)]
+
+    def clear_recovered(self, cur: sqlite3.Cursor) -> None:
+        """Forget every recovered edge and tree (what ``rebuild`` starts from)."""
+        cur.execute("DELETE FROM edges WHERE source = 'recovered'")
+        cur.execute("UPDATE models SET tree = NULL, placed = 0")
+        cur.execute("DELETE FROM trees")
+
+
+def _model_dict(row: sqlite3.Row) -> dict[str, Any]:
+    record = dict(row)
+    base = record.get("declared_base")
+    record["declared_base"] = json.loads(base) if base else None
+    record["placed"] = bool(record.get("placed"))
+    return record
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+__all__ = ["DEFAULT_DB", "Edge", "IndexStore", "SCHEMA_VERSION"]

@@ -1,0 +1,91 @@
+"""The atlas's SQLite store and its ingestion: transactions, skipping indexed models, resuming after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ancestree.errors import BadInputError
+from ancestree.fingerprint import fingerprint
+from ancestree.index import Atlas, Edge, IndexStore
+from ancestree.index.ingest import ingest
+from ancestree.index.neighbours import NeighbourIndex, embed
+from conftest import write_hf_folder
+
+
+def family(root: Path, name: str, seed: int, children: int, size: int = 48) -> list[Path]:
+    """A root model and ``children`` fine-tune-like copies (root + 5% noise): one family of related models."""
+    rng = np.random.default_rng(seed)
+    base = {f"layer.{i}.weight": rng.standard_normal((size, size)).astype(np.float32) for i in range(3)}
+    paths = [write_hf_folder(root / f"{name}-root", base)]
+    for c in range(children):
+        tensors = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+        paths.append(write_hf_folder(root / f"{name}-ft{c}", tensors))
+    return paths
+
+
+def test_store_round_trip_and_transactions(tmp_path: Path) -> None:
+    paths = family(tmp_path / "zoo", "a", 0, 1)
+    fps = [fingerprint(p, model_id=p.name) for p in paths]
+    with IndexStore(tmp_path / "x.db") as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+        for i, fp in enumerate(fps):
+            store.add_model(fp, str(paths[i]), f"hash{i}", f"stat{i}", None)
+        # a failing transaction leaves nothing behind
+        with pytest.raises(RuntimeError), store.transaction() as cur:
+            store.replace_recovered([fps[0].id, fps[1].id], [Edge(fps[0].id, fps[1].id, "finetune", 0.9)],
+                                    [(fps[0].id, [fps[0].id, fps[1].id])], cur)
+            raise RuntimeError("boom")
+        assert store.edges() == [] and store.unplaced() == sorted(fp.id for fp in fps)
+        with store.transaction() as cur:
+            store.replace_recovered([fps[0].id, fps[1].id], [Edge(fps[0].id, fps[1].id, "finetune", 0.9)],
+                                    [(fps[0].id, [fps[0].id, fps[1].id])], cur)
+        assert store.edges() == [Edge(fps[0].id, fps[1].id, "finetune", 0.9, "recovered")]
+        assert store.unplaced() == [] and store.trees()[0]["root"] == fps[0].id
+        back = store.fingerprints([fps[1].id])[0]
+        assert back.content_key == fps[1].content_key
+        assert np.array_equal(back.tensors[0].sketch, fps[1].tensors[0].sketch)
+        assert store.known_stat_keys() == {"stat0", "stat1"}
+        # foreign keys hold: an edge to a model that does not exist is refused
+        with pytest.raises(sqlite3.IntegrityError), store.transaction() as cur:
+            cur.execute("INSERT INTO edges VALUES (1, 999, 'finetune', 0.5, 'recovered')")
+    with IndexStore(tmp_path / "x.db", read_only=True) as ro:
+        assert ro.count() == 2
+        with pytest.raises(PermissionError):
+            ro.add_alias("x", 1, None)
+
+
+def test_not_an_index_is_bad_input(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(BadInputError, match="junk.db"):
+        IndexStore(junk)
+    with pytest.raises(BadInputError, match="no such index"):
+        IndexStore(tmp_path / "missing.db", read_only=True)
+
+
+def test_embeddings_find_relatives_not_strangers(tmp_path: Path) -> None:
+    paths = family(tmp_path / "zoo", "a", 1, 3) + family(tmp_path / "zoo", "b", 2, 3)
+    fps = [fingerprint(p, model_id=p.name) for p in paths]
+    nn = NeighbourIndex().fit([f.id for f in fps], np.stack([embed(f) for f in fps]))
+    for fp in fps:
+        found = [name for name, _ in nn.query(embed(fp), k=len(fps))]
+        assert set(found) == {f.id for f in fps if f.id[0] == fp.id[0]}, fp.id  # the same family, and all of it
+
+
+def test_ingest_skips_known_stat_keys(tmp_path: Path) -> None:
+    path = family(tmp_path / "zoo", "a", 3, 0)[0]
+    first = ingest("a", str(path))
+    assert first.status == "new" and first.fingerprint and first.file_hash
+    assert ingest("a", str(path), {first.stat_key}).status == "known"
+    bad = ingest("nope", str(tmp_path / "nope"))
+    assert bad.status == "bad" and "no such file" in bad.error
