@@ -33,7 +33,7 @@ def index_set(n: int, k: int, seed: int) -> np.ndarray:
 
 def as_matrix(values: np.ndarray) -> np.ndarray:
     """The 2-D view ``(shape[0], prod(shape[1:]))`` of a tensor with two or more dimensions."""
-    return values.reshape(values.shape[0], -1)
+    return values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))
 
 
 def take_sketch(values: np.ndarray, spec: SketchSpec) -> np.ndarray:
