@@ -66,7 +66,8 @@ class GGUFModel(Model):
             self._reader: GGUFReader | None = GGUFReader(self.path, "r")
             tensors = {t.name: t for t in self._reader.tensors}
         except Exception as exc:  # the reader raises ValueError, IndexError, struct errors... on a damaged file
-            raise BadInputError(self.path, f"not a readable GGUF file ({exc.__class__.__name__}: {exc})") from None
+            what = "not a GGUF file" if "magic" in str(exc) else "corrupt or truncated GGUF file"
+            raise BadInputError(self.path, f"{what} ({exc.__class__.__name__}: {exc})") from None
         self._tensors = tensors
         self.meta.files = [FileInfo.of(self.path)]
         self.meta.extra.update(self._general_metadata())

@@ -12,6 +12,7 @@ names are the dotted paths, and non-tensor entries (epochs, optimizer hyper-para
 from __future__ import annotations
 
 import pickle
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -51,12 +52,16 @@ def load_checkpoint(path: Path) -> Any:
 
 
 def unpickle_reason(exc: BaseException) -> str:
-    """The one informative line of torch's weights-only refusal (e.g. the global it blocked)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(_BOILERPLATE)]
-    reason = " ".join(useful) or (lines[0] if lines else exc.__class__.__name__)
-    reason = reason.replace("WeightsUnpickler error:", "").strip()
-    return ("not a plain tensor checkpoint: " + reason)[:300]
+    """One line on why torch's weights-only unpickler refused the file (e.g. the global it blocked)."""
+    text = str(exc)
+    if m := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"it needs the Python object {m[1]} (only tensors and plain containers are allowed)"
+    if m := re.search(r"Unsupported operand (\d+)", text):
+        return f"pickle opcode {m[1]} is not allowed in a weights-only checkpoint"
+    if m := re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text):
+        return m[1].strip()[:200]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith(_BOILERPLATE)]
+    return (lines[0] if lines else exc.__class__.__name__)[:200]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -1,0 +1,271 @@
+"""Bad input at the command line: exit status 2, one line on stderr naming the file, no traceback.
+
+Every case writes a real broken file (or folder) and runs the real entry point, ``ancestree.cli.main.run``,
+in-process; one case also runs ``python -m ancestree`` in a subprocess to check the whole path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import save_file
+
+from ancestree.cli.main import run
+from conftest import small_tensors, write_hf_folder
+
+Case = Callable[[Path], Path]
+
+
+def _safetensors_bytes() -> bytes:
+    from safetensors.numpy import save
+
+    return save({"w": np.arange(64, dtype=np.float32).reshape(8, 8)})
+
+
+def _header(header: object, data: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def _write(name: str, data: bytes) -> Case:
+    def make(tmp: Path) -> Path:
+        (tmp / name).write_bytes(data)
+        return tmp / name
+
+    return make
+
+
+def _truncated(name: str, writer: Callable[[Path], None], keep: float = 0.5) -> Case:
+    def make(tmp: Path) -> Path:
+        full = tmp / ("full_" + name)
+        writer(full)
+        data = full.read_bytes()
+        full.unlink()
+        (tmp / name).write_bytes(data[: int(len(data) * keep)])
+        return tmp / name
+
+    return make
+
+
+def _onnx(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((16, 16), np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [w],
+    )
+    onnx.save(helper.make_model(graph), path)
+
+
+def _gguf(path: Path) -> None:
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_tensor("w", np.ones((8, 32), np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _zip(name: str, members: dict[str, bytes], symlink: str | None = None) -> Case:
+    def make(tmp: Path) -> Path:
+        with zipfile.ZipFile(tmp / name, "w") as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+            if symlink:
+                info = zipfile.ZipInfo(symlink)
+                info.external_attr = (0o120777 << 16)
+                zf.writestr(info, "/etc/passwd")
+        return tmp / name
+
+    return make
+
+
+def _folder(files: dict[str, bytes]) -> Case:
+    def make(tmp: Path) -> Path:
+        folder = tmp / "model"
+        folder.mkdir()
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+        return folder
+
+    return make
+
+
+class _Hostile:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _malicious(tmp: Path) -> Path:
+    torch.save({"w": torch.ones(2), "x": _Hostile(tmp / "PWNED")}, tmp / "pytorch_model.bin")
+    return tmp / "pytorch_model.bin"
+
+
+def _malicious_in_folder(tmp: Path) -> Path:
+    folder = tmp / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"w": _Hostile(tmp / "PWNED")}, protocol=2))
+    return folder
+
+
+def _sharded_missing(tmp: Path) -> Path:
+    folder = write_hf_folder(tmp / "sharded", small_tensors())
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    weight_map = {"layer.0.weight": "model-00001-of-00002.safetensors", "layer.1.weight": "model-00002-of-00002.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
+def _peft(config: bytes, weights: dict[str, np.ndarray] | None) -> Case:
+    def make(tmp: Path) -> Path:
+        folder = tmp / "adapter"
+        folder.mkdir()
+        (folder / "adapter_config.json").write_bytes(config)
+        if weights is not None:
+            save_file(weights, str(folder / "adapter_model.safetensors"))
+        return folder
+
+    return make
+
+
+def _empty_folder(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def _npy_as_npz(tmp: Path) -> Path:
+    np.save(tmp / "a.npy", np.ones(3))
+    (tmp / "a.npy").rename(tmp / "a.npz")
+    return tmp / "a.npz"
+
+
+def _npz_object(tmp: Path) -> Path:
+    np.savez(tmp / "o.npz", w=np.ones(3), o=np.array([{"k": 1}], dtype=object))
+    return tmp / "o.npz"
+
+
+def _whole_module(tmp: Path) -> Path:
+    torch.save(torch.nn.Linear(2, 2), tmp / "model.pt")
+    return tmp / "model.pt"
+
+
+def _zip_bomb(tmp: Path) -> Path:
+    with zipfile.ZipFile(tmp / "bomb.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("model.safetensors", bytes(70 << 20))  # > the 64 MiB floor, ~70 KiB on disk
+    return tmp / "bomb.zip"
+
+
+_SAFE = _safetensors_bytes()
+_LORA_A = {"base_model.model.fc.lora_A.weight": np.ones((2, 4), np.float32)}
+
+CASES: dict[str, Case] = {
+    "truncated safetensors": _write("t.safetensors", _SAFE[: len(_SAFE) - 40]),
+    "safetensors header cut": _write("h.safetensors", _SAFE[:20]),
+    "safetensors offsets lie": _write("o.safetensors", _header({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 64]}}, bytes(16))),
+    "safetensors overlapping": _write("ov.safetensors", _header({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}, bytes(12))),
+    "safetensors unknown dtype": _write("d.safetensors", _header({"w": {"dtype": "F17", "shape": [1], "data_offsets": [0, 4]}}, bytes(4))),
+    "safetensors header not json": _write("j.safetensors", struct.pack("<Q", 10) + b"not json!!" + bytes(8)),
+    "safetensors huge header length": _write("n.safetensors", struct.pack("<Q", 1 << 60) + b"{}"),
+    "zero-byte file": _write("zero.safetensors", b""),
+    "zero-byte gguf": _write("zero.gguf", b""),
+    "unknown extension": _write("model.h5", b"\x89HDF\r\n\x1a\n" + bytes(100)),
+    "no extension": _write("weights", bytes(100)),
+    "onnx not protobuf": _write("m.onnx", b"this is plainly not a protobuf message, just text\n" * 4),
+    "onnx truncated": _truncated("m.onnx", _onnx, 0.6),
+    "onnx protobuf without graph": _write("g.onnx", b"\x08\x07"),  # ir_version only
+    "corrupt zip": _write("m.zip", b"PK\x03\x04" + bytes(range(256)) * 4),
+    "zip with ../ member": _zip("evil.zip", {"../outside.safetensors": _SAFE}),
+    "zip with absolute member": _zip("abs.zip", {"/tmp/abs.safetensors": _SAFE}),
+    "zip with symlink": _zip("link.zip", {"model.safetensors": _SAFE}, symlink="config.json"),
+    "zip bomb": _zip_bomb,
+    "zip of broken weights": _zip("inner.zip", {"model/model.safetensors": _SAFE[:30], "model/config.json": b"{}"}),
+    "empty zip": _zip("empty.zip", {}),
+    "bin random bytes": _write("pytorch_model.bin", bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8))),
+    "pth that is json": _write("model.pth", b'{"weights": [1, 2, 3]}'),
+    "truncated pt (zip)": _truncated("model.pt", lambda p: torch.save({"w": torch.ones(64, 64)}, p)),
+    "truncated pt (legacy)": _truncated("old.pt", lambda p: torch.save({"w": torch.ones(64, 64)}, p, _use_new_zipfile_serialization=False)),
+    "malicious pickle": _malicious,
+    "malicious pickle in folder": _malicious_in_folder,
+    "whole nn.Module pickle": _whole_module,
+    "npz with object array": _npz_object,
+    "npz truncated": _truncated("w.npz", lambda p: np.savez(p, **small_tensors())),
+    "npy renamed npz": _npy_as_npz,
+    "gguf bad magic": _write("m.gguf", b"GGUX" + bytes(200)),
+    "gguf truncated": _truncated("m.gguf", _gguf, 0.7),
+    "peft config not json": _peft(b"{r: 8,,}", _LORA_A),
+    "peft without weights": _peft(b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4}', None),
+    "peft lora_A without lora_B": _peft(b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4}', _LORA_A),
+    "sharded index names missing shard": _sharded_missing,
+    "sharded index not json": _folder({"model.safetensors.index.json": b"{oops", "model.safetensors": _SAFE, "config.json": b"{}"}),
+    "folder with no weights": _folder({"config.json": b"{}", "notes.txt": b"hello"}),
+    "folder with broken weights": _folder({"config.json": b"{}", "model.safetensors": b"\x01" * 64}),
+    "config.json not json": _folder({"config.json": b"{nope", "model.safetensors": _SAFE}),
+    "path that does not exist": lambda tmp: tmp / "missing" / "model.safetensors",
+    "empty folder": _empty_folder,
+}
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=lambda c: c.replace(" ", "-"))
+def test_bad_input_is_one_clean_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = CASES[case](tmp_path)
+    status, out, err = _run(["inspect", str(path), "--format", "json"], capsys)
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err and out == ""
+    assert path.name in lines[0], lines[0]  # the message names the file (or its folder)
+    assert not (tmp_path / "PWNED").exists()  # no pickled code ran
+
+
+@pytest.mark.parametrize("case", ["truncated safetensors", "onnx truncated", "malicious pickle", "zip with ../ member", "gguf bad magic"])
+def test_bad_input_writes_no_output_file(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = CASES[case](tmp_path)
+    out_file = tmp_path / "out" / "fingerprints.npz"
+    status, _, err = _run(["fingerprint", str(path), "--no-cache", "-o", str(out_file), "--format", "json"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert not out_file.exists() and not out_file.parent.exists() or not any(out_file.parent.iterdir())
+
+
+def test_good_input_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The same entry point on a valid file exits 0: the cases above fail for their content, not the harness."""
+    path = tmp_path / "ok.safetensors"
+    path.write_bytes(_SAFE)
+    status, out, err = _run(["inspect", str(path), "--format", "json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["parameters"] == 64
+
+
+def test_subprocess_malicious_pickle(tmp_path: Path) -> None:
+    path = _malicious(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ancestree", "inspect", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert "refuses to unpickle" in proc.stderr and str(path) in proc.stderr
+    assert not (tmp_path / "PWNED").exists()
