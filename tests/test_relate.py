@@ -153,3 +153,19 @@ def test_evidence_serialises_without_nan(tmp_path: Path, parent: Fingerprint) ->
     ev = relate(parent, fp_of(tmp_path, "const", {**make_parent(), "layers.0.norm.weight": np.ones(128, np.float32)}))
     text = json.dumps(ev.to_dict(), allow_nan=False)
     assert "layers.0.norm.weight" in text
+
+
+def test_distance_matrix_agrees_with_pairwise_evidence(tmp_path: Path, parent: Fingerprint) -> None:
+    from ancestree.relate import rms_distance_matrix
+
+    rng = np.random.default_rng(11)
+    fps = [parent]
+    for i, scale in enumerate((0.001, 0.01, 0.05)):
+        fps.append(fp_of(tmp_path, f"c{i}", {k: (v + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in make_parent().items()}))
+    fps.append(fp_of(tmp_path, "u", make_parent(seed=8)))
+    d = rms_distance_matrix(fps)
+    assert np.allclose(d, d.T) and np.all(np.diag(d) == 0)
+    for i in range(len(fps)):
+        for j in range(i + 1, len(fps)):
+            assert d[i, j] == pytest.approx(relate(fps[i], fps[j], ranks=False).distance, rel=1e-6)
+    assert d[0, 1] < d[0, 2] < d[0, 3] < d[0, 4]

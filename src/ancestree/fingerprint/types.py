@@ -8,6 +8,7 @@ never change the meaning of an existing one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +71,7 @@ class TensorPrint:
 
     @property
     def numel(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+        return math.prod(self.shape)
 
     @property
     def is_matrix(self) -> bool:
@@ -81,17 +82,17 @@ class TensorPrint:
     def matrix_shape(self) -> tuple[int, int]:
         """The 2-D view ``(shape[0], prod(shape[1:]))`` the sketch is taken from; vectors are ``(n, 1)``."""
         if len(self.shape) >= 2:
-            return int(self.shape[0]), int(np.prod(self.shape[1:], dtype=np.int64))
+            return int(self.shape[0]), math.prod(self.shape[1:])
         return self.numel, 1
 
     @property
     def std(self) -> float:
-        return float(np.sqrt(self.variance))
+        return math.sqrt(self.variance) if self.variance == self.variance else float("nan")
 
     @property
     def rms(self) -> float:
         """Root mean square of the entries."""
-        return self.norm / np.sqrt(self.numel) if self.numel else 0.0
+        return self.norm / math.sqrt(self.numel) if self.numel else 0.0
 
     def moments(self) -> np.ndarray:
         """Layout-invariant summary vector ``[mean, std, skewness, kurtosis, rms, absmax, zeros]``."""

@@ -6,7 +6,8 @@
 """
 
 from ancestree.relate.evidence import LayerEvidence, PairEvidence, relate
+from ancestree.relate.matrix import rms_distance_matrix
 from ancestree.relate.precision import precision_bits, quantization_noise
 from ancestree.relate.verdict import KINDS, Verdict, verdict
 
-__all__ = ["KINDS", "LayerEvidence", "PairEvidence", "Verdict", "precision_bits", "quantization_noise", "relate", "verdict"]
+__all__ = ["KINDS", "LayerEvidence", "PairEvidence", "Verdict", "precision_bits", "quantization_noise", "relate", "rms_distance_matrix", "verdict"]

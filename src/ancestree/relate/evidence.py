@@ -55,7 +55,7 @@ class LayerEvidence:
 
     @property
     def is_matrix(self) -> bool:
-        return self.diff_rank is not None
+        return self.rank_limit is not None
 
 
 @dataclass
@@ -135,8 +135,8 @@ def difference_rank(diff: np.ndarray, noise_rms: float) -> int:
     return int(np.sum(s > tol))
 
 
-def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair) -> LayerEvidence:
-    """The evidence of one aligned pair."""
+def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair, ranks: bool = True) -> LayerEvidence:
+    """The evidence of one aligned pair (``ranks=False`` skips the SVD: ``diff_rank`` is then ``None``)."""
     sa = ta.sketch.astype(np.float64)
     sb = oriented(tb, pair.transposed).astype(np.float64)
     diff = sb - sa
@@ -152,7 +152,8 @@ def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair) -> LayerE
     rank = limit = None
     if ta.is_matrix and diff.ndim == 2:
         limit = int(min(diff.shape))
-        rank = 0 if identical else difference_rank(diff, math.hypot(noise_a, noise_b))
+        if ranks:
+            rank = 0 if identical else difference_rank(diff, math.hypot(noise_a, noise_b))
     return LayerEvidence(
         a=pair.a,
         b=pair.b,
@@ -231,12 +232,16 @@ def _sketch_size(t: TensorPrint) -> int:
     return int(t.sketch.size)
 
 
-def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None) -> PairEvidence:
-    """All evidence about the pair ``(fa, fb)``; raises :class:`IncomparableError` when no tensor pairs."""
+def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None, *, ranks: bool = True) -> PairEvidence:
+    """All evidence about the pair ``(fa, fb)``; raises :class:`IncomparableError` when no tensor pairs.
+
+    ``ranks=False`` skips the per-matrix SVD (half the time of a pair; the low-rank cues are then empty),
+    for all-pairs screens over many models.
+    """
     if fa.spec != fb.spec:
         raise IncomparableError(fb.id, f"fingerprinted with other sketch settings than {fa.id}; refingerprint both")
     alignment = alignment if alignment is not None else align(fa, fb)
     if not alignment.pairs:
         raise IncomparableError(fb.id, f"shares no tensor (by name or shape) with {fa.id}: different architectures?")
-    layers = [layer_evidence(fa[p.a], fb[p.b], p) for p in alignment.pairs]
+    layers = [layer_evidence(fa[p.a], fb[p.b], p, ranks) for p in alignment.pairs]
     return summarise(fa, fb, layers, alignment)
