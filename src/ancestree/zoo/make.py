@@ -77,8 +77,9 @@ def _run_recipe(job: Job, plan: Plan, out: Path) -> dict[str, dict[str, Any]]:
         )
         extra = {"start_sha256": start, "accuracy": round(acc, 4)}
         return {
-            job.outputs[0]: {"adapter": (adapter_config, adapter_state), "recipe": extra},
-            job.outputs[1]: {"state": merged, "recipe": extra},
+            key: {"adapter": (adapter_config, adapter_state), "recipe": extra}
+            if plan.models[key].recipe == "lora-adapter" else {"state": merged, "recipe": extra}
+            for key in job.outputs
         }
     if job.kind == "merge":
         states = [_parent_state(out, plan, k) for k in job.inputs[: len(params["weights"])]]
@@ -111,6 +112,8 @@ def _write_model(folder: Path, plan: Plan, spec: ModelSpec, result: dict[str, An
             save.write_pytorch(folder, state)
         elif spec.recipe == "onnx":
             save.write_onnx(folder, spec.config, state)
+        elif spec.recipe == "int8-onnx":
+            save.write_onnx_int8(folder, spec.config, state)
         else:
             save.write_safetensors(folder, state)
     about = f"An {spec.config['model_type']} model ({spec.recipe}) from a synthetic ancestree zoo."

@@ -27,6 +27,7 @@ RELATION = {
     "lora-merged": "adapter",
     "fp16": "quantized",
     "int8": "quantized",
+    "int8-onnx": "quantized",
     "q4": "quantized",
     "prune": "pruned",
     "merge": "merge",
@@ -35,7 +36,7 @@ RELATION = {
 }
 
 #: Stored format of each recipe's output.
-FORMAT = {"lora-adapter": "peft", "q4": "gguf", "pytorch": "pytorch", "onnx": "onnx"}
+FORMAT = {"lora-adapter": "peft", "q4": "gguf", "pytorch": "pytorch", "onnx": "onnx", "int8-onnx": "onnx"}
 
 
 @dataclass(frozen=True)
@@ -164,11 +165,12 @@ class PlanBuilder:
         return key
 
     def finetune(self, parent: str, spec: TrainSpec, classes: tuple[str, ...] | None = None,
-                 split: str | None = None) -> str:
+                 split: str | None = None, **notes: Any) -> str:
+        """Full fine-tuning of ``parent``; ``notes`` (e.g. ``fan=0``) are recorded in the recipe."""
         key = self._key(parent, "ft")
         classes = classes or self.classes(parent)
         model = self._child(parent, key, "finetune", key, classes=classes, split=split or self.models[parent].split)
-        self._add(Job(key, "finetune", (parent,), (key,), {"spec": spec.to_dict()}), [model])
+        self._add(Job(key, "finetune", (parent,), (key,), {"spec": spec.to_dict(), **notes}), [model])
         return key
 
     def snake(self, parent: str, spec: TrainSpec, checkpoints: int) -> list[str]:
@@ -185,18 +187,21 @@ class PlanBuilder:
         self._add(Job(job, "snake", (parent,), tuple(keys), {"spec": spec.to_dict(), "checkpoints": checkpoints}), chain)
         return keys
 
-    def lora(self, parent: str, spec: TrainSpec, rank: int, classes: tuple[str, ...] | None = None) -> tuple[str, str]:
-        """A LoRA fine-tune saved twice: as a PEFT adapter folder and merged into full weights."""
+    def lora(self, parent: str, spec: TrainSpec, rank: int, classes: tuple[str, ...] | None = None,
+             keep_adapter: bool = True) -> list[str]:
+        """A LoRA fine-tune saved as a PEFT adapter folder (unless not ``keep_adapter``) and merged into full
+        weights; returns ``[adapter, merged]`` or ``[merged]``."""
         job = self._key(parent, "lora")
         classes = classes or self.classes(parent)
-        adapter = self._child(parent, f"{job}/adapter", "lora-adapter", job, classes=classes)
-        merged = self._child(parent, f"{job}/merged", "lora-merged", job, classes=classes)
-        self._add(Job(job, "lora", (parent,), (adapter.key, merged.key), {"spec": spec.to_dict(), "rank": rank}),
-                  [adapter, merged])
-        return adapter.key, merged.key
+        specs = [self._child(parent, f"{job}/{part}", f"lora-{part}", job, classes=classes)
+                 for part in (("adapter", "merged") if keep_adapter else ("merged",))]
+        outputs = tuple(s.key for s in specs)
+        self._add(Job(job, "lora", (parent,), outputs, {"spec": spec.to_dict(), "rank": rank}), specs)
+        return list(outputs)
 
     def transform(self, parent: str, recipe: str, **params: Any) -> str:
-        """A copy of ``parent`` without training: ``fp16``, ``int8``, ``q4``, ``prune``, ``pytorch``, ``onnx``."""
+        """A copy of ``parent`` without training: ``fp16``, ``int8``, ``int8-onnx``, ``q4``, ``prune``, ``pytorch``,
+        ``onnx``."""
         key = self._key(parent, recipe)
         model = self._child(parent, key, recipe, key)
         self._add(Job(key, recipe, (parent,), (key,), params), [model])

@@ -7,10 +7,12 @@ methods. Times in :data:`MEASURED` were measured on 2 shared CPU cores with ``--
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ancestree.errors import BadInputError
+from ancestree.zoo.data import class_names
 from ancestree.zoo.plan import Plan, PlanBuilder
+from ancestree.zoo.recipes import TrainSpec
 
 # Model sizes used by the presets (parameter counts in the README table).
 VIT_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64, "patch_size": 4}
@@ -30,8 +32,8 @@ class Preset:
 
 
 def _every_copy(b: PlanBuilder, parent: str) -> None:
-    """Every relation without training: fp16, int8, 4-bit, pruned, and two duplicates."""
-    for recipe in ("fp16", "int8", "q4", "pytorch", "onnx"):
+    """Every relation without training: fp16, int8 (safetensors and ONNX), 4-bit, pruned, two duplicates."""
+    for recipe in ("fp16", "int8", "int8-onnx", "q4", "pytorch", "onnx"):
         b.transform(parent, recipe)
     b.transform(parent, "prune", sparsity=0.5)
 
@@ -66,11 +68,131 @@ def tiny(b: PlanBuilder) -> None:
     b.transform(b.finetune(cnn, b.train_spec(50)), "q4")
 
 
+VIT_MID = {"hidden_size": 48, "num_layers": 4, "num_heads": 4, "mlp_dim": 96, "patch_size": 4}
+MLP_LARGE = {"hidden_size": 1024, "num_layers": 2}
+SPLITS = ("train", "train", "val", "train", "test")  # family i gets SPLITS[i % 5]: 60% / 20% / 20%
+
+
+def _pretrain(b: PlanBuilder, steps: int, optimizer: str = "adam") -> TrainSpec:
+    lr = 2e-3 if optimizer == "adam" else 0.05
+    return b.train_spec(steps, vary=False, lr=lr, optimizer=optimizer, batch_size=32, n_per_class=30)
+
+
+def vthr(b: PlanBuilder, lora_ranks: tuple[int, ...] = ()) -> None:
+    """MoTHer's VTHR layout: 5 ViT trees × (root, 4 children, 16 grandchildren), fine-tuned (or LoRA)."""
+    for t in range(5):
+        root = b.root("ancestree-vit", "shapes", 24, _pretrain(b, 400), split=SPLITS[t], **VIT_MID)
+        for _ in range(4):
+            child = _vthr_child(b, root, lora_ranks)
+            for _ in range(4):
+                _vthr_child(b, child, lora_ranks)
+
+
+def _vthr_child(b: PlanBuilder, parent: str, lora_ranks: tuple[int, ...]) -> str:
+    if not lora_ranks:
+        return b.finetune(parent, b.train_spec(150))
+    rank = int(b.rng.choice(lora_ranks))
+    spec = b.train_spec(150, optimizer="adam", lr=float(b.rng.choice([1e-3, 3e-3])), weight_decay=0.0)
+    return b.lora(parent, spec, rank, keep_adapter=False)[0]
+
+
+def _grow(b: PlanBuilder, root: str, target: int, steps: int) -> None:
+    """Grow a random tree of about ``target`` models under ``root`` with every relation kind.
+
+    Parents of training are drawn uniformly from the float models made so far, so trees get deep
+    (fine-tunes of fine-tunes) as well as wide; copies (quantized, pruned, duplicates) are leaves.
+    """
+    floats, count = [root], 1
+    children: dict[str, list[str]] = {}
+    while count < target:
+        parent = floats[int(b.rng.integers(len(floats)))]
+        r = b.rng.random()
+        made: list[str] = []
+        if r < 0.34:
+            made = [b.finetune(parent, b.train_spec(steps))]
+        elif r < 0.44:  # a fan: one task, a learning-rate sweep
+            classes, base = b.classes(parent), b.train_spec(steps)
+            made = [b.finetune(parent, replace(base, lr=base.lr * f), classes, fan=i) for i, f in enumerate((0.5, 1, 2))]
+            if b.rng.random() < 0.6:  # merge part of the sweep, as model soups do
+                made.append(b.merge(made[:2] if b.rng.random() < 0.5 else made, task_arithmetic=bool(b.rng.random() < 0.5)))
+        elif r < 0.48:
+            made = b.snake(parent, b.train_spec(max(steps // 2, 20)), int(b.rng.integers(3, 5)))
+        elif r < 0.62:
+            spec = b.train_spec(steps, optimizer="adam", lr=3e-3, weight_decay=0.0)
+            made = b.lora(parent, spec, int(b.rng.choice([1, 2, 4, 8, 16])))[-1:]
+            count += 1  # the adapter folder
+        elif r < 0.76:
+            count += bool(b.transform(parent, str(b.rng.choice(["fp16", "int8", "int8-onnx", "q4"]))))
+        elif r < 0.83:
+            count += bool(b.transform(parent, "prune", sparsity=float(b.rng.choice([0.2, 0.5, 0.8]))))
+        elif r < 0.91:
+            count += bool(b.transform(parent, str(b.rng.choice(["pytorch", "onnx"]))))
+        else:
+            siblings = children.get(parent, [])
+            if len(siblings) >= 2:
+                picked = [siblings[i] for i in sorted(b.rng.choice(len(siblings), size=min(3, len(siblings)), replace=False))]
+                made = [b.merge(picked, task_arithmetic=bool(b.rng.random() < 0.5))]
+        if made and b.models[made[0]].recipe != "merge":
+            children.setdefault(parent, []).append(made[0])
+        floats += made
+        count += len(made)
+
+
+def wild(b: PlanBuilder) -> None:
+    """A mixed hub: 6 families of 3 architectures and 4 sizes, every relation, snakes, fans, merges."""
+    families = [
+        ("ancestree-vit", "shapes", 24, VIT_MID, 45, 120),
+        ("ancestree-vit", "shapes", 24, VIT_MID, 35, 120),  # same recipe, other seed: unrelated
+        ("ancestree-cnn", "shapes", 24, CNN_SMALL, 30, 100),
+        ("ancestree-mlp", "digits", 10, MLP_SMALL, 25, 150),
+        ("ancestree-vit", "shapes", 24, VIT_BASE, 10, 80),
+        ("ancestree-mlp", "digits", 10, MLP_LARGE, 12, 100),
+    ]
+    for t, (model_type, domain, labels, sizes, target, steps) in enumerate(families):
+        root = b.root(model_type, domain, labels, _pretrain(b, 300), split=SPLITS[t % 5], **sizes)
+        _grow(b, root, target, steps)
+    b.root("ancestree-vit", "shapes", 24, _pretrain(b, 300), **VIT_MID)  # a lone independent training
+
+
+def lineage(b: PlanBuilder) -> None:
+    """Chains of 4 generations below 10 roots (3 families), 4 children per root then 2, 1, 1 per model."""
+    families = [("ancestree-mlp", "digits", 10, MLP_SMALL), ("ancestree-cnn", "shapes", 16, CNN_TINY),
+                ("ancestree-vit", "shapes", 16, VIT_TINY), ("ancestree-mlp", "shapes", 16, MLP_SMALL)]
+    for t in range(10):
+        model_type, domain, labels, sizes = families[t % len(families)]
+        root = b.root(model_type, domain, labels, _pretrain(b, 300), split=SPLITS[t % 5], **sizes)
+        level = [root]
+        for fanout in (4, 2, 1, 1):
+            level = [b.finetune(p, b.train_spec(80)) for p in level for _ in range(fanout)]
+
+
+def model_j(b: PlanBuilder, per_root: int = 200, held_out: int = 4) -> None:
+    """ProbeX's Model-J: ``per_root`` fine-tunes of each of 3 roots, each on a random half of 32 classes.
+
+    ``held_out`` classes never appear in a train-split fine-tune (val/test ones may use them), for
+    zero-shot search; splits are per model (70% / 15% / 15%) within each tree, as tree experts need.
+    """
+    vocabulary = class_names("shapes", 32)
+    hidden = tuple(vocabulary[i] for i in sorted(b.rng.choice(32, size=held_out, replace=False)))
+    for model_type, sizes in (("ancestree-vit", VIT_TINY), ("ancestree-cnn", CNN_TINY), ("ancestree-mlp", MLP_SMALL)):
+        root = b.root(model_type, "shapes", 32, _pretrain(b, 400), **sizes)
+        for i in range(per_root):
+            split = "train" if i % 20 < 14 else "val" if i % 20 < 17 else "test"
+            classes = b.classes(root, 0.5, exclude=hidden if split == "train" else ())
+            b.finetune(root, b.train_spec(80, weight_decay=0.0, label_noise=0.0), classes, split=split)
+
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("micro", "one tiny root, a fine-tune, a LoRA and every copy format (determinism checks)", micro),
         Preset("tiny", "a few dozen tiny models, every relation kind, three families (tests)", tiny),
+        Preset("vthr", "MoTHer's layout: 5 ViT trees x (root, 4 children, 16 grandchildren), full fine-tuning", vthr),
+        Preset("vthr-lora", "vthr with LoRA fine-tunes of rank 1-16, merged into full weights",
+               lambda b: vthr(b, lora_ranks=(1, 2, 4, 8, 16))),
+        Preset("wild", "150+ models: 6 families, 3 architectures, every relation, snakes, fans, merges", wild),
+        Preset("lineage", "10 roots x chains of 4 generations (4, 2, 1, 1 children), splits by family", lineage),
+        Preset("model-j", "3 roots x 200 fine-tunes on random halves of 32 named classes, 4 held out", model_j),
     )
 }
 

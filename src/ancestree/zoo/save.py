@@ -111,6 +111,48 @@ def write_onnx(folder: Path, config: dict[str, Any], state: dict[str, torch.Tens
     (folder / WEIGHT_FILES["onnx"]).write_bytes(buffer.getvalue())
 
 
+def quantize_onnx_weights(model: "onnx.ModelProto") -> None:
+    """Turn every float matrix initializer into int8 + per-row scale feeding a ``DequantizeLinear`` (QDQ).
+
+    This is how onnxruntime's weight-only quantization stores a model: ``X_quantized`` (int8),
+    ``X_scale``, ``X_zero_point`` and a ``DequantizeLinear`` node whose output keeps the name ``X``.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    kept, nodes = [], []
+    for init in graph.initializer:
+        value = numpy_helper.to_array(init)
+        if value.ndim < 2 or value.dtype != np.float32:
+            kept.append(init)
+            continue
+        rows = value.reshape(value.shape[0], -1)
+        scale = (np.maximum(np.abs(rows).max(axis=1), 1e-12) / 127.0).astype(np.float32)
+        q = np.clip(np.round(rows / scale[:, None]), -127, 127).astype(np.int8).reshape(value.shape)
+        kept += [numpy_helper.from_array(q, f"{init.name}_quantized"), numpy_helper.from_array(scale, f"{init.name}_scale"),
+                 numpy_helper.from_array(np.zeros_like(scale, dtype=np.int8), f"{init.name}_zero_point")]
+        nodes.append(helper.make_node("DequantizeLinear", [f"{init.name}_quantized", f"{init.name}_scale",
+                                                           f"{init.name}_zero_point"], [init.name], axis=0,
+                                      name=f"{init.name}_DequantizeLinear"))
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    old = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes + old)  # dequantize first: keeps the graph topologically sorted
+
+
+def write_onnx_int8(folder: Path, config: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
+    """The ONNX export of :func:`write_onnx` with its weight matrices stored as int8 (QDQ)."""
+    import onnx
+
+    write_onnx(folder, config, state)
+    path = folder / WEIGHT_FILES["onnx"]
+    model = onnx.load_from_string(path.read_bytes())
+    quantize_onnx_weights(model)
+    onnx.checker.check_model(model)
+    path.write_bytes(model.SerializeToString(deterministic=True))
+
+
 def write_adapter(folder: Path, adapter_config: dict[str, Any], adapter_state: dict[str, torch.Tensor]) -> None:
     write_json(folder / "adapter_config.json", adapter_config)
     write_safetensors(folder, adapter_state, WEIGHT_FILES["peft"])
@@ -132,6 +174,7 @@ __all__ = [
     "write_gguf",
     "write_json",
     "write_onnx",
+    "write_onnx_int8",
     "write_pytorch",
     "write_safetensors",
 ]
