@@ -7,7 +7,7 @@
 """
 
 from ancestree.index.atlas import AddReport, Atlas
-from ancestree.index.placement import Placement, lineage, place, rebuild
+from ancestree.index.placement import Placement, place, rebuild
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
-__all__ = ["AddReport", "Atlas", "DEFAULT_DB", "Edge", "IndexStore", "Placement", "lineage", "place", "rebuild"]
+__all__ = ["AddReport", "Atlas", "DEFAULT_DB", "Edge", "IndexStore", "Placement", "place", "rebuild"]

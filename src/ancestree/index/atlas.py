@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, ingest_dask, ingest_local, resolve_items
-from ancestree.index.placement import Placement, lineage, place, rebuild
+from ancestree.index.placement import Placement, place, rebuild
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
 if TYPE_CHECKING:
@@ -133,10 +133,9 @@ class Atlas:
         touching = self.store.edges(names=[name])
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
-        recovered = self.store.edges("recovered")
-        path = lineage(recovered, name)
+        path = self.store.lineage(name, "recovered")
         if len(path) == 1:  # no recovered parent: follow what the models declare
-            path = lineage(self.store.edges("declared"), name)
+            path = self.store.lineage(name, "declared")
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
                 "parents": parents, "children": children, "lineage": path}
 

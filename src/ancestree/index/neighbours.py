@@ -31,7 +31,7 @@ MIN_SKETCH = 16
 #: 0.7-1.0 (tiny zoo); independent trainings of one recipe score up to ~0.27: their weights are
 #: uncorrelated, but a 128-d random projection estimates each inner product only to ~1/sqrt(128) ≈ 0.09.
 #: Candidates are a filter, not a decision: each one is checked with :func:`ancestree.relate.relate`.
-RELATED_COSINE = 0.3
+RELATED_COSINE = 0.2
 
 
 @lru_cache(maxsize=1024)

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import networkx as nx
-
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.index.neighbours import NeighbourIndex
@@ -50,9 +48,9 @@ class Placement:
 
 def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
     """The Model Graph of ``fingerprints`` by the package's tree recovery (:mod:`ancestree.graph`)."""
-    from ancestree.graph import recover_graph
+    from ancestree.graph import GraphRecovery
 
-    return recover_graph(list(fingerprints))
+    return GraphRecovery().fit(list(fingerprints)).graph_
 
 
 def related(a: Fingerprint, b: Fingerprint) -> bool:
@@ -163,23 +161,5 @@ def rebuild(store: IndexStore) -> Placement:
                      seconds=time.perf_counter() - start)
 
 
-def lineage(edges: Iterable[Edge], name: str) -> list[str]:
-    """The path from ``name`` up to its root, following the most confident parent at each step."""
-    g = nx.DiGraph()
-    for e in edges:
-        if not g.has_edge(e.parent, e.child) or g[e.parent][e.child]["confidence"] < e.confidence:
-            g.add_edge(e.parent, e.child, confidence=e.confidence)
-    path, seen = [name], {name}
-    while name in g:
-        parents = sorted(g.predecessors(name), key=lambda p: (-g[p][name]["confidence"], p))
-        parents = [p for p in parents if p not in seen]
-        if not parents:
-            break
-        name = parents[0]
-        path.append(name)
-        seen.add(name)
-    return path
-
-
-__all__ = ["NEIGHBOURS", "Placement", "affected_trees", "declared_edges", "lineage", "place", "rebuild", "recover",
+__all__ = ["NEIGHBOURS", "Placement", "affected_trees", "declared_edges", "place", "rebuild", "recover",
            "related", "resolve_name", "write_graph"]

@@ -338,6 +338,29 @@ class IndexStore:
             cur.execute("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, 'declared')",
                         (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
 
+    def lineage(self, name: str, source: str = "recovered") -> list[str]:
+        """``name`` and its ancestors up to a root, following the most confident parent (one query a step)."""
+        row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return []
+        path, seen, current = [name], {int(row[0])}, int(row[0])
+        sql = ("SELECT p.id, p.name FROM edges e JOIN models p ON p.id = e.parent WHERE e.child = ? AND e.source = ?"
+               " ORDER BY e.confidence DESC, p.name")
+        while True:
+            parents = [(int(r[0]), r[1]) for r in self.conn.execute(sql, (current, source)) if int(r[0]) not in seen]
+            if not parents:
+                return path
+            current = parents[0][0]
+            seen.add(current)
+            path.append(parents[0][1])
+
+    def version(self) -> tuple[int, ...]:
+        """Changes whenever the index does (for caches of whole-graph answers)."""
+        row = self.conn.execute("SELECT (SELECT count(*) FROM models), (SELECT count(*) FROM edges),"
+                                " (SELECT coalesce(max(id), 0) FROM runs), (SELECT count(*) FROM runs WHERE finished IS NOT NULL),"
+                                " (SELECT coalesce(max(id), 0) FROM trees)").fetchone()
+        return tuple(int(v) for v in row)
+
     def tree_members(self, trees: Iterable[int]) -> list[str]:
         wanted = list(set(trees))
         if not wanted:
