@@ -213,8 +213,9 @@ def test_onnx_constants_in_subgraphs_and_generic_names(tmp_path: Path) -> None:
     then_c, else_c, loop_c = (r.standard_normal(s).astype(np.float32) for s in ((3, 2), (5,), (2, 2)))
     then = helper.make_graph([helper.make_node("Constant", [], ["val_12"], value=numpy_helper.from_array(then_c))], "then", [], [helper.make_tensor_value_info("val_12", TensorProto.FLOAT, None)])
     nested = helper.make_graph([helper.make_node("Constant", [], ["onnx::MatMul_45"], value=numpy_helper.from_array(loop_c))], "body", [], [helper.make_tensor_value_info("onnx::MatMul_45", TensorProto.FLOAT, None)])
+    literals = [helper.make_node("Constant", [], ["half"], value_float=0.5), helper.make_node("Constant", [], ["shape"], value_ints=[1, -1])]
     els = helper.make_graph(
-        [helper.make_node("Constant", [], ["val_13"], value=numpy_helper.from_array(else_c)), helper.make_node("If", ["c"], ["inner"], then_branch=nested, else_branch=nested)],
+        [*literals, helper.make_node("Constant", [], ["val_13"], value=numpy_helper.from_array(else_c)), helper.make_node("If", ["c"], ["inner"], then_branch=nested, else_branch=nested)],
         "else", [], [helper.make_tensor_value_info("val_13", TensorProto.FLOAT, None)],
     )
     init = numpy_helper.from_array(r.standard_normal((4, 4)).astype(np.float32), "val_0")
@@ -222,7 +223,7 @@ def test_onnx_constants_in_subgraphs_and_generic_names(tmp_path: Path) -> None:
     model_proto = _onnx_model([node], [init], [helper.make_tensor_value_info("c", TensorProto.BOOL, [])])
     onnx.save(model_proto, tmp_path / "sub.onnx")
     with load_model(tmp_path / "sub.onnx") as model:
-        assert set(model.tensors) == {"val_0", "val_12", "val_13", "onnx::MatMul_45"}
+        assert set(model.tensors) == {"val_0", "val_12", "val_13", "onnx::MatMul_45"}  # graph literals are not weights
         np.testing.assert_array_equal(model.read("val_12"), then_c)
         np.testing.assert_array_equal(model.read("val_13"), else_c)
         np.testing.assert_array_equal(model.read("onnx::MatMul_45"), loop_c)

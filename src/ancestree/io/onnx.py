@@ -95,9 +95,11 @@ def constant_tensor(node: NodeProto) -> TensorProto | None:
     return None
 
 
-def collect(proto: ModelProto) -> tuple[dict[str, TensorProto], list[NodeProto]]:
-    """Every constant tensor by name (initializers, then ``Constant`` outputs) and every node, recursively."""
+def collect(proto: ModelProto) -> tuple[dict[str, TensorProto], list[NodeProto], set[str]]:
+    """Every constant tensor by name (initializers, then ``Constant`` outputs), every node (recursively),
+    and the names that come from ``Constant`` nodes."""
     constants: dict[str, TensorProto] = {}
+    from_nodes: set[str] = set()
     nodes: list[NodeProto] = []
     graphs = list(walk_graphs(proto.graph))
     for graph in graphs:
@@ -108,11 +110,19 @@ def collect(proto: ModelProto) -> tuple[dict[str, TensorProto], list[NodeProto]]
             nodes.append(node)
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
                 tensor = constant_tensor(node)
-                if tensor is not None:
-                    constants.setdefault(tensor.name, tensor)
+                if tensor is not None and tensor.name not in constants:
+                    constants[tensor.name] = tensor
+                    from_nodes.add(tensor.name)
     for function in proto.functions:
         nodes.extend(function.node)
-    return constants, nodes
+    return constants, nodes, from_nodes
+
+
+def is_literal(info: TensorInfo) -> bool:
+    """A ``Constant`` node that is graph arithmetic, not a weight: a scalar (GELU's 0.5, an attention
+    scale) or integers (shapes, axes, indices). Exporters emit dozens; listing them would make the same
+    weights count differently in ONNX and in safetensors."""
+    return info.numel <= 1 or info.dtype in ("int64", "int32", "bool")
 
 
 def tensor_info(tensor: TensorProto) -> TensorInfo | None:
@@ -146,7 +156,7 @@ class OnnxModel(Model):
         super().__init__(path, model_id)
         proto = load_proto(self.path)
         self._proto: ModelProto | None = proto
-        self._constants, nodes = collect(proto)
+        self._constants, nodes, from_nodes = collect(proto)
         stored = {n: info for n, t in self._constants.items() if (info := tensor_info(t)) is not None}
         self._stored = stored
         self._specs: dict[str, QuantSpec] = {}
@@ -155,7 +165,9 @@ class OnnxModel(Model):
         self._find_fake_quantized(nodes, hidden)
         taken = self._used() | set(self._fake)
         self._specs.update(pair_by_name({n: i for n, i in stored.items() if n not in taken}))
-        self._hidden = hidden  # scales and zero points of quantization ops
+        taken = self._used() | set(self._fake)
+        literals = {n for n in from_nodes if n in stored and n not in taken and is_literal(stored[n])}
+        self._hidden = hidden | literals  # scales and zero points of quantization ops, and graph literals
         self.meta.files = [FileInfo.of(self.path)]
         self.meta.extra["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
         self.meta.extra["onnx_opset"] = {imp.domain or "ai.onnx": imp.version for imp in proto.opset_import}
