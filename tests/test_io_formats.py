@@ -109,6 +109,16 @@ def test_torch_legacy_format_and_model_wrapper(tmp_path: Path) -> None:
         np.testing.assert_array_equal(model.read("fc.weight"), sd["fc.weight"].numpy())
 
 
+def test_torch_checkpoint_without_known_wrapper_skips_optimizer_state(tmp_path: Path) -> None:
+    w = torch.randn(3, 3)
+    ckpt = {"model": {"arch": "mlp"}, "weights": {"fc": w, "blocks": [torch.ones(2), torch.zeros(2)]},
+            "optimizer": {"state": {0: {"exp_avg": torch.ones(3, 3)}}}, "epoch": 9}
+    torch.save(ckpt, tmp_path / "ckpt.pth")
+    with load_model(tmp_path / "ckpt.pth") as model:
+        assert list(model.tensors) == ["weights.fc", "weights.blocks.0", "weights.blocks.1"]
+        np.testing.assert_array_equal(model.read("weights.fc"), w.numpy())
+
+
 class _RunsCode:
     """Pickles to a call of ``os.system`` (or ``open(...).write``): what a hostile checkpoint does."""
 

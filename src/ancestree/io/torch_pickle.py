@@ -28,6 +28,9 @@ from ancestree.io.quant import fold, pair_by_name, read_folded
 #: Keys under which training scripts store the state dict, most specific first.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "ema", "params")
 
+#: Top-level entries of training checkpoints that hold optimizer or run state, not the model.
+TRAINING_STATE = frozenset({"optimizer", "optimizer_state_dict", "optim", "scheduler", "lr_scheduler", "scaler", "rng_state"})
+
 ZIP_MAGIC = b"PK\x03\x04"
 
 #: Lines of torch's weights-only error that explain nothing about the file.
@@ -69,25 +72,37 @@ def _first_line(exc: BaseException) -> str:
     return text[0].split(". ")[0][:200] if text else ""
 
 
-def state_dict_of(obj: Any) -> Mapping[str, Any]:
-    """The mapping that holds the weights: unwrap ``{"state_dict": ...}``-style checkpoints."""
-    while isinstance(obj, Mapping):
-        direct = any(isinstance(v, torch.Tensor) for v in obj.values())
-        inner = next((obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping) and obj[k]), None)
-        if direct or inner is None:
-            return obj
+def state_dict_of(obj: Any) -> Any:
+    """The part of a checkpoint that holds the weights: descend through ``{"state_dict": ...}``-style
+    wrappers that contain tensors; otherwise the whole object (its tensors are found wherever they are)."""
+    while isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        inner = next((obj[k] for k in WRAPPER_KEYS if has_tensors(obj.get(k))), None)
+        if inner is None:
+            return {k: v for k, v in obj.items() if k not in TRAINING_STATE}
         obj = inner
-    return {}
+    return obj
 
 
-def flatten(obj: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
-    """``(dotted name, tensor)`` for every tensor in nested dicts; other values are skipped."""
-    for key, value in obj.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, torch.Tensor):
-            yield name, value
-        elif isinstance(value, Mapping):
-            yield from flatten(value, name + ".")
+def has_tensors(obj: Any) -> bool:
+    if isinstance(obj, torch.Tensor):
+        return True
+    if isinstance(obj, Mapping):
+        return any(has_tensors(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(has_tensors(v) for v in obj)
+    return False
+
+
+def flatten(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(dotted name, tensor)`` for every tensor in nested dicts and lists; other values are skipped."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix.rstrip(".") or "tensor", obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from flatten(value, f"{prefix}{key}.")
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from flatten(value, f"{prefix}{i}.")
 
 
 def dtype_name(t: torch.Tensor) -> str:
