@@ -163,8 +163,17 @@ def run_job(job: Job, plan: Plan, out: Path) -> list[str]:
     return [plan.ids[k] for k in todo]
 
 
-def _worker_init() -> None:
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(plan: Plan, out: Path) -> None:
+    """Each worker receives the plan once (not with every job) and runs on one thread."""
     torch.set_num_threads(1)  # determinism and fair sharing: one core per worker
+    _WORKER.update(plan=plan, out=out)
+
+
+def _worker_run(key: str) -> list[str]:
+    return run_job(_WORKER["plan"].jobs[key], _WORKER["plan"], _WORKER["out"])
 
 
 # -- scheduling ---------------------------------------------------------------------------------------
@@ -214,13 +223,14 @@ def _run_serial(plan: Plan, out: Path, pending: dict[str, Job], waiting: dict[st
 
 def _run_parallel(plan: Plan, out: Path, pending: dict[str, Job], waiting: dict[str, set[str]], bar, workers: int) -> int:
     # spawn, not fork: forking a process whose OpenMP pool is already running can deadlock
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
+    context = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(plan, out)) as pool:
         running: dict[Future, str] = {}
         ran = 0
         while waiting or running:
             for key in _ready(waiting):
                 del waiting[key]
-                running[pool.submit(run_job, pending[key], plan, out)] = key
+                running[pool.submit(_worker_run, key)] = key
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
                 key = running.pop(future)
