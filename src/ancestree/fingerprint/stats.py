@@ -32,30 +32,41 @@ def _chunks(flat: np.ndarray):
         yield flat[start : start + CHUNK]
 
 
-def content_hashes(flat: np.ndarray) -> tuple[str, str]:
-    """``(sha256, layout_hash)`` of the canonical float32 values of a flat tensor.
+def _canonical(chunk: np.ndarray) -> np.ndarray:
+    return chunk if chunk.dtype == CANONICAL else chunk.astype(CANONICAL)
 
-    ``sha256`` is of the values in order. ``layout_hash`` is a multiset hash (a sum over entries of a
-    mixed function of each value's bits, plus the count), so it is the same for any reordering of the
-    entries: a transposed matrix, permuted conv layout, reordered LSTM gates.
-    """
+
+def sha256_hex(flat: np.ndarray) -> str:
+    """sha256 of the canonical float32 little-endian values, in order."""
     sha = hashlib.sha256()
+    for chunk in _chunks(flat):
+        sha.update(_canonical(chunk))
+    return sha.hexdigest()
+
+
+def layout_hash(flat: np.ndarray) -> str:
+    """A multiset hash of the canonical values: the same for any reordering of the entries.
+
+    The count, the exact sum of the value bits, and the sum of a nonlinear mix of them (mod 2**64), so a
+    transposed matrix, a permuted conv layout or reordered LSTM gates hash alike, while changed values
+    do not cancel out the way they could in a plain sum.
+    """
     plain = mixed = 0
     buf = np.empty(min(CHUNK, max(flat.shape[0], 1)), dtype=np.uint32)
     for chunk in _chunks(flat):
-        c32 = chunk if chunk.dtype == CANONICAL else chunk.astype(CANONICAL)
-        sha.update(c32)
-        u = c32.view(np.uint32)
+        u = _canonical(chunk).view(np.uint32)
         x = buf[: u.shape[0]]
-        # Nonlinear in the bits (xor-shift, then square mod 2**32) so that changes do not cancel in the
-        # sum the way they would in a plain sum; three passes over a cached chunk.
-        np.right_shift(u, np.uint32(15), out=x)
+        np.right_shift(u, np.uint32(15), out=x)  # xor-shift, then square mod 2**32: three cached passes
         np.bitwise_xor(x, u, out=x)
         np.multiply(x, x, out=x)
         plain += int(u.sum(dtype=np.uint64))
         mixed += int(x.sum(dtype=np.uint64))
-    layout = f"{flat.shape[0]:x}-{plain & _MASK64:016x}{mixed & _MASK64:016x}"
-    return sha.hexdigest(), layout
+    return f"{flat.shape[0]:x}-{plain & _MASK64:016x}{mixed & _MASK64:016x}"
+
+
+def content_hashes(flat: np.ndarray) -> tuple[str, str]:
+    """``(sha256, layout_hash)`` of a flat tensor (see :func:`sha256_hex` and :func:`layout_hash`)."""
+    return sha256_hex(flat), layout_hash(flat)
 
 
 @dataclass(frozen=True)
