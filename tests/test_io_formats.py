@@ -69,6 +69,19 @@ def test_safetensors_int8_with_sibling_scale_is_one_tensor(tmp_path: Path, scale
         assert np.abs(values - w).max() <= scale.max() / 2 + 1e-6  # within half a quantization step
 
 
+def test_safetensors_fp8_weight_with_scale(tmp_path: Path) -> None:
+    import ml_dtypes
+
+    w = rng().standard_normal((8, 4)).astype(np.float32)
+    scale = np.float32(np.abs(w).max() / 448)  # the e4m3 range
+    w8 = (w / scale).astype(ml_dtypes.float8_e4m3fn)
+    save_file({"fc.weight": w8, "fc.weight_scale": np.array([scale], np.float32)}, str(tmp_path / "fp8.safetensors"))
+    with load_model(tmp_path / "fp8.safetensors") as model:
+        assert list(model.tensors) == ["fc.weight"] and model.tensors["fc.weight"].dtype == "float8_e4m3fn"
+        np.testing.assert_allclose(model.read("fc.weight"), w8.astype(np.float32) * scale, rtol=1e-6)
+        assert np.abs(model.read("fc.weight") - w).max() < 0.07 * np.abs(w).max()  # e4m3 keeps 3 mantissa bits
+
+
 def test_onnxruntime_naming_pairs_with_zero_point() -> None:
     from ancestree.io.base import TensorInfo
 

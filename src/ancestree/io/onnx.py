@@ -27,7 +27,7 @@ from onnx import GraphProto, ModelProto, NodeProto, TensorProto, helper, numpy_h
 
 from ancestree.errors import BadInputError
 from ancestree.io.base import FileInfo, Model, TensorInfo
-from ancestree.io.quant import VALUE_SUFFIXES, QuantSpec, dequantize, fold, pair_by_name, quantize, resolve_axis
+from ancestree.io.quant import QUANT_DTYPES, VALUE_SUFFIXES, QuantSpec, dequantize, fold, pair_by_name, quantize, resolve_axis
 from ancestree.io.safetensors import to_float
 
 #: op -> (values, scale, zero point, default axis) input positions of the quantized operands it dequantizes.
@@ -194,7 +194,7 @@ class OnnxModel(Model):
 
     def _add_spec(self, node: NodeProto, values: str, scale: str, zero_point: str | None, axis: int | None) -> None:
         info = self._stored[values]
-        if info.dtype not in ("int8", "uint8", "int16", "uint16", "int32", "int4", "uint4") or values in self._used():
+        if info.dtype not in QUANT_DTYPES or values in self._used():
             return
         block = _attr(node, "block_size", 0) or 0
         if node.op_type == "DequantizeLinear":

@@ -23,6 +23,8 @@ from ancestree.io.base import TensorInfo
 
 #: Stored dtypes that can hold quantized values.
 INT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16", "int32", "int4", "uint4"})
+#: ... and, by name only, FP8 weights with a ``weight_scale`` sibling (FP8 checkpoints store ``w8 * scale``).
+QUANT_DTYPES = INT_DTYPES | {"float8_e4m3fn", "float8_e5m2"}
 
 #: Suffixes that mark the integer half of a pair in exporters' naming, stripped for the exposed name.
 VALUE_SUFFIXES = ("_quantized", "_q")
@@ -115,9 +117,9 @@ def resolve_axis(values_shape: tuple[int, ...], scale_shape: tuple[int, ...], pr
 def pair_by_name(infos: Mapping[str, TensorInfo]) -> dict[str, QuantSpec]:
     """Quantized tensors of a flat store found by the naming conventions above, by exposed name."""
     specs: dict[str, QuantSpec] = {}
-    floats = {n for n, i in infos.items() if i.dtype not in INT_DTYPES and i.dtype != "int64"}
+    floats = {n for n, i in infos.items() if i.dtype not in QUANT_DTYPES and i.dtype != "int64"}
     for name, info in infos.items():
-        found = _scale_for(name, infos, floats) if info.dtype in INT_DTYPES else None
+        found = _scale_for(name, infos, floats) if info.dtype in QUANT_DTYPES else None
         if found is None:
             continue
         exposed, scale, divisor, zero_point = found
