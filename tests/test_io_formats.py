@@ -207,7 +207,7 @@ def _onnx_model(nodes: list, inits: list, inputs: list | None = None, opset: int
     import onnx
     from onnx import TensorProto, helper
 
-    inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])] if inputs is None else inputs
     outputs = [helper.make_tensor_value_info(nodes[-1].output[0], TensorProto.FLOAT, None)]
     graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
@@ -283,6 +283,21 @@ def test_onnx_dequantize_linear_per_tensor_per_axis_and_qdq(tmp_path: Path) -> N
         fake = (np.clip(np.rint(f / 0.05) + 3, -128, 127) - 3) * np.float32(0.05)
         np.testing.assert_allclose(model.read("w3"), fake, rtol=1e-6)
         assert np.abs(model.read("w3") - f).max() <= 0.025 + 1e-6
+
+
+def test_onnx_blocked_int4_dequantize_linear(tmp_path: Path) -> None:
+    import ml_dtypes
+    import onnx
+    from onnx import helper, numpy_helper
+
+    r = rng()
+    q = r.integers(-8, 8, (4, 8)).astype(ml_dtypes.int4)
+    scale = r.uniform(0.1, 1.0, (4, 2)).astype(np.float32)  # one scale per block of 4 along axis 1
+    node = helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], axis=1, block_size=4)
+    onnx.save(_onnx_model([node], [numpy_helper.from_array(q, "w_q"), numpy_helper.from_array(scale, "w_s")], []), tmp_path / "i4.onnx")
+    with load_model(tmp_path / "i4.onnx") as model:
+        assert {n: (t.dtype, t.quantized) for n, t in model.tensors.items()} == {"w": ("int4", True)}
+        np.testing.assert_array_equal(model.read("w"), q.astype(np.float32) * np.repeat(scale, 4, axis=1))
 
 
 def test_onnx_onnxruntime_qoperator_naming(tmp_path: Path) -> None:
