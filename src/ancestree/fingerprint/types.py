@@ -36,7 +36,7 @@ class SketchSpec:
     vector: int = SKETCH_VECTOR
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: the sketch is an array (compare ``sha256`` for content)
 class TensorPrint:
     """What a fingerprint keeps of one learned tensor.
 
@@ -120,7 +120,7 @@ class Declared:
         return max((float(f.get("mtime", 0.0)) for f in self.files), default=0.0)
 
 
-@dataclass
+@dataclass(eq=False)  # identity equality: compare ``content_key`` for content
 class Fingerprint:
     """A model reduced to what lineage needs: per-tensor hashes, moments and sketches, plus metadata.
 
