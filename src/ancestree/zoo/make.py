@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
@@ -33,10 +34,6 @@ def _is_done(out: Path, model_id: str) -> bool:
     return (out / model_id).is_dir() and (out / RECORDS / f"{model_id}.json").is_file()
 
 
-def _parent_state(out: Path, plan: Plan, key: str) -> recipes.State:
-    return load_state(out / plan.ids[key])
-
-
 def _card(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     """Model-card front matter: ``base_model`` only for the declared fraction of non-root models."""
     card: dict[str, Any] = {}
@@ -50,49 +47,89 @@ def _card(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     return card
 
 
-def _run_recipe(job: Job, plan: Plan, out: Path) -> dict[str, dict[str, Any]]:
-    """Compute the job's outputs: model key -> {"write": (format, payload), "recipe": extra truth}."""
-    seed = seed_of(plan.seed, job.key)
-    first = plan.models[job.outputs[0]]
-    params = dict(job.params)
-    spec = recipes.TrainSpec(**params["spec"]) if "spec" in params else None
-    if job.kind == "pretrain":
-        state, acc = recipes.pretrain(first.config, first.domain, spec, seed)
-        return {first.key: {"state": state, "recipe": {"accuracy": round(acc, 4)}}}
-    parent = _parent_state(out, plan, job.inputs[0])
-    if job.kind in ("finetune", "snake"):
-        n = params.get("checkpoints", 1)
-        steps = tuple(spec.steps * (i + 1) for i in range(n - 1))
-        run_spec = recipes.TrainSpec(**{**spec.to_dict(), "steps": spec.steps * n})
-        start, states, acc = recipes.finetune(first.config, parent, first.domain, list(first.classes), run_spec, seed, steps)
-        starts = [start] + [recipes.state_hash(s) for s in states[:-1]]
-        return {
-            key: {"state": s, "recipe": {"start_sha256": h, "steps_done": spec.steps * (i + 1)}
-                  | ({"accuracy": round(acc, 4)} if i == n - 1 else {})}
-            for i, (key, s, h) in enumerate(zip(job.outputs, states, starts))
-        }
-    if job.kind == "lora":
-        start, adapter_config, adapter_state, merged, acc = recipes.lora(
-            first.config, parent, first.domain, list(first.classes), spec, seed, params["rank"], plan.ids[job.inputs[0]]
-        )
-        extra = {"start_sha256": start, "accuracy": round(acc, 4)}
-        return {
-            key: {"adapter": (adapter_config, adapter_state), "recipe": extra}
-            if plan.models[key].recipe == "lora-adapter" else {"state": merged, "recipe": extra}
-            for key in job.outputs
-        }
-    if job.kind == "merge":
-        states = [_parent_state(out, plan, k) for k in job.inputs[: len(params["weights"])]]
-        base = _parent_state(out, plan, job.inputs[-1]) if params["method"] == "task_arithmetic" else None
-        merged = recipes.merge(states, params["weights"], base)
-        extra = {"base": plan.ids[job.inputs[-1]]} if base is not None else {}
-        return {first.key: {"state": merged, "recipe": extra}}
-    transforms = {
-        "fp16": lambda: recipes.to_fp16(parent),
-        "int8": lambda: recipes.quantize_int8(parent),
-        "prune": lambda: recipes.prune(parent, params["sparsity"]),
+@dataclass(frozen=True)
+class _Context:
+    """What a recipe needs to know about its job."""
+
+    job: Job
+    plan: Plan
+    out: Path
+
+    @property
+    def seed(self) -> int:
+        return seed_of(self.plan.seed, self.job.key)  # from the job key only: independent of scheduling
+
+    @property
+    def first(self) -> ModelSpec:
+        return self.plan.models[self.job.outputs[0]]
+
+    @property
+    def spec(self) -> recipes.TrainSpec:
+        return recipes.TrainSpec(**self.job.params["spec"])
+
+    def state(self, i: int = 0) -> recipes.State:
+        return load_state(self.out / self.plan.ids[self.job.inputs[i]])
+
+
+Outputs = dict[str, dict[str, Any]]  # model key -> {"state" | "adapter": payload, "recipe": extra truth}
+
+
+def _do_pretrain(c: _Context) -> Outputs:
+    state, acc = recipes.pretrain(c.first.config, c.first.domain, c.spec, c.seed)
+    return {c.first.key: {"state": state, "recipe": {"accuracy": round(acc, 4)}}}
+
+
+def _do_finetune(c: _Context) -> Outputs:
+    """A fine-tune, or a snake: one run of ``n × steps`` saved every ``steps``."""
+    spec, n = c.spec, c.job.params.get("checkpoints", 1)
+    run = recipes.TrainSpec(**{**spec.to_dict(), "steps": spec.steps * n})
+    marks = tuple(spec.steps * (i + 1) for i in range(n - 1))
+    start, states, acc = recipes.finetune(c.first.config, c.state(), c.first.domain, list(c.first.classes), run, c.seed, marks)
+    starts = [start] + [recipes.state_hash(s) for s in states[:-1]]
+    outputs: Outputs = {}
+    for i, (key, state, start_hash) in enumerate(zip(c.job.outputs, states, starts)):
+        extra = {"start_sha256": start_hash, "steps_done": spec.steps * (i + 1)}
+        if i == n - 1:
+            extra["accuracy"] = round(acc, 4)
+        outputs[key] = {"state": state, "recipe": extra}
+    return outputs
+
+
+def _do_lora(c: _Context) -> Outputs:
+    base_id = c.plan.ids[c.job.inputs[0]]
+    start, config, adapter, merged, acc = recipes.lora(
+        c.first.config, c.state(), c.first.domain, list(c.first.classes), c.spec, c.seed, c.job.params["rank"], base_id
+    )
+    extra = {"start_sha256": start, "accuracy": round(acc, 4)}
+    return {
+        key: {"adapter": (config, adapter), "recipe": extra}
+        if c.plan.models[key].recipe == "lora-adapter" else {"state": merged, "recipe": extra}
+        for key in c.job.outputs
     }
-    return {first.key: {"state": transforms[job.kind]() if job.kind in transforms else parent, "recipe": {}}}
+
+
+def _do_merge(c: _Context) -> Outputs:
+    weights, task_arithmetic = c.job.params["weights"], c.job.params["method"] == "task_arithmetic"
+    states = [c.state(i) for i in range(len(weights))]
+    base = c.state(len(weights)) if task_arithmetic else None  # the siblings' common parent
+    extra = {"base": c.plan.ids[c.job.inputs[-1]]} if task_arithmetic else {}
+    return {c.first.key: {"state": recipes.merge(states, weights, base), "recipe": extra}}
+
+
+def _do_copy(c: _Context) -> Outputs:
+    """Copies without training; the format change itself (GGUF, ONNX, .bin) happens when writing."""
+    parent, kind = c.state(), c.job.kind
+    if kind == "fp16":
+        parent = recipes.to_fp16(parent)
+    elif kind == "int8":
+        parent = recipes.quantize_int8(parent)
+    elif kind == "prune":
+        parent = recipes.prune(parent, c.job.params["sparsity"])
+    return {c.first.key: {"state": parent, "recipe": {}}}
+
+
+_RECIPES = {"pretrain": _do_pretrain, "finetune": _do_finetune, "snake": _do_finetune, "lora": _do_lora,
+            "merge": _do_merge}
 
 
 def _write_model(folder: Path, plan: Plan, spec: ModelSpec, result: dict[str, Any]) -> int:
@@ -149,7 +186,7 @@ def run_job(job: Job, plan: Plan, out: Path) -> list[str]:
     todo = [k for k in job.outputs if not _is_done(out, plan.ids[k])]
     if not todo:
         return []
-    results = _run_recipe(job, plan, out)
+    results = _RECIPES.get(job.kind, _do_copy)(_Context(job, plan, out))
     for key in todo:
         spec, model_id = plan.models[key], plan.ids[key]
         tmp = out / f".tmp-{model_id}"
