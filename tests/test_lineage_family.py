@@ -46,6 +46,15 @@ def _spec(i: int, steps: int = 40) -> recipes.TrainSpec:
 
 def build_family(out: Path) -> dict:
     """Write the family under ``out``; return {"paths": name -> folder, "parent": child -> parent name}."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add hand-offs on a shared CPU
+    try:
+        return _build(out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out: Path) -> dict:
     config = make_config("ancestree-mlp", 10, **MLP)
     paths, parent, states = {}, {}, {}
     for r, seed in (("A", 1), ("B", 2)):

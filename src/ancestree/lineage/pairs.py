@@ -1,7 +1,7 @@
 """Open a child and its candidates, and pair their tensors for a weight-by-weight comparison.
 
-Pairing is by name first (an optional leading prefix such as ``bert.`` ignored), then, for formats
-that lose names (ONNX), by shape in storage order; a matrix stored transposed is turned back. A
+Pairing is :func:`ancestree.align.align`'s (names, wrapper prefixes, then content for formats that lose
+names such as ONNX; a matrix stored transposed is turned back). A
 candidate whose paired tensors cover less than :data:`MIN_COVERAGE` of the child's parameters is
 *incomparable* (another architecture), which the methods report apart instead of ranking it.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ancestree.errors import BadInputError
+from ancestree.align import align
+from ancestree.fingerprint import Fingerprint, fingerprint
 from ancestree.io.base import Model
 
 #: Fraction of the child's learned parameters that must pair with a candidate's for a comparison.
@@ -47,47 +49,12 @@ class TensorPair:
     transpose: bool = False
 
 
-def _strip(name: str) -> str:
-    return name.split(".", 1)[1] if "." in name else name
-
-
-def pair_tensors(child: Model, candidate: Model) -> list[TensorPair]:
-    """Pairs of learned tensors of equal shape (up to a transpose), in the child's network order."""
-    ct = {n: t for n, t in child.tensors.items() if t.learned}
-    pt = {n: t for n, t in candidate.tensors.items() if t.learned}
-    pairs: dict[str, TensorPair] = {}
-    used: set[str] = set()
-
-    def add(cn: str, pn: str) -> bool:
-        cs, ps = ct[cn].shape, pt[pn].shape
-        if cs == ps or (len(cs) == 2 and cs == ps[::-1]):
-            pairs[cn] = TensorPair(cn, pn, cs, transpose=cs != ps)
-            used.add(pn)
-            return True
-        return False
-
-    for cn in ct:  # 1. same name
-        if cn in pt:
-            add(cn, cn)
-    stripped = {}  # 2. same name once a leading prefix is dropped on either side
-    for pn in pt:
-        if pn not in used:
-            stripped.setdefault(pn, pn)
-            stripped.setdefault(_strip(pn), pn)
-    for cn in ct:
-        if cn not in pairs:
-            for key in (cn, _strip(cn)):
-                pn = stripped.get(key)
-                if pn and pn not in used and add(cn, pn):
-                    break
-    left = [pn for pn in sorted(pt, key=natural_key) if pn not in used]  # 3. shape in order
-    for cn in sorted(ct, key=natural_key):
-        if cn in pairs:
-            continue
-        for pn in left:
-            if pn not in used and add(cn, pn):
-                break
-    return [pairs[n] for n in sorted(pairs, key=natural_key)]
+def pair_tensors(child: Model, candidate: Model, child_print: Fingerprint | None = None) -> list[TensorPair]:
+    """Pairs of learned tensors (via :func:`ancestree.align.align`: names, prefixes, then content), in the
+    child's network order. ``child_print`` saves fingerprinting the child again for every candidate."""
+    alignment = align(child_print or fingerprint(child), fingerprint(candidate))
+    pairs = [TensorPair(p.a, p.b, child.tensors[p.a].shape, p.transposed) for p in alignment]
+    return sorted(pairs, key=lambda p: natural_key(p.child))
 
 
 def coverage(child: Model, pairs: list[TensorPair]) -> float:

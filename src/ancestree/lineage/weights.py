@@ -24,10 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.stats import kurtosis
 
+from ancestree.fingerprint import fingerprint
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import SketchSpec
 from ancestree.io.base import Model
@@ -161,13 +163,20 @@ class WeightsRanker:
         self.align_units = align_units
 
     # -- evidence ---------------------------------------------------------------------------------------
-    def evidence(self, child: Model, candidate: Model, cache: dict[str, np.ndarray] | None = None) -> dict[str, float] | str:
-        """The evidence dict for one pair, or the reason the candidate is incomparable."""
-        pairs = pair_tensors(child, candidate)
+    def aligned(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int] | str:
+        """``(child arrays, candidate arrays, layers permuted)`` keyed by the child's names, in the child's
+        orientation and unit order; or the reason the candidate is incomparable.
+
+        ``cache`` (one per child) keeps the child's fingerprint and tensors across candidates.
+        """
+        cache = {} if cache is None else cache
+        if "__print__" not in cache:
+            cache["__print__"] = fingerprint(child)
+        pairs = pair_tensors(child, candidate, cache["__print__"])
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
             return reason
-        cache = {} if cache is None else cache
         c_values, p_values = {}, {}
         for pair in pairs:
             if pair.child not in cache:
@@ -177,9 +186,17 @@ class WeightsRanker:
         permuted = 0
         if self.align_units:
             c_values, permuted = align_units(c_values, p_values)
+        return c_values, p_values, permuted
+
+    def evidence(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None) -> dict[str, float] | str:
+        """The evidence dict for one pair, or the reason the candidate is incomparable."""
+        got = self.aligned(child, candidate, cache)
+        if isinstance(got, str):
+            return got
+        c_values, p_values, permuted = got
         ev = compare(c_values, p_values)
         ev["permuted_layers"] = float(permuted)
-        ev["coverage"] = float(sum(child.tensors[p.child].numel for p in pairs) / max(child.parameters, 1))
+        ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(child.parameters, 1))
         return ev
 
     def score_of(self, evidence: dict[str, float]) -> float:
@@ -190,7 +207,7 @@ class WeightsRanker:
         """Unranked scores of every comparable candidate, and the incomparable ones with their reason."""
         check_distinct(child, list(candidates))
         c_model = open_model(child)
-        cache: dict[str, np.ndarray] = {}
+        cache: dict[str, Any] = {}
         scored, incomparable = [], {}
         for source in candidates:
             cand = open_model(source)

@@ -1,0 +1,291 @@
+"""The learned lineage detector (Neural Lineage's learning-based method), trained on a zoo.
+
+For each (child, candidate) pair three tokens are encoded:
+
+* a **weight token**: ``K`` weight matrices of the pair (evenly spaced in network order, the child's units
+  aligned to the candidate's), each reduced to the same ``S×S`` sub-matrix of rows and columns as the
+  fingerprint sketches use, child and candidate stacked as two channels per layer, through a small conv net;
+* a **feature token**: the Gram matrices of child and candidate features on the probe inputs and their
+  cross-Gram (3 channels, size-agnostic, invariant to unit order), through a small conv net; zeros
+  (with a flag) when the models cannot be run;
+* an **evidence token** (an addition to the paper's design): the weights method's evidence vector.
+
+A transformer runs over ``[CLS, weight, feature, evidence]`` per candidate; a linear head on CLS gives the
+candidate's score; a learned "no parent" token through the same head gives the none score; the softmax
+over candidates + none is trained with cross-entropy on zoo tasks (:mod:`ancestree.lineage.tasks`).
+Saved as a state dict plus a JSON config in one ``torch.save`` file, loadable with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ancestree.atomic import write_bytes
+from ancestree.errors import BadInputError
+from ancestree.fingerprint.sketch import as_matrix, index_set
+from ancestree.io.base import Model
+from ancestree.lineage.pairs import Source, check_distinct, open_model
+from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
+from ancestree.lineage.weights import WeightsRanker, compare, features
+
+#: Seed of the row/column index sets of the weight token (independent of the fingerprint's).
+INDEX_SEED = 7
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    layers: int = 4  # K weight matrices per pair
+    side: int = 24  # S: sub-matrix side
+    probes: int = 32  # probe inputs for the feature token
+    dim: int = 64
+    heads: int = 4
+    depth: int = 2
+    evidence: int = 5  # length of the evidence vector
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+# -- inputs --------------------------------------------------------------------------------------------------
+def weight_token(c_values: dict[str, np.ndarray], p_values: dict[str, np.ndarray], cfg: DetectorConfig) -> np.ndarray:
+    """``(2K, S, S)``: the same sub-matrix of K evenly spaced weight matrices, child and candidate channels."""
+    names = [n for n, v in c_values.items() if v.ndim >= 2]
+    out = np.zeros((2 * cfg.layers, cfg.side, cfg.side), dtype=np.float32)
+    if not names:
+        return out
+    picks = [names[int(i)] for i in np.linspace(0, len(names) - 1, cfg.layers).round()]
+    for k, name in enumerate(picks):
+        c, p = as_matrix(c_values[name]), as_matrix(p_values[name])
+        rows, cols = index_set(c.shape[0], cfg.side, INDEX_SEED), index_set(c.shape[1], cfg.side, INDEX_SEED)
+        scale = float(np.std(c)) or 1.0
+        out[2 * k, : len(rows), : len(cols)] = c[np.ix_(rows, cols)] / scale
+        out[2 * k + 1, : len(rows), : len(cols)] = p[np.ix_(rows, cols)] / scale
+    return out
+
+
+def _gram(a: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+    a = a - a.mean(0)
+    b = b - b.mean(0)
+    g = (a @ b.T).double()
+    return (g / g.norm().clamp_min(1e-12) * len(g)).float().numpy()
+
+
+def feature_token(f_c: torch.Tensor | None, f_p: torch.Tensor | None, cfg: DetectorConfig) -> np.ndarray:
+    """``(4, P, P)``: child Gram, candidate Gram, cross-Gram and an 'available' flag channel."""
+    out = np.zeros((4, cfg.probes, cfg.probes), dtype=np.float32)
+    if f_c is None or f_p is None:
+        return out
+    n = min(cfg.probes, len(f_c))
+    out[0, :n, :n] = _gram(f_c[:n], f_c[:n])
+    out[1, :n, :n] = _gram(f_p[:n], f_p[:n])
+    out[2, :n, :n] = _gram(f_c[:n], f_p[:n])
+    out[3] = 1.0
+    return out
+
+
+def evidence_vector(ev: dict[str, float]) -> np.ndarray:
+    return np.append(features(ev), -np.log(max(ev["distance"], 1e-6))).astype(np.float32)
+
+
+class PairEncoder:
+    """Builds the detector's inputs for one child against its candidates (caching the child's side)."""
+
+    def __init__(self, cfg: DetectorConfig, probe_data: str | Path | np.ndarray | None = None,
+                 weights: WeightsRanker | None = None) -> None:
+        self.cfg, self.probe_data = cfg, probe_data
+        self.weights = weights or WeightsRanker()
+        self._features: dict[tuple[str, str], torch.Tensor | None] = {}
+
+    def _run(self, source: str, probe_key: str, x: torch.Tensor | None) -> torch.Tensor | None:
+        key = (source, probe_key)
+        if key not in self._features:
+            from ancestree.lineage.runnable import load_runnable
+
+            try:
+                self._features[key] = None if x is None else load_runnable(source).features(x)
+            except BadInputError:
+                self._features[key] = None
+        return self._features[key]
+
+    def _probe(self, child: str) -> tuple[str, torch.Tensor | None]:
+        from ancestree.lineage.linearized import _card
+        from ancestree.lineage.probe import probe_inputs
+        from ancestree.lineage.runnable import load_runnable
+
+        try:
+            run = load_runnable(child)
+        except BadInputError:
+            return "none", None
+        card = _card(child)
+        x = probe_inputs(run, self.probe_data, card)[: self.cfg.probes]
+        return json.dumps(card.get("datasets", [])) + str(self.probe_data), x
+
+    def encode(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[str], dict[str, np.ndarray], dict[str, str]]:
+        """``(child id, comparable candidate ids, stacked inputs, incomparable)``."""
+        c_model = open_model(child)
+        probe_key, x = self._probe(str(getattr(child, "path", child)))
+        f_c = self._run(str(getattr(child, "path", child)), probe_key, x)
+        cache: dict[str, Any] = {}
+        ids, w, f, e, incomparable = [], [], [], [], {}
+        for source in candidates:
+            cand = open_model(source)
+            got = self.weights.aligned(c_model, cand, cache)
+            if isinstance(got, str):
+                incomparable[cand.id] = got
+                continue
+            c_values, p_values, _ = got
+            ids.append(cand.id)
+            w.append(weight_token(c_values, p_values, self.cfg))
+            f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
+            e.append(evidence_vector(compare(c_values, p_values)))
+        stacked = {"weights": np.stack(w) if w else np.zeros((0,)), "features": np.stack(f) if f else np.zeros((0,)),
+                   "evidence": np.stack(e) if e else np.zeros((0,))}
+        return c_model.id, ids, stacked, incomparable
+
+
+# -- the network ----------------------------------------------------------------------------------------------
+def _conv(channels: int, dim: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(channels, 16, 3, stride=2, padding=1), nn.GELU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.GELU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, dim),
+    )
+
+
+class LineageDetector(nn.Module):
+    """Scores each candidate from its [CLS, weight, feature, evidence] tokens; plus a learned none score."""
+
+    def __init__(self, cfg: DetectorConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.weight_encoder = _conv(2 * cfg.layers, cfg.dim)
+        self.feature_encoder = _conv(4, cfg.dim)
+        self.evidence_encoder = nn.Sequential(nn.Linear(cfg.evidence, cfg.dim), nn.GELU(), nn.Linear(cfg.dim, cfg.dim))
+        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.dim))
+        self.types = nn.Parameter(torch.randn(1, 4, cfg.dim) * 0.02)
+        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, dropout=0.0, batch_first=True)
+        self.transformer = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.head = nn.Linear(cfg.dim, 1)
+        self.none_token = nn.Parameter(torch.zeros(1, cfg.dim))
+
+    def forward(self, weights: torch.Tensor, feats: torch.Tensor, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``(n,)`` of ``n`` candidates and the none score ``()``."""
+        tokens = torch.stack([self.weight_encoder(weights), self.feature_encoder(feats), self.evidence_encoder(evidence)], 1)
+        seq = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1) + self.types
+        out = self.transformer(seq)[:, 0]
+        return self.head(out).squeeze(-1), self.head(self.none_token).reshape(())
+
+
+def _tensors(stacked: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(stacked[k]) for k in ("weights", "features", "evidence"))
+
+
+# -- training, saving, ranking --------------------------------------------------------------------------------
+def train_detector(encoded: Sequence[tuple[dict[str, np.ndarray], int | None]], cfg: DetectorConfig | None = None,
+                   epochs: int = 30, lr: float = 2e-3, seed: int = 0, log=None) -> LineageDetector:
+    """Train on encoded tasks ``(inputs of the candidates, index of the right answer or None)``."""
+    cfg = cfg or DetectorConfig()
+    torch.manual_seed(seed)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small only loses to thread hand-offs on a shared CPU
+    try:
+        return _train(encoded, cfg, epochs, lr, seed, log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(encoded, cfg: DetectorConfig, epochs: int, lr: float, seed: int, log) -> LineageDetector:
+    model = LineageDetector(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    data = [(_tensors(s), len(s["evidence"]) if t is None else t) for s, t in encoded if len(s["evidence"])]
+    rng = np.random.default_rng(seed)
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for i in rng.permutation(len(data)):
+            (w, f, e), target = data[i]
+            scores, none = model(w, f, e)
+            loss = nn.functional.cross_entropy(torch.cat([scores, none[None]])[None], torch.tensor([target]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach())
+        if log:
+            log(f"epoch {epoch + 1}/{epochs}: loss {total / max(len(data), 1):.4f}")
+    return model.eval()
+
+
+def save_detector(model: LineageDetector, path: str | Path) -> None:
+    """One file: ``{"config": json, "state_dict": tensors}`` (loadable with ``weights_only=True``)."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"config": model.cfg.to_json(), "state_dict": model.state_dict()}, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def load_detector(path: str | Path) -> LineageDetector:
+    try:
+        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        cfg = DetectorConfig(**json.loads(blob["config"]))
+        model = LineageDetector(cfg)
+        model.load_state_dict(blob["state_dict"])
+    except FileNotFoundError:
+        raise BadInputError(path, "no such detector file") from None
+    except Exception as exc:  # noqa: BLE001 - any failure means the file is not a detector
+        raise BadInputError(path, f"not a detector saved by `ancestree lineage train` ({exc.__class__.__name__})") from None
+    return model.eval()
+
+
+class DetectorRanker:
+    """Rank candidates with a trained :class:`LineageDetector`."""
+
+    method = "detector"
+
+    def __init__(self, model: LineageDetector, probe_data: str | Path | np.ndarray | None = None) -> None:
+        self.model = model
+        self.encoder = PairEncoder(model.cfg, probe_data)
+
+    @classmethod
+    def load(cls, path: str | Path, probe_data: str | Path | np.ndarray | None = None) -> DetectorRanker:
+        return cls(load_detector(path), probe_data)
+
+    def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
+        check_distinct(child, list(candidates))
+        child_id, ids, stacked, incomparable = self.encoder.encode(child, candidates)
+        if not ids:
+            return make_ranking(child_id, self.method, [], Calibration(), incomparable)
+        with torch.no_grad():
+            scores, none = self.model(*_tensors(stacked))
+        scored = [CandidateScore(i, float(s)) for i, s in zip(ids, scores)]
+        return make_ranking(child_id, self.method, scored, Calibration(1.0, float(none)), incomparable)
+
+
+def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConfig | None = None, epochs: int = 30,
+               max_tasks: int = 400, seed: int = 0, log=print) -> LineageDetector:
+    """Train a detector on the train split of ``zoo`` (cross-generation and none tasks) and save it."""
+    from ancestree.lineage.tasks import Zoo, make_tasks
+
+    cfg = cfg or DetectorConfig()
+    z = Zoo.load(zoo)
+    tasks = make_tasks(z, splits=("train",), candidate_splits=("train",), seed=seed)
+    tasks = [tasks[i] for i in np.random.default_rng(seed).permutation(len(tasks))[:max_tasks]]
+    encoder, encoded, start = PairEncoder(cfg), [], time.perf_counter()
+    for n, task in enumerate(tasks):
+        _, ids, stacked, _ = encoder.encode(task.child, list(task.candidates))
+        encoded.append((stacked, None if task.truth is None else ids.index(task.truth)))
+        if log and (n + 1) % 50 == 0:
+            log(f"encoded {n + 1}/{len(tasks)} tasks ({time.perf_counter() - start:.0f} s)")
+    model = train_detector(encoded, cfg, epochs=epochs, seed=seed, log=log)
+    if out is not None:
+        save_detector(model, out)
+    return model

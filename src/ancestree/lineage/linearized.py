@@ -1,0 +1,202 @@
+"""Learning-free parent detection with probe data (Neural Lineage), and the paper's feature baselines.
+
+The child's features on probe inputs are compared with each candidate's. The baselines
+(:class:`FeatureRanker`) compare them as they are. The linearised method (:class:`LinearizedRanker`)
+first moves the candidate along the fine-tuning direction, to first order:
+
+    f_lin(x) = f(x; θp) + α · J(x) · (θc − θp)
+
+computed exactly with one forward-mode Jacobian-vector product (``torch.func.jvp`` through
+``functional_call``). For the true parent the step is small and the linearisation nearly reproduces the
+child; for anything else ``θc − θp`` is large and the first-order model misses badly, which is what
+separates them. ``α`` is chosen on a zoo (:meth:`LinearizedRanker.fit`), not fixed at 1.
+
+The child's hidden units are re-aligned to the candidate's before the difference is taken (the same
+Hungarian matching as the weights method), so a permuted child is handled; its features do not change.
+
+Metrics (higher score = more similar): ``l1`` and ``l2`` are ``−log`` of the relative error
+``‖f_c − f‖ / ‖f_c‖``; ``cka`` is ``−log(1 − CKA)`` with linear CKA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ancestree.errors import BadInputError
+from ancestree.lineage.pairs import Source, check_distinct
+from ancestree.lineage.permute import align_units
+from ancestree.lineage.probe import probe_inputs
+from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
+from ancestree.lineage.runnable import Runnable, load_runnable
+
+METRICS = ("l1", "l2", "cka")
+
+#: Calibrations fitted on the ``lineage`` zoo (benchmarks/bench_lineage.py), per method and metric.
+DEFAULT_CALIBRATION = {
+    ("baseline", "l1"): Calibration(0.3, float(-np.log(0.5))),
+    ("baseline", "l2"): Calibration(0.3, float(-np.log(0.5))),
+    ("baseline", "cka"): Calibration(0.3, float(-np.log(0.5))),
+    ("linearized", "l1"): Calibration(0.3, float(-np.log(0.5))),
+    ("linearized", "l2"): Calibration(0.3, float(-np.log(0.5))),
+    ("linearized", "cka"): Calibration(0.3, float(-np.log(0.5))),
+}
+
+#: α fitted on the ``lineage`` zoo.
+DEFAULT_ALPHA = 1.0
+
+
+def linear_cka(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Linear centred kernel alignment of two feature matrices (rows = inputs)."""
+    a = a.double() - a.double().mean(0)
+    b = b.double() - b.double().mean(0)
+    cross = (a.T @ b).norm() ** 2
+    denom = (a.T @ a).norm() * (b.T @ b).norm()
+    return float(cross / denom) if denom > 0 else 0.0
+
+
+def similarity(metric: str, child: torch.Tensor, other: torch.Tensor) -> float:
+    """The score of ``other`` features against the child's (higher = more alike)."""
+    if metric == "l1":
+        err = float((child - other).abs().mean() / child.abs().mean().clamp_min(1e-12))
+    elif metric == "l2":
+        err = float((child - other).norm() / child.norm().clamp_min(1e-12))
+    elif metric == "cka":
+        err = 1.0 - linear_cka(child, other)
+    else:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    if not np.isfinite(err):
+        return -50.0
+    return float(-np.log(max(err, 1e-9)))
+
+
+def _open_runnable(source: Source) -> Runnable:
+    if isinstance(source, Runnable):
+        return source
+    return load_runnable(getattr(source, "path", source), getattr(source, "id", None) or str(source))
+
+
+def _card(source: Source) -> dict:
+    try:
+        from ancestree.io import load_model
+
+        with load_model(getattr(source, "path", source)) as model:
+            return dict(model.meta.card)
+    except BadInputError:
+        return {}
+
+
+class FeatureRanker:
+    """The paper's baseline: similarity of child and candidate features on probe inputs (no linearisation).
+
+    Parameters
+    ----------
+    metric: ``"l1"``, ``"l2"`` or ``"cka"``.
+    probe_data: a ``.npy``/``.npz`` path or an array of inputs; None makes inputs for the child.
+    """
+
+    kind = "baseline"
+
+    def __init__(self, metric: str = "l1", probe_data: str | Path | np.ndarray | None = None,
+                 calibration: Calibration | None = None) -> None:
+        if metric not in METRICS:
+            raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+        self.metric = metric
+        self.probe_data = probe_data
+        self.calibration = calibration or DEFAULT_CALIBRATION[(self.kind, metric)]
+
+    @property
+    def method(self) -> str:
+        return f"{self.kind}-{self.metric}"
+
+    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor) -> dict[float, torch.Tensor]:
+        """Features standing for the candidate, by α (the baseline has only α = 0)."""
+        return {0.0: cand.features(x)}
+
+    def _alphas(self) -> list[float]:
+        return [0.0]
+
+    def features_by_alpha(self, child: Source, candidates: Sequence[Source]):
+        """``(child runnable, child features, {candidate id: {α: features}}, incomparable)``."""
+        check_distinct(child, list(candidates))
+        c_run = _open_runnable(child)
+        x = probe_inputs(c_run, self.probe_data, _card(child))
+        f_c = c_run.features(x)
+        out, incomparable = {}, {}
+        for source in candidates:
+            cand = _open_runnable(source)
+            if cand.signature != c_run.signature:
+                incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"
+                continue
+            out[cand.id] = self.candidate_features(c_run, cand, x)
+        return c_run, f_c, out, incomparable
+
+    def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
+        c_run, f_c, feats, incomparable = self.features_by_alpha(child, candidates)
+        alpha = self._alphas()[0]
+        scored = [CandidateScore(cid, similarity(self.metric, f_c, f[alpha])) for cid, f in feats.items()]
+        return make_ranking(c_run.id, self.method, scored, self.calibration, incomparable)
+
+
+class LinearizedRanker(FeatureRanker):
+    """Neural Lineage's learning-free method: features of the candidate linearised toward the child.
+
+    Parameters
+    ----------
+    metric: ``"l1"``, ``"l2"`` or ``"cka"``.
+    alpha: step along ``θc − θp`` (chosen on a zoo by :meth:`fit`).
+    align_units: re-align the child's hidden units to the candidate's before taking ``θc − θp``.
+    """
+
+    kind = "linearized"
+
+    def __init__(self, metric: str = "l1", probe_data: str | Path | np.ndarray | None = None, alpha: float = DEFAULT_ALPHA,
+                 calibration: Calibration | None = None, align_units: bool = True) -> None:
+        super().__init__(metric, probe_data, calibration)
+        self.alpha = alpha
+        self.align_units = align_units
+        self.alphas = [alpha]
+
+    def _alphas(self) -> list[float]:
+        return self.alphas
+
+    def delta(self, child: Runnable, cand: Runnable) -> dict[str, torch.Tensor]:
+        """``θc − θp`` per parameter, the child's units first matched to the candidate's."""
+        pc, pp = child.params(), cand.params()
+        if self.align_units:
+            aligned, _ = align_units({n: v.numpy() for n, v in pc.items()}, {n: v.numpy() for n, v in pp.items()})
+            pc = {n: torch.as_tensor(np.ascontiguousarray(v)) for n, v in aligned.items()}
+        return {n: pc[n] - pp[n] for n in pp}
+
+    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor) -> dict[float, torch.Tensor]:
+        params = cand.params()
+        with torch.no_grad():
+            f_p, jd = torch.func.jvp(lambda p: cand.forward(p, x), (params,), (self.delta(child, cand),))
+        return {a: f_p + a * jd for a in self.alphas}
+
+    def fit(self, tasks: Sequence[tuple[Source, Sequence[Source], str | None]],
+            alphas: Sequence[float] = (0.25, 0.5, 0.75, 1.0, 1.5)) -> LinearizedRanker:
+        """Choose α (top-1 accuracy, ties to the likelier) and the calibration on tasks ``(child, candidates, parent id or None)``."""
+        from ancestree.lineage.calibrate import fit_calibration, log_likelihood
+
+        self.alphas = list(alphas)
+        per_alpha: dict[float, list] = {a: [] for a in alphas}
+        for child, candidates, truth in tasks:
+            _, f_c, feats, _ = self.features_by_alpha(child, candidates)
+            ids = list(feats)
+            for a in alphas:
+                scores = [similarity(self.metric, f_c, feats[i][a]) for i in ids]
+                per_alpha[a].append((scores, ids.index(truth) if truth in ids else None))
+
+        def quality(a: float) -> tuple[float, float]:
+            hits = [int(np.argmax(s) == t) for s, t in per_alpha[a] if t is not None]
+            cal = fit_calibration(per_alpha[a])
+            return (float(np.mean(hits)) if hits else 0.0, log_likelihood(per_alpha[a], cal))
+
+        self.alpha = max(alphas, key=quality)
+        self.alphas = [self.alpha]
+        self.calibration = fit_calibration(per_alpha[self.alpha])
+        return self

@@ -1,0 +1,89 @@
+"""Probe inputs for the data-based methods: a user's ``.npy``/``.npz``, or data made for the model.
+
+A user file is checked against the model's input shape and refused with a one-line message naming the
+file when it does not fit. Without a file, zoo models get the zoo's own images (the domains named in the
+model card's ``datasets``, else both) and token models get seeded random token ids.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ancestree.errors import BadInputError
+from ancestree.lineage.runnable import Runnable
+
+#: Probe inputs used when none are given (the paper uses about 64).
+DEFAULT_COUNT = 64
+
+#: Names looked for in an ``.npz`` (else its first array).
+NPZ_KEYS = ("x", "inputs", "X", "images", "input_ids")
+
+
+def read_probe_file(path: str | Path) -> np.ndarray:
+    """The array in a ``.npy`` or ``.npz`` file (pickles refused)."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(path, "probe data: no such file")
+    try:
+        if p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as data:
+                key = next((k for k in NPZ_KEYS if k in data.files), data.files[0] if data.files else None)
+                if key is None:
+                    raise BadInputError(path, "probe data: the .npz holds no array")
+                return np.asarray(data[key])
+        if p.suffix == ".npy":
+            return np.asarray(np.load(p, allow_pickle=False))
+    except (ValueError, OSError) as exc:
+        raise BadInputError(path, f"probe data: cannot read ({exc})") from None
+    raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
+
+
+def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) -> torch.Tensor:
+    """The probe inputs as a tensor, or :class:`BadInputError` when they do not fit ``runnable``."""
+    expected = runnable.input_shape
+    if runnable.kind == "zoo":
+        if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
+            raise BadInputError(path, f"probe data has shape {tuple(array.shape)}; {runnable.id} takes inputs of "
+                                      f"shape (N, {', '.join(map(str, expected))})")
+        if not np.issubdtype(array.dtype, np.number):
+            raise BadInputError(path, f"probe data must be numeric, not {array.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    vocab = int(runnable.config.get("vocab_size", 0)) or None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer) or len(array) == 0:
+        raise BadInputError(path, f"probe data has shape {tuple(array.shape)} and dtype {array.dtype}; {runnable.id} "
+                                  "takes token ids of shape (N, length), integers")
+    if vocab and (array.min() < 0 or array.max() >= vocab):
+        raise BadInputError(path, f"probe data holds token ids outside [0, {vocab}) of {runnable.id}")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
+
+
+def default_probe(runnable: Runnable, card: dict | None = None, count: int = DEFAULT_COUNT, seed: int = 0) -> torch.Tensor:
+    """Probe inputs made for ``runnable`` when the user gave none."""
+    rng = np.random.default_rng(seed)
+    if runnable.kind == "zoo":
+        from ancestree.zoo.data import DOMAINS, class_names, make_dataset
+
+        named = [str(d).split("/")[-1] for d in (card or {}).get("datasets", [])]
+        domains = [d for d in named if d in DOMAINS] or list(DOMAINS)
+        per_domain = max(1, count // len(domains))
+        images = []
+        for domain in domains:
+            names = class_names(domain)
+            classes = [names[i] for i in rng.choice(len(names), size=min(per_domain, len(names)), replace=False)]
+            x, _ = make_dataset(domain, classes, max(1, per_domain // len(classes)), seed)
+            images.append(x[:per_domain])
+        return torch.from_numpy(np.concatenate(images)[:count])
+    vocab = int(runnable.config.get("vocab_size", 1000))
+    return torch.from_numpy(rng.integers(0, vocab, size=(count, 16)).astype(np.int64))
+
+
+def probe_inputs(runnable: Runnable, probe_data: str | Path | np.ndarray | None, card: dict | None = None) -> torch.Tensor:
+    """Probe inputs for ``runnable``: from ``probe_data`` (a path or array) if given, else made."""
+    if probe_data is None:
+        return default_probe(runnable, card)
+    if isinstance(probe_data, np.ndarray):
+        return check_probe(probe_data, runnable, None)
+    return check_probe(read_probe_file(probe_data), runnable, probe_data)

@@ -1,0 +1,115 @@
+"""Runnable models for the methods that need features: zoo architectures and offline Hugging Face models.
+
+A :class:`Runnable` is a ``torch.nn.Module`` in eval mode, its parameters by name, and how to make inputs
+for it. Zoo models (``model_type`` ``ancestree-*``) are rebuilt by :func:`ancestree.zoo.architectures.load_module`;
+Hugging Face ``transformers`` models are built offline from the folder's ``config.json``
+(``AutoConfig.from_pretrained`` + ``AutoModel.from_config``, no download) and their weights read through
+:func:`ancestree.io.load_model`, so any format ancestree reads works.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ancestree.errors import BadInputError
+
+
+@dataclass
+class Runnable:
+    """A model that can be run: module, input description and where it came from."""
+
+    id: str
+    module: torch.nn.Module
+    kind: str  # "zoo" or "transformers"
+    config: dict[str, Any]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input (images: ``(C, H, W)``; token models: ``(L,)``, any length accepted)."""
+        if self.kind == "zoo":
+            return tuple(self.config["input_shape"])
+        return (-1,)
+
+    @property
+    def signature(self) -> dict[str, tuple[int, ...]]:
+        """Parameter names and shapes: two runnables compare when these agree."""
+        return {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+
+    def params(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach() for n, p in self.module.named_parameters()}
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Features of ``x`` with the given parameters, one row per input (flattened)."""
+        out = torch.func.functional_call(self.module, params, (x,))
+        if self.kind == "transformers":
+            out = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        return out.reshape(out.shape[0], -1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.forward(self.params(), x)
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise BadInputError(folder, "cannot run this model: no config.json next to the weights (needed by the data-based methods)")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(path, f"unreadable config.json: {exc}") from None
+
+
+def load_runnable(path: str | Path, model_id: str | None = None) -> Runnable:
+    """A :class:`Runnable` for a model folder (zoo or Hugging Face ``transformers``)."""
+    folder = Path(path)
+    model_id = str(path) if model_id is None else model_id
+    if not folder.is_dir():
+        raise BadInputError(path, "the data-based methods need a model folder with config.json")
+    config = _config(folder)
+    if str(config.get("model_type", "")).startswith("ancestree-"):
+        from ancestree.zoo.architectures import load_module
+
+        return Runnable(model_id, load_module(folder), "zoo", config)
+    return Runnable(model_id, _load_transformers(folder), "transformers", config)
+
+
+def _load_transformers(folder: Path) -> torch.nn.Module:
+    try:
+        from transformers import AutoConfig, AutoModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        raise BadInputError(folder, "the data-based methods need the `transformers` package for this model") from None
+    from ancestree.io import load_model
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+        # eager attention: the fused CPU kernels have no forward-mode AD, which the linearisation needs
+        module = AutoModel.from_config(config, attn_implementation="eager")
+    except (ValueError, OSError, KeyError) as exc:
+        raise BadInputError(folder / "config.json", f"transformers cannot build this model offline: {exc}") from None
+    with load_model(folder) as model:
+        state = {n: torch.from_numpy(np.array(v, dtype=np.float32)) for n, v in
+                 ((i.name, model.read(i.name)) for i in model.tensors.values())}
+    _load_state(module, state, folder)
+    return module.eval()
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Load ``state`` into ``module`` tolerating a wrapper prefix (``bert.``) and a head it lacks."""
+    own = module.state_dict()
+    prefix = getattr(module, "base_model_prefix", "") + "."
+    fixed = {}
+    for name, value in state.items():
+        key = name if name in own else name[len(prefix):] if name.startswith(prefix) else name
+        if key in own and own[key].shape == value.shape:
+            fixed[key] = value.to(own[key].dtype)
+    missing = [k for k, v in module.named_parameters() if k not in fixed]
+    if len(missing) > len(list(module.parameters())) // 2:
+        raise BadInputError(folder, f"weights do not fit the architecture in config.json (missing {missing[:3]})")
+    module.load_state_dict(fixed, strict=False)

@@ -1,0 +1,125 @@
+"""Data-based parent detection: the linearisation maths, the probe checks, transformers models, the detector."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ancestree.errors import BadInputError
+from ancestree.lineage.detector import DetectorConfig, DetectorRanker, PairEncoder, load_detector, save_detector, train_detector
+from ancestree.lineage.linearized import FeatureRanker, LinearizedRanker, linear_cka, similarity
+from ancestree.lineage.runnable import load_runnable
+from test_lineage_family import lineage_family  # noqa: F401 - fixture
+
+TREE = {"A1": "A", "A2": "A", "A3": "A", "B1": "B", "B2": "B", "A11": "A1", "A12": "A1", "A21": "A2", "A111": "A11"}
+GEN = {"A": 0, "B": 0, "A1": 1, "A2": 1, "A3": 1, "B1": 1, "B2": 1, "A11": 2, "A12": 2, "A21": 2, "A111": 3}
+
+
+def test_jvp_is_the_directional_derivative(lineage_family: dict) -> None:
+    """J(x)·Δ from torch.func.jvp equals the finite difference (f(θp + εΔ) − f(θp)) / ε."""
+    paths = lineage_family["paths"]
+    child, parent = load_runnable(paths["A11"]), load_runnable(paths["A1"])
+    ranker = LinearizedRanker("l2", alpha=1.0)
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(8, 3, 16, 16)).astype(np.float32))
+    delta = ranker.delta(child, parent)
+    params = parent.params()
+    _, jd = torch.func.jvp(lambda p: parent.forward(p, x), (params,), (delta,))
+    eps = 1e-3
+    moved = {n: params[n].double() + eps * delta[n].double() for n in params}
+    fd = (parent.forward(moved, x.double()) - parent.forward({n: v.double() for n, v in params.items()}, x.double())) / eps
+    assert torch.allclose(jd.double(), fd, rtol=1e-2, atol=1e-3 * float(fd.abs().max()))
+    feats = ranker.candidate_features(child, parent, x)[1.0]
+    assert torch.allclose(feats, parent.features(x) + jd, atol=1e-5)
+
+
+def test_metrics() -> None:
+    a = torch.randn(20, 5, generator=torch.Generator().manual_seed(0))
+    assert linear_cka(a, a) == pytest.approx(1.0) and linear_cka(a, 3 * a + 1) == pytest.approx(1.0)
+    assert similarity("l1", a, a + 0.01) > similarity("l1", a, a + 0.1) > similarity("l1", a, torch.randn(20, 5))
+
+
+def test_linearized_beats_chance_and_the_baseline_runs(lineage_family: dict) -> None:
+    paths = lineage_family["paths"]
+    hits, chance, n = 0, 0.0, 0
+    lin, base = LinearizedRanker("l2", alpha=0.25), FeatureRanker("l2")
+    for child, parent in TREE.items():
+        cands = [str(paths[m]) for m in GEN if GEN[m] == GEN[parent] and m != child]
+        hits += lin.rank(str(paths[child]), cands).ranking[0].candidate == str(paths[parent])
+        chance += 1 / len(cands)
+        n += 1
+    assert hits / n >= 0.6 > chance / n + 0.2  # measured 0.78; chance about 0.3
+    result = base.rank(str(paths["A11"]), [str(paths["A1"]), str(paths["CNN"])])
+    assert [c.candidate for c in result.ranking] == [str(paths["A1"])] and str(paths["CNN"]) in result.incomparable
+
+
+def test_probe_data_of_the_wrong_shape_is_bad_input(lineage_family: dict, tmp_path) -> None:
+    from ancestree.cli.main import run
+
+    paths = lineage_family["paths"]
+    bad = tmp_path / "probe.npy"
+    np.save(bad, np.zeros((4, 3, 8, 8), np.float32))
+    with pytest.raises(BadInputError, match="probe.npy.*shape"):
+        LinearizedRanker("l1", probe_data=bad).rank(str(paths["A11"]), [str(paths["A1"])])
+    good = tmp_path / "probe.npz"
+    np.savez(good, x=np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32))
+    assert LinearizedRanker("l1", probe_data=good).rank(str(paths["A11"]), [str(paths["A1"])]).parent is not None
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", str(paths["A11"]), "--candidates", str(paths["A1"]), "--method", "linearized-l1", "--probe-data", str(bad)])
+    assert exc.value.code == 2
+
+
+def _bert(folder, seed: int, base=None, noise: float = 0.0):
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    state = {k: v.clone() for k, v in (base or model.state_dict()).items()}
+    g = torch.Generator().manual_seed(seed + 100)
+    for k, v in state.items():
+        if v.is_floating_point():
+            state[k] = v + noise * v.std() * torch.randn(v.shape, generator=g)
+    folder.mkdir()
+    config.save_pretrained(folder)
+    save_file({f"bert.{k}": v.contiguous() for k, v in state.items()}, str(folder / "model.safetensors"))
+    return state
+
+
+def test_transformers_model_built_offline_from_config(tmp_path) -> None:
+    parent = _bert(tmp_path / "parent", 0)
+    _bert(tmp_path / "child", 1, base=parent, noise=0.05)
+    _bert(tmp_path / "other", 2)
+    cands = [str(tmp_path / "other"), str(tmp_path / "parent")]
+    for ranker in (LinearizedRanker("l2", alpha=0.5), FeatureRanker("cka")):
+        assert ranker.rank(str(tmp_path / "child"), cands).ranking[0].candidate == str(tmp_path / "parent")
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.zeros((4, 8, 2), np.int64))
+    with pytest.raises(BadInputError, match="ids.npy"):
+        LinearizedRanker("l1", probe_data=ids).rank(str(tmp_path / "child"), cands)
+
+
+def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    cfg = DetectorConfig(dim=32, depth=1, probes=16)
+    encoder = PairEncoder(cfg)
+    tasks = [("A11", ["A1", "A2", "B", "B1"], "A1"), ("A12", ["A1", "A3", "B2"], "A1"), ("B1", ["B", "A"], "B"),
+             ("A21", ["A1", "A3", "B1"], None), ("A2", ["A", "B"], "A"), ("B2", ["A", "A1"], None)]
+    encoded = []
+    for child, cands, truth in tasks:
+        _, ids, stacked, _ = encoder.encode(paths[child], [paths[c] for c in cands])
+        assert stacked["weights"].shape == (len(cands), 2 * cfg.layers, cfg.side, cfg.side)
+        encoded.append((stacked, None if truth is None else ids.index(paths[truth])))
+    model = train_detector(encoded, cfg, epochs=15)
+    save_detector(model, tmp_path / "det.pt")
+    blob = torch.load(tmp_path / "det.pt", weights_only=True)
+    assert json.loads(blob["config"])["dim"] == 32
+    ranker = DetectorRanker(load_detector(tmp_path / "det.pt"))
+    result = ranker.rank(paths["A111"], [paths["A11"], paths["B"], paths["CNN"]])
+    assert result.ranking[0].candidate == paths["A11"] and paths["CNN"] in result.incomparable
+    with pytest.raises(BadInputError):
+        load_detector(paths["A"] + "/model.safetensors")
