@@ -1,0 +1,35 @@
+"""``ancestree eval``: score a recovered Model Graph against ground truth."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+
+
+def eval_graph(
+    predicted: Annotated[str, typer.Argument(help="The recovered graph (tree --format json).")],
+    truth: Annotated[str, typer.Argument(help="The true graph (a zoo's truth.json).")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+) -> None:
+    """Edge precision / recall / F1, direction, tree, relation and MoTHer-style accuracy."""
+    from ancestree.graph import ModelGraph, evaluate
+
+    scores = evaluate(ModelGraph.load(predicted), ModelGraph.load(truth)).to_dict()
+    if format is OutputFormat.json:
+        emit(to_json(scores), None)
+        return
+    table = Table("metric", "value", title=f"{predicted} vs {truth}")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="eval")(eval_graph)
+
+
+__all__ = ["eval_graph", "register"]

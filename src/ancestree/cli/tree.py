@@ -1,0 +1,109 @@
+"""``ancestree tree``: recover the Model Graph of a set of models and write it in one of several formats."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ancestree.cli.common import emit, err_console
+from ancestree.errors import BadInputError
+
+
+class TreeFormat(str, Enum):
+    text = "text"
+    json = "json"
+    dot = "dot"
+    graphml = "graphml"
+    mermaid = "mermaid"
+    html = "html"
+
+
+class Method(str, Enum):
+    ours = "ours"
+    mother = "mother"
+    mother_lora = "mother-lora"
+
+
+#: Output suffix -> format, used when ``-o`` is given without ``--format``.
+SUFFIX_FORMAT = {".json": "json", ".dot": "dot", ".gv": "dot", ".graphml": "graphml", ".mmd": "mermaid",
+                 ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "text"}
+
+
+def collect_sources(paths: list[str], scan: str | None) -> list[tuple[str, Path]]:
+    """``(id, path)`` of every model: paths as given, then models found below ``--scan`` (ids relative to it)."""
+    from ancestree.io import scan_models
+
+    sources = [(str(p), Path(p)) for p in paths]
+    if scan:
+        sources += list(scan_models(scan))
+    if not sources:
+        raise BadInputError(None, "no models given: pass model paths or --scan DIR")
+    seen: dict[str, Path] = {}
+    for mid, p in sources:
+        if mid in seen:
+            raise BadInputError(p, f"model id {mid!r} given twice")
+        seen[mid] = p
+    return sources
+
+
+def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, use_declared: bool, cache: bool):
+    """The recovered :class:`~ancestree.graph.ModelGraph` (fingerprints for ours, raw weights for MoTHer)."""
+    if method is Method.ours:
+        from ancestree.fingerprint import fingerprint_many
+        from ancestree.graph import GraphRecovery
+
+        fps = fingerprint_many([(mid, p) for mid, p in sources], cache=True if cache else None, progress=sys.stderr.isatty())
+        return GraphRecovery(use_declared=use_declared).fit(fps).graph_
+    from ancestree.graph import MoTHer
+
+    distance = "lora" if method is Method.mother_lora else "rms"
+    return MoTHer(n_trees=trees, distance=distance).fit([(mid, p) for mid, p in sources]).graph_
+
+
+def tree(
+    paths: Annotated[list[str] | None, typer.Argument(help="Model files or folders (ids are the paths as given).")] = None,
+    scan: Annotated[str | None, typer.Option("--scan", help="Also every model below this folder (ids relative to it).")] = None,
+    format: Annotated[TreeFormat | None, typer.Option("--format", "-f", help="Output format (default: text on a terminal, else json; or from -o's suffix).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
+    png: Annotated[str | None, typer.Option("--png", help="Also draw the graph into this PNG file.")] = None,
+    method: Annotated[Method, typer.Option("--method", help="ours (default) or the MoTHer baseline (mother, mother-lora).")] = Method.ours,
+    trees: Annotated[int | None, typer.Option("--trees", min=1, help="Number of trees (MoTHer needs it; ours estimates it).")] = None,
+    write_cards: Annotated[bool, typer.Option("--write-cards", help="Write base_model / base_model_relation into each model folder's README.md.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="With --write-cards: overwrite declared values.")] = False,
+    declared: Annotated[bool, typer.Option("--declared/--no-declared", help="Use declared base models as a prior (ours).")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache fingerprints ($ANCESTREE_CACHE or ~/.cache/ancestree).")] = True,
+) -> None:
+    """Recover the Model Graph (which model came from which) from the weights alone."""
+    from ancestree.present import WRITERS
+
+    sources = collect_sources(list(paths or []), scan)
+    fmt = format.value if format else SUFFIX_FORMAT.get(Path(output).suffix.lower(), "json") if output else (
+        "text" if sys.stdout.isatty() else "json")
+    if trees is not None and method is Method.ours:
+        err_console.print("note: --trees is ignored by the default method, which estimates the number of trees")
+    graph = recover(sources, method, trees, declared, cache)
+    text = WRITERS[fmt](graph)
+    if png:
+        from ancestree.present.png import write_png
+
+        write_png(graph, png)
+    emit(text, output)
+    if write_cards:
+        from ancestree.present.cards import write_cards as write
+
+        for ch in write(graph, {mid: p for mid, p in sources}, force=force):
+            if ch.action in ("kept", "overwritten"):
+                err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
+    for note in graph.notes:
+        err_console.print(f"conflict: {note['model']}: {note['problem']}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(tree)
+
+
+__all__ = ["collect_sources", "recover", "register", "tree"]

@@ -1,0 +1,14 @@
+"""Model Graph recovery: decisions over many models (trees, edges, direction, relations, confidence).
+
+* :class:`GraphRecovery` — ancestree's method (default), on fingerprints;
+* :class:`MoTHer` — the faithful baseline (Horwitz et al. 2024), on raw weights;
+* :class:`ModelGraph` — the result, to and from the contract's JSON;
+* :func:`evaluate` — scores against ground truth.
+"""
+
+from ancestree.graph.evaluate import Scores, evaluate
+from ancestree.graph.model_graph import RELATIONS, ModelGraph, graph_from_edges
+from ancestree.graph.mother import MoTHer
+from ancestree.graph.recover import GraphRecovery
+
+__all__ = ["RELATIONS", "GraphRecovery", "ModelGraph", "MoTHer", "Scores", "evaluate", "graph_from_edges"]

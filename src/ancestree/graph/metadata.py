@@ -1,0 +1,59 @@
+"""Declared lineage (model cards' ``base_model``, PEFT ``base_model_name_or_path``) as a prior, and conflicts.
+
+A declaration is a claim, not evidence: recovery uses it as a bonus on the declared edge, and every place
+where the recovered graph disagrees with a declaration is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ancestree.fingerprint import Fingerprint
+
+
+def resolve(name: str, ids: Sequence[str]) -> str | None:
+    """The input id a declared name refers to: the same id, or the same last path component(s)."""
+    if name in ids:
+        return name
+    clean = name.strip().rstrip("/")
+    for candidate in ids:
+        c = candidate.rstrip("/")
+        if c.endswith("/" + clean) or clean.endswith("/" + c) or c.split("/")[-1] == clean.split("/")[-1]:
+            return candidate
+    return None
+
+
+def declared_parents(fps: Sequence[Fingerprint], ids: Sequence[str] | None = None) -> dict[str, list[str]]:
+    """Model id -> the input ids it declares as its base model(s) (declarations naming no input are dropped)."""
+    ids = list(ids) if ids is not None else [f.id for f in fps]
+    out: dict[str, list[str]] = {}
+    for f in fps:
+        base = f.declared.base_model
+        names = base if isinstance(base, list) else ([base] if base else [])
+        found = [r for r in (resolve(n, ids) for n in names) if r is not None and r != f.id]
+        if found:
+            out[f.id] = found
+    return out
+
+
+def report_conflicts(graph, declared: dict[str, list[str]], fps: dict[str, Fingerprint]) -> list[dict[str, Any]]:
+    """One note per model whose recovered parents differ from its declared base model(s) or relation."""
+    notes = []
+    for model, bases in sorted(declared.items()):
+        if model not in graph:
+            continue
+        recovered = graph.parents(model)
+        if sorted(bases) != recovered:
+            notes.append({"model": model, "declared_base_model": bases, "recovered_parents": recovered,
+                          "problem": "declared base model differs from the lineage recovered from the weights"})
+            continue
+        rel = fps[model].declared.relation if model in fps else None
+        got = {graph.graph.edges[p, model]["relation"] for p in recovered}
+        if rel and rel not in got and not (rel == "adapter" and got <= {"adapter"}):
+            notes.append({"model": model, "declared_relation": rel, "recovered_relation": sorted(got),
+                          "problem": "declared relation differs from the recovered one"})
+    return notes
+
+
+__all__ = ["declared_parents", "report_conflicts", "resolve"]

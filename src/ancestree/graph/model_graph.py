@@ -1,0 +1,140 @@
+"""The Model Graph: models (nodes) and lineage edges, as a thin wrapper over a ``networkx.DiGraph``.
+
+Node attributes: ``format``, ``parameters`` and anything else a writer may show (``declared_base_model``,
+``extra``). Edge attributes: ``relation`` (one of :data:`RELATIONS`) and ``confidence``. Tree ids are not
+stored: they are the weakly connected components, numbered stably by their smallest model id, so the same
+graph always prints the same tree numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from ancestree.errors import BadInputError
+
+#: Edge relations of the contract.
+RELATIONS = ("finetune", "adapter", "quantized", "merge", "pruned", "duplicate", "unknown")
+
+
+class ModelGraph:
+    """A directed graph of models; ``graph`` is the underlying :class:`networkx.DiGraph`."""
+
+    def __init__(self, graph: nx.DiGraph | None = None) -> None:
+        self.graph = graph if graph is not None else nx.DiGraph()
+        self.notes: list[dict[str, Any]] = []  # conflicts and remarks found while building the graph
+
+    # -- building ---------------------------------------------------------------------------------
+    def add_model(self, model_id: str, format: str = "unknown", parameters: int = 0, **attrs: Any) -> None:
+        self.graph.add_node(model_id, format=format, parameters=int(parameters), **attrs)
+
+    def add_edge(self, parent: str, child: str, relation: str = "finetune", confidence: float = 1.0, **attrs: Any) -> None:
+        if relation not in RELATIONS:
+            raise ValueError(f"unknown relation {relation!r}; expected one of {', '.join(RELATIONS)}")
+        for node in (parent, child):
+            if node not in self.graph:
+                raise KeyError(f"no model {node!r} in the graph")
+        self.graph.add_edge(parent, child, relation=relation, confidence=float(confidence), **attrs)
+
+    # -- reading ----------------------------------------------------------------------------------
+    @property
+    def models(self) -> list[str]:
+        return sorted(self.graph.nodes)
+
+    def edges(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """Edges sorted by (child, parent) so output is stable."""
+        return sorted(self.graph.edges(data=True), key=lambda e: (e[1], e[0]))
+
+    def parents(self, model_id: str) -> list[str]:
+        return sorted(self.graph.predecessors(model_id))
+
+    def roots(self) -> list[str]:
+        return [n for n in self.models if self.graph.in_degree(n) == 0]
+
+    def trees(self) -> dict[str, int]:
+        """Model id -> tree id; trees are weakly connected components numbered by their smallest id."""
+        comps = sorted((sorted(c) for c in nx.weakly_connected_components(self.graph)), key=lambda c: c[0])
+        return {m: i for i, comp in enumerate(comps) for m in comp}
+
+    def tree_members(self) -> list[list[str]]:
+        out: dict[int, list[str]] = {}
+        for m, t in self.trees().items():
+            out.setdefault(t, []).append(m)
+        return [sorted(out[t]) for t in sorted(out)]
+
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+    def __contains__(self, model_id: object) -> bool:
+        return model_id in self.graph
+
+    # -- the contract's JSON ----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The ``tree --format json`` record (plus ``notes`` when there are conflicts to report)."""
+        trees = self.trees()
+        models = []
+        for m in self.models:
+            attrs = self.graph.nodes[m]
+            record = {"id": m, "format": attrs.get("format", "unknown"), "parameters": int(attrs.get("parameters", 0)),
+                      "tree": trees[m]}
+            declared = attrs.get("declared_base_model")
+            if declared:
+                record["declared_base_model"] = declared
+            models.append(record)
+        edges = [{"parent": p, "child": c, "relation": d.get("relation", "unknown"),
+                  "confidence": round(float(d.get("confidence", 0.0)), 4)} for p, c, d in self.edges()]
+        out: dict[str, Any] = {"models": models, "edges": edges}
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> ModelGraph:
+        """Build from a ``tree --format json`` record (or a zoo's ``truth.json``)."""
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not isinstance(data.get("edges", []), list):
+            raise BadInputError(source, "not a model graph: expected a JSON object with 'models' and 'edges' lists")
+        g = cls()
+        for m in data["models"]:
+            if not isinstance(m, dict) or "id" not in m:
+                raise BadInputError(source, "every entry of 'models' needs an 'id'")
+            g.add_model(str(m["id"]), str(m.get("format", "unknown")), int(m.get("parameters", 0) or 0),
+                        **({"declared_base_model": m["declared_base_model"]} if m.get("declared_base_model") else {}))
+        for e in data.get("edges", []):
+            try:
+                g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), float(e.get("confidence", 1.0)))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise BadInputError(source, f"bad edge {e!r}: {exc}") from None
+        g.notes = list(data.get("notes", []))
+        return g
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelGraph:
+        """Read a graph JSON file; :class:`BadInputError` when it is missing or malformed."""
+        p = Path(path)
+        if not p.is_file():
+            raise BadInputError(path, "no such file")
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BadInputError(path, f"not valid JSON: {exc}") from None
+        return cls.from_dict(data, str(path))
+
+
+def graph_from_edges(models: Iterable[str], edges: Iterable[tuple[str, str, str, float]]) -> ModelGraph:
+    """A graph from bare ids and ``(parent, child, relation, confidence)`` tuples (tests, benchmarks)."""
+    g = ModelGraph()
+    for m in models:
+        g.add_model(m)
+    for p, c, r, conf in edges:
+        g.add_edge(p, c, r, conf)
+    return g
+
+
+__all__ = ["RELATIONS", "ModelGraph", "graph_from_edges"]

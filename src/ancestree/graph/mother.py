@@ -1,0 +1,157 @@
+"""A faithful re-implementation of MoTHer (Horwitz, Shul, Hoshen 2024), the baseline ancestree is measured against.
+
+What the paper's method does (METHODS.md §1), and what this code does too:
+
+* distance of two models = mean over the square 2-D matrices they share **by name** of the RMS of the
+  element-wise difference (LoRA variant: sum over the value matrices of ``rank(W_i − W_j)``);
+* direction = kurtosis (Fisher, ``scipy.stats.kurtosis``) summed over one kind of square layer (the attention
+  output projection when names reveal it); an edge p→c whose parent has the *lower* kurtosis pays
+  ``λ · mean(distance)`` with ``λ = 0.3``;
+* models are clustered into ``K`` trees by Ward linkage on the distances (``K`` must be given: the paper does
+  not estimate it); each cluster's tree is the minimum directed spanning arborescence of the cost matrix.
+
+Like the paper's code it reads raw weights for every pair (O(N²·P) reading), one tensor at a time so memory
+stays small. Models that share no square matrix by name cannot be compared: they are kept in clusters of their
+own (pairs get a distance far above every real one). Every edge is a ``finetune`` with confidence 0.5: MoTHer
+has neither relation kinds nor confidences.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from scipy.stats import kurtosis
+
+from ancestree.graph.model_graph import ModelGraph
+from ancestree.io import load_model
+
+#: Names of the attention output projection in common architectures (the layer kind MoTHer sums kurtosis over).
+ATTN_OUTPUT = re.compile(r"(out_proj|o_proj|attention\.output\.dense|attn\.proj|attn\.c_proj|self_attn\.out)\.weight$")
+#: Value projections (the LoRA variant's rank distance runs over these).
+VALUE = re.compile(r"(v_proj|\.value|attn\.v|to_v)\.weight$")
+
+Source = tuple[str, str | os.PathLike[str]]
+
+
+def square_names(model) -> list[str]:
+    """Names of the square 2-D float matrices of a model (what MoTHer compares)."""
+    return [t.name for t in model.tensors.values() if t.learned and len(t.shape) == 2 and t.shape[0] == t.shape[1] > 1]
+
+
+def _kind(names: list[str], pattern: re.Pattern[str]) -> list[str]:
+    picked = [n for n in names if pattern.search(n)]
+    return picked or names
+
+
+class MoTHer:
+    """MoTHer: ``MoTHer(n_trees=K).fit([(id, path), ...]).graph_``.
+
+    ``distance="rms"`` (full fine-tunes) or ``"lora"`` (sum of ranks of value-matrix differences).
+    """
+
+    def __init__(self, n_trees: int | None = None, lam: float = 0.3, distance: str = "rms") -> None:
+        if distance not in ("rms", "lora"):
+            raise ValueError("distance must be 'rms' or 'lora'")
+        self.n_trees = n_trees
+        self.lam = lam
+        self.distance = distance
+
+    # -- the paper's pieces -----------------------------------------------------------------------
+    def _pair_distance(self, a: Source, b: Source) -> float:
+        """Open both models and compare their shared square matrices tensor by tensor (NaN: none shared)."""
+        with load_model(a[1], a[0]) as ma, load_model(b[1], b[0]) as mb:
+            names = sorted(set(square_names(ma)) & set(square_names(mb)))
+            names = [n for n in names if ma.tensors[n].shape == mb.tensors[n].shape]
+            if self.distance == "lora":
+                names = _kind(names, VALUE)
+            if not names:
+                return float("nan")
+            values = []
+            for n in names:
+                diff = np.asarray(ma.read(n), dtype=np.float64) - np.asarray(mb.read(n), dtype=np.float64)
+                if self.distance == "lora":
+                    values.append(float(np.linalg.matrix_rank(diff)))
+                else:
+                    values.append(float(np.sqrt(np.mean(diff * diff))))
+            return float(np.sum(values)) if self.distance == "lora" else float(np.mean(values))
+
+    @staticmethod
+    def _kurtosis(source: Source) -> float:
+        with load_model(source[1], source[0]) as m:
+            names = _kind(square_names(m), ATTN_OUTPUT)
+            return float(sum(kurtosis(np.asarray(m.read(n), dtype=np.float64).ravel()) for n in names))
+
+    def distances(self, sources: Sequence[Source]) -> np.ndarray:
+        """The N×N distance matrix (NaN where two models share no square matrix)."""
+        n = len(sources)
+        dist = np.zeros((n, n))
+        for i, j in itertools.combinations(range(n), 2):
+            dist[i, j] = dist[j, i] = self._pair_distance(sources[i], sources[j])
+        return dist
+
+    def cluster(self, dist: np.ndarray) -> np.ndarray:
+        """Ward clustering into ``n_trees`` clusters; incomparable models never share a cluster."""
+        n = len(dist)
+        finite = dist[np.isfinite(dist)]
+        big = 10.0 * (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+        filled = np.where(np.isfinite(dist), dist, big)
+        comparable = nx.Graph()
+        comparable.add_nodes_from(range(n))
+        comparable.add_edges_from((i, j) for i, j in itertools.combinations(range(n), 2) if np.isfinite(dist[i, j]))
+        k = max(self.n_trees or 1, nx.number_connected_components(comparable))
+        if n == 1:
+            return np.zeros(1, dtype=int)
+        labels = fcluster(linkage(squareform(filled, checks=False), method="ward"), t=min(k, n), criterion="maxclust")
+        return labels
+
+    def arborescence(self, members: list[int], dist: np.ndarray, kurt: np.ndarray) -> list[tuple[int, int]]:
+        """The minimum directed spanning arborescence of one cluster under MoTHer's cost."""
+        if len(members) < 2:
+            return []
+        sub = dist[np.ix_(members, members)]
+        finite = sub[np.isfinite(sub) & ~np.eye(len(members), dtype=bool)]
+        penalty = self.lam * (float(finite.mean()) if finite.size else 0.0)
+        g = nx.DiGraph()
+        for a, b in itertools.permutations(range(len(members)), 2):
+            if not np.isfinite(sub[a, b]):
+                continue
+            pa, pc = members[a], members[b]
+            cost = sub[a, b] + (penalty if kurt[pa] < kurt[pc] else 0.0)  # parent should have higher kurtosis
+            g.add_edge(pa, pc, weight=cost)
+        try:
+            tree = nx.minimum_spanning_arborescence(g, attr="weight")
+        except nx.NetworkXException:
+            return []
+        return list(tree.edges())
+
+    # -- estimator ----------------------------------------------------------------------------------
+    def fit(self, sources: Sequence[Source | str]) -> MoTHer:
+        """Recover the graph of ``sources`` (paths or ``(id, path)`` pairs); the result is ``self.graph_``."""
+        items: list[Source] = [s if isinstance(s, tuple) else (str(s), s) for s in sources]
+        infos = []
+        for mid, path in items:
+            with load_model(path, mid) as m:
+                infos.append((m.format, m.parameters))
+        self.distances_ = self.distances(items)
+        self.kurtosis_ = np.array([self._kurtosis(s) for s in items])
+        self.labels_ = self.cluster(self.distances_)
+        graph = ModelGraph()
+        for (mid, _), (fmt, params) in zip(items, infos):
+            graph.add_model(mid, fmt, params)
+        for label in sorted(set(self.labels_.tolist())):
+            members = [i for i in range(len(items)) if self.labels_[i] == label]
+            for p, c in self.arborescence(members, self.distances_, self.kurtosis_):
+                graph.add_edge(items[p][0], items[c][0], "finetune", 0.5)
+        self.graph_ = graph
+        return self
+
+
+__all__ = ["MoTHer", "square_names"]

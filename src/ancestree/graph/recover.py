@@ -1,0 +1,351 @@
+"""ancestree's Model Graph recovery (the default method), as a scikit-learn style estimator.
+
+>>> rec = GraphRecovery().fit(fingerprints)      # doctest: +SKIP
+>>> rec.graph_.to_dict()                          # doctest: +SKIP
+
+Steps, each in its own module:
+
+1. models are grouped by architecture (:mod:`.vectors`); different architectures are never linked;
+2. duplicates (same content key, or identical values after alignment) are collapsed onto one copy;
+3. candidate pairs come from nearest neighbours on fingerprint vectors (:mod:`.candidates`), ~N·k pairs;
+4. trees: candidate pairs whose sketches correlate (> ``related``; independent trainings give ≈ 0) are
+   linked, and the connected components are the trees — their number is estimated, never given;
+5. quantized and pruned copies and merges are recognised first (:mod:`.relations`): quantized copies are
+   leaves, merges get one edge per parent;
+6. every other edge comes from a minimum spanning tree of the distances per tree (snakes become chains,
+   fans stars), oriented from the root that maximises the summed ``log P_dir`` of the learned direction
+   model (:mod:`.direction`) plus a bonus for declared base models — the minimum spanning arborescence of
+   ``d(p,c) − ε·log P(p→c)`` in the limit of small ε;
+7. each edge's relation is refined from the pair's evidence (low-rank difference → adapter ...), PEFT
+   adapter folders are attached to their base, confidences are calibrated (:mod:`.calibration`), and every
+   disagreement between declared and recovered lineage is reported in ``graph_.notes``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import networkx as nx
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ancestree.fingerprint import Fingerprint
+from ancestree.graph.calibration import Calibration
+from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
+from ancestree.graph.direction import DirectionModel, pair_features
+from ancestree.graph.metadata import declared_parents, report_conflicts
+from ancestree.graph.model_graph import ModelGraph
+from ancestree.graph.relations import (
+    DUPLICATE_DISTANCE,
+    MERGE_CANDIDATES,
+    MERGE_RESIDUAL,
+    is_duplicate,
+    is_pruned_copy,
+    is_quantized_copy,
+    merge_parents,
+    resolve_merges,
+)
+from ancestree.graph.vectors import GroupVectors, arch_key, group_by_architecture, group_vectors
+from ancestree.relate import relate, verdict
+
+@dataclass
+class Edge:
+    parent: str
+    child: str
+    relation: str
+    score: float  # uncalibrated probability-like score, calibrated at the end
+    kind: str = "tree"  # which step decided it: duplicate, quantized, pruned, merge, tree, adapter
+    features: dict[str, float] = field(default_factory=dict)
+
+
+class GraphRecovery:
+    """Recover the Model Graph from fingerprints.
+
+    Parameters: ``related`` (mean sketch correlation above which two models share an ancestor),
+    ``neighbours`` (k of the nearest-neighbour candidate search), ``use_declared`` (declared base models as a
+    prior), ``declared_bonus`` (how many nats the prior is worth), ``direction`` / ``calibration`` (fitted
+    models; the shipped ones by default), ``classify`` (refine relations from exact pair evidence).
+    """
+
+    def __init__(
+        self,
+        related: float = 0.5,
+        neighbours: int = 10,
+        use_declared: bool = True,
+        declared_bonus: float = 3.0,
+        direction: DirectionModel | None = None,
+        calibration: Calibration | None = None,
+        classify: bool = True,
+    ) -> None:
+        self.related = related
+        self.neighbours = neighbours
+        self.use_declared = use_declared
+        self.declared_bonus = declared_bonus
+        self.direction = direction
+        self.calibration = calibration
+        self.classify = classify
+
+    # -- public ---------------------------------------------------------------------------------------
+    def fit(self, fingerprints: Sequence[Fingerprint]) -> GraphRecovery:
+        """Recover the graph of ``fingerprints``; results in ``graph_``, ``edges_`` and ``trees_``."""
+        ids = [f.id for f in fingerprints]
+        if len(set(ids)) != len(ids):
+            raise ValueError("model ids must be unique")
+        self.direction_ = self.direction or DirectionModel.load()
+        self.calibration_ = self.calibration or Calibration.load()
+        self.fps_ = {f.id: f for f in fingerprints}
+        self.declared_ = declared_parents(fingerprints) if self.use_declared else {}
+        self.edges_: list[Edge] = []
+        self.vectors_: dict[tuple, GroupVectors] = {}
+        for key, members in group_by_architecture(fingerprints).items():
+            if key[0] == "adapter":
+                continue
+            self._fit_group(members)
+        self._attach_adapters([f for f in fingerprints if arch_key(f)[0] == "adapter"])
+        self.graph_ = self._build_graph(fingerprints)
+        return self
+
+    # -- one architecture -----------------------------------------------------------------------------
+    def _fit_group(self, members: list[Fingerprint]) -> None:
+        gv = group_vectors(members)
+        self.vectors_[arch_key(members[0])] = gv
+        pairs = candidate_pairs(gv.U, self.neighbours)
+        dist = pair_distances(gv.U, pairs)
+        corr = pair_correlations(gv.Z, pairs)
+        reps = self._collapse_duplicates(gv, members, pairs, dist)
+        keep = np.array([reps[i] == i and reps[j] == j for i, j in pairs], dtype=bool) if len(pairs) else np.zeros(0, bool)
+        pairs, dist, corr = pairs[keep], dist[keep], corr[keep]
+        related = corr > self.related
+        n = len(members)
+        graph = coo_matrix((np.ones(related.sum()), (pairs[related, 0], pairs[related, 1])), shape=(n, n))
+        _, labels = connected_components(graph, directed=False)
+        neighbours: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        for (i, j), d in zip(pairs[related], dist[related]):
+            neighbours[i].append((float(d), int(j)))
+            neighbours[j].append((float(d), int(i)))
+        for lst in neighbours.values():
+            lst.sort()
+        for label in np.unique(labels):
+            nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
+            if len(nodes) > 1:
+                self._fit_tree(gv, members, nodes, neighbours)
+
+    def _collapse_duplicates(self, gv: GroupVectors, members: list[Fingerprint], pairs: np.ndarray, dist: np.ndarray) -> list[int]:
+        """Union duplicates; returns the representative row of every row (and records duplicate edges)."""
+        n = len(members)
+        parent = list(range(n))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        by_key: dict[str, int] = {}
+        for i, f in enumerate(members):
+            if f.content_key in by_key:
+                parent[find(i)] = find(by_key[f.content_key])
+            else:
+                by_key[f.content_key] = i
+        for (i, j), d in zip(pairs, dist):
+            if d <= DUPLICATE_DISTANCE and find(i) != find(j) and is_duplicate(members[i], members[j]):
+                parent[find(i)] = find(j)
+        classes: dict[int, list[int]] = defaultdict(list)
+        for i in range(n):
+            classes[find(i)].append(i)
+        reps = list(range(n))
+        for cls in classes.values():
+            rep = min(cls, key=lambda i: _original_rank(members[i]))
+            for i in cls:
+                reps[i] = rep
+                if i != rep:
+                    self.edges_.append(Edge(members[rep].id, members[i].id, "duplicate", 0.999, "duplicate"))
+        return reps
+
+    def _fit_tree(self, gv: GroupVectors, members: list[Fingerprint], nodes: list[int], neighbours: dict[int, list[tuple[float, int]]]) -> None:
+        """Edges of one tree: copies and merges first, then the arborescence of the rest."""
+        node_set = set(nodes)
+        near = {i: [(d, j) for d, j in neighbours.get(i, []) if j in node_set] for i in nodes}
+        precision = np.median(np.where(gv.matched, gv.precision, np.nan), axis=1)
+        zeros = np.nanmean(np.where(gv.matched, gv.zeros, np.nan), axis=1)
+        leaves: set[int] = set()
+        forced: dict[int, int] = {}
+        # quantized copies: coarsest first, parent = the finest relative they are a rounded copy of
+        for c in sorted(nodes, key=lambda i: precision[i]):
+            finer = [(-(precision[j]), d, j) for d, j in near[c][:MERGE_CANDIDATES] if precision[j] > precision[c] + 0.5 and j not in leaves]
+            for _, d, p in sorted(finer):
+                if is_quantized_copy(members[p], members[c]):
+                    self.edges_.append(Edge(members[p].id, members[c].id, "quantized", 0.99, "quantized"))
+                    leaves.add(c)
+                    break
+        # pruned copies: more exact zeros, the other weights unchanged
+        for c in nodes:
+            if c in leaves:
+                continue
+            for d, p in near[c][:3]:
+                if p not in leaves and zeros[c] - zeros[p] >= 0.05 and is_pruned_copy(members[p], members[c]):
+                    forced[c] = p
+                    break
+        # merges: an exact affine combination of two or more relatives
+        found: dict[int, tuple[list[int], list[float]]] = {}
+        for c in nodes:
+            if c in leaves or c in forced:
+                continue
+            cands = [j for _, j in near[c] if j not in leaves][:MERGE_CANDIDATES]
+            if len(cands) < 2:
+                continue
+            support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
+            if residual < MERGE_RESIDUAL:
+                found[c] = (support, weights)
+        merges = resolve_merges(found)
+        for c, parents in merges.items():
+            for p in parents:
+                self.edges_.append(Edge(members[p].id, members[c].id, "merge", 0.98, "merge"))
+        core = [i for i in nodes if i not in leaves and i not in merges]
+        self._arborescence(gv, members, core, near, forced, set(merges))
+
+    def _arborescence(self, gv, members, core, near, forced, merges) -> None:
+        """Edges among the core of one tree: structure from distances, then one orientation for the tree.
+
+        Structure and direction are decided apart, on purpose: a spanning tree on distances already makes
+        snakes into chains and fans into stars, and the direction model only has to pick the root, where its
+        weak per-edge votes add up over the whole tree (a per-edge direction term inside the spanning-tree
+        costs would let a confident but wrong direction rule rewire the structure). This is the minimum
+        spanning arborescence of costs ``d(p,c) − ε·log P_dir(p→c)`` with ``ε → 0``.
+        """
+        if len(core) < 2:
+            return
+        core_set = set(core)
+        g = nx.Graph()
+        g.add_nodes_from(core)
+        for c in core:
+            for d, p in near[c]:
+                if p not in core_set or (c in forced and forced[c] == p) or (p in forced and forced[p] == c):
+                    continue
+                w = d * (0.5 if self._declares(members, c, p) or self._declares(members, p, c) else 1.0)
+                g.add_edge(p, c, weight=w, d=d)
+        for c, p in forced.items():  # pruned copies keep the parent they were copied from
+            if c in core_set and p in core_set:
+                g.add_edge(p, c, weight=0.0, d=0.0)
+        for comp in nx.connected_components(g):
+            span = nx.minimum_spanning_tree(g.subgraph(comp), weight="weight")
+            self._orient(gv, members, span, near, forced, core_set)
+
+    def _declares(self, members, child: int, parent: int) -> bool:
+        return members[parent].id in self.declared_.get(members[child].id, ())
+
+    def _orient(self, gv, members, span: nx.Graph, near, forced, core_set) -> None:
+        """Choose the root that maximises the summed log-probability of the edges pointing away from it."""
+        if span.number_of_edges() == 0:
+            return
+        pairs = [(u, v) for u, v in span.edges()]
+        P = np.array([u for u, _ in pairs] + [v for _, v in pairs])
+        C = np.array([v for _, v in pairs] + [u for u, _ in pairs])
+        prob = self.direction_.proba(pair_features(gv, P, C))
+        logp = {(int(a), int(b)): math.log(max(float(x), 1e-9)) for a, b, x in zip(P, C, prob)}
+        for (a, b) in list(logp):
+            if forced.get(b) == a:
+                logp[(a, b)] = 0.0
+            elif forced.get(a) == b:
+                logp[(a, b)] = -50.0
+            elif self._declares(members, b, a):
+                logp[(a, b)] += self.declared_bonus
+        start = min(span.nodes)
+        score = {start: sum(logp[(u, v)] for u, v in nx.bfs_edges(span, start))}
+        for u, v in nx.bfs_edges(span, start):  # re-rooting from u to v flips one edge
+            score[v] = score[u] - logp[(u, v)] + logp[(v, u)]
+        root = max(score, key=lambda r: (score[r], -r))
+        for p, c in nx.bfs_edges(span, root):
+            d = span.edges[p, c]["d"]
+            d_nn = next((x for x, j in near[c] if j in core_set), d) or 1e-12
+            ratios = np.array([x / d_nn for x, j in near[c] if j in core_set])
+            choice = float(np.exp(-d / d_nn - np.logaddexp.reduce(-ratios))) if len(ratios) else 1.0
+            pd = float(np.exp(logp[(p, c)] - np.logaddexp(logp[(p, c)], logp[(c, p)])))
+            relation = "pruned" if forced.get(c) == p else "finetune"
+            self.edges_.append(Edge(members[p].id, members[c].id, relation, choice * pd, "tree",
+                                    {"p_dir": pd, "choice": choice, "ratio": d / d_nn}))
+
+    # -- PEFT adapter folders -------------------------------------------------------------------------
+    def _attach_adapters(self, adapters: list[Fingerprint]) -> None:
+        """A PEFT adapter hangs below the model its weight difference was applied to.
+
+        The declared ``base_model_name_or_path`` is used when it names one of the inputs; otherwise the
+        weights decide: if some model ``c`` equals ``p + ΔW`` (the merged adapter), ``p`` is the base.
+        """
+        for fp in adapters:
+            declared = self.declared_.get(fp.id) or declared_parents([fp], list(self.fps_)).get(fp.id)
+            parent = declared[0] if declared else self._adapter_base_by_weights(fp)
+            if parent is not None:
+                self.edges_.append(Edge(parent, fp.id, "adapter", 0.97 if declared else 0.9, "adapter"))
+
+    def _adapter_base_by_weights(self, fp: Fingerprint) -> str | None:
+        names = {t.name: t for t in fp.tensors}
+        for gv in self.vectors_.values():
+            delta = np.zeros(gv.U.shape[1])
+            members = [self.fps_[i] for i in gv.ids]
+            hit = _delta_vector(gv, members, names)
+            if hit is None:
+                continue
+            delta = hit
+            # base p with U_p ≈ U_c − Δ for some merged model c
+            best = None
+            for ci in range(len(gv.ids)):
+                target = gv.U[ci] - delta
+                d = np.linalg.norm(gv.U - target, axis=1)
+                d[ci] = np.inf
+                pi = int(np.argmin(d))
+                if d[pi] < 0.05 * max(np.linalg.norm(delta), 1e-12) and (best is None or d[pi] < best[0]):
+                    best = (d[pi], gv.ids[pi])
+            if best:
+                return best[1]
+        return None
+
+    # -- output ---------------------------------------------------------------------------------------
+    def _build_graph(self, fingerprints: Sequence[Fingerprint]) -> ModelGraph:
+        graph = ModelGraph()
+        for f in fingerprints:
+            graph.add_model(f.id, f.format, f.parameters,
+                            **({"declared_base_model": f.declared.base_model} if f.declared.base_model else {}))
+        for e in self.edges_:
+            if self.classify and e.kind == "tree" and e.relation == "finetune":
+                kind = verdict(relate(self.fps_[e.parent], self.fps_[e.child])).kind
+                if kind in ("adapter", "pruned", "quantized"):
+                    e.relation = kind
+            conf = self.calibration_.apply(e)
+            if graph.graph.has_edge(e.child, e.parent):
+                continue
+            graph.add_edge(e.parent, e.child, e.relation, conf)
+        graph.notes = report_conflicts(graph, self.declared_, self.fps_)
+        return graph
+
+
+def _delta_vector(gv: GroupVectors, members: list[Fingerprint], deltas: dict) -> np.ndarray | None:
+    """The adapter's weight difference laid out like the group's ``U`` vectors (None: other architecture)."""
+    from ancestree.graph.vectors import _positions
+
+    ref = members[0]
+    out = np.zeros(gv.U.shape[1])
+    offset, T, found = 0, len(gv.names), 0
+    med = np.median(np.exp(np.where(gv.matched, gv.log_rms, np.nan)), axis=0)
+    for j, name in enumerate(gv.names):
+        t = next((m[name] for m in members if name in m), None) if name not in ref else ref[name]
+        size = len(_positions(t.sketch.size)) if t is not None else 0
+        if t is not None and name in deltas and deltas[name].sketch.shape == t.sketch.shape:
+            w = 1.0 / np.sqrt(max(size, 1) * T)
+            out[offset:offset + size] = deltas[name].sketch.reshape(-1)[_positions(t.sketch.size)] * (w / max(med[j], 1e-30))
+            found += 1
+        offset += size
+    return out if found else None
+
+
+def _original_rank(fp: Fingerprint) -> tuple:
+    """Which copy of duplicates carries the family's edges: undeclared, safetensors, oldest, then id."""
+    fmt_rank = {"safetensors": 0, "pytorch": 1, "npz": 2, "onnx": 3, "gguf": 4}.get(fp.format, 5)
+    return (fp.declared.relation == "duplicate", bool(fp.declared.base_model), fmt_rank, fp.declared.mtime, fp.id)
+
+
+__all__ = ["Edge", "GraphRecovery"]

@@ -1,0 +1,93 @@
+"""Edges that are decided before any tree is drawn: duplicates, quantized copies, pruned copies, merges.
+
+Each function looks at one model and a few of its nearest relatives and returns decisions with the numbers
+behind them; exact pair evidence (:func:`ancestree.relate.relate`) is computed only for the pairs that the
+cheap vector tests single out, so the cost stays ~N.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ancestree.fingerprint import Fingerprint
+from ancestree.relate import relate
+from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO
+
+#: Two models whose scale-free distance is below this may be the same weights (checked exactly).
+DUPLICATE_DISTANCE = 1e-6
+
+#: A child is an exact affine combination of its merge parents: relative residual below this.
+MERGE_RESIDUAL = 0.02
+
+#: A merge parent carries at least this weight.
+MERGE_WEIGHT = 0.05
+
+#: How many nearest relatives are tried as merge parents.
+MERGE_CANDIDATES = 6
+
+
+def is_duplicate(fa: Fingerprint, fb: Fingerprint) -> bool:
+    """The same learned values (maybe renamed, transposed or in another format)."""
+    if fa.content_key == fb.content_key:
+        return True
+    ev = relate(fa, fb)
+    return ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9
+
+
+def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:
+    """``child`` is ``parent`` stored at lower precision: they differ by about one rounding step."""
+    ev = relate(parent, child)
+    return ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_b < ev.precision_a
+
+
+def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
+    """``child`` is ``parent`` with a share of weights set to zero and the rest (nearly) unchanged."""
+    ev = relate(parent, child)
+    return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
+
+
+def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float) -> tuple[list[int], list[float], float]:
+    """Is ``U[child]`` an affine combination of some ``U[candidates]``? Returns (support, weights, residual).
+
+    ``support`` lists every candidate with a weight of magnitude above :data:`MERGE_WEIGHT` (a task-arithmetic
+    merge gives its base a negative weight); the parents are those with positive weights.
+
+    Merges (weight averaging, task arithmetic) are exact arithmetic on the parents' weights, so a real merge
+    leaves a residual at float rounding level while a fine-tune lies far off the span of its relatives.
+    ``residual`` is relative to ``scale`` (the child's distance to its nearest relative).
+    """
+    if len(candidates) < 2 or scale <= 0:
+        return [], [], float("inf")
+    A = U[candidates].astype(np.float64)
+    y = U[child].astype(np.float64)
+    # affine: y - A[0] = sum_i w_i (A[i] - A[0]) with w_0 = 1 - sum(w_i)
+    base = A[0]
+    D = (A[1:] - base).T
+    w_rest, *_ = np.linalg.lstsq(D, y - base, rcond=None)
+    weights = np.r_[1.0 - w_rest.sum(), w_rest]
+    residual = float(np.linalg.norm(A.T @ weights - y)) / scale
+    support = [(c, float(w)) for c, w in zip(candidates, weights) if abs(w) > MERGE_WEIGHT]
+    return [c for c, _ in support], [w for _, w in support], residual
+
+
+def resolve_merges(found: dict[int, tuple[list[int], list[float]]]) -> dict[int, list[int]]:
+    """Pick the real merge children among exact affine dependencies; returns child -> parents.
+
+    If ``M = (A + B)/2`` then also ``A = 2M − B``: every member of an exact dependency is an affine
+    combination of the others. The merge child is the member whose combination has the smallest total
+    weight (1 for an average, 1.8 for task arithmetic with λ = 0.7, against 3 or more for the rewritten
+    forms), and a merge needs two or more positive weights.
+    """
+    taken: set[int] = set()
+    out: dict[int, list[int]] = {}
+    for child, (support, weights) in sorted(found.items(), key=lambda kv: (sum(abs(w) for w in kv[1][1]), kv[0])):
+        parents = [c for c, w in zip(support, weights) if w > MERGE_WEIGHT]
+        group = {child, *support}
+        if len(parents) < 2 or child in taken:
+            continue
+        out[child] = parents
+        taken |= group
+    return out
+
+
+__all__ = ["MERGE_CANDIDATES", "MERGE_RESIDUAL", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]

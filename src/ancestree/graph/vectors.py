@@ -1,0 +1,151 @@
+"""Fingerprints as vectors: models of one architecture become points whose distances mean something.
+
+Models are grouped by architecture (the multiset of their matrix shapes, orientation ignored), so models of
+different architectures are never compared. Within a group, every member's matrix tensors are lined up with a
+reference member's (by name when names agree, else by :func:`ancestree.align.align`, which handles generic
+ONNX names and transposed storage), and a fixed sample of each tensor's sketch entries becomes part of:
+
+* ``U``: entries divided by the group's typical RMS of that tensor, weighted so that every tensor counts
+  the same: ``‖U_a − U_b‖² = mean over tensors of (RMS distance / typical RMS)²``, a scale-free distance;
+* ``Z``: entries standardised per tensor: ``Z_a · Z_b`` is the mean over tensors of the sketch correlation,
+  ≈ 0 for independent trainings and close to 1 for relatives;
+* per-tensor moments (kurtosis, log RMS, |skewness|, log absmax, zero share, precision) for direction.
+
+Sketch index sets depend only on a dimension's length (:mod:`ancestree.fingerprint.sketch`), so the same
+sample positions in two sketches are the same weights of the two models.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ancestree.align import align
+from ancestree.fingerprint import Fingerprint, TensorPrint
+from ancestree.relate import precision_bits
+
+#: Tensors with fewer entries than this (scalars, small constants of an ONNX export) are not part of a vector.
+MIN_NUMEL = 64
+
+#: Sketch entries sampled per tensor for the vectors (enough for correlations to ±0.06 on unrelated models).
+SAMPLE = 256
+
+#: Seed of the per-shape sample positions.
+SAMPLE_SEED = 7310
+
+
+def matrix_tensors(fp: Fingerprint) -> list[TensorPrint]:
+    """The tensors that take part in vectors: two or more dimensions and at least :data:`MIN_NUMEL` entries."""
+    return [t for t in fp.tensors if len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
+
+
+def shape_class(t: TensorPrint) -> tuple[int, ...]:
+    return tuple(sorted(t.shape)) if len(t.shape) == 2 else tuple(t.shape)
+
+
+def arch_key(fp: Fingerprint) -> tuple:
+    """Models with equal keys have the same matrix shapes (up to transposition): one architecture.
+
+    PEFT adapter folders hold weight *differences*, not weights: they get a key of their own kind.
+    """
+    shapes = tuple(sorted(shape_class(t) for t in matrix_tensors(fp)))
+    return ("adapter", shapes) if fp.declared.adapter else ("model", shapes)
+
+
+def _positions(size: int) -> np.ndarray:
+    """Fixed sample positions in a flattened sketch of ``size`` entries (the same for every model)."""
+    if size <= SAMPLE:
+        return np.arange(size)
+    rng = np.random.default_rng([SAMPLE_SEED, size])
+    return np.sort(rng.choice(size, SAMPLE, replace=False))
+
+
+@dataclass
+class GroupVectors:
+    """The vectors of one architecture group (rows follow ``ids``)."""
+
+    ids: list[str]
+    names: list[str]  # the reference member's tensor names, one per vector block
+    U: np.ndarray  # scale-free distance vectors (n × D)
+    Z: np.ndarray  # standardised correlation vectors (n × D)
+    kurtosis: np.ndarray  # n × T
+    log_rms: np.ndarray
+    abs_skew: np.ndarray
+    log_absmax: np.ndarray
+    zeros: np.ndarray
+    precision: np.ndarray  # n × T bits of precision (23 for float32, 8 for int8 ...)
+    matched: np.ndarray  # n × T: the member has this tensor
+
+    def index(self) -> dict[str, int]:
+        return {m: i for i, m in enumerate(self.ids)}
+
+
+def _reference(fps: Sequence[Fingerprint]) -> Fingerprint:
+    """The member whose matrix-tensor names are shared by most members (so most are matched by name)."""
+    sets = [frozenset(t.name for t in matrix_tensors(f)) for f in fps]
+    common, _ = Counter(sets).most_common(1)[0]
+    return next(f for f, s in zip(fps, sets) if s == common)
+
+
+def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint]) -> dict[str, tuple[str, bool]]:
+    """Reference tensor name -> (member tensor name, stored transposed)."""
+    if all(t.name in fp and fp[t.name].shape == t.shape for t in ref_tensors):
+        return {t.name: (t.name, False) for t in ref_tensors}
+    return {p.a: (p.b, p.transposed) for p in align(ref, fp).pairs}
+
+
+def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
+    """Vectors of fingerprints of one architecture (see the module docstring)."""
+    ref = _reference(fps)
+    ref_tensors = matrix_tensors(ref)
+    n, T = len(fps), len(ref_tensors)
+    blocks = [_positions(t.sketch.size) for t in ref_tensors]
+    width = sum(len(b) for b in blocks)
+    raw = np.zeros((n, width), dtype=np.float32)
+    stats = {k: np.zeros((n, T)) for k in ("kurtosis", "log_rms", "abs_skew", "log_absmax", "zeros", "precision")}
+    matched = np.zeros((n, T), dtype=bool)
+    offsets = np.cumsum([0] + [len(b) for b in blocks])
+    for i, fp in enumerate(fps):
+        mapping = _mapping(ref, fp, ref_tensors)
+        for j, t in enumerate(ref_tensors):
+            if t.name not in mapping:
+                continue
+            name, transposed = mapping[t.name]
+            tp = fp[name]
+            sk = tp.sketch.T if transposed else tp.sketch
+            if sk.shape != t.sketch.shape:
+                continue
+            matched[i, j] = True
+            raw[i, offsets[j]:offsets[j + 1]] = sk.reshape(-1)[blocks[j]]
+            stats["kurtosis"][i, j] = np.nan_to_num(tp.kurtosis)
+            stats["log_rms"][i, j] = np.log(max(tp.rms, 1e-30))
+            stats["abs_skew"][i, j] = abs(np.nan_to_num(tp.skewness))
+            stats["log_absmax"][i, j] = np.log(max(tp.absmax, 1e-30))
+            stats["zeros"][i, j] = tp.zeros
+            stats["precision"][i, j] = precision_bits(tp)
+    U = np.zeros_like(raw)
+    Z = np.zeros_like(raw)
+    for j in range(T):
+        sl = slice(offsets[j], offsets[j + 1])
+        w = 1.0 / np.sqrt(max(offsets[j + 1] - offsets[j], 1) * T)
+        rms = np.exp(stats["log_rms"][matched[:, j], j])
+        scale = float(np.median(rms)) if rms.size else 1.0
+        U[:, sl] = raw[:, sl] * (w / max(scale, 1e-30))
+        block = raw[:, sl] - raw[:, sl].mean(axis=1, keepdims=True)
+        sd = block.std(axis=1, keepdims=True)
+        Z[:, sl] = np.where(sd > 0, block / np.where(sd > 0, sd, 1.0), 0.0) * w
+    return GroupVectors([f.id for f in fps], [t.name for t in ref_tensors], U, Z, matched=matched, **stats)
+
+
+def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
+    """Fingerprints by :func:`arch_key`, in input order."""
+    groups: dict[tuple, list[Fingerprint]] = defaultdict(list)
+    for fp in fps:
+        groups[arch_key(fp)].append(fp)
+    return dict(groups)
+
+
+__all__ = ["GroupVectors", "arch_key", "group_by_architecture", "group_vectors", "matrix_tensors"]

@@ -1,0 +1,145 @@
+"""Text formats of a Model Graph: JSON (the contract), Graphviz DOT, GraphML, Mermaid and a terminal tree."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+
+import networkx as nx
+
+from ancestree.graph.model_graph import ModelGraph
+
+#: Line styles per relation, shared by DOT and Mermaid so pictures read alike.
+STYLE = {
+    "finetune": ("solid", "-->"),
+    "adapter": ("dashed", "-.->"),
+    "quantized": ("dotted", "-.->"),
+    "pruned": ("dotted", "-.->"),
+    "merge": ("bold", "==>"),
+    "duplicate": ("dashed", "---"),
+    "unknown": ("solid", "-->"),
+}
+
+
+def to_json(graph: ModelGraph) -> str:
+    return graph.to_json()
+
+
+def _dot_quote(text: str) -> str:
+    return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _dot_label(lines: list[str]) -> str:
+    """A DOT string of several lines (``\\n`` is DOT's line break)."""
+    return '"' + "\\n".join(str(x).replace("\\", "\\\\").replace('"', '\\"') for x in lines) + '"'
+
+
+def to_dot(graph: ModelGraph) -> str:
+    """Graphviz DOT: one cluster per tree, edges labelled with relation and confidence."""
+    lines = ["digraph model_graph {", "  rankdir=TB;", '  node [shape=box, style="rounded"];']
+    for t, members in enumerate(graph.tree_members()):
+        lines.append(f"  subgraph cluster_{t} {{")
+        lines.append(f'    label="tree {t}";')
+        for m in members:
+            attrs = graph.graph.nodes[m]
+            label = _dot_label([m, f"{attrs.get('format', '?')}, {int(attrs.get('parameters', 0)):,} params"])
+            lines.append(f"    {_dot_quote(m)} [label={label}];")
+        lines.append("  }")
+    for p, c, d in graph.edges():
+        rel = d.get("relation", "unknown")
+        style = STYLE.get(rel, STYLE["unknown"])[0]
+        label = f"{rel} {float(d.get('confidence', 0)):.2f}"
+        extra = ", dir=none" if rel == "duplicate" else ""
+        lines.append(f"  {_dot_quote(p)} -> {_dot_quote(c)} [label={_dot_quote(label)}, style={style}{extra}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def to_graphml(graph: ModelGraph) -> str:
+    """GraphML (readable by ``networkx.read_graphml``, Gephi, yEd), with the tree id on every node."""
+    g = nx.DiGraph()
+    trees = graph.trees()
+    for m in graph.models:
+        attrs = graph.graph.nodes[m]
+        g.add_node(m, format=str(attrs.get("format", "unknown")), parameters=int(attrs.get("parameters", 0)), tree=int(trees[m]))
+    for p, c, d in graph.edges():
+        g.add_edge(p, c, relation=str(d.get("relation", "unknown")), confidence=float(d.get("confidence", 0.0)))
+    buf = io.BytesIO()
+    nx.write_graphml(g, buf)
+    return buf.getvalue().decode("utf-8")
+
+
+def _mermaid_id(index: int) -> str:
+    return f"m{index}"
+
+
+def _mermaid_label(text: str) -> str:
+    return re.sub(r'["<>]', "_", str(text))
+
+
+def to_mermaid(graph: ModelGraph) -> str:
+    """A Mermaid flowchart (renders in GitHub Markdown), one subgraph per tree."""
+    ids = {m: _mermaid_id(i) for i, m in enumerate(graph.models)}
+    lines = ["flowchart TD"]
+    for t, members in enumerate(graph.tree_members()):
+        lines.append(f'  subgraph tree{t}["tree {t}"]')
+        for m in members:
+            lines.append(f'    {ids[m]}["{_mermaid_label(m)}"]')
+        lines.append("  end")
+    for p, c, d in graph.edges():
+        rel = d.get("relation", "unknown")
+        arrow = STYLE.get(rel, STYLE["unknown"])[1]
+        lines.append(f'  {ids[p]} {arrow}|"{rel} {float(d.get("confidence", 0)):.2f}"| {ids[c]}')
+    return "\n".join(lines) + "\n"
+
+
+def to_text(graph: ModelGraph, width: int = 120) -> str:
+    """A terminal tree per Model Tree (rich), merges shown under each parent and marked."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    for t, members in enumerate(graph.tree_members()):
+        sub = graph.graph.subgraph(members)
+        roots = [m for m in members if sub.in_degree(m) == 0]
+        top = Tree(f"tree {t} ({len(members)} model{'s' if len(members) != 1 else ''})")
+        for r in roots:
+            _grow(graph, r, top.add(_node_label(graph, r, None)), set())
+        console.print(top)
+    if graph.notes:
+        console.print(f"{len(graph.notes)} conflict(s) between declared and recovered lineage:")
+        for n in graph.notes:
+            console.print(f"  {n['model']}: {n['problem']} (declared {n.get('declared_base_model', n.get('declared_relation'))}, recovered {n.get('recovered_parents', n.get('recovered_relation'))})")
+    return console.file.getvalue()
+
+
+def _node_label(graph: ModelGraph, m: str, parent: str | None) -> str:
+    attrs = graph.graph.nodes[m]
+    base = f"{m}  [{attrs.get('format', '?')}, {int(attrs.get('parameters', 0)):,} params]"
+    if parent is None:
+        return base
+    d = graph.graph.edges[parent, m]
+    others = [p for p in graph.parents(m) if p != parent]
+    merge = f" with {', '.join(others)}" if others else ""
+    return f"{base}  ← {d.get('relation')}{merge} ({float(d.get('confidence', 0)):.2f})"
+
+
+def _grow(graph: ModelGraph, node: str, branch, seen: set[str]) -> None:
+    seen.add(node)
+    for child in sorted(graph.graph.successors(node)):
+        if child in seen:
+            branch.add(f"{child} (see above)")
+            continue
+        _grow(graph, child, branch.add(_node_label(graph, child, node)), seen)
+
+
+WRITERS: dict[str, Callable[[ModelGraph], str]] = {
+    "json": to_json,
+    "dot": to_dot,
+    "graphml": to_graphml,
+    "mermaid": to_mermaid,
+    "text": to_text,
+}
+
+__all__ = ["STYLE", "WRITERS", "to_dot", "to_graphml", "to_json", "to_mermaid", "to_text"]

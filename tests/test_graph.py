@@ -1,0 +1,182 @@
+"""Model Graph recovery on the tiny zoo (real trained models) and on hand-made graphs with known answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ancestree.graph import GraphRecovery, ModelGraph, MoTHer, evaluate, graph_from_edges
+from ancestree.graph.relations import merge_parents, resolve_merges
+
+
+@pytest.fixture(scope="module")
+def tiny_fps(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory):
+    from ancestree.fingerprint import FingerprintCache, fingerprint
+
+    cache = FingerprintCache(tmp_path_factory.mktemp("fpcache"))
+    truth = ModelGraph.load(tiny_zoo / "truth.json")
+    return [fingerprint(tiny_zoo / m, cache, model_id=m) for m in truth.models], truth
+
+
+@pytest.fixture(scope="module")
+def ours(tiny_fps):
+    fps, truth = tiny_fps
+    return GraphRecovery().fit(fps).graph_, truth
+
+
+@pytest.fixture(scope="module")
+def ours_weights_only(tiny_fps):
+    fps, truth = tiny_fps
+    return GraphRecovery(use_declared=False).fit(fps).graph_, truth
+
+
+def test_ours_recovers_tiny_zoo(ours) -> None:
+    graph, truth = ours
+    s = evaluate(graph, truth)
+    assert s.edge_f1 >= 0.9, s
+    assert s.relation_accuracy >= 0.9, s
+    assert s.tree_exact and s.predicted_trees == s.true_trees == 4
+    assert s.cross_tree_edges == 0
+
+
+def test_weights_only_still_good_and_no_unrelated_links(ours_weights_only) -> None:
+    graph, truth = ours_weights_only
+    s = evaluate(graph, truth)
+    assert s.edge_f1 >= 0.8, s
+    assert s.direction_accuracy >= 0.85, s
+    assert s.tree_exact, s  # number of trees estimated, unrelated same-architecture root kept apart
+    true_tree = truth.trees()
+    roots = [m for m in truth.roots()]
+    assert all(true_tree[p] == true_tree[c] for p, c, _ in graph.edges())
+    assert len({graph.trees()[r] for r in roots}) == len(roots)
+
+
+def test_copies_and_merges(ours_weights_only) -> None:
+    graph, truth = ours_weights_only
+    true_rel = {(p, c): d["relation"] for p, c, d in truth.edges()}
+    dups = {frozenset((p, c)) for (p, c), r in true_rel.items() if r == "duplicate"}
+    found = {frozenset((p, c)) for p, c, d in graph.edges() if d["relation"] == "duplicate"}
+    assert dups and dups <= found
+    for (p, c), r in true_rel.items():
+        if r == "quantized":
+            assert graph.graph.out_degree(c) == 0, f"quantized copy {c} must be a leaf"
+            assert graph.parents(c) == [p] and graph.graph.edges[p, c]["relation"] == "quantized"
+    merges = {c for (p, c), r in true_rel.items() if r == "merge"}
+    assert merges
+    for c in merges:
+        assert sorted(graph.parents(c)) == sorted(p for (p, cc) in true_rel if cc == c)
+        assert {graph.graph.edges[p, c]["relation"] for p in graph.parents(c)} == {"merge"}
+
+
+def test_ours_beats_mother(tiny_zoo: Path, ours_weights_only) -> None:
+    graph, truth = ours_weights_only
+    mother = MoTHer(n_trees=len(truth.tree_members())).fit([(m, tiny_zoo / m) for m in truth.models]).graph_
+    s_ours, s_mother = evaluate(graph, truth), evaluate(mother, truth)
+    assert s_ours.mother_accuracy >= s_mother.mother_accuracy + 0.3, (s_ours, s_mother)
+    assert s_ours.tree_ari > s_mother.tree_ari
+
+
+def test_declared_conflicts_reported(tiny_fps) -> None:
+    fps, truth = tiny_fps
+    import copy
+
+    fps = copy.deepcopy(fps)
+    root = truth.roots()[0]
+    child = next(c for p, c, d in truth.edges() if d["relation"] == "quantized")
+    victim = next(f for f in fps if f.id == child)
+    victim.declared.base_model = root  # a wrong declaration: the weights say otherwise
+    graph = GraphRecovery().fit(fps).graph_
+    assert any(n["model"] == child and n["declared_base_model"] == [root] for n in graph.notes)
+
+
+# -- synthetic weights: random-walk trees ------------------------------------------------------------------
+def _synthetic(seed: int = 0):
+    """Two same-architecture trees (independent roots) of float matrices, fans and a snake, as fingerprints."""
+    from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
+    from ancestree.fingerprint.compute import content_key
+    from ancestree.fingerprint.compute import tensor_print
+    from ancestree.io.base import TensorInfo
+
+    rng = np.random.default_rng(seed)
+    shapes = {f"l{i}.weight": (48, 48) for i in range(4)}
+    weights, edges = {}, []
+
+    def fp(mid: str, ws: dict[str, np.ndarray]) -> Fingerprint:
+        tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
+        return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, Declared(), tps, content_key(tps))
+
+    def step(ws, scale):  # fine-tuning: a small move plus shrinking outliers
+        return {n: (w + scale * rng.standard_normal(w.shape)).astype(np.float32) for n, w in ws.items()}
+
+    for t in range(2):
+        root = {n: rng.standard_t(4, size=s).astype(np.float32) for n, s in shapes.items()}
+        weights[f"t{t}"] = root
+        for k in range(3):
+            weights[f"t{t}c{k}"] = step(root, 0.2)
+            edges.append((f"t{t}", f"t{t}c{k}"))
+        prev = f"t{t}c0"
+        for k in range(2):  # a snake below the first child
+            weights[f"{prev}s"] = step(weights[prev], 0.1)
+            edges.append((prev, f"{prev}s"))
+            prev = f"{prev}s"
+    return [fp(m, w) for m, w in weights.items()], edges
+
+
+def test_synthetic_trees_structure() -> None:
+    fps, edges = _synthetic()
+    graph = GraphRecovery(use_declared=False).fit(fps).graph_
+    truth = graph_from_edges([f.id for f in fps], [(p, c, "finetune", 1.0) for p, c in edges])
+    s = evaluate(graph, truth)
+    assert s.tree_exact and s.predicted_trees == 2
+    assert s.undirected_f1 >= 0.99, s  # snakes become chains, fans stars
+
+
+def test_merge_detection_is_exact_affine() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(400)
+    a, b = base + 0.3 * rng.standard_normal(400), base + 0.3 * rng.standard_normal(400)
+    other = base + 0.3 * rng.standard_normal(400)
+    U = np.stack([base, a, b, other, (a + b) / 2, -0.4 * base + 0.7 * a + 0.7 * b])
+    support, weights, residual = merge_parents(U, 4, [1, 2, 3, 0], 1.0)
+    assert residual < 1e-6 and sorted(support) == [1, 2]
+    _, _, residual = merge_parents(U, 3, [0, 1, 2], 1.0)
+    assert residual > 0.1  # a fine-tune is not in the span of its relatives
+    found = {5: merge_parents(U, 5, [1, 2, 0], 1.0)[:2], 1: merge_parents(U, 1, [5, 0, 2], 1.0)[:2]}
+    assert resolve_merges(found) == {5: [1, 2]}
+
+
+# -- evaluation metrics on hand-made graphs -------------------------------------------------------------------
+def test_eval_known_answers() -> None:
+    ids = ["r", "a", "b", "c", "d", "x", "y"]
+    truth = graph_from_edges(ids, [("r", "a", "finetune", 1), ("r", "b", "finetune", 1), ("a", "c", "quantized", 1),
+                                   ("a", "d", "duplicate", 1), ("x", "y", "finetune", 1)])
+    pred = graph_from_edges(ids, [("r", "a", "finetune", 1), ("b", "r", "finetune", 1), ("a", "c", "finetune", 1),
+                                  ("d", "a", "duplicate", 1), ("y", "x", "finetune", 1), ("r", "x", "finetune", 1)])
+    s = evaluate(pred, truth)
+    assert s.true_edges == 5 and s.predicted_edges == 6
+    assert s.edge_precision == pytest.approx(3 / 6) and s.edge_recall == pytest.approx(3 / 5)
+    assert s.direction_accuracy == pytest.approx(2 / 4)  # r->a and a->c right; b and y reversed
+    assert s.relation_accuracy == pytest.approx(4 / 5)  # a->c called finetune
+    assert s.mother_accuracy == pytest.approx(3 / 5)
+    assert s.cross_tree_edges == 1 and not s.tree_exact and s.predicted_trees == 1
+    perfect = evaluate(truth, truth)
+    assert perfect.edge_f1 == 1.0 and perfect.tree_exact and perfect.tree_ari == 1.0
+
+
+def test_duplicate_rep_makes_edges_copy_invariant() -> None:
+    ids = ["r", "a", "a2"]
+    truth = graph_from_edges(ids, [("r", "a", "finetune", 1), ("a", "a2", "duplicate", 1)])
+    pred = graph_from_edges(ids, [("r", "a2", "finetune", 1), ("a2", "a", "duplicate", 1)])
+    assert evaluate(pred, truth).edge_f1 == 1.0
+
+
+def test_graph_json_roundtrip_and_tree_numbering() -> None:
+    g = graph_from_edges(["b", "a", "z", "y"], [("a", "b", "finetune", 0.9), ("y", "z", "merge", 0.5)])
+    assert g.trees() == {"a": 0, "b": 0, "y": 1, "z": 1}
+    again = ModelGraph.from_dict(json.loads(g.to_json()))
+    assert again.to_dict() == g.to_dict()
+    with pytest.raises(ValueError):
+        g.add_edge("a", "y", "sibling")

@@ -1,0 +1,103 @@
+"""Writers: round trips, well-formed output, the self-contained HTML page, PNG, and model cards."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import networkx as nx
+import pytest
+
+from ancestree.graph import ModelGraph, graph_from_edges
+from ancestree.present import WRITERS, render
+
+
+@pytest.fixture
+def graph() -> ModelGraph:
+    g = graph_from_edges(["base", "ft", "q", 'we"ird<id>', "m", "other"],
+                         [("base", "ft", "finetune", 0.91), ("ft", "q", "quantized", 0.99),
+                          ("base", 'we"ird<id>', "adapter", 0.7), ("ft", "m", "merge", 0.8), ('we"ird<id>', "m", "merge", 0.8)])
+    g.graph.nodes["base"]["format"] = "safetensors"
+    return g
+
+
+def test_json_roundtrip(graph: ModelGraph) -> None:
+    text = render(graph, "json")
+    again = ModelGraph.from_dict(json.loads(text))
+    assert render(again, "json") == text
+    assert {m["id"]: m["tree"] for m in json.loads(text)["models"]}["other"] == 1
+
+
+def test_graphml_readable_by_networkx(graph: ModelGraph) -> None:
+    g = nx.read_graphml(io.BytesIO(render(graph, "graphml").encode()))
+    assert set(g.nodes) == set(graph.models)
+    assert g.edges["ft", "q"]["relation"] == "quantized" and g.edges["ft", "q"]["confidence"] == pytest.approx(0.99)
+    assert g.nodes["other"]["tree"] == 1
+
+
+def test_dot_and_mermaid_well_formed(graph: ModelGraph) -> None:
+    dot = render(graph, "dot")
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}") and dot.count("{") == dot.count("}")
+    assert dot.count("->") == 5 and '\\"' in dot  # quotes in ids are escaped
+    mer = render(graph, "mermaid").splitlines()
+    assert mer[0] == "flowchart TD"
+    arrows = [l for l in mer if re.search(r"m\d+ (-->|-\.->|==>|---)\|", l)]
+    assert len(arrows) == 5
+    assert sum(l.strip() == "end" for l in mer) == sum(l.strip().startswith("subgraph") for l in mer) == 2
+    assert not any("<" in l for l in mer if "[" in l)
+
+
+def test_html_is_self_contained_and_carries_the_data(graph: ModelGraph) -> None:
+    page = render(graph, "html")
+    assert "<svg" in page and "wheel" in page and "click" in page
+    assert not re.search(r"""(src|href)=["']https?://""", page)  # no CDN, no external file
+    data = json.loads(re.search(r'<script id="graph-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert {m["id"] for m in data["models"]} == set(graph.models) and len(data["edges"]) == 5
+    assert all("x" in m and "y" in m for m in data["models"])
+
+
+def test_text_shows_every_model(graph: ModelGraph) -> None:
+    text = render(graph, "text")
+    for m in graph.models:
+        assert m in text
+    assert "merge with" in text and "tree 1" in text
+
+
+def test_png(graph: ModelGraph, tmp_path: Path) -> None:
+    from ancestree.present.png import write_png
+
+    write_png(graph, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_format_registered() -> None:
+    assert set(WRITERS) == {"json", "dot", "graphml", "mermaid", "text", "html"}
+
+
+def test_cards_written_readable_and_not_overwritten(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from ancestree.present.cards import write_cards
+
+    folders = {}
+    for m in ("base", "ft", "merged", "declared"):
+        folders[m] = tmp_path / m
+        folders[m].mkdir()
+    (folders["declared"] / "README.md").write_text("---\nbase_model: org/elsewhere\nlicense: mit\n---\n# declared\n")
+    g = graph_from_edges(list(folders), [("base", "ft", "finetune", 0.9), ("base", "merged", "merge", 0.9),
+                                         ("ft", "merged", "merge", 0.9), ("ft", "declared", "quantized", 0.9)])
+    changes = {c.model: c for c in write_cards(g, folders)}
+    card = ModelCard.load(folders["ft"] / "README.md")
+    assert card.data.base_model == "base" and card.data.base_model_relation == "finetune"
+    merged = ModelCard.load(folders["merged"] / "README.md")
+    assert sorted(merged.data.base_model) == ["base", "ft"] and merged.data.base_model_relation == "merge"
+    assert changes["declared"].action == "kept" and changes["declared"].declared == "org/elsewhere"
+    kept = ModelCard.load(folders["declared"] / "README.md")
+    assert kept.data.base_model == "org/elsewhere" and kept.data.license == "mit"
+    assert "base" not in changes  # roots get no base_model
+    forced = {c.model: c for c in write_cards(g, folders, force=True)}
+    assert forced["declared"].action == "overwritten"
+    again = ModelCard.load(folders["declared"] / "README.md")
+    assert again.data.base_model == "ft" and again.data.base_model_relation == "quantized" and again.data.license == "mit"

@@ -1,0 +1,90 @@
+"""``ancestree tree`` and ``ancestree eval`` end to end (tiny zoo), and their handling of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run(*args: str, env_cache: Path | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ)
+    if env_cache is not None:
+        env["ANCESTREE_CACHE"] = str(env_cache)
+    return subprocess.run([sys.executable, "-m", "ancestree", *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_tree_scan_json_eval_and_png(tiny_zoo: Path, tmp_path: Path) -> None:
+    out, png = tmp_path / "graph.json", tmp_path / "graph.png"
+    r = run("tree", "--scan", str(tiny_zoo), "-o", str(out), "--png", str(png), env_cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(out.read_text())
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    assert {m["id"] for m in data["models"]} == {m["id"] for m in truth["models"]}  # ids relative to --scan
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    r = run("eval", str(out), str(tiny_zoo / "truth.json"), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout)
+    assert scores["edge_f1"] >= 0.9 and scores["tree_exact"] and scores["cross_tree_edges"] == 0
+
+
+def test_tree_paths_as_given_and_formats(tiny_zoo: Path, tmp_path: Path) -> None:
+    models = [str(tiny_zoo / m) for m in ("m0003", "m0016", "m0025")]
+    r = run("tree", *models, "--format", "mermaid", env_cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("flowchart TD") and models[0] in r.stdout
+    html = tmp_path / "g.html"
+    assert run("tree", *models, "-o", str(html), env_cache=tmp_path / "cache").returncode == 0
+    assert "<svg" in html.read_text()  # format taken from the suffix
+
+
+def test_tree_mother_method(tiny_zoo: Path, tmp_path: Path) -> None:
+    models = [str(tiny_zoo / m) for m in ("m0003", "m0016", "m0013", "m0018", "m0020")]
+    r = run("tree", *models, "--method", "mother", "--trees", "2", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert len({m["tree"] for m in data["models"]}) == 2 and len(data["edges"]) == 3
+
+
+def test_write_cards_respects_declared(tiny_zoo: Path, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    zoo = tmp_path / "zoo"
+    for m in ("m0003", "m0016", "m0002"):
+        shutil.copytree(tiny_zoo / m, zoo / m)
+    (zoo / "m0002" / "README.md").write_text("---\nbase_model: m0003\n---\n# wrong on purpose\n")
+    r = run("tree", "--scan", str(zoo), "--write-cards", "--format", "json", env_cache=tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert ModelCard.load(zoo / "m0016" / "README.md").data.base_model == "m0003"
+    assert ModelCard.load(zoo / "m0002" / "README.md").data.base_model == "m0003"  # declared, kept
+    assert "m0002" in r.stderr
+    r = run("tree", "--scan", str(zoo), "--write-cards", "--force", "--format", "json", env_cache=tmp_path / "cache")
+    card = ModelCard.load(zoo / "m0002" / "README.md")
+    assert card.data.base_model == "m0016" and card.data.base_model_relation == "quantized"
+
+
+@pytest.mark.parametrize("bad", ["missing", "empty", "notamodel"])
+def test_bad_input_exit_2_no_output(tmp_path: Path, bad: str) -> None:
+    target = tmp_path / "x.safetensors"
+    if bad == "empty":
+        target.write_bytes(b"")
+    elif bad == "notamodel":
+        target = tmp_path / "notes.txt"
+        target.write_text("hello")
+    out = tmp_path / "out.json"
+    r = run("tree", str(target), "-o", str(out))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_eval_bad_json(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = run("eval", str(bad), str(bad))
+    assert r.returncode == 2 and "bad.json" in r.stderr
