@@ -53,3 +53,17 @@ def tiny_zoo_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, floa
 def tiny_zoo(tiny_zoo_build: tuple[Path, float]) -> Path:
     """Folder of the ``tiny`` zoo (``truth.json`` + one model folder per model); do not modify it."""
     return tiny_zoo_build[0]
+
+
+@pytest.fixture(scope="session")
+def tiny_atlas(tiny_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An atlas index (SQLite file) of the ``tiny`` zoo, built in two ``index add`` batches; do not modify it."""
+    from ancestree.index import Atlas
+    from ancestree.io import scan_models
+
+    db = tmp_path_factory.mktemp("atlas") / "tiny.db"
+    items = sorted((name, str(path)) for name, path in scan_models(tiny_zoo))  # named as `tree --scan` names them
+    with Atlas(db) as atlas:  # the second batch is placed incrementally into the first one's graph
+        atlas.add(items[: len(items) // 2])
+        atlas.add(items[len(items) // 2 :])
+    return db

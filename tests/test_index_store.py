@@ -89,3 +89,43 @@ def test_ingest_skips_known_stat_keys(tmp_path: Path) -> None:
     assert ingest("a", str(path), {first.stat_key}).status == "known"
     bad = ingest("nope", str(tmp_path / "nope"))
     assert bad.status == "bad" and "no such file" in bad.error
+
+
+def _count(db: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+        try:
+            return int(conn.execute("SELECT count(*) FROM models").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path) -> None:
+    zoo = tmp_path / "zoo"
+    for f in range(6):
+        family(zoo, f"f{f}", 10 + f, 5, size=128)
+    total = 36
+    db = tmp_path / "atlas.db"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "ancestree", "index", "add", "--scan", str(zoo), "--db", str(db), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 60
+    while _count(db) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    committed = _count(db)
+    assert 3 <= committed < total, f"kill came too late or too early ({committed} committed)"
+    with Atlas(db) as atlas:
+        before = {r["name"] for r in atlas.ls()}
+        assert len(before) == committed and not any(r["placed"] for r in atlas.ls())
+        assert atlas.store.runs()[-1]["status"] == "running"  # the killed run never finished
+        report = atlas.add(scan=[zoo])
+        assert set(report.skipped) == before  # committed models are not fingerprinted again
+        assert len(report.added) == total - committed and not report.bad
+        rows = atlas.ls()
+        assert len(rows) == total and all(r["placed"] for r in rows)
+        # the six families come back as six trees of six models
+        assert sorted(t["size"] for t in atlas.store.trees()) == [6] * 6

@@ -115,7 +115,7 @@ def export(
 ) -> None:
     """Write the atlas's Model Graph as json, graphml, dot, mermaid or html."""
     from ancestree.errors import BadInputError
-    from ancestree.index.export import render
+    from ancestree.present import render
 
     if source not in ("recovered", "declared", "all"):
         raise BadInputError(None, f"--edges must be recovered, declared or all, not {source!r}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
-from ancestree.index.ingest import Ingested, ingest_dask, ingest_local, resolve_items
+from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
@@ -60,11 +60,12 @@ class Atlas:
         self.close()
 
     # -- writing ------------------------------------------------------------------------------------
-    def add(self, paths: Iterable[str | os.PathLike[str]] = (), scan: Iterable[str | os.PathLike[str]] = (),
+    def add(self, paths: Iterable[PathLike | tuple[str, PathLike]] = (), scan: Iterable[PathLike] = (),
             dask: str | None = None, threads: int = 1, on_model: Callable[[Ingested], None] | None = None) -> AddReport:
         """Index new models (each committed on its own) and place them in the graph.
 
-        Models whose files are already indexed are skipped by a ``stat`` of their files, or, at another
+        ``paths`` holds model paths (named as given) or ``(name, path)`` pairs; every model below a ``scan``
+        folder is named by its path relative to the folder. Models whose files are already indexed are skipped by a ``stat`` of their files, or, at another
         path, by the hash of their files. ``dask`` is a scheduler address: workers read the files.
         """
         items = resolve_items(paths, scan)

@@ -83,11 +83,12 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: set[str], address: str)
     except ImportError as exc:  # pragma: no cover - dask[distributed] is a dependency
         raise BadInputError(None, f"--dask needs dask.distributed ({exc})") from None
     try:
-        client = Client(address, timeout="10s", set_as_default=False)
+        client = Client(address, timeout="10s")
     except (OSError, TimeoutError) as exc:
         raise BadInputError(address, f"cannot reach the Dask scheduler ({exc})") from None
     try:
-        known_future = client.scatter(frozenset(known), broadcast=True)
+        # wrapped in a list: scatter would otherwise send each element of the set as its own piece of data
+        known_future = client.scatter([frozenset(known)], broadcast=True)[0]
         futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{i}-{name}")
                    for i, (name, path) in enumerate(items)]
         for future in as_completed(futures):
@@ -97,11 +98,16 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: set[str], address: str)
         client.close()
 
 
-def resolve_items(paths: Iterable[str | os.PathLike[str]], scan: Iterable[str | os.PathLike[str]] = ()) -> list[tuple[str, str]]:
-    """``(name, absolute path)`` for each model: the path as given, or with ``--scan`` the path relative to DIR."""
+PathLike = str | os.PathLike[str]
+
+
+def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterable[PathLike] = ()) -> list[tuple[str, str]]:
+    """``(name, absolute path)`` for each model: the path as given (or a given ``(name, path)`` pair), and
+    for each ``scan`` folder, every model below it named by its path relative to the folder."""
     from ancestree.io import scan_models
 
-    items = [(str(p), str(Path(p).resolve())) for p in paths]
+    items = [(str(p[0]), str(Path(p[1]).resolve())) if isinstance(p, tuple) else (str(p), str(Path(p).resolve()))
+             for p in paths]
     for folder in scan:
         if not Path(folder).is_dir():
             raise BadInputError(folder, "not a folder (--scan needs a folder to search for models)")
