@@ -34,7 +34,7 @@ def candidate_pairs(U: np.ndarray, k: int) -> np.ndarray:
         i, j = np.triu_indices(n, 1)
         return np.stack([i, j], axis=1)
     P = project(U)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(P)
+    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="kd_tree").fit(P)  # ~N log N for low intrinsic dimension
     _, idx = nn.kneighbors(P)
     rows = np.repeat(np.arange(n), k + 1)
     cols = idx.reshape(-1)
@@ -49,7 +49,7 @@ def pair_distances(U: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     out = np.empty(len(pairs))
     for s in range(0, len(pairs), 4096):
         p = pairs[s:s + 4096]
-        d = U[p[:, 0]].astype(np.float64) - U[p[:, 1]]
+        d = U[p[:, 0]] - U[p[:, 1]]
         out[s:s + 4096] = np.sqrt(np.einsum("ij,ij->i", d, d))
     return out
 
@@ -59,7 +59,7 @@ def pair_correlations(Z: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     out = np.empty(len(pairs))
     for s in range(0, len(pairs), 4096):
         p = pairs[s:s + 4096]
-        out[s:s + 4096] = np.einsum("ij,ij->i", Z[p[:, 0]].astype(np.float64), Z[p[:, 1]])
+        out[s:s + 4096] = np.einsum("ij,ij->i", Z[p[:, 0]], Z[p[:, 1]])
     return out
 
 

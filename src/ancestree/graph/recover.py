@@ -310,8 +310,10 @@ class GraphRecovery:
         for f in fingerprints:
             graph.add_model(f.id, f.format, f.parameters,
                             **({"declared_base_model": f.declared.base_model} if f.declared.base_model else {}))
+        tree_edges = [e for e in self.edges_ if e.kind == "tree" and e.relation == "finetune"]
+        maybe = low_rank_candidates(self.fps_, tree_edges) if self.classify else set()
         for e in self.edges_:
-            if self.classify and e.kind == "tree" and e.relation == "finetune":
+            if id(e) in maybe:
                 kind = verdict(relate(self.fps_[e.parent], self.fps_[e.child])).kind
                 if kind in ("adapter", "pruned", "quantized"):
                     e.relation = kind
@@ -321,6 +323,44 @@ class GraphRecovery:
             graph.add_edge(e.parent, e.child, e.relation, conf)
         graph.notes = report_conflicts(graph, self.declared_, self.fps_)
         return graph
+
+
+#: Loose relative tolerance of the batched rank screen (looser than relate's, so it only over-selects).
+SCREEN_RTOL = 1e-2
+
+#: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
+SCREEN_TENSORS = 4
+
+
+def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[int]:
+    """``id()`` of the edges whose differences may be low-rank (merged adapters), screened in batches.
+
+    Exact pair evidence (:func:`ancestree.relate.relate`, one SVD per matrix) decides the relation; this
+    screen runs one batched SVD per tensor over all edges so that evidence is computed only where a
+    low-rank difference is possible. Edges whose tensors do not pair by name are always passed on.
+    """
+    by_tensor: dict[tuple[str, tuple[int, ...]], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    low: dict[int, list[bool]] = defaultdict(list)
+    out: set[int] = set()
+    for k, e in enumerate(edges):
+        fa, fb = fps[e.parent], fps[e.child]
+        shared = [t.name for t in fa.tensors if t.is_matrix and t.name in fb and fb[t.name].sketch.shape == t.sketch.shape
+                  and min(t.sketch.shape) >= 16]
+        if not shared:
+            out.add(id(e))
+            continue
+        for name in shared[:SCREEN_TENSORS]:
+            by_tensor[(name, fa[name].sketch.shape)].append((k, fb[name].sketch.astype(np.float64) - fa[name].sketch))
+    for (_, shape), items in by_tensor.items():
+        s = np.linalg.svd(np.stack([d for _, d in items]), compute_uv=False)
+        ranks = (s > SCREEN_RTOL * np.maximum(s[:, :1], 1e-30)).sum(axis=1)
+        for (k, _), r, top in zip(items, ranks, s[:, 0]):
+            if top > 0:
+                low[k].append(bool(r <= min(shape) // 4))
+    for k, flags in low.items():
+        if flags and np.mean(flags) >= 0.5:
+            out.add(id(edges[k]))
+    return out
 
 
 def _delta_vector(gv: GroupVectors, members: list[Fingerprint], deltas: dict) -> np.ndarray | None:

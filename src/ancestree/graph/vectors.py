@@ -17,6 +17,7 @@ sample positions in two sketches are the same weights of the two models.
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ class GroupVectors:
         return {m: i for i, m in enumerate(self.ids)}
 
 
+def _finite(x: float) -> float:
+    return float(x) if math.isfinite(x) else 0.0
+
+
 def _reference(fps: Sequence[Fingerprint]) -> Fingerprint:
     """The member whose matrix-tensor names are shared by most members (so most are matched by name)."""
     sets = [frozenset(t.name for t in matrix_tensors(f)) for f in fps]
@@ -108,6 +113,7 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     stats = {k: np.zeros((n, T)) for k in ("kurtosis", "log_rms", "abs_skew", "log_absmax", "zeros", "precision")}
     matched = np.zeros((n, T), dtype=bool)
     offsets = np.cumsum([0] + [len(b) for b in blocks])
+    rows = {k: [] for k in stats}
     for i, fp in enumerate(fps):
         mapping = _mapping(ref, fp, ref_tensors)
         for j, t in enumerate(ref_tensors):
@@ -120,12 +126,16 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
                 continue
             matched[i, j] = True
             raw[i, offsets[j]:offsets[j + 1]] = sk.reshape(-1)[blocks[j]]
-            stats["kurtosis"][i, j] = np.nan_to_num(tp.kurtosis)
-            stats["log_rms"][i, j] = np.log(max(tp.rms, 1e-30))
-            stats["abs_skew"][i, j] = abs(np.nan_to_num(tp.skewness))
-            stats["log_absmax"][i, j] = np.log(max(tp.absmax, 1e-30))
-            stats["zeros"][i, j] = tp.zeros
-            stats["precision"][i, j] = precision_bits(tp)
+            rows["kurtosis"].append((i, j, _finite(tp.kurtosis)))
+            rows["log_rms"].append((i, j, math.log(max(tp.rms, 1e-30))))
+            rows["abs_skew"].append((i, j, abs(_finite(tp.skewness))))
+            rows["log_absmax"].append((i, j, math.log(max(tp.absmax, 1e-30))))
+            rows["zeros"].append((i, j, tp.zeros))
+            rows["precision"].append((i, j, precision_bits(tp)))
+    for key, values in rows.items():  # one vectorised assignment per statistic
+        if values:
+            ii, jj, vv = zip(*values)
+            stats[key][list(ii), list(jj)] = vv
     U = np.zeros_like(raw)
     Z = np.zeros_like(raw)
     for j in range(T):

@@ -1,0 +1,128 @@
+"""Tree recovery: accuracy of ours vs the MoTHer baseline on zoos, their time and memory, and scaling.
+
+For every zoo given (folders made by ``ancestree zoo make``, with ``truth.json``), in fresh subprocesses:
+
+* ``mother``: the faithful baseline, reading raw weights pair by pair, with the TRUE number of trees given
+  (the paper needs it; ours estimates it) — and ``mother-lora`` for zoos whose name contains ``lora``;
+* ``ours``: fingerprinting every model (no cache, cold start) plus recovery, weights only (declared
+  metadata ignored), and ``ours+declared`` with the declared ``base_model`` prior.
+
+Wall time and peak RSS (``ru_maxrss`` of the subprocess) are measured per method. The scaling run times
+recovery alone on 1k and 10k synthetic fingerprints (random-walk trees, :mod:`ancestree.graph.synthetic`).
+
+Usage: ``python benchmarks/bench_tree.py --zoo /work/zoos/vthr --zoo /work/zoos/wild [--scaling 1000 10000]``
+Prints markdown tables (and ``--json FILE`` writes the raw numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run_one(method: str, zoo: str) -> dict:
+    """Recover one zoo with one method in this process; returns scores, seconds and peak RSS."""
+    from ancestree.graph import GraphRecovery, ModelGraph, MoTHer, evaluate
+
+    truth = ModelGraph.load(Path(zoo) / "truth.json")
+    sources = [(m, Path(zoo) / m) for m in truth.models]
+    start = time.perf_counter()
+    if method.startswith("mother"):
+        k = len(truth.tree_members())
+        graph = MoTHer(n_trees=k, distance="lora" if method == "mother-lora" else "rms").fit(sources).graph_
+    else:
+        from ancestree.fingerprint import fingerprint_many
+
+        fps = fingerprint_many(sources, cache=None, progress=False)
+        graph = GraphRecovery(use_declared=method == "ours+declared").fit(fps).graph_
+    seconds = time.perf_counter() - start
+    scores = evaluate(graph, truth).to_dict()
+    return {"method": method, "zoo": Path(zoo).name, "seconds": seconds,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **scores}
+
+
+def run_scaling(n: int) -> dict:
+    from ancestree.graph import GraphRecovery, evaluate, graph_from_edges
+    from ancestree.graph.synthetic import synthetic_fingerprints
+
+    fps, edges = synthetic_fingerprints(n)
+    start = time.perf_counter()
+    graph = GraphRecovery(use_declared=False).fit(fps).graph_
+    seconds = time.perf_counter() - start
+    truth = graph_from_edges([f.id for f in fps], [(p, c, "finetune", 1.0) for p, c in edges])
+    s = evaluate(graph, truth)
+    return {"models": n, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "undirected_f1": s.undirected_f1, "edge_f1": s.edge_f1, "tree_exact": s.tree_exact}
+
+
+def subprocess_json(args: list[str]) -> dict:
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory() as tmp:
+        env["ANCESTREE_CACHE"] = tmp  # nothing cached from earlier runs
+        out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+COLUMNS = [("edge_f1", "edge F1"), ("mother_accuracy", "edge acc."), ("direction_accuracy", "direction"),
+           ("relation_accuracy", "relation"), ("tree_ari", "tree ARI"), ("tree_exact", "trees exact"),
+           ("predicted_trees", "trees found"), ("cross_tree_edges", "cross-tree edges"), ("seconds", "time s"),
+           ("peak_mb", "peak MB")]
+
+
+def markdown(rows: list[dict]) -> str:
+    head = "| zoo | method | " + " | ".join(c[1] for c in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 2)]
+    for r in rows:
+        cells = []
+        for key, _ in COLUMNS:
+            v = r[key]
+            cells.append(f"{v:.1f}" if key in ("seconds", "peak_mb") else f"{v:.3f}" if isinstance(v, float) else str(v))
+        lines.append(f"| {r['zoo']} ({r['models']} models, {r['true_trees']} trees) | {r['method']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zoo", action="append", default=[])
+    parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000])
+    parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--one", nargs=2, metavar=("METHOD", "ZOO"), help=argparse.SUPPRESS)
+    parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(*args.one)))
+        return
+    if args.scale_one:
+        print(json.dumps(run_scaling(args.scale_one)))
+        return
+    rows = []
+    for zoo in args.zoo:
+        methods = ["mother"] + (["mother-lora"] if "lora" in Path(zoo).name else []) + ["ours", "ours+declared"]
+        for m in methods:
+            rows.append(subprocess_json(["--one", m, zoo]))
+            print(f"{Path(zoo).name} {m}: edge acc {rows[-1]['mother_accuracy']:.3f}, {rows[-1]['seconds']:.1f} s", file=sys.stderr)
+    if rows:
+        print(markdown(rows))
+        print()
+        for zoo in args.zoo:
+            by = {r["method"]: r for r in rows if r["zoo"] == Path(zoo).name}
+            print(f"- {Path(zoo).name}: ours (fingerprints + recovery) is {by['mother']['seconds'] / by['ours']['seconds']:.1f}x "
+                  f"faster than MoTHer and uses {by['ours']['peak_mb']:.0f} MB vs {by['mother']['peak_mb']:.0f} MB peak RSS")
+    scaling = [subprocess_json(["--scale-one", str(n)]) for n in args.scaling]
+    if scaling:
+        print("\n| synthetic models | recovery time s | peak MB | undirected F1 | directed F1 | trees exact |\n|---|---|---|---|---|---|")
+        for s in scaling:
+            print(f"| {s['models']:,} | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['undirected_f1']:.3f} | {s['edge_f1']:.3f} | {s['tree_exact']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
