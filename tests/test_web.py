@@ -1,0 +1,142 @@
+"""The atlas server: its JSON API (read-only, refuses what is not indexed, 4xx on bad parameters) and its page
+driven in headless Chromium against a server started by the test."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from ancestree.index import Atlas
+from ancestree.web import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def client(tiny_atlas: Path) -> TestClient:
+    return TestClient(create_app(tiny_atlas))
+
+
+def a_child_with_parent(db: Path) -> tuple[str, str]:
+    with Atlas(db, read_only=True) as atlas:
+        edge = next(e for e in atlas.edges("recovered") if e.relation == "finetune")
+    return edge.child, edge.parent
+
+
+def n_models(db: Path) -> int:
+    with Atlas(db, read_only=True) as atlas:
+        return len(atlas.ls())
+
+
+def test_api_models_graph_detail(client: TestClient, tiny_atlas: Path) -> None:
+    n = n_models(tiny_atlas)
+    status = client.get("/api/status").json()
+    assert status["models"] == n > 20 and status["experts"] is False
+    graph = client.get("/api/graph").json()
+    assert len(graph["models"]) == n and graph["edges"] and {"parent", "child", "relation", "confidence"} <= set(graph["edges"][0])
+    page = client.get("/api/models", params={"limit": 5, "offset": 5}).json()
+    assert page["total"] == n and len(page["models"]) == 5
+    child, parent = a_child_with_parent(tiny_atlas)
+    detail = client.get("/api/model", params={"id": child}).json()
+    assert parent in [e["parent"] for e in detail["parents"]] and detail["lineage"][0] == child and len(detail["lineage"]) >= 2
+    found = client.get("/api/search", params={"q": child}).json()["results"]
+    assert found[0]["id"] == child
+    schema = client.get("/openapi.json").json()
+    assert {"/api/models", "/api/model", "/api/graph", "/api/search", "/api/text-search"} <= set(schema["paths"])
+    assert client.get("/").headers["content-type"].startswith("text/html")
+    assert "atlas.js" in client.get("/").text and client.get("/static/atlas.js").status_code == 200
+
+
+def test_api_refuses_and_validates(client: TestClient, tiny_atlas: Path) -> None:
+    for outside in ("/etc/passwd", str(tiny_atlas), "../m0001"):
+        r = client.get("/api/model", params={"id": outside})
+        assert r.status_code == 404 and "no model" in r.json()["detail"]
+    assert client.get("/static/..%2F..%2Findex%2Fstore.py").status_code == 404
+    for path, params in (("/api/models", {"limit": 0}), ("/api/models", {"limit": "many"}), ("/api/graph", {"edges": "x"}),
+                         ("/api/search", {}), ("/api/model", {}), ("/api/models", {"tree": -1})):
+        r = client.get(path, params=params)
+        assert 400 <= r.status_code < 500 and r.json()["detail"], (path, params)
+    r = client.get("/api/text-search", params={"q": "red triangles"})
+    assert r.status_code == 503 and "no experts loaded" in r.json()["detail"]
+    # read-only: nothing but GET is routed, and the file is opened without the right to write
+    assert client.post("/api/model", params={"id": "m0001"}).status_code == 405
+    assert client.delete("/api/models").status_code == 405
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_atlas: Path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "ancestree", "serve", "--db", str(tiny_atlas), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/status", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()}")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.mark.slow
+def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    child, parent = a_child_with_parent(tiny_atlas)
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 720})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(server + "/")
+            page.wait_for_selector("body[data-ready='1']", timeout=15000)
+            # the graph is drawn: one circle per model, one line per recovered edge
+            assert page.locator("circle.node").count() == n_models(tiny_atlas)
+            assert page.locator("line.edge").count() == len(Atlas(tiny_atlas, read_only=True).edges("recovered"))
+            # name search finds the model and selecting it shows its parent and the lineage path
+            page.fill("#search", child)
+            page.press("#search", "Enter")
+            page.locator("#result-list a.model", has_text=child).first.click()
+            page.wait_for_selector("#model-name")
+            assert page.inner_text("#model-name") == child
+            assert parent in page.inner_text("#parents")
+            assert page.inner_text("#lineage").startswith(child)
+            # clicking the parent's node shows the parent, with the child among its children
+            page.click(f"circle.node[data-id='{parent}']")
+            page.wait_for_function(f"document.getElementById('model-name').textContent === {parent!r}")
+            assert child in page.inner_text("#children")
+            # colour by relation, zoom and pan change the drawing without errors
+            before = page.get_attribute(f"circle.node[data-id='{child}']", "fill")
+            page.select_option("#colour", "relation")
+            assert page.get_attribute(f"circle.node[data-id='{child}']", "fill") != before
+            page.mouse.move(500, 400)
+            page.mouse.wheel(0, -300)
+            assert "scale(" in (page.get_attribute("#viewport", "transform") or "")
+            page.fill("#text", "red triangles")
+            page.press("#text", "Enter")
+            page.wait_for_function("document.getElementById('results-note').textContent.includes('no experts loaded')")
+        finally:
+            browser.close()
+    assert errors == []
