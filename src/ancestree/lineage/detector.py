@@ -87,7 +87,8 @@ def feature_token(f_c: torch.Tensor | None, f_p: torch.Tensor | None, cfg: Detec
     n = min(cfg.probes, len(f_c))
     out[0, :n, :n] = _gram(f_c[:n], f_c[:n])
     out[1, :n, :n] = _gram(f_p[:n], f_p[:n])
-    out[2, :n, :n] = _gram(f_c[:n], f_p[:n])
+    if f_c.shape[1] == f_p.shape[1]:  # heads of another size: no cross-Gram
+        out[2, :n, :n] = _gram(f_c[:n], f_p[:n])
     out[3] = 1.0
     return out
 
