@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -64,10 +65,36 @@ def test_hash_is_of_canonical_float32_values() -> None:
     sha32, lay32 = content_hashes(a.astype(np.float32).ravel())
     assert (sha16, lay16) == (sha32, lay32)  # upcasting is exact, so the hash agrees
     sha_t, lay_t = content_hashes(np.ascontiguousarray(a.T).ravel())
-    assert lay_t == lay16 and sha_t != sha16  # layout hash ignores orientation, sha256 does not
+    assert lay_t == lay16 and sha_t != sha16  # layout hash ignores orientation, the digest does not
     b = a.astype(np.float32).copy()
     b[3, 4] += 1e-3
     assert content_hashes(b.ravel())[1] != lay32
+
+
+def test_digest_is_blake3_of_the_float32_bytes_chunked_or_not() -> None:
+    from blake3 import blake3
+
+    a = np.random.default_rng(1).standard_normal(3 * CHUNK + 17).astype(np.float16)  # chunked cast path
+    expected = blake3(a.astype("<f4").tobytes()).hexdigest()
+    assert content_hashes(a)[0] == expected
+    assert content_hashes(a.astype(np.float32))[0] == expected  # straight-from-buffer path
+
+
+def test_old_fingerprint_versions_are_refused(tmp_path) -> None:
+    import json
+
+    from ancestree.errors import BadInputError
+    from ancestree.fingerprint.store import from_bytes, to_bytes
+
+    fp = fingerprint(write_hf_folder(tmp_path / "m", small_tensors()))
+    data = dict(np.load(io.BytesIO(to_bytes([fp]))))
+    header = json.loads(data["header"].tobytes())
+    header["models"][0]["version"] = 1
+    data["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **data)
+    with pytest.raises(BadInputError, match="fingerprint version 1"):
+        from_bytes(buf.getvalue(), "old.npz")
 
 
 def test_sketch_of_transpose_is_transpose_of_sketch() -> None:
@@ -93,7 +120,7 @@ def test_fingerprint_folder_round_trips(tmp_path: Path, hf_model: Path) -> None:
     assert [b.id for b in back] == [fp.id, other.id]
     for t in fp.tensors:
         u = back[0][t.name]
-        assert (u.sha256, u.kurtosis, u.norm, u.shape, u.dtype) == (t.sha256, t.kurtosis, t.norm, t.shape, t.dtype)
+        assert (u.digest, u.kurtosis, u.norm, u.shape, u.dtype) == (t.digest, t.kurtosis, t.norm, t.shape, t.dtype)
         np.testing.assert_array_equal(u.sketch, t.sketch)
     assert back[0].content_key == fp.content_key != back[1].content_key
     assert back[0].declared == fp.declared

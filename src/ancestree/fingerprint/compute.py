@@ -1,8 +1,8 @@
 """Fingerprint a model in one streaming pass: one tensor in memory at a time.
 
-Per tensor, the sha256 runs on a worker thread while the layout hash and the moments run on the calling
-thread (``hashlib`` and numpy release the GIL; this split balances the two threads' CPU time), then the
-sketch is taken from the now-cached pages.
+Per tensor, the two content hashes (BLAKE3 digest and layout hash) run on a worker thread while the
+moments run on the calling thread (``blake3`` and numpy release the GIL; this split balances the two
+threads' CPU time), then the sketch is taken from the now-cached pages.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from ancestree.fingerprint.sketch import take_sketch
-from ancestree.fingerprint.stats import flat_view, layout_hash, moments, sha256_hex
+from ancestree.fingerprint.stats import content_hashes, flat_view, moments
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
 from ancestree.io import load_model
 from ancestree.io.base import Model, TensorInfo
@@ -32,16 +32,15 @@ Source = str | os.PathLike[str] | Model
 def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: ThreadPoolExecutor | None = None) -> TensorPrint:
     """Summarise one tensor (``values`` as returned by :meth:`Model.read`)."""
     flat = flat_view(values)
-    pending = pool.submit(sha256_hex, flat) if pool is not None else None
-    layout = layout_hash(flat)
+    pending = pool.submit(content_hashes, flat) if pool is not None else None
     mom = moments(flat)
-    sha = pending.result() if pending is not None else sha256_hex(flat)
+    digest, layout = pending.result() if pending is not None else content_hashes(flat)
     return TensorPrint(
         name=info.name,
         shape=tuple(int(d) for d in info.shape),
         dtype=info.dtype,
         quantized=bool(info.quantized),
-        sha256=sha,
+        digest=digest,
         layout_hash=layout,
         mean=mom.mean,
         variance=mom.variance,

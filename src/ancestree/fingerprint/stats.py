@@ -2,16 +2,16 @@
 
 Nothing here holds more than one chunk of temporaries, so a tensor of any size is summarised in the
 memory of the tensor itself (memory-mapped by the reader) plus a few MB. Hashing and moments are separate
-functions so the caller can run them on two threads (``hashlib`` and numpy release the GIL).
+functions so the caller can run them on two threads (``blake3`` and numpy release the GIL).
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 
 import numpy as np
+from blake3 import blake3
 
 #: Elements per chunk: 32 Ki float64 temporaries (256 KB each) stay in the L2 cache.
 CHUNK = 1 << 15
@@ -36,12 +36,20 @@ def _canonical(chunk: np.ndarray) -> np.ndarray:
     return chunk if chunk.dtype == CANONICAL else chunk.astype(CANONICAL)
 
 
-def sha256_hex(flat: np.ndarray) -> str:
-    """sha256 of the canonical float32 little-endian values, in order."""
-    sha = hashlib.sha256()
-    for chunk in _chunks(flat):
-        sha.update(_canonical(chunk))
-    return sha.hexdigest()
+def content_digest(flat: np.ndarray) -> str:
+    """BLAKE3 of the canonical float32 little-endian values, in order (hex, 256 bits).
+
+    BLAKE3 rather than sha256: equally collision-resistant for telling duplicates apart, and ~3.5x less CPU
+    per byte (SIMD), which is what kept the one-pass fingerprint slower than a plain read of the file.
+    Canonical tensors are hashed straight from the (memory-mapped) buffer; others chunk by chunk.
+    """
+    digest = blake3()
+    if flat.dtype == CANONICAL:
+        digest.update(flat.view(np.uint8))
+    else:
+        for chunk in _chunks(flat):
+            digest.update(_canonical(chunk).view(np.uint8))
+    return digest.hexdigest()
 
 
 def layout_hash(flat: np.ndarray) -> str:
@@ -65,8 +73,8 @@ def layout_hash(flat: np.ndarray) -> str:
 
 
 def content_hashes(flat: np.ndarray) -> tuple[str, str]:
-    """``(sha256, layout_hash)`` of a flat tensor (see :func:`sha256_hex` and :func:`layout_hash`)."""
-    return sha256_hex(flat), layout_hash(flat)
+    """``(digest, layout_hash)`` of a flat tensor (see :func:`content_digest` and :func:`layout_hash`)."""
+    return content_digest(flat), layout_hash(flat)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,10 @@ import numpy as np
 
 from ancestree.atomic import atomic_path
 from ancestree.errors import BadInputError
-from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
+from ancestree.fingerprint.types import FINGERPRINT_VERSION, Declared, Fingerprint, SketchSpec, TensorPrint
 
 MAGIC = "ancestree-fingerprints"
-_SCALARS = ("sha256", "layout_hash", "mean", "variance", "skewness", "kurtosis", "norm", "absmax", "zeros")
+_SCALARS = ("digest", "layout_hash", "mean", "variance", "skewness", "kurtosis", "norm", "absmax", "zeros")
 
 
 def _tensor_record(t: TensorPrint, offset: int) -> dict[str, Any]:
@@ -89,6 +89,12 @@ def _model_from(record: dict[str, Any], sketches: np.ndarray) -> Fingerprint:
     )
 
 
+def _check_versions(records: list[dict[str, Any]]) -> None:
+    found = {int(r.get("version", 0)) for r in records} - {FINGERPRINT_VERSION}
+    if found:
+        raise ValueError(f"fingerprint version {min(found)}, this ancestree reads {FINGERPRINT_VERSION}: recompute them")
+
+
 def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> list[Fingerprint]:
     """Fingerprints from ``.npz`` bytes; :class:`BadInputError` naming ``source`` when they are not ours."""
     try:
@@ -97,6 +103,7 @@ def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> lis
             sketches = np.array(npz["sketches"], dtype=np.float32)
         if header.get("format") != MAGIC:
             raise ValueError("not an ancestree fingerprint file")
+        _check_versions(header["models"])
         return [_model_from(r, sketches) for r in header["models"]]
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {exc})") from None

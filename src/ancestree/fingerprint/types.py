@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 #: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1
 
 #: Global seed of the sketch index sets. Two fingerprints are comparable only with the same seed and sizes.
 SKETCH_SEED = 20240917
@@ -36,11 +36,11 @@ class SketchSpec:
     vector: int = SKETCH_VECTOR
 
 
-@dataclass(eq=False)  # identity equality: the sketch is an array (compare ``sha256`` for content)
+@dataclass(eq=False)  # identity equality: the sketch is an array (compare ``digest`` for content)
 class TensorPrint:
     """What a fingerprint keeps of one learned tensor.
 
-    Hashes are of the canonical values (float32, little-endian, C order), so the same weights hash alike
+    ``digest`` is the BLAKE3 hash of the canonical values. Hashes are of the canonical values (float32, little-endian, C order), so the same weights hash alike
     whether stored as safetensors, a PyTorch pickle, ONNX or float16 (upcasting is exact). ``layout_hash``
     is invariant to any reordering of the entries (a transposed ONNX matrix, reordered gates), at the price
     of also matching permuted copies, which are functionally the same model anyway.
@@ -58,7 +58,7 @@ class TensorPrint:
     shape: tuple[int, ...]
     dtype: str
     quantized: bool
-    sha256: str
+    digest: str
     layout_hash: str
     mean: float
     variance: float

@@ -107,9 +107,9 @@ def _clean(value: Any) -> Any:
 
 
 def same_content(ta: TensorPrint, tb: TensorPrint, transposed: bool) -> bool:
-    """Identical values: equal sha256 in the same layout; equal layout hash and sketch when transposed."""
+    """Identical values: equal digest in the same layout; equal layout hash and sketch when transposed."""
     if not transposed:
-        return ta.sha256 == tb.sha256
+        return ta.digest == tb.digest
     return ta.layout_hash == tb.layout_hash and np.array_equal(ta.sketch, tb.sketch.T)
 
 
