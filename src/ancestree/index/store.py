@@ -4,8 +4,11 @@ Tables:
 
 * ``models``: one row per indexed model: its id, path, file hash (sha256 over its files' bytes), content
   key (the fingerprint's key of the learned values), format, parameters, what it declares (base model,
-  relation), its tree, whether it has been placed in the graph yet, and its fingerprint as a blob (the
-  ``.npz`` bytes of :mod:`ancestree.fingerprint.store`), so the graph can be rebuilt without reading a file;
+  relation), its tree and whether it has been placed in the graph yet;
+* ``prints``: each model's fingerprint as a blob (the ``.npz`` bytes of :mod:`ancestree.fingerprint.store`),
+  so the graph can be rebuilt without reading a file, and its embedding for nearest-neighbour search. They
+  live apart from ``models`` because SQLite rewrites a whole row on UPDATE: placing a tree of models would
+  otherwise copy every member's fingerprint (~200 KB each) to change one integer;
 * ``edges``: ``parent -> child`` with relation and confidence, ``source`` = ``declared`` (a model card /
   adapter config says so) or ``recovered`` (read from the weights);
 * ``trees``: one row per connected component of the recovered graph, with its root and size;
@@ -35,7 +38,7 @@ from ancestree.fingerprint import Fingerprint, from_bytes, to_bytes
 from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
 
 #: Bumped when the schema changes; an index of another version is refused rather than misread.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: Default index file (``--db``).
 DEFAULT_DB = "ancestree.db"
@@ -69,10 +72,13 @@ CREATE TABLE IF NOT EXISTS models (
     declared_relation TEXT,
     tree INTEGER REFERENCES trees(id) ON DELETE SET NULL,
     placed INTEGER NOT NULL DEFAULT 0,
-    fingerprint BLOB NOT NULL,
-    embedding BLOB NOT NULL,
     added REAL NOT NULL,
     run INTEGER REFERENCES runs(id) ON DELETE SET NULL
+);
+CREATE TABLE IF NOT EXISTS prints (
+    model INTEGER PRIMARY KEY REFERENCES models(id) ON DELETE CASCADE,
+    fingerprint BLOB NOT NULL,
+    embedding BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS models_content ON models(content_key);
 CREATE INDEX IF NOT EXISTS models_stat ON models(stat_key);
@@ -98,6 +104,9 @@ CREATE INDEX IF NOT EXISTS aliases_stat ON aliases(stat_key);
 #: The columns of a model row that are cheap to read (everything but the fingerprint blob).
 MODEL_COLUMNS = ("id", "name", "path", "file_hash", "content_key", "format", "parameters", "declared_base",
                  "declared_relation", "tree", "placed", "added")
+
+
+PRINTS = "SELECT m.name, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
 
 
 @dataclass(frozen=True)
@@ -226,16 +235,18 @@ class IndexStore:
         with self.transaction() as cur:
             cur.execute(
                 "INSERT INTO models (name, path, file_hash, stat_key, content_key, format, parameters, declared_base,"
-                " declared_relation, fingerprint, embedding, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " declared_relation, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (fp.id, path, file_hash, stat_key, fp.content_key, fp.format, int(fp.parameters),
-                 json.dumps(base) if base is not None else None, fp.declared.relation, to_bytes([fp]),
-                 to_blob(embed(fp)), time.time(), run),
+                 json.dumps(base) if base is not None else None, fp.declared.relation, time.time(), run),
             )
-            return int(cur.lastrowid)
+            model = int(cur.lastrowid)
+            cur.execute("INSERT INTO prints VALUES (?, ?, ?)", (model, to_bytes([fp]), to_blob(embed(fp))))
+            return model
 
     def embeddings(self) -> tuple[list[str], list[int | None], np.ndarray]:
         """Names, trees and the ``(N, DIM)`` embedding matrix of every model (for nearest-neighbour search)."""
-        rows = self.conn.execute("SELECT name, tree, embedding FROM models ORDER BY id").fetchall()
+        rows = self.conn.execute("SELECT m.name, m.tree, p.embedding FROM models m JOIN prints p ON p.model = m.id"
+                                 " ORDER BY m.id").fetchall()
         vectors = np.stack([from_blob(r[2]) for r in rows]) if rows else np.zeros((0, DIM), np.float32)
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 
@@ -265,11 +276,11 @@ class IndexStore:
     def fingerprints(self, names: Iterable[str] | None = None) -> list[Fingerprint]:
         """Stored fingerprints (all of them, or of ``names``), in name order; no model file is read."""
         if names is None:
-            rows = self.conn.execute("SELECT name, fingerprint FROM models ORDER BY name")
+            rows = self.conn.execute(f"{PRINTS} ORDER BY m.name")
         else:
             wanted = sorted(set(names))
             rows = (r for chunk in _chunks(wanted, 500) for r in self.conn.execute(
-                f"SELECT name, fingerprint FROM models WHERE name IN ({','.join('?' * len(chunk))}) ORDER BY name", chunk))
+                f"{PRINTS} WHERE m.name IN ({','.join('?' * len(chunk))}) ORDER BY m.name", chunk))
         out = []
         for name, blob in rows:
             fp = from_bytes(blob, f"{self.path}#{name}")[0]

@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from ancestree import __version__
+from ancestree.errors import BadInputError
 from ancestree.index.atlas import Atlas
 from ancestree.index.store import IndexStore
 
@@ -127,10 +128,13 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_experts(experts: str | os.PathLike[str] | None) -> Any:
+    """ProbeX experts for text search, or None (then the page hides its text search box)."""
     if experts is None:
         return None
-    from ancestree.probex import ProbeXExperts
-
+    try:
+        from ancestree.probex import ProbeXExperts
+    except ImportError as exc:  # this install has no ProbeX: say so instead of a traceback
+        raise BadInputError(experts, f"text search needs ancestree.probex ({exc})") from None
     return ProbeXExperts.load(experts)
 
 

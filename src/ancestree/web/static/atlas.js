@@ -275,7 +275,8 @@ async function load() {
   const [status, graph] = await Promise.all([api("/api/status"), api(`/api/graph?edges=${state.source}`)]);
   state.graph = graph;
   $("stats").textContent = `${status.models} models · ${status.trees} trees · ${graph.edges.length} ${state.source} edges`;
-  if (!status.experts) { $("text").placeholder = "no experts loaded"; $("text").title = "start the server with --experts DIR"; }
+  // the text search box exists only when the server has ProbeX experts to answer it
+  $("text-form").hidden = !status.experts;
   draw(); fit();
   document.body.dataset.ready = "1";
 }
