@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ancestree.io.base import inspect_record
+
 #: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
 FINGERPRINT_VERSION = 2  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1
 
@@ -160,16 +162,9 @@ class Fingerprint:
 
     def summary(self) -> dict[str, Any]:
         """A short JSON-able record (what ``ancestree fingerprint`` prints)."""
-        return {
-            "id": self.id,
-            "format": self.format,
-            "parameters": self.parameters,
-            "tensors": len(self.tensors),
-            "dtypes": dict(self.dtypes),
-            "content_key": self.content_key,
-            "declared_base_model": self.declared.base_model,
-            "declared_relation": self.declared.relation,
-        }
+        record = inspect_record(self.id, self.format, self.parameters, len(self.tensors), self.dtypes,
+                                self.declared.base_model)
+        return {**record, "content_key": self.content_key, "declared_relation": self.declared.relation}
 
     def __repr__(self) -> str:
         return f"Fingerprint({self.id!r}, {self.format}, {self.parameters:,} parameters, {len(self.tensors)} tensors)"

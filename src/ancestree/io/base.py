@@ -103,6 +103,13 @@ class ModelMeta:
         return max((f.mtime for f in self.files), default=0.0)
 
 
+def inspect_record(model_id: str, fmt: str, parameters: int, tensors: int, dtypes: dict[str, int],
+                   declared_base_model: str | None) -> dict[str, Any]:
+    """The contract's ``inspect`` JSON record (shared by models and their fingerprints)."""
+    return {"id": model_id, "format": fmt, "parameters": parameters, "tensors": tensors, "dtypes": dict(dtypes),
+            "declared_base_model": declared_base_model}
+
+
 class Model(ABC):
     """A model as a lazily read collection of named tensors.
 
@@ -160,14 +167,8 @@ class Model(ABC):
 
     def summary(self) -> dict[str, Any]:
         """The ``inspect`` record of the contract."""
-        return {
-            "id": self.id,
-            "format": self.format,
-            "parameters": self.parameters,
-            "tensors": len(self.tensors),
-            "dtypes": self.dtype_counts,
-            "declared_base_model": self.meta.declared_base_model,
-        }
+        return inspect_record(self.id, self.format, self.parameters, len(self.tensors), self.dtype_counts,
+                              self.meta.declared_base_model)
 
     def close(self) -> None:
         """Release resources; the default holds none."""
