@@ -12,10 +12,10 @@ Steps, each in its own module:
    linked, and the connected components are the trees — their number is estimated, never given;
 5. quantized and pruned copies and merges are recognised first (:mod:`.relations`): quantized copies are
    leaves, merges get one edge per parent;
-6. every other edge comes from a minimum spanning tree of the distances per tree (snakes become chains,
-   fans stars), oriented from the root that maximises the summed ``log P_dir`` of the learned direction
-   model (:mod:`.direction`) plus a bonus for declared base models — the minimum spanning arborescence of
-   ``d(p,c) − ε·log P(p→c)`` in the limit of small ε;
+6. every other edge comes from the minimum spanning arborescence of each tree under the cost
+   ``angle distance(p, c) − w·log P_dir(p→c)`` (:func:`.vectors.angle_distances`, the learned direction model
+   of :mod:`.direction`), minus a bonus for declared base models: structure and direction are chosen together,
+   so a sibling that drifted alongside a model does not become its parent;
 7. each edge's relation is refined from the pair's evidence (low-rank difference → adapter ...), PEFT
    adapter folders are attached to their base, confidences are calibrated (:mod:`.calibration`), and every
    disagreement between declared and recovered lineage is reported in ``graph_.notes``.
@@ -23,7 +23,6 @@ Steps, each in its own module:
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +48,7 @@ from ancestree.graph.relations import (
     merge_parents,
     resolve_merges,
 )
-from ancestree.graph.vectors import GroupVectors, arch_key, group_by_architecture, group_vectors
+from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors
 from ancestree.relate import relate, verdict
 
 @dataclass
@@ -67,8 +66,10 @@ class GraphRecovery:
 
     Parameters: ``related`` (mean sketch correlation above which two models share an ancestor),
     ``neighbours`` (k of the nearest-neighbour candidate search), ``use_declared`` (declared base models as a
-    prior), ``declared_bonus`` (how many nats the prior is worth), ``direction`` / ``calibration`` (fitted
-    models; the shipped ones by default), ``classify`` (refine relations from exact pair evidence).
+    prior), ``declared_bonus`` (how much a declaration lowers an edge's cost, in angle-distance units),
+    ``direction_weight`` (weight of ``−log P_dir`` in the edge cost; 0.1 was chosen on the ``lineage`` zoo),
+    ``direction`` / ``calibration`` (fitted models; the shipped ones by default), ``classify`` (refine
+    relations from exact pair evidence).
     """
 
     def __init__(
@@ -76,7 +77,8 @@ class GraphRecovery:
         related: float = 0.5,
         neighbours: int = 10,
         use_declared: bool = True,
-        declared_bonus: float = 3.0,
+        declared_bonus: float = 1.0,
+        direction_weight: float = 0.1,
         direction: DirectionModel | None = None,
         calibration: Calibration | None = None,
         classify: bool = True,
@@ -85,6 +87,7 @@ class GraphRecovery:
         self.neighbours = neighbours
         self.use_declared = use_declared
         self.declared_bonus = declared_bonus
+        self.direction_weight = direction_weight
         self.direction = direction
         self.calibration = calibration
         self.classify = classify
@@ -113,7 +116,8 @@ class GraphRecovery:
     def _fit_group(self, members: list[Fingerprint]) -> None:
         gv = group_vectors(members)
         self.vectors_[arch_key(members[0])] = gv
-        pairs = candidate_pairs(gv.U, self.neighbours)
+        # neighbours in both geometries: plain scale-free distance (copies, merges) and angles (the tree)
+        pairs = np.unique(np.vstack([candidate_pairs(gv.U, self.neighbours), candidate_pairs(gv.A, self.neighbours)]), axis=0)
         dist = pair_distances(gv.U, pairs)
         corr = pair_correlations(gv.Z, pairs)
         reps = self._collapse_duplicates(gv, members, pairs, dist)
@@ -209,65 +213,60 @@ class GraphRecovery:
         self._arborescence(gv, members, core, near, forced, set(merges))
 
     def _arborescence(self, gv, members, core, near, forced, merges) -> None:
-        """Edges among the core of one tree: structure from distances, then one orientation for the tree.
+        """Edges among the core of one tree: the minimum spanning arborescence of learned costs.
 
-        Structure and direction are decided apart, on purpose: a spanning tree on distances already makes
-        snakes into chains and fans into stars, and the direction model only has to pick the root, where its
-        weak per-edge votes add up over the whole tree (a per-edge direction term inside the spanning-tree
-        costs would let a confident but wrong direction rule rewire the structure). This is the minimum
-        spanning arborescence of costs ``d(p,c) − ε·log P_dir(p→c)`` with ``ε → 0``.
+        The cost of ``p → c`` is the pair's angle distance (:func:`~ancestree.graph.vectors.angle_distances`,
+        the log of a geometric mean of squared per-tensor angles) minus ``direction_weight · log P_dir(p→c)``
+        (and minus ``declared_bonus`` when ``c`` declares ``p``). Structure and direction are decided together:
+        a sibling that drifted in the same direction as ``c`` can be nearer to ``c`` than their parent is, but
+        it is not older than ``c``, and the direction term makes the parent cheaper. Candidate edges are the
+        neighbour pairs of the tree in both directions, so the cost stays ~N·k.
         """
         if len(core) < 2:
             return
         core_set = set(core)
-        g = nx.Graph()
+        pairs = sorted({(min(c, p), max(c, p)) for c in core for _, p in near[c] if p in core_set}
+                       | {(min(c, p), max(c, p)) for c, p in forced.items() if c in core_set and p in core_set})
+        if not pairs:
+            return
+        P = np.array(pairs, dtype=np.int64)
+        par = np.r_[P[:, 0], P[:, 1]]
+        chi = np.r_[P[:, 1], P[:, 0]]
+        dist = np.tile(angle_distances(gv, P), 2)
+        prob = self.direction_.proba(pair_features(gv, par, chi))
+        cost = dist - self.direction_weight * np.log(np.maximum(prob, 1e-9))
+        g = nx.DiGraph()
         g.add_nodes_from(core)
-        for c in core:
-            for d, p in near[c]:
-                if p not in core_set or (c in forced and forced[c] == p) or (p in forced and forced[p] == c):
+        incoming: dict[int, list[tuple[float, int]]] = defaultdict(list)
+        floor = float(cost.min()) - 1.0
+        for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
+            if b in forced:  # a pruned copy keeps the parent it was copied from
+                if forced[b] != a:
                     continue
-                w = d * (0.5 if self._declares(members, c, p) or self._declares(members, p, c) else 1.0)
-                g.add_edge(p, c, weight=w, d=d)
-        for c, p in forced.items():  # pruned copies keep the parent they were copied from
-            if c in core_set and p in core_set:
-                g.add_edge(p, c, weight=0.0, d=0.0)
-        for comp in nx.connected_components(g):
-            span = nx.minimum_spanning_tree(g.subgraph(comp), weight="weight")
-            self._orient(gv, members, span, near, forced, core_set)
+                w = floor
+            elif self._declares(members, b, a):
+                w -= self.declared_bonus
+            g.add_edge(a, b, weight=w, p_dir=pr)
+            incoming[b].append((w, a))
+        for comp in nx.weakly_connected_components(g):
+            if len(comp) < 2:
+                continue
+            arb = nx.minimum_spanning_arborescence(g.subgraph(comp), attr="weight", preserve_attrs=True)
+            for p, c in arb.edges():
+                self._tree_edge(members, p, c, g.edges[p, c], incoming[c], forced)
+
+    def _tree_edge(self, members, p: int, c: int, data: dict, incoming: list[tuple[float, int]], forced) -> None:
+        """Record ``p → c`` with a raw score: the softmax share of ``p`` among ``c``'s candidate parents
+        (costs as negative log-weights) times the direction probability; calibrated later."""
+        costs = np.array([w for w, _ in incoming])
+        choice = float(np.exp(-data["weight"] - np.logaddexp.reduce(-costs))) if len(costs) else 1.0
+        pd = float(data["p_dir"])
+        relation = "pruned" if forced.get(c) == p else "finetune"
+        self.edges_.append(Edge(members[p].id, members[c].id, relation, choice * pd, "tree",
+                                {"p_dir": pd, "choice": choice}))
 
     def _declares(self, members, child: int, parent: int) -> bool:
         return members[parent].id in self.declared_.get(members[child].id, ())
-
-    def _orient(self, gv, members, span: nx.Graph, near, forced, core_set) -> None:
-        """Choose the root that maximises the summed log-probability of the edges pointing away from it."""
-        if span.number_of_edges() == 0:
-            return
-        pairs = [(u, v) for u, v in span.edges()]
-        P = np.array([u for u, _ in pairs] + [v for _, v in pairs])
-        C = np.array([v for _, v in pairs] + [u for u, _ in pairs])
-        prob = self.direction_.proba(pair_features(gv, P, C))
-        logp = {(int(a), int(b)): math.log(max(float(x), 1e-9)) for a, b, x in zip(P, C, prob)}
-        for (a, b) in list(logp):
-            if forced.get(b) == a:
-                logp[(a, b)] = 0.0
-            elif forced.get(a) == b:
-                logp[(a, b)] = -50.0
-            elif self._declares(members, b, a):
-                logp[(a, b)] += self.declared_bonus
-        start = min(span.nodes)
-        score = {start: sum(logp[(u, v)] for u, v in nx.bfs_edges(span, start))}
-        for u, v in nx.bfs_edges(span, start):  # re-rooting from u to v flips one edge
-            score[v] = score[u] - logp[(u, v)] + logp[(v, u)]
-        root = max(score, key=lambda r: (score[r], -r))
-        for p, c in nx.bfs_edges(span, root):
-            d = span.edges[p, c]["d"]
-            d_nn = next((x for x, j in near[c] if j in core_set), d) or 1e-12
-            ratios = np.array([x / d_nn for x, j in near[c] if j in core_set])
-            choice = float(np.exp(-d / d_nn - np.logaddexp.reduce(-ratios))) if len(ratios) else 1.0
-            pd = float(np.exp(logp[(p, c)] - np.logaddexp(logp[(p, c)], logp[(c, p)])))
-            relation = "pruned" if forced.get(c) == p else "finetune"
-            self.edges_.append(Edge(members[p].id, members[c].id, relation, choice * pd, "tree",
-                                    {"p_dir": pd, "choice": choice, "ratio": d / d_nn}))
 
     # -- PEFT adapter folders -------------------------------------------------------------------------
     def _attach_adapters(self, adapters: list[Fingerprint]) -> None:

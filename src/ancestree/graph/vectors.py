@@ -9,6 +9,9 @@ ONNX names and transposed storage), and a fixed sample of each tensor's sketch e
   the same: ``‖U_a − U_b‖² = mean over tensors of (RMS distance / typical RMS)²``, a scale-free distance;
 * ``Z``: entries standardised per tensor: ``Z_a · Z_b`` is the mean over tensors of the sketch correlation,
   ≈ 0 for independent trainings and close to 1 for relatives;
+* ``A``: entries scaled to unit norm per tensor, so a block's dot product is the cosine of the two tensors'
+  angle — blind to the uniform shrinking of weight decay, which moves a fine-tune in a direction that all
+  its siblings share (:func:`angle_distances` turns it into the distance the tree is drawn on);
 * per-tensor moments (kurtosis, log RMS, |skewness|, log absmax, zero share, precision) for direction.
 
 Sketch index sets depend only on a dimension's length (:mod:`ancestree.fingerprint.sketch`), so the same
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ancestree.align import align
+from ancestree.align import align, shape_class
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.relate import precision_bits
 
@@ -41,10 +44,6 @@ SAMPLE_SEED = 7310
 def matrix_tensors(fp: Fingerprint) -> list[TensorPrint]:
     """The tensors that take part in vectors: two or more dimensions and at least :data:`MIN_NUMEL` entries."""
     return [t for t in fp.tensors if len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
-
-
-def shape_class(t: TensorPrint) -> tuple[int, ...]:
-    return tuple(sorted(t.shape)) if len(t.shape) == 2 else tuple(t.shape)
 
 
 def arch_key(fp: Fingerprint) -> tuple:
@@ -72,6 +71,8 @@ class GroupVectors:
     names: list[str]  # the reference member's tensor names, one per vector block
     U: np.ndarray  # scale-free distance vectors (n × D)
     Z: np.ndarray  # standardised correlation vectors (n × D)
+    A: np.ndarray  # unit norm per tensor block (n × D)
+    offsets: np.ndarray  # block j is columns offsets[j]:offsets[j+1]
     kurtosis: np.ndarray  # n × T
     log_rms: np.ndarray
     abs_skew: np.ndarray
@@ -138,6 +139,7 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
             stats[key][list(ii), list(jj)] = vv
     U = np.zeros_like(raw)
     Z = np.zeros_like(raw)
+    A = np.zeros_like(raw)
     for j in range(T):
         sl = slice(offsets[j], offsets[j + 1])
         w = 1.0 / np.sqrt(max(offsets[j + 1] - offsets[j], 1) * T)
@@ -147,7 +149,32 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
         block = raw[:, sl] - raw[:, sl].mean(axis=1, keepdims=True)
         sd = block.std(axis=1, keepdims=True)
         Z[:, sl] = np.where(sd > 0, block / np.where(sd > 0, sd, 1.0), 0.0) * w
-    return GroupVectors([f.id for f in fps], [t.name for t in ref_tensors], U, Z, matched=matched, **stats)
+        norm = np.linalg.norm(raw[:, sl], axis=1, keepdims=True)
+        A[:, sl] = raw[:, sl] / np.where(norm > 0, norm, 1.0)
+    return GroupVectors([f.id for f in fps], [t.name for t in ref_tensors], U, Z, A, offsets, matched=matched, **stats)
+
+
+#: Floor of ``1 − cos`` (float32 sketches of identical tensors).
+MIN_ANGLE = 1e-9
+
+
+def angle_distances(gv: GroupVectors, pairs: np.ndarray) -> np.ndarray:
+    """``mean over shared tensors of log(1 − cos θ)`` of each pair: the log of a geometric mean of squared angles.
+
+    Angles ignore the per-tensor scale (weight decay, an rsLoRA rescale), and the geometric mean keeps one
+    fast-moving tensor (a re-initialised head) from deciding alone. Pairs sharing no tensor get 0 (far).
+    """
+    out = np.zeros(len(pairs))
+    starts = gv.offsets[:-1]
+    if len(starts) == 0 or len(pairs) == 0:
+        return out
+    for s in range(0, len(pairs), 2048):
+        p = pairs[s:s + 2048]
+        cos = np.add.reduceat(gv.A[p[:, 0]] * gv.A[p[:, 1]], starts, axis=1).astype(np.float64)
+        both = gv.matched[p[:, 0]] & gv.matched[p[:, 1]]
+        logs = np.log(np.maximum(1.0 - np.clip(cos, -1.0, 1.0), MIN_ANGLE))
+        out[s:s + 2048] = np.where(both, logs, 0.0).sum(axis=1) / np.maximum(both.sum(axis=1), 1)
+    return out
 
 
 def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
@@ -158,4 +185,4 @@ def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Finger
     return dict(groups)
 
 
-__all__ = ["GroupVectors", "arch_key", "group_by_architecture", "group_vectors", "matrix_tensors"]
+__all__ = ["GroupVectors", "angle_distances", "arch_key", "group_by_architecture", "group_vectors", "matrix_tensors"]
