@@ -15,7 +15,7 @@ import typer
 from ancestree.errors import BadInputError
 
 #: Command modules; each has ``register(app)``. Missing optional dependencies hide a command, never break the CLI.
-COMMAND_MODULES = ("inspect", "zoo", "parent", "lineage", "fingerprint", "compare", "index", "serve", "tree", "eval")
+COMMAND_MODULES = ("inspect", "zoo", "parent", "lineage", "fingerprint", "compare", "index", "serve", "tree", "eval", "probex")
 
 app = typer.Typer(
     name="ancestree",

