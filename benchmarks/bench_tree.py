@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--zoo", action="append", default=[])
     parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--json", help="also write the raw numbers here")
+    parser.add_argument("--methods", default="mother,mother-lora,ours,ours+declared",
+                        help="comma-separated methods to run (mother-lora only on zoos named *lora*)")
+    parser.add_argument("--reuse", help="rows of an earlier --json run to reuse for (zoo, method) pairs not run now")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "ZOO"), help=argparse.SUPPRESS)
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,10 +105,16 @@ def main() -> None:
     if args.scale_one:
         print(json.dumps(run_scaling(args.scale_one)))
         return
+    wanted = args.methods.split(",")
+    old = {(r["zoo"], r["method"]): r for r in json.loads(Path(args.reuse).read_text())["zoos"]} if args.reuse else {}
     rows = []
     for zoo in args.zoo:
         methods = ["mother"] + (["mother-lora"] if "lora" in Path(zoo).name else []) + ["ours", "ours+declared"]
         for m in methods:
+            if m not in wanted:
+                if (Path(zoo).name, m) in old:
+                    rows.append(old[(Path(zoo).name, m)])
+                continue
             rows.append(subprocess_json(["--one", m, zoo]))
             print(f"{Path(zoo).name} {m}: edge acc {rows[-1]['mother_accuracy']:.3f}, {rows[-1]['seconds']:.1f} s", file=sys.stderr)
     if rows:
@@ -113,9 +122,13 @@ def main() -> None:
         print()
         for zoo in args.zoo:
             by = {r["method"]: r for r in rows if r["zoo"] == Path(zoo).name}
+            if "mother" not in by or "ours" not in by:
+                continue
             print(f"- {Path(zoo).name}: ours (fingerprints + recovery) is {by['mother']['seconds'] / by['ours']['seconds']:.1f}x "
                   f"faster than MoTHer and uses {by['ours']['peak_mb']:.0f} MB vs {by['mother']['peak_mb']:.0f} MB peak RSS")
     scaling = [subprocess_json(["--scale-one", str(n)]) for n in args.scaling]
+    if args.json:  # write the raw numbers before printing, so a long run is never lost
+        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling}, indent=2) + "\n")
     if scaling:
         print("\n| synthetic models | recovery time s | peak MB | undirected F1 | directed F1 | trees exact |\n|---|---|---|---|---|---|")
         for s in scaling:

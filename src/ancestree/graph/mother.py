@@ -51,6 +51,20 @@ def _kind(names: list[str], pattern: re.Pattern[str]) -> list[str]:
     return picked or names
 
 
+def _rank(diff: np.ndarray, dtype: str) -> int:
+    """``rank(W_i − W_j)`` with the tolerance of the stored precision (the paper's code runs in float32).
+
+    NumPy's default tolerance is that of float64: the float32 rounding of a merged LoRA checkpoint would make
+    every difference look full-rank.
+    """
+    s = np.linalg.svd(diff, compute_uv=False)
+    try:
+        eps = np.finfo(np.dtype(dtype)).eps
+    except (TypeError, ValueError):  # integer or non-NumPy dtypes (bfloat16, quantized): float32's
+        eps = np.finfo(np.float32).eps
+    return int((s > s.max(initial=0.0) * max(diff.shape) * eps).sum()) if s.size else 0
+
+
 class MoTHer:
     """MoTHer: ``MoTHer(n_trees=K).fit([(id, path), ...]).graph_``.
 
@@ -78,7 +92,7 @@ class MoTHer:
             for n in names:
                 diff = np.asarray(ma.read(n), dtype=np.float64) - np.asarray(mb.read(n), dtype=np.float64)
                 if self.distance == "lora":
-                    values.append(float(np.linalg.matrix_rank(diff)))
+                    values.append(float(_rank(diff, ma.tensors[n].dtype)))
                 else:
                     values.append(float(np.sqrt(np.mean(diff * diff))))
             return float(np.sum(values)) if self.distance == "lora" else float(np.mean(values))

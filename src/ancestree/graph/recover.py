@@ -46,6 +46,7 @@ from ancestree.graph.relations import (
     is_pruned_copy,
     is_quantized_copy,
     merge_parents,
+    merge_tolerance,
     resolve_merges,
 )
 from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors
@@ -174,7 +175,8 @@ class GraphRecovery:
         """Edges of one tree: copies and merges first, then the arborescence of the rest."""
         node_set = set(nodes)
         near = {i: [(d, j) for d, j in neighbours.get(i, []) if j in node_set] for i in nodes}
-        precision = np.median(np.where(gv.matched, gv.precision, np.nan), axis=1)
+        # mean, not median: a GGUF q4 file quantizes only part of the tensors and keeps the rest float32
+        precision = np.nanmean(np.where(gv.matched, gv.precision, np.nan), axis=1)
         zeros = np.nanmean(np.where(gv.matched, gv.zeros, np.nan), axis=1)
         leaves: set[int] = set()
         forced: dict[int, int] = {}
@@ -203,9 +205,9 @@ class GraphRecovery:
             if len(cands) < 2:
                 continue
             support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
-            if residual < MERGE_RESIDUAL:
+            if residual < merge_tolerance(min(precision[j] for j in [c, *cands])):
                 found[c] = (support, weights)
-        merges = resolve_merges(found)
+        merges = resolve_merges(found, lambda base, kids: self._older(gv, base, kids))
         for c, parents in merges.items():
             for p in parents:
                 self.edges_.append(Edge(members[p].id, members[c].id, "merge", 0.98, "merge"))
@@ -264,6 +266,11 @@ class GraphRecovery:
         relation = "pruned" if forced.get(c) == p else "finetune"
         self.edges_.append(Edge(members[p].id, members[c].id, relation, choice * pd, "tree",
                                 {"p_dir": pd, "choice": choice}))
+
+    def _older(self, gv: GroupVectors, base: int, kids: list[int]) -> float:
+        """Mean ``log P_dir(base → kid)``: how plausibly ``base`` is the parent of every one of ``kids``."""
+        prob = self.direction_.proba(pair_features(gv, np.full(len(kids), base), np.array(kids)))
+        return float(np.mean(np.log(np.maximum(prob, 1e-9))))
 
     def _declares(self, members, child: int, parent: int) -> bool:
         return members[parent].id in self.declared_.get(members[child].id, ())
@@ -381,9 +388,15 @@ def _delta_vector(gv: GroupVectors, members: list[Fingerprint], deltas: dict) ->
     return out if found else None
 
 
+#: Which file of a duplicate class is most likely the original (formats of :mod:`ancestree.io`): the
+#: training frameworks' own formats first, then exports; ``peft`` adapters and ``zip:<inner>`` archives too.
+FORMAT_RANK = {"safetensors": 0, "pytorch": 1, "peft": 2, "npz": 3, "onnx": 4, "gguf": 5}
+
+
 def _original_rank(fp: Fingerprint) -> tuple:
     """Which copy of duplicates carries the family's edges: undeclared, safetensors, oldest, then id."""
-    fmt_rank = {"safetensors": 0, "pytorch": 1, "npz": 2, "onnx": 3, "gguf": 4}.get(fp.format, 5)
+    fmt = fp.format.removeprefix("zip:")  # a zipped folder ranks like what it holds, after it
+    fmt_rank = FORMAT_RANK.get(fmt, len(FORMAT_RANK)) + (0.5 if fp.format.startswith("zip:") else 0.0)
     return (fp.declared.relation == "duplicate", bool(fp.declared.base_model), fmt_rank, fp.declared.mtime, fp.id)
 
 

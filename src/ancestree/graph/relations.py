@@ -7,6 +7,9 @@ cheap vector tests single out, so the cost stays ~N.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
@@ -16,8 +19,11 @@ from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, P
 #: Two models whose scale-free distance is below this may be the same weights (checked exactly).
 DUPLICATE_DISTANCE = 1e-6
 
-#: A child is an exact affine combination of its merge parents: relative residual below this.
-MERGE_RESIDUAL = 0.02
+#: A child is an exact affine combination of its merge parents: residual (relative to the distance to its
+#: nearest relative) below this for float32 weights. Merges are exact arithmetic and leave ~1e-6 (rounding);
+#: the children of a short learning-rate sweep lie almost on a line with their parent and reach ~1e-3, so the
+#: bound sits between. Coarser storage scales it up (see :func:`merge_tolerance`).
+MERGE_RESIDUAL = 1e-4
 
 #: A merge parent carries at least this weight.
 MERGE_WEIGHT = 0.05
@@ -46,6 +52,11 @@ def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
 
 
+def merge_tolerance(precision_bits: float) -> float:
+    """:data:`MERGE_RESIDUAL` for weights stored with ``precision_bits`` bits (23 for float32, 10 for float16)."""
+    return MERGE_RESIDUAL * 2.0 ** max(0.0, 23.0 - float(precision_bits))
+
+
 def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float) -> tuple[list[int], list[float], float]:
     """Is ``U[child]`` an affine combination of some ``U[candidates]``? Returns (support, weights, residual).
 
@@ -70,17 +81,36 @@ def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float
     return [c for c, _ in support], [w for _, w in support], residual
 
 
-def resolve_merges(found: dict[int, tuple[list[int], list[float]]]) -> dict[int, list[int]]:
+def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
+                   base_score: Callable[[int, list[int]], float] | None = None) -> dict[int, list[int]]:
     """Pick the real merge children among exact affine dependencies; returns child -> parents.
 
     If ``M = (A + B)/2`` then also ``A = 2M − B``: every member of an exact dependency is an affine
-    combination of the others. The merge child is the member whose combination has the smallest total
-    weight (1 for an average, 1.8 for task arithmetic with λ = 0.7, against 3 or more for the rewritten
-    forms), and a merge needs two or more positive weights.
+    combination of the others, and only one way of writing it is the merge. Forms are ranked by:
+
+    1. the number of negative weights: a weight average has none; task arithmetic ``M = B + λ·Σ(Cᵢ − B)``
+       has one (its base ``B``); rewritten forms have more, except one: the base written through the merge,
+       ``B = (λ·ΣCᵢ − M)/(nλ − 1)``, which also has one;
+    2. then the smallest ``log(total weight) − base_score``: a simpler combination is likelier (total 1 for an
+       average, ``|1 − nλ| + nλ`` for task arithmetic, more for rewritten forms), and for one negative weight
+       ``base_score`` (e.g. the mean ``log P_dir(base → parent)``) says how plausibly the negative member is
+       the *parent* of the positive ones: the base of task arithmetic is the model the merged fine-tunes came
+       from, while a merge is no one's parent. With three or more merged models the base rewritten through
+       the merge can have the smaller total weight, and only the direction tells them apart.
+
+    A merge needs two or more positive weights; each dependency yields one merge.
     """
+
+    def key(item: tuple[int, tuple[list[int], list[float]]]) -> tuple:
+        child, (support, weights) = item
+        negative = [c for c, w in zip(support, weights) if w < -MERGE_WEIGHT]
+        positive = [c for c, w in zip(support, weights) if w > MERGE_WEIGHT]
+        plausibility = base_score(negative[0], positive) if base_score and len(negative) == 1 and positive else 0.0
+        return (min(len(negative), 2), math.log(sum(abs(w) for w in weights)) - plausibility, child)
+
     taken: set[int] = set()
     out: dict[int, list[int]] = {}
-    for child, (support, weights) in sorted(found.items(), key=lambda kv: (sum(abs(w) for w in kv[1][1]), kv[0])):
+    for child, (support, weights) in sorted(found.items(), key=key):
         parents = [c for c, w in zip(support, weights) if w > MERGE_WEIGHT]
         group = {child, *support}
         if len(parents) < 2 or child in taken:
@@ -90,4 +120,4 @@ def resolve_merges(found: dict[int, tuple[list[int], list[float]]]) -> dict[int,
     return out
 
 
-__all__ = ["MERGE_CANDIDATES", "MERGE_RESIDUAL", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]
+__all__ = ["MERGE_CANDIDATES", "MERGE_RESIDUAL", "merge_tolerance", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]
