@@ -101,3 +101,18 @@ def test_cards_written_readable_and_not_overwritten(tmp_path: Path) -> None:
     assert forced["declared"].action == "overwritten"
     again = ModelCard.load(folders["declared"] / "README.md")
     assert again.data.base_model == "ft" and again.data.base_model_relation == "quantized" and again.data.license == "mit"
+
+
+def test_layout_wraps_trees_into_rows_without_overlap() -> None:
+    from ancestree.present.layout import layered_layout
+
+    ids = [f"t{t}m{i}" for t in range(6) for i in range(4)]
+    edges = [(f"t{t}m0", f"t{t}m{i}", "finetune", 0.9) for t in range(6) for i in range(1, 4)]
+    g = graph_from_edges(ids, edges)
+    flat = layered_layout(g)
+    rows = layered_layout(g, row_width=8.0)
+    assert len(set(flat.values())) == len(set(rows.values())) == len(ids)  # no two models on one spot
+    assert max(x for x, _ in rows.values()) < 8.0 < max(x for x, _ in flat.values())
+    assert min(y for _, y in rows.values()) < min(y for _, y in flat.values())  # later trees went below
+    for p, c, _ in g.edges():  # children still drawn below their parent
+        assert rows[c][1] < rows[p][1]

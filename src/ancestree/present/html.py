@@ -73,7 +73,7 @@ document.getElementById('legend').innerHTML=Object.keys(colors).map(c=>`<span st
 def to_html(graph: ModelGraph, title: str = "ancestree: Model Graph") -> str:
     """The interactive page; the graph's JSON (with layout coordinates) is embedded in it."""
     data = graph.to_dict()
-    pos = layered_layout(graph)
+    pos = layered_layout(graph, row_width=30.0)
     for m in data["models"]:
         m["x"], m["y"] = pos[m["id"]]
     markers = "".join(
