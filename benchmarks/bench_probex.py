@@ -23,6 +23,8 @@ from pathlib import Path
 CONFIGS: dict[str, tuple[str, dict]] = {
     "faithful": ("faithful", {}),
     "ours": ("ours", {}),
+    "ours − row readout (ProbeX net only)": ("ours", {"row_readout": False}),
+    "ours − row naming (ProbeX text head, calibrated+transfer)": ("ours", {"zero_shot": "calibrated+transfer"}),
     "ours − ΔW (raw weights)": ("ours", {"delta": False}),
     "ours − standardisation": ("ours", {"standardize": False}),
     "ours − extra views (X only)": ("ours", {"views": ["x"]}),

@@ -54,7 +54,7 @@ def _membership(rows) -> dict[str, float]:
     hits = bits = chance_hits = 0
     for m, expert, layers in rows:
         y = np.isin(expert.classes, m.classes).astype(np.float32)
-        p = expert.probex.predict_proba([layers[n][None] for n in expert.layers])[0]
+        p = expert.predict_proba(layers)
         hits += elementwise_accuracy(p, y) * y.size
         freq = np.asarray([expert.class_rates.get(c, 0.0) for c in expert.classes])
         chance_hits += float(((freq >= 0.5) == (y >= 0.5)).sum())

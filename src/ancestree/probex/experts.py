@@ -75,6 +75,13 @@ class Expert:
     namer: RowNamer = field(default_factory=RowNamer)
     biases: dict[str, str] = field(default_factory=dict)
 
+    def predict_proba(self, layers: dict[str, np.ndarray]) -> np.ndarray:
+        """``(C,)`` probability that the model (its candidate layers) was trained on each known class."""
+        proba = self.probex.predict_proba([layers[n][None] for n in self.layers])[0]
+        if self.probex.config.row_readout and self.namer.fitted and self.namer.coef is not None:
+            proba = 0.5 * (proba + self.namer.predict_proba(*self.stack(layers, self.namer.layer))[0])
+        return proba
+
     def stack(self, layers: dict[str, np.ndarray], layer: str) -> tuple[np.ndarray, np.ndarray | None]:
         """One model's ``layer`` and its bias as a batch of one (what :class:`RowNamer` reads)."""
         bias = self.biases.get(layer)
@@ -213,7 +220,7 @@ class ProbeXExperts:
         shapes = [tuple(entries[train[0].id]["shapes"][n]) for n in chosen]
         rates = dict(zip(classes, y_train.mean(0).round(6).tolist()))
         expert = Expert(name, chosen, shapes, classes, probex, scores, [m.id for m in members], rates, biases=biases)
-        if self.config.zero_shot == "rows":
+        if self.config.zero_shot == "rows" or self.config.row_readout:
             with_bias = lambda ms: {n: (stack(ms, n), stack(ms, biases[n]) if n in biases else None) for n in candidates}  # noqa: E731
             names = self.encoder.encode(list(classes))  # bare names: the template adds nothing to a profile
             expert.namer.fit(with_bias(train), y_train, names, with_bias(val) if val else None, y_val if val else None)
@@ -259,7 +266,7 @@ class ProbeXExperts:
         expert, layers = self.route(path, model_id)
         if expert is None:
             return {"model": model_id, "tree": None, "classes": []}
-        proba = expert.probex.predict_proba([layers[n][None] for n in expert.layers])[0]
+        proba = expert.predict_proba(layers)
         order = np.argsort(-proba, kind="stable")
         return {
             "model": model_id,
@@ -273,7 +280,7 @@ class ProbeXExperts:
         With a fitted :class:`RowNamer` (``zero_shot="rows"``) the score is the response of the output row
         named by the query; otherwise the ProbeX text head's score of the query's prompt.
         """
-        if expert.namer.fitted:
+        if expert.namer.fitted and expert.probex.config.zero_shot == "rows":
             return expert.namer.scores(*expert.stack(layers, expert.namer.layer), self.encoder.encode(list(queries)))[0]
         prompts = self.encoder.encode([self.prompt(q) for q in queries])
         return expert.probex.text_scores([layers[n][None] for n in expert.layers], prompts)[0]

@@ -25,7 +25,9 @@ temperature, one layer). :data:`OURS` adds, each switchable for the ablation:
   logit of a class-head row synthesised for the prompt by kernel ridge from the seen classes' text
   embeddings to their learned class-head rows (an unseen "red dotted circle" borrows from the seen
   "red striped circle", "blue dotted circle", ...). ``"rows"``: text is not scored by this network at all
-  but by :class:`~ancestree.probex.naming.RowNamer`, which names the output neurons of the tree.
+  but by :class:`~ancestree.probex.naming.RowNamer`, which names the output neurons of the tree;
+* ``row_readout``: class membership is the mean of this network's probability and the RowNamer's
+  (a logistic reading of the class's own output row).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ProbeXConfig:
     symmetric: bool = False
     joint: bool = False
     zero_shot: str = "cosine"
+    row_readout: bool = False
     n_layers: int = 1
     epochs: int = 500
     batch_size: int = 128
@@ -73,7 +76,7 @@ class ProbeXConfig:
 FAITHFUL = ProbeXConfig()
 OURS = ProbeXConfig(
     delta=True, standardize=True, views=("x", "xt"), temperature=True, symmetric=True, joint=True, n_layers=2,
-    zero_shot="rows",
+    zero_shot="rows", row_readout=True,
 )
 PRESETS = {"faithful": FAITHFUL, "ours": OURS}
 

@@ -65,6 +65,19 @@ def assign_rows(s: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 Stack = tuple[np.ndarray, "np.ndarray | None"]
 
 
+def logistic_1d(r: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 25) -> tuple[np.ndarray, np.ndarray]:
+    """Per column ``c``: ``(a_c, b_c)`` of ``P(y_c) = sigmoid(a_c·r_c + b_c)`` by Newton steps (all columns at once)."""
+    a, b = np.ones(r.shape[1]), np.zeros(r.shape[1])
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(a * r + b)))
+        w = p * (1 - p) + 1e-9
+        g_a, g_b = ((p - y) * r).sum(0) + l2 * a, (p - y).sum(0)
+        h_aa, h_ab, h_bb = (w * r * r).sum(0) + l2, (w * r).sum(0), w.sum(0) + 1e-9
+        det = h_aa * h_bb - h_ab**2
+        a, b = a - (h_bb * g_a - h_ab * g_b) / det, b - (h_aa * g_b - h_ab * g_a) / det
+    return a.astype(np.float32), b.astype(np.float32)
+
+
 @dataclass
 class RowNamer:
     """Fit on one tree's training models; score models against any prompt (seen class or not).
@@ -79,6 +92,8 @@ class RowNamer:
     rows: np.ndarray | None = None  # row of each seen class
     text_seen: np.ndarray | None = None
     quality: float = float("nan")
+    coef: np.ndarray | None = None  # per seen class: logistic readout of its row's response
+    intercept: np.ndarray | None = None
 
     def fit(
         self,
@@ -106,7 +121,14 @@ class RowNamer:
         if best is not None:
             self.quality, self.layer, self.ref, self.ref_b, self.rows = best
             self.text_seen = np.asarray(text, dtype=np.float32)
+            x, b = train[self.layer]
+            self.coef, self.intercept = logistic_1d(self.responses(x, b)[:, self.rows], y)
         return self
+
+    def predict_proba(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        """``(N, C)`` probability of each seen class, read from its own row's response alone."""
+        z = self.responses(x, b)[:, self.rows] * self.coef + self.intercept
+        return 1.0 / (1.0 + np.exp(-z))
 
     @property
     def fitted(self) -> bool:
@@ -155,7 +177,7 @@ class RowNamer:
     def state(self) -> dict[str, np.ndarray]:
         if not self.fitted:
             return {}
-        out = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen}
+        out = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef, "intercept": self.intercept}
         return out if self.ref_b is None else {**out, "ref_b": self.ref_b}
 
     def describe(self) -> dict:
@@ -166,4 +188,5 @@ class RowNamer:
         if not meta or meta.get("layer") is None:
             return cls()
         get = lambda k: None if k not in state else np.asarray(state[k])  # noqa: E731
-        return cls(meta["sharpness"], meta["layer"], get("ref"), get("ref_b"), get("rows"), get("text_seen"), meta["quality"])
+        return cls(meta["sharpness"], meta["layer"], get("ref"), get("ref_b"), get("rows"), get("text_seen"), meta["quality"],
+                   get("coef"), get("intercept"))
