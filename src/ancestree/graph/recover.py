@@ -27,12 +27,12 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ancestree.fingerprint import Fingerprint
+from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
 from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
 from ancestree.graph.direction import DirectionModel, pair_features
@@ -237,8 +237,7 @@ class GraphRecovery:
         dist = np.tile(angle_distances(gv, P), 2)
         prob = self.direction_.proba(pair_features(gv, par, chi))
         cost = dist - self.direction_weight * np.log(np.maximum(prob, 1e-9))
-        g = nx.DiGraph()
-        g.add_nodes_from(core)
+        data: dict[tuple[int, int], dict] = {}
         incoming: dict[int, list[tuple[float, int]]] = defaultdict(list)
         floor = float(cost.min()) - 1.0
         for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
@@ -248,14 +247,11 @@ class GraphRecovery:
                 w = floor
             elif self._declares(members, b, a):
                 w -= self.declared_bonus
-            g.add_edge(a, b, weight=w, p_dir=pr)
+            data[(a, b)] = {"weight": w, "p_dir": pr}
             incoming[b].append((w, a))
-        for comp in nx.weakly_connected_components(g):
-            if len(comp) < 2:
-                continue
-            arb = nx.minimum_spanning_arborescence(g.subgraph(comp), attr="weight", preserve_attrs=True)
-            for p, c in arb.edges():
-                self._tree_edge(members, p, c, g.edges[p, c], incoming[c], forced)
+        # one call for all components: the virtual root of the algorithm enters each component once
+        for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()]):
+            self._tree_edge(members, p, c, data[(p, c)], incoming[c], forced)
 
     def _tree_edge(self, members, p: int, c: int, data: dict, incoming: list[tuple[float, int]], forced) -> None:
         """Record ``p → c`` with a raw score: the softmax share of ``p`` among ``c``'s candidate parents
