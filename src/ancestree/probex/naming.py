@@ -69,7 +69,7 @@ def logistic_1d(r: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 25)
     """Per column ``c``: ``(a_c, b_c)`` of ``P(y_c) = sigmoid(a_c·r_c + b_c)`` by Newton steps (all columns at once)."""
     a, b = np.ones(r.shape[1]), np.zeros(r.shape[1])
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(a * r + b)))
+        p = 1.0 / (1.0 + np.exp(np.clip(-(a * r + b), -50, 50)))
         w = p * (1 - p) + 1e-9
         g_a, g_b = ((p - y) * r).sum(0) + l2 * a, (p - y).sum(0)
         h_aa, h_ab, h_bb = (w * r * r).sum(0) + l2, (w * r).sum(0), w.sum(0) + 1e-9
@@ -128,7 +128,7 @@ class RowNamer:
     def predict_proba(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         """``(N, C)`` probability of each seen class, read from its own row's response alone."""
         z = self.responses(x, b)[:, self.rows] * self.coef + self.intercept
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(np.clip(-z, -50, 50)))
 
     @property
     def fitted(self) -> bool:
