@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ancestree.cli.main import run
+from ancestree.errors import BadInputError
 from ancestree.fingerprint import fingerprint_many
 from ancestree.graph import GraphRecovery
 from ancestree.index import Atlas
@@ -66,6 +67,8 @@ def test_adding_is_incremental_and_skips_known(tiny_zoo: Path, tiny_atlas: Path,
         copy = shutil.copytree(model, tmp_path / "copied-model")
         report = atlas.add([copy])
         assert report.added == [] and report.skipped == [str(copy)]
+        with pytest.raises(BadInputError, match=r"indexed as m\d+ \(the very same files\)"):
+            atlas.show(str(copy))
         # a new fine-tune-like model (a root's weights, each tensor scaled) joins one tree, re-examining only it
         root = sorted(atlas.ls(), key=lambda r: -r["parameters"])[0]
         new = _perturbed_copy(Path(root["path"]), tmp_path / "new-child")

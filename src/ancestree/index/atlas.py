@@ -97,7 +97,7 @@ class Atlas:
         assert result.fingerprint is not None and result.file_hash is not None
         same = self.store.by_file_hash(result.file_hash)
         if same is not None:  # the very same files at another path: remember the path, index nothing new
-            self.store.add_alias(result.path, int(same["id"]), result.stat_key)
+            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
             report.skipped.append(result.name)
             return
         fp = from_bytes(result.fingerprint, result.path)[0]
@@ -125,6 +125,9 @@ class Atlas:
         """The stored row of ``name``; :class:`BadInputError` when the index has no such model."""
         row = self.store.model(name)
         if row is None:
+            same = self.store.alias_of(name)
+            if same is not None:  # byte-identical copies are indexed once: say under which name
+                raise BadInputError(name, f"indexed as {same} (the very same files), not under this name")
             raise BadInputError(name, f"no such model in the index {self.store.path}")
         return row
 

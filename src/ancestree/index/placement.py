@@ -67,10 +67,8 @@ def declared_edges(store: IndexStore, names: Iterable[str]) -> list[Edge]:
 
     edges = []
     wanted = set(names)
-    for row in store.models():
+    for row in store.models("declared_base IS NOT NULL"):
         bases = row["declared_base"]
-        if bases is None:
-            continue
         bases = bases if isinstance(bases, list) else [bases]
         relation = row["declared_relation"] if row["declared_relation"] in RELATIONS else None
         if relation is None:

@@ -13,7 +13,8 @@ Tables:
   adapter config says so) or ``recovered`` (read from the weights);
 * ``trees``: one row per connected component of the recovered graph, with its root and size;
 * ``runs``: one row per ``index add`` / ``rebuild`` (what ran, when, how many models, how it ended);
-* ``aliases``: other paths found holding the very same files as an indexed model.
+* ``aliases``: other paths (and the names they were given) found holding the very same files as an
+  indexed model: indexed once, under the first name.
 
 Every model is committed on its own, so a run killed mid-way (even with SIGKILL) loses only the model
 being written; the next run finds the committed ones by their file hash and continues.
@@ -96,9 +97,11 @@ CREATE INDEX IF NOT EXISTS edges_child ON edges(child);
 CREATE TABLE IF NOT EXISTS aliases (
     path TEXT PRIMARY KEY,
     model INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
-    stat_key TEXT
+    stat_key TEXT,
+    name TEXT
 );
 CREATE INDEX IF NOT EXISTS aliases_stat ON aliases(stat_key);
+CREATE INDEX IF NOT EXISTS aliases_name ON aliases(name);
 """
 
 #: The columns of a model row that are cheap to read (everything but the fingerprint blob).
@@ -250,9 +253,15 @@ class IndexStore:
         vectors = np.stack([from_blob(r[2]) for r in rows]) if rows else np.zeros((0, DIM), np.float32)
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 
-    def add_alias(self, path: str, model: int, stat_key: str | None) -> None:
+    def add_alias(self, path: str, model: int, stat_key: str | None, name: str | None = None) -> None:
         with self.transaction() as cur:
-            cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?)", (path, model, stat_key))
+            cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (path, model, stat_key, name))
+
+    def alias_of(self, name: str) -> str | None:
+        """The indexed model whose files another name was found holding (None when ``name`` is no alias)."""
+        row = self.conn.execute("SELECT m.name FROM aliases a JOIN models m ON m.id = a.model WHERE a.name = ?",
+                                (name,)).fetchone()
+        return row[0] if row else None
 
     def models(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Model rows (without fingerprints) as dicts, ordered by name; ``where`` is an SQL condition."""
