@@ -401,3 +401,21 @@ def test_plans_are_a_pure_function_of_the_seed() -> None:
     a, b, c = build_plan("wild", 0), build_plan("wild", 0), build_plan("wild", 1)
     assert a.ids == b.ids and a.jobs == b.jobs and a.declared == b.declared
     assert a.jobs != c.jobs
+
+
+def test_a_copy_drawn_twice_is_a_duplicate_of_the_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ancestree.zoo import presets
+
+    def twice(b) -> None:
+        root = b.root("ancestree-mlp", "digits", 10, b.train_spec(20, vary=False, batch_size=32), hidden_size=16, num_layers=1)
+        b.transform(root, "int8")
+        b.transform(root, "int8")  # a hub can hold the same copy twice
+
+    monkeypatch.setitem(presets.PRESETS, "twice", presets.Preset("twice", "test", twice))
+    truth = json.loads(make_zoo(tmp_path / "z", "twice").read_text())
+    relations = sorted(e["relation"] for e in truth["edges"])
+    assert relations == ["duplicate", "quantized"]
+    dup = next(e for e in truth["edges"] if e["relation"] == "duplicate")
+    first, second = (tmp_path / "z" / dup["parent"]), (tmp_path / "z" / dup["child"])
+    weights = lambda folder: {k: v for k, v in _hashes(folder).items() if k != "README.md"}  # noqa: E731
+    assert weights(first) == weights(second)  # the truth's duplicate really holds the same bytes

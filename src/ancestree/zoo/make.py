@@ -278,14 +278,40 @@ def _run_parallel(plan: Plan, out: Path, pending: dict[str, Job], waiting: dict[
 
 
 # -- the zoo ------------------------------------------------------------------------------------------
+#: Copies made without training: the same recipe on the same parent writes the same weights.
+DETERMINISTIC_COPIES = frozenset({"fp16", "int8", "int8-onnx", "q4", "prune", "pytorch", "onnx"})
+
+
+def repeated_copies(plan: Plan) -> dict[str, str]:
+    """Copies identical to an earlier copy (same parent, recipe and parameters) -> that earlier copy.
+
+    A random hub can draw the same copy of one parent twice; those two files hold the same weights, so
+    the truth calls the second a ``duplicate`` of the first rather than a second quantized/pruned child.
+    """
+    first: dict[str, str] = {}
+    repeats: dict[str, str] = {}
+    for key, spec in plan.models.items():
+        if spec.recipe not in DETERMINISTIC_COPIES:
+            continue
+        job = plan.jobs[spec.job]
+        signature = json.dumps([spec.parents, spec.recipe, job.params], sort_keys=True)
+        repeats.update({key: first[signature]} if signature in first else {})
+        first.setdefault(signature, key)
+    return repeats
+
+
 def truth(plan: Plan, out: Path) -> dict[str, Any]:
     """``truth.json``: the contract's ``tree --format json`` schema, plus classes, split and recipes."""
     records = [json.loads((out / RECORDS / f"{plan.ids[k]}.json").read_text()) for k in plan.models]
+    repeats = repeated_copies(plan)
     edges = [
         {"parent": plan.ids[p], "child": plan.ids[spec.key], "relation": spec.relation, "confidence": 1.0}
         for spec in plan.models.values()
+        if spec.key not in repeats
         for p in spec.parents
     ]
+    edges += [{"parent": plan.ids[first], "child": plan.ids[key], "relation": "duplicate", "confidence": 1.0}
+              for key, first in repeats.items()]
     return {
         "preset": plan.preset,
         "seed": plan.seed,
