@@ -14,6 +14,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from ancestree.errors import BadInputError
 from ancestree.index import Atlas
 from ancestree.web import create_app
 
@@ -139,3 +140,77 @@ def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
         finally:
             browser.close()
     assert errors == []
+
+
+# -- text search backed by ProbeX experts ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def experts_atlas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, list[str]]]:
+    """Two really trained MLP trees (a root and 8 fine-tunes on 4 of 8 named classes each), their ProbeX
+    experts and an index of them: (index, experts folder, classes of each model)."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from ancestree.probex import ProbeXExperts
+    from ancestree.probex.model import OURS, with_overrides
+    from ancestree.zoo.architectures import make_config
+    from ancestree.zoo.data import class_names
+    from ancestree.zoo.recipes import TrainSpec, finetune, pretrain
+    from ancestree.zoo.save import write_json, write_safetensors
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    zoo = tmp_path_factory.mktemp("px-zoo")
+    config = make_config("ancestree-mlp", 8, hidden_size=32, num_layers=2)
+    vocab = class_names("shapes", 8)
+    rng = np.random.default_rng(0)
+    classes: dict[str, list[str]] = {}
+
+    def save(name: str, state: dict) -> None:
+        (zoo / name).mkdir(parents=True)
+        write_safetensors(zoo / name, state)
+        write_json(zoo / name / "config.json", config)
+
+    for t in range(2):
+        root, _ = pretrain(config, "shapes", TrainSpec(steps=60, lr=0.05, n_per_class=10), seed=11 + t)
+        save(f"t{t}/root", root)
+        classes[f"t{t}/root"] = list(vocab)
+        for i in range(8):
+            chosen = sorted(rng.choice(vocab, size=4, replace=False).tolist())
+            _, states, _ = finetune(config, root, "shapes", chosen, TrainSpec(steps=30, lr=0.03, n_per_class=10), seed=100 * t + i)
+            save(f"t{t}/ft{i}", states[-1])
+            classes[f"t{t}/ft{i}"] = chosen
+    models = [{"id": m, "tree": int(m[1]), "classes": c, "split": "root" if m.endswith("root") else "train"}
+              for m, c in classes.items()]
+    (zoo / "truth.json").write_text(json.dumps({"models": models, "edges": []}))
+    experts = tmp_path_factory.mktemp("px-experts")
+    ProbeXExperts(with_overrides(OURS, epochs=40, r_u=16, r_v=16, r_t=32), sweep_epochs=10, progress=False).fit(zoo).save(experts)
+    db = tmp_path_factory.mktemp("px-atlas") / "px.db"
+    with Atlas(db) as atlas:
+        atlas.add(scan=[zoo])
+    return db, experts, classes
+
+
+@pytest.mark.slow
+def test_text_search_with_probex_experts(experts_atlas: tuple[Path, Path, dict[str, list[str]]]) -> None:
+    db, experts, classes = experts_atlas
+    client = TestClient(create_app(db, experts))
+    assert client.get("/api/status").json()["experts"] is True
+    query = classes["t0/ft1"][0]
+    body = client.get("/api/text-search", params={"q": query, "limit": 50}).json()
+    found = [r["model"] for r in body["results"]]
+    scores = [r["score"] for r in body["results"]]
+    assert body["query"] == query and sorted(found) == sorted(classes) and scores == sorted(scores, reverse=True)
+    # the weights know what they were trained on: for each class, the k models ranked first are mostly the
+    # k trained on it (R-precision; a random ranking scores the share of such models, 0.56 on average)
+    precision = []
+    for name in sorted({c for cs in classes.values() for c in cs}):
+        ranked = [r["model"] for r in client.get("/api/text-search", params={"q": name, "limit": 50}).json()["results"]]
+        k = sum(name in c for c in classes.values())
+        precision.append(sum(name in classes[m] for m in ranked[:k]) / k)
+    assert sum(precision) / len(precision) >= 0.75, precision
+    assert client.get("/api/text-search", params={"q": query, "limit": 2}).json()["results"] == body["results"][:2]
+    assert client.get("/api/text-search", params={"q": ""}).status_code == 422
+    with pytest.raises(BadInputError, match="not a ProbeX experts folder"):
+        create_app(db, db.parent)

@@ -58,8 +58,9 @@ def add(
         emit(to_json(summary), None)
         return
     console.print(f"added {summary['added']}, skipped {summary['skipped']} already indexed, {len(report.bad)} unreadable; "
-                  f"placed {summary['placed']} (re-examined {summary['recovered_again']} models in "
-                  f"{summary['trees_touched']} trees) in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
+                  f"placed {summary['placed']} (recovered {summary['recovered_again']} models again: the new ones and "
+                  f"the {summary['trees_touched']} indexed trees they join) in "
+                  f"{summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
                   highlight=False)
     for line in report.bad:
         err_console.print(f"unreadable: {line}", highlight=False)

@@ -1,8 +1,8 @@
 """The atlas server: a read-only JSON API over an index file, and the one page that explores it.
 
 Everything it answers comes from the index (opened read-only, one SQLite connection per server thread);
-the only files it reads are the page's own static files, and, for text search, the weight files of
-models that are in the index. The OpenAPI schema is at ``/openapi.json`` (browsable at ``/docs``).
+the only files it reads are the page's own static files, and, for text search (ProbeX experts given with
+``--experts``), the weight files of models that are in the index. The OpenAPI schema is at ``/openapi.json`` (browsable at ``/docs``).
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def create_app(db: str | os.PathLike[str], experts: str | os.PathLike[str] | Non
     """The FastAPI app serving the index at ``db``; ``experts`` is a ProbeX experts folder for text search."""
     reader = AtlasReader(db)
     probex = _load_experts(experts)
+    probex_lock = threading.Lock()
     app = FastAPI(title="ancestree atlas", version=__version__,
                   description="Read-only JSON API over an ancestree index: models, lineage, the Model Graph, search.")
 
@@ -108,9 +109,13 @@ def create_app(db: str | os.PathLike[str], experts: str | os.PathLike[str] | Non
                     limit: Limit = 20) -> dict[str, Any]:
         if probex is None:
             raise HTTPException(503, "no experts loaded (start the server with --experts DIR)")
-        rows = reader.atlas.store.models()
-        found = probex.search(q, [(r["name"], r["path"]) for r in rows if Path(r["path"]).exists()])
-        return {"query": q, "results": found["results"][:limit]}
+        from ancestree.probex import search as probex_search
+
+        # every indexed model whose files are still there; the experts read their weights (O(N) a query)
+        paths = {r["name"]: r["path"] for r in reader.atlas.store.models() if Path(r["path"]).exists()}
+        with probex_lock:  # the experts keep caches: one query at a time
+            found = probex_search(q, probex, paths)
+        return {"query": q, "results": found[:limit]}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
