@@ -18,6 +18,7 @@ from ancestree.fingerprint import fingerprint
 from ancestree.index import Atlas, Edge, IndexStore
 from ancestree.index.ingest import ingest
 from ancestree.index.neighbours import NeighbourIndex, embed
+from ancestree.index.store import SCHEMA_VERSION
 from conftest import write_hf_folder
 
 
@@ -71,6 +72,15 @@ def test_not_an_index_is_bad_input(tmp_path: Path) -> None:
         IndexStore(junk)
     with pytest.raises(BadInputError, match="no such index"):
         IndexStore(tmp_path / "missing.db", read_only=True)
+    # an index written by another schema version (here: an older aliases table) is refused by its version
+    old = tmp_path / "old.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                           "INSERT INTO meta VALUES ('schema', '2');"
+                           "CREATE TABLE aliases (path TEXT PRIMARY KEY, model INTEGER, stat_key TEXT);")
+    for read_only in (False, True):
+        with pytest.raises(BadInputError, match=f"schema version 2, this ancestree reads {SCHEMA_VERSION}"):
+            IndexStore(old, read_only=read_only)
 
 
 def test_embeddings_find_relatives_not_strangers(tmp_path: Path) -> None:

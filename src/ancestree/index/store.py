@@ -39,7 +39,7 @@ from ancestree.fingerprint import Fingerprint, from_bytes, to_bytes
 from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
 
 #: Bumped when the schema changes; an index of another version is refused rather than misread.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Default index file (``--db``).
 DEFAULT_DB = "ancestree.db"
@@ -164,11 +164,15 @@ class IndexStore:
         return conn
 
     def _create(self) -> None:
-        with self.transaction() as cur:
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    cur.execute(statement)
-            cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        try:
+            with self.transaction() as cur:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        cur.execute(statement)
+                cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as exc:
+            self._check_version()  # an index of another schema version says so
+            raise BadInputError(self.path, f"cannot create the index tables ({exc})") from None
 
     def _check_version(self) -> None:
         try:
