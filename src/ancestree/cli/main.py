@@ -14,6 +14,18 @@ import typer
 
 from ancestree.errors import BadInputError
 
+try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
+    from typer._click import exceptions as _typer_click
+except ImportError:  # pragma: no cover - older typer uses click itself
+    _typer_click = click.exceptions
+
+_USAGE_ERRORS = (click.exceptions.ClickException, _typer_click.ClickException)
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_HELP_ON_NO_ARGS = tuple(
+    getattr(m, "NoArgsIsHelpError") for m in (click.exceptions, _typer_click) if hasattr(m, "NoArgsIsHelpError")
+)
+
 #: Command modules; each has ``register(app)``. Missing optional dependencies hide a command, never break the CLI.
 COMMAND_MODULES = ("inspect", "zoo", "parent", "lineage", "fingerprint", "compare", "index", "serve", "tree", "eval", "probex")
 
@@ -27,16 +39,20 @@ app = typer.Typer(
 
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
-) -> None:
-    """Recover the family history of neural networks from their weights."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from ancestree import __version__
 
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """Recover the family history of neural networks from their weights."""
 
 
 for _name in COMMAND_MODULES:
@@ -51,12 +67,15 @@ def run(argv: list[str] | None = None) -> None:
         args.remove("--debug")
     try:
         result = app(args=args, prog_name="ancestree", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except _EXITS as exc:
         sys.exit(exc.exit_code)
-    except click.ClickException as exc:  # usage errors: click prints them, status 2
-        exc.show()
+    except _HELP_ON_NO_ARGS as exc:  # bare `ancestree` or a bare group: the help is the answer
+        print(exc.ctx.get_help())
+        sys.exit(0 if not args else 2)
+    except _USAGE_ERRORS as exc:  # usage errors: one line naming the problem, status 2
+        print(f"ancestree: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except _ABORTS:
         sys.exit(1)
     except BadInputError as exc:
         if debug:

@@ -1,0 +1,42 @@
+"""The CLI's exit statuses for usage errors, --version and bare invocations (the contract's promises)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from ancestree import __version__
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ancestree", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_version_prints_and_exits_0() -> None:
+    done = _run("--version")
+    assert (done.returncode, done.stdout.strip()) == (0, __version__)
+
+
+def test_bare_command_prints_help_and_exits_0() -> None:
+    done = _run()
+    assert done.returncode == 0 and "inspect" in done.stdout and "tree" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("inspect", "--bogus", "x"), "No such option: --bogus"),
+        (("inspect",), "Missing argument"),
+        (("tree", "--format", "nope", "x"), "'nope' is not one of"),
+        (("no-such-command",), "No such command"),
+        (("zoo",), ""),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_and_no_traceback(args: tuple[str, ...], needle: str) -> None:
+    done = _run(*args)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    if needle:
+        assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
