@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from ancestree.fingerprint import Fingerprint, TensorPrint
 
@@ -54,6 +55,13 @@ def _canonical(t: TensorPrint) -> tuple[str, np.ndarray]:
 
 def embed(fp: Fingerprint, dim: int = DIM) -> np.ndarray:
     """The unit vector of a fingerprint (all zeros when no tensor has a usable sketch)."""
+    # vector-times-matrix products this small only make BLAS threads spin on a shared CPU (measured: 88 ms
+    # a model with 2 BLAS threads under load, ~1 ms with one)
+    with threadpool_limits(1, user_api="blas"):
+        return _embed(fp, dim)
+
+
+def _embed(fp: Fingerprint, dim: int) -> np.ndarray:
     total = np.zeros(dim, dtype=np.float64)
     for t in fp.tensors:
         key, flat = _canonical(t)
@@ -88,7 +96,8 @@ class NeighbourIndex:
         """Up to ``k`` names with cosine ≥ ``min_cosine``, most similar first."""
         if not self.names_:
             return []
-        scores = self.vectors_ @ np.asarray(vector, dtype=np.float32)
+        with threadpool_limits(1, user_api="blas"):
+            scores = self.vectors_ @ np.asarray(vector, dtype=np.float32)
         k = min(k, len(scores))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
