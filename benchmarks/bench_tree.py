@@ -4,6 +4,8 @@ For every zoo given (folders made by ``ancestree zoo make``, with ``truth.json``
 
 * ``mother``: the faithful baseline, reading raw weights pair by pair, with the TRUE number of trees given
   (the paper needs it; ours estimates it) — and ``mother-lora`` for zoos whose name contains ``lora``;
+  ``mother-flipped`` / ``mother-lora-flipped``: the same with the kurtosis rule flipped by hand, as the paper
+  does for continued pre-training (what a user would do after looking at one tree of the zoo);
 * ``ours``: fingerprinting every model (no cache, cold start) plus recovery, weights only (declared
   metadata ignored), and ``ours+declared`` with the declared ``base_model`` prior.
 
@@ -36,7 +38,9 @@ def run_one(method: str, zoo: str) -> dict:
     start = time.perf_counter()
     if method.startswith("mother"):
         k = len(truth.tree_members())
-        graph = MoTHer(n_trees=k, distance="lora" if method == "mother-lora" else "rms").fit(sources).graph_
+        order = "parent-lower" if method.endswith("flipped") else "parent-higher"
+        distance = "lora" if method.startswith("mother-lora") else "rms"
+        graph = MoTHer(n_trees=k, distance=distance, kurtosis_order=order).fit(sources).graph_
     else:
         from ancestree.fingerprint import fingerprint_many
 
@@ -93,8 +97,9 @@ def main() -> None:
     parser.add_argument("--zoo", action="append", default=[])
     parser.add_argument("--scaling", type=int, nargs="*", default=[1000, 10000])
     parser.add_argument("--json", help="also write the raw numbers here")
-    parser.add_argument("--methods", default="mother,mother-lora,ours,ours+declared",
-                        help="comma-separated methods to run (mother-lora only on zoos named *lora*)")
+    parser.add_argument("--methods", default="mother,mother-flipped,mother-lora,mother-lora-flipped,ours,ours+declared",
+                        help="comma-separated methods to run (mother-lora* only on zoos named *lora*; *-flipped: the "
+                             "paper's hand-flipped kurtosis rule)")
     parser.add_argument("--reuse", help="rows of an earlier --json run to reuse for (zoo, method) pairs not run now")
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "ZOO"), help=argparse.SUPPRESS)
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
@@ -109,7 +114,8 @@ def main() -> None:
     old = {(r["zoo"], r["method"]): r for r in json.loads(Path(args.reuse).read_text())["zoos"]} if args.reuse else {}
     rows = []
     for zoo in args.zoo:
-        methods = ["mother"] + (["mother-lora"] if "lora" in Path(zoo).name else []) + ["ours", "ours+declared"]
+        lora = ["mother-lora", "mother-lora-flipped"] if "lora" in Path(zoo).name else []
+        methods = ["mother", "mother-flipped", *lora, "ours", "ours+declared"]
         for m in methods:
             if m not in wanted:
                 if (Path(zoo).name, m) in old:

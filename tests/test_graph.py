@@ -200,3 +200,15 @@ def test_minimum_arborescence_matches_networkx() -> None:
         assert nx.is_arborescence(nx.DiGraph(ours)) and len(ours) == n - 1
         ref = nx.minimum_spanning_arborescence(g)
         assert abs(sum(g.edges[e]["weight"] for e in ours) - ref.size(weight="weight")) < 1e-9
+
+
+def test_mother_kurtosis_order_flips_direction() -> None:
+    """The paper's rule (parent has the higher kurtosis) and its hand flip orient a chain opposite ways."""
+    dist = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])
+    kurt = np.array([3.0, 2.0, 1.0])  # kurtosis falls along the chain 0 - 1 - 2
+    paper = MoTHer(kurtosis_order="parent-higher").arborescence([0, 1, 2], dist, kurt)
+    flipped = MoTHer(kurtosis_order="parent-lower").arborescence([0, 1, 2], dist, kurt)
+    assert sorted(paper) == [(0, 1), (1, 2)]
+    assert sorted(flipped) == [(1, 0), (2, 1)]
+    with pytest.raises(ValueError):
+        MoTHer(kurtosis_order="sideways")

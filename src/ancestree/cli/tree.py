@@ -28,6 +28,11 @@ class Method(str, Enum):
     mother_lora = "mother-lora"
 
 
+class KurtosisOrder(str, Enum):
+    parent_higher = "parent-higher"
+    parent_lower = "parent-lower"
+
+
 #: Output suffix -> format, used when ``-o`` is given without ``--format``.
 SUFFIX_FORMAT = {".json": "json", ".dot": "dot", ".gv": "dot", ".graphml": "graphml", ".mmd": "mermaid",
                  ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "text"}
@@ -50,7 +55,8 @@ def collect_sources(paths: list[str], scan: str | None) -> list[tuple[str, Path]
     return sources
 
 
-def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, use_declared: bool, cache: bool):
+def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, use_declared: bool, cache: bool,
+            kurtosis_order: str = "parent-higher"):
     """The recovered :class:`~ancestree.graph.ModelGraph` (fingerprints for ours, raw weights for MoTHer)."""
     if method is Method.ours:
         from ancestree.fingerprint import fingerprint_many
@@ -61,7 +67,7 @@ def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, 
     from ancestree.graph import MoTHer
 
     distance = "lora" if method is Method.mother_lora else "rms"
-    return MoTHer(n_trees=trees, distance=distance).fit([(mid, p) for mid, p in sources]).graph_
+    return MoTHer(n_trees=trees, distance=distance, kurtosis_order=kurtosis_order).fit([(mid, p) for mid, p in sources]).graph_
 
 
 def tree(
@@ -72,6 +78,7 @@ def tree(
     png: Annotated[str | None, typer.Option("--png", help="Also draw the graph into this PNG file.")] = None,
     method: Annotated[Method, typer.Option("--method", help="ours (default) or the MoTHer baseline (mother, mother-lora).")] = Method.ours,
     trees: Annotated[int | None, typer.Option("--trees", min=1, help="Number of trees (MoTHer needs it; ours estimates it).")] = None,
+    kurtosis_order: Annotated[KurtosisOrder | None, typer.Option("--kurtosis-order", help="MoTHer only: parent-higher (the paper's rule) or parent-lower (its hand flip).")] = None,
     write_cards: Annotated[bool, typer.Option("--write-cards", help="Write base_model / base_model_relation into each model folder's README.md.")] = False,
     force: Annotated[bool, typer.Option("--force", help="With --write-cards: overwrite declared values.")] = False,
     declared: Annotated[bool, typer.Option("--declared/--no-declared", help="Use declared base models as a prior (ours).")] = True,
@@ -85,7 +92,10 @@ def tree(
         "text" if sys.stdout.isatty() else "json")
     if trees is not None and method is Method.ours:
         err_console.print("note: --trees is ignored by the default method, which estimates the number of trees")
-    graph = recover(sources, method, trees, declared, cache)
+    order = (kurtosis_order or KurtosisOrder.parent_higher).value
+    if kurtosis_order is not None and method is Method.ours:
+        err_console.print("note: --kurtosis-order only applies to --method mother / mother-lora")
+    graph = recover(sources, method, trees, declared, cache, order)
     text = WRITERS[fmt](graph)
     if png:
         from ancestree.present.png import write_png

@@ -6,7 +6,8 @@ What the paper's method does (METHODS.md §1), and what this code does too:
   element-wise difference (LoRA variant: sum over the value matrices of ``rank(W_i − W_j)``);
 * direction = kurtosis (Fisher, ``scipy.stats.kurtosis``) summed over one kind of square layer (the attention
   output projection when names reveal it); an edge p→c whose parent has the *lower* kurtosis pays
-  ``λ · mean(distance)`` with ``λ = 0.3``;
+  ``λ · mean(distance)`` with ``λ = 0.3`` (``kurtosis_order="parent-higher"``, the paper's default; the
+  paper flips the rule by hand for continued pre-training, ``kurtosis_order="parent-lower"`` is that flip);
 * models are clustered into ``K`` trees by Ward linkage on the distances (``K`` must be given: the paper does
   not estimate it); each cluster's tree is the minimum directed spanning arborescence of the cost matrix.
 
@@ -40,6 +41,9 @@ VALUE = re.compile(r"(v_proj|\.value|attn\.v|to_v)\.weight$")
 
 Source = tuple[str, str | os.PathLike[str]]
 
+#: The two orientations of the kurtosis rule: the paper's default and its hand flip.
+KURTOSIS_ORDERS = ("parent-higher", "parent-lower")
+
 
 def square_names(model) -> list[str]:
     """Names of the square 2-D float matrices of a model (what MoTHer compares)."""
@@ -69,14 +73,20 @@ class MoTHer:
     """MoTHer: ``MoTHer(n_trees=K).fit([(id, path), ...]).graph_``.
 
     ``distance="rms"`` (full fine-tunes) or ``"lora"`` (sum of ranks of value-matrix differences).
+    ``kurtosis_order``: ``"parent-higher"`` (the paper's rule for fine-tunes of a pre-trained model) or
+    ``"parent-lower"`` (the paper's hand flip, for models trained further from a young parent).
     """
 
-    def __init__(self, n_trees: int | None = None, lam: float = 0.3, distance: str = "rms") -> None:
+    def __init__(self, n_trees: int | None = None, lam: float = 0.3, distance: str = "rms",
+                 kurtosis_order: str = "parent-higher") -> None:
         if distance not in ("rms", "lora"):
             raise ValueError("distance must be 'rms' or 'lora'")
+        if kurtosis_order not in KURTOSIS_ORDERS:
+            raise ValueError(f"kurtosis_order must be one of {', '.join(KURTOSIS_ORDERS)}")
         self.n_trees = n_trees
         self.lam = lam
         self.distance = distance
+        self.kurtosis_order = kurtosis_order
 
     # -- the paper's pieces -----------------------------------------------------------------------
     def _pair_distance(self, a: Source, b: Source) -> float:
@@ -138,7 +148,8 @@ class MoTHer:
             if not np.isfinite(sub[a, b]):
                 continue
             pa, pc = members[a], members[b]
-            cost = sub[a, b] + (penalty if kurt[pa] < kurt[pc] else 0.0)  # parent should have higher kurtosis
+            wrong = kurt[pa] < kurt[pc] if self.kurtosis_order == "parent-higher" else kurt[pa] > kurt[pc]
+            cost = sub[a, b] + (penalty if wrong else 0.0)  # the penalised orientation breaks the kurtosis rule
             g.add_edge(pa, pc, weight=cost)
         try:
             tree = nx.minimum_spanning_arborescence(g, attr="weight")
