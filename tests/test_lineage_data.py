@@ -31,8 +31,8 @@ def test_jvp_is_the_directional_derivative(lineage_family: dict) -> None:
     moved = {n: params[n].double() + eps * delta[n].double() for n in params}
     fd = (parent.forward(moved, x.double()) - parent.forward({n: v.double() for n, v in params.items()}, x.double())) / eps
     assert torch.allclose(jd.double(), fd, rtol=1e-2, atol=1e-3 * float(fd.abs().max()))
-    feats = ranker.candidate_features(child, parent, x)[1.0]
-    assert torch.allclose(feats, parent.features(x) + jd, atol=1e-5)
+    f_c, feats = ranker.candidate_features(child, parent, x, child.features(x))
+    assert torch.allclose(feats[1.0], parent.features(x) + jd, atol=1e-5) and torch.equal(f_c, child.features(x))
 
 
 def test_metrics() -> None:
@@ -123,3 +123,52 @@ def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path
     assert result.ranking[0].candidate == paths["A11"] and paths["CNN"] in result.incomparable
     with pytest.raises(BadInputError):
         load_detector(paths["A"] + "/model.safetensors")
+
+
+def test_other_head_size_compares_on_the_heads_input(lineage_family: dict, tmp_path) -> None:
+    """A candidate trained for another class count differs only in its head: the data methods compare
+    the head's input (the penultimate features), so it is ranked, not called another architecture."""
+    from safetensors.torch import load_file, save_file
+
+    paths = lineage_family["paths"]
+    folder = tmp_path / "A1-16"
+    folder.mkdir()
+    config = json.loads((paths["A1"] / "config.json").read_text()) | {"num_labels": 16}
+    state = load_file(str(paths["A1"] / "model.safetensors"))
+    g = torch.Generator().manual_seed(0)
+    state["head.weight"] = 0.1 * torch.randn(16, state["head.weight"].shape[1], generator=g)
+    state["head.bias"] = torch.zeros(16)
+    save_file(state, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps(config))
+    for ranker in (LinearizedRanker("l2", alpha=0.25), FeatureRanker("cka")):
+        other = ranker.rank(str(paths["A11"]), [str(paths["A2"]), str(folder), str(paths["B1"])])
+        same = ranker.rank(str(paths["A11"]), [str(paths["A2"]), str(paths["A1"]), str(paths["B1"])])
+        assert not other.incomparable and len(other.ranking) == 3
+        assert other.scores()[str(folder)] == pytest.approx(same.scores()[str(paths["A1"])], abs=1e-4)
+
+
+def test_linearized_aligns_a_permuted_child(lineage_family: dict) -> None:
+    """With penultimate features, a unit-permuted child is only recognised after its units are aligned."""
+    paths = lineage_family["paths"]
+    child = str(paths["A1-permuted"])
+    ours = LinearizedRanker("l2", alpha=0.25).rank(child, [str(paths["A1"]), str(paths["A2"]), str(paths["B1"])])
+    plain = LinearizedRanker("l2", alpha=0.25, align_units=False).rank(child, [str(paths["A1"]), str(paths["A2"]), str(paths["B1"])])
+    assert ours.ranking[0].candidate == str(paths["A1"]) and ours.ranking[0].score > plain.scores()[str(paths["A1"])] + 3
+
+
+def test_probe_data_alone_selects_the_data_method(lineage_family: dict, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    paths = lineage_family["paths"]
+    bad = tmp_path / "probe.npy"
+    np.save(bad, np.zeros((4, 7), np.float32))
+    proc = subprocess.run([sys.executable, "-m", "ancestree", "parent", str(paths["A11"]), "--candidates", str(paths["A1"]),
+                           "--probe-data", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "probe.npy" in proc.stderr and "shape" in proc.stderr
+    good = tmp_path / "good.npy"
+    np.save(good, np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32))
+    from ancestree.lineage import rank_parents
+
+    assert rank_parents(str(paths["A11"]), [str(paths["A1"]), str(paths["B"])], probe_data=good).method == "linearized-l1"

@@ -17,7 +17,7 @@ def parent(
     candidates: Annotated[Optional[list[str]], typer.Option("--candidates", "-c", help="Candidate parents (several paths may follow one --candidates).")] = None,
     probe_data: Annotated[Optional[str], typer.Option("--probe-data", help="Probe inputs (.npy, or .npz with an array 'x'/'inputs'/the first one).")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="A detector trained with `ancestree lineage train`.")] = None,
-    method: Annotated[str, typer.Option("--method", "-m", help="weights | linearized-{l1,l2,cka} | baseline-{l1,l2,cka} | detector.")] = "weights",
+    method: Annotated[Optional[str], typer.Option("--method", "-m", help="weights | linearized-{l1,l2,cka} | baseline-{l1,l2,cka} | detector (default: detector with --detector, linearized-l1 with --probe-data, else weights).")] = None,
     ancestors: Annotated[bool, typer.Option("--ancestors", help="Rank grandparents and older too, with generations apart.")] = False,
     evidence: Annotated[bool, typer.Option("--evidence", help="Include each candidate's raw evidence in the JSON.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,

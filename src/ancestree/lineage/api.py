@@ -16,12 +16,18 @@ METHODS = ("weights", "linearized-l1", "linearized-l2", "linearized-cka",
            "baseline-l1", "baseline-l2", "baseline-cka", "detector")
 
 
-def make_ranker(method: str = "weights", probe_data: str | Path | None = None, detector: str | Path | None = None) -> Any:
-    """A ranker object for ``method`` (``linearized`` alone means ``linearized-l1``)."""
-    if detector is not None and method == "weights":
-        method = "detector"
+#: The data-based method ``--probe-data`` selects when no method is named.
+DATA_METHOD = "linearized-l1"
+
+
+def make_ranker(method: str | None = None, probe_data: str | Path | None = None, detector: str | Path | None = None) -> Any:
+    """A ranker object for ``method``. Unnamed, it is the detector when one is given, else the linearised
+    method when probe data is given (the data is what the user asked to use), else weights only.
+    ``linearized`` alone means :data:`DATA_METHOD`."""
+    if method is None:
+        method = "detector" if detector is not None else DATA_METHOD if probe_data is not None else "weights"
     if method == "linearized":
-        method = "linearized-l1"
+        method = DATA_METHOD
     if method not in METHODS:
         raise BadInputError(None, f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "weights":
@@ -41,7 +47,7 @@ def make_ranker(method: str = "weights", probe_data: str | Path | None = None, d
     return cls(metric=metric, probe_data=probe_data)
 
 
-def rank_parents(child: Source, candidates: Sequence[Source], method: str = "weights",
+def rank_parents(child: Source, candidates: Sequence[Source], method: str | None = None,
                  probe_data: str | Path | None = None, detector: str | Path | None = None,
                  ancestors: bool = False) -> Ranking:
     """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well."""

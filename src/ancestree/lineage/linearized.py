@@ -112,32 +112,34 @@ class FeatureRanker:
     def method(self) -> str:
         return f"{self.kind}-{self.metric}"
 
-    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor) -> dict[float, torch.Tensor]:
-        """Features standing for the candidate, by α (the baseline has only α = 0)."""
-        return {0.0: cand.features(x)}
+    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor,
+                           f_c: torch.Tensor) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+        """``(child features to compare with, {α: features standing for the candidate})``; the baseline has
+        only α = 0 and, as in the paper, no unit alignment."""
+        return f_c, {0.0: cand.features(x)}
 
     def _alphas(self) -> list[float]:
         return [0.0]
 
     def features_by_alpha(self, child: Source, candidates: Sequence[Source]):
-        """``(child runnable, child features, {candidate id: {α: features}}, incomparable)``."""
+        """``(child runnable, {candidate id: child features}, {candidate id: {α: features}}, incomparable)``."""
         check_distinct(child, list(candidates))
         c_run = _open_runnable(child)
         x = probe_inputs(c_run, self.probe_data, _card(child))
         f_c = c_run.features(x)
-        out, incomparable = {}, {}
+        child_feats, out, incomparable = {}, {}, {}
         for source in candidates:
             cand = _open_runnable(source)
-            if cand.signature != c_run.signature:
+            if not c_run.comparable(cand):
                 incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"
                 continue
-            out[cand.id] = self.candidate_features(c_run, cand, x)
-        return c_run, f_c, out, incomparable
+            child_feats[cand.id], out[cand.id] = self.candidate_features(c_run, cand, x, f_c)
+        return c_run, child_feats, out, incomparable
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         c_run, f_c, feats, incomparable = self.features_by_alpha(child, candidates)
         alpha = self._alphas()[0]
-        scored = [CandidateScore(cid, similarity(self.metric, f_c, f[alpha])) for cid, f in feats.items()]
+        scored = [CandidateScore(cid, similarity(self.metric, f_c[cid], f[alpha])) for cid, f in feats.items()]
         return make_ranking(c_run.id, self.method, scored, self.calibration, incomparable)
 
 
@@ -163,19 +165,30 @@ class LinearizedRanker(FeatureRanker):
     def _alphas(self) -> list[float]:
         return self.alphas
 
-    def delta(self, child: Runnable, cand: Runnable) -> dict[str, torch.Tensor]:
-        """``θc − θp`` per parameter, the child's units first matched to the candidate's."""
-        pc, pp = child.params(), cand.params()
-        if self.align_units:
-            aligned, _ = align_units({n: v.numpy() for n, v in pc.items()}, {n: v.numpy() for n, v in pp.items()})
-            pc = {n: torch.as_tensor(np.ascontiguousarray(v)) for n, v in aligned.items()}
-        return {n: pc[n] - pp[n] for n in pp}
+    def aligned_child(self, child: Runnable, cand: Runnable) -> tuple[dict[str, torch.Tensor], int]:
+        """The child's parameters with its hidden units matched to the candidate's, and how many layers moved."""
+        pc = child.params()
+        if not self.align_units:
+            return pc, 0
+        aligned, permuted = align_units({n: v.numpy() for n, v in pc.items()}, {n: v.numpy() for n, v in cand.params().items()})
+        return {n: torch.as_tensor(np.ascontiguousarray(v)) for n, v in aligned.items()}, permuted
 
-    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor) -> dict[float, torch.Tensor]:
+    def delta(self, child: Runnable, cand: Runnable, pc: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """``θc − θp`` per parameter, the child's units first matched to the candidate's; zero for a head of
+        another size (the features are the head's input, so it plays no part)."""
+        pc = self.aligned_child(child, cand)[0] if pc is None else pc
+        pp = cand.params()
+        return {n: pc[n] - pp[n] if pc[n].shape == pp[n].shape else torch.zeros_like(pp[n]) for n in pp}
+
+    def candidate_features(self, child: Runnable, cand: Runnable, x: torch.Tensor,
+                           f_c: torch.Tensor) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+        pc, permuted = self.aligned_child(child, cand)
+        if permuted:  # the child's own features in the candidate's unit order (the head's input is a hidden layer)
+            f_c = child.features(x, pc)
         params = cand.params()
         with torch.no_grad():
-            f_p, jd = torch.func.jvp(lambda p: cand.forward(p, x), (params,), (self.delta(child, cand),))
-        return {a: f_p + a * jd for a in self.alphas}
+            f_p, jd = torch.func.jvp(lambda p: cand.forward(p, x), (params,), (self.delta(child, cand, pc),))
+        return f_c, {a: f_p + a * jd for a in self.alphas}
 
     def fit(self, tasks: Sequence[tuple[Source, Sequence[Source], str | None]],
             alphas: Sequence[float] = (0.25, 0.5, 0.75, 1.0, 1.5)) -> LinearizedRanker:
@@ -188,7 +201,7 @@ class LinearizedRanker(FeatureRanker):
             _, f_c, feats, _ = self.features_by_alpha(child, candidates)
             ids = list(feats)
             for a in alphas:
-                scores = [similarity(self.metric, f_c, feats[i][a]) for i in ids]
+                scores = [similarity(self.metric, f_c[i], feats[i][a]) for i in ids]
                 per_alpha[a].append((scores, ids.index(truth) if truth in ids else None))
 
         def quality(a: float) -> tuple[float, float]:

@@ -38,22 +38,52 @@ class Runnable:
 
     @property
     def signature(self) -> dict[str, tuple[int, ...]]:
-        """Parameter names and shapes: two runnables compare when these agree."""
+        """Parameter names and shapes."""
         return {n: tuple(p.shape) for n, p in self.module.named_parameters()}
+
+    @property
+    def head(self) -> str | None:
+        """The module whose *input* is the features of a zoo model: its last module with parameters (the
+        classification head), so models whose heads differ in size (other class counts) still compare.
+        Hugging Face base models (``AutoModel``) have no head: their features are the last hidden state."""
+        if self.kind != "zoo":
+            return None
+        last = list(self.module.named_parameters())[-1][0]
+        return last.rsplit(".", 1)[0] if "." in last else None
+
+    def comparable(self, other: Runnable) -> bool:
+        """Same parameter names and shapes, except perhaps the head's (which the features do not use)."""
+        a, b = self.signature, other.signature
+        if a.keys() != b.keys():
+            return False
+        head = self.head
+        return all(a[n] == b[n] for n in a if head is None or not n.startswith(head + "."))
 
     def params(self) -> dict[str, torch.Tensor]:
         return {n: p.detach() for n, p in self.module.named_parameters()}
 
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Features of ``x`` with the given parameters, one row per input (flattened)."""
-        out = torch.func.functional_call(self.module, params, (x,))
-        if self.kind == "transformers":
+        """Features of ``x`` with the given parameters, one row per input (flattened): the input of the
+        head for zoo models, the last hidden state for Hugging Face models."""
+        captured: list[torch.Tensor] = []
+        hook = None
+        if self.head is not None:
+            module = dict(self.module.named_modules())[self.head]
+            hook = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            out = torch.func.functional_call(self.module, params, (x,))
+        finally:
+            if hook is not None:
+                hook.remove()
+        if captured:
+            out = captured[-1]
+        elif self.kind == "transformers":
             out = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         return out.reshape(out.shape[0], -1)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         with torch.no_grad():
-            return self.forward(self.params(), x)
+            return self.forward(self.params() if params is None else params, x)
 
 
 def _config(folder: Path) -> dict[str, Any]:
