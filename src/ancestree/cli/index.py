@@ -57,10 +57,10 @@ def add(
     if format is OutputFormat.json:
         emit(to_json(summary), None)
         return
+    joined = (f" into {summary['trees_touched']} indexed trees ({summary['recovered_again']} models recovered again)"
+              if summary["trees_touched"] else "")
     console.print(f"added {summary['added']}, skipped {summary['skipped']} already indexed, {len(report.bad)} unreadable; "
-                  f"placed {summary['placed']} (recovered {summary['recovered_again']} models again: the new ones and "
-                  f"the {summary['trees_touched']} indexed trees they join) in "
-                  f"{summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
+                  f"placed {summary['placed']}{joined} in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
                   highlight=False)
     for line in report.bad:
         err_console.print(f"unreadable: {line}", highlight=False)
