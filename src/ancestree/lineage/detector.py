@@ -177,9 +177,14 @@ class LineageDetector(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.head = nn.Linear(cfg.dim, 1)
         self.none_token = nn.Parameter(torch.zeros(1, cfg.dim))
+        # Standardisation of the evidence vector, set from the training data (its raw scales range over
+        # orders of magnitude, which made training collapse to the prior).
+        self.register_buffer("ev_mean", torch.zeros(cfg.evidence))
+        self.register_buffer("ev_std", torch.ones(cfg.evidence))
 
     def forward(self, weights: torch.Tensor, feats: torch.Tensor, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores ``(n,)`` of ``n`` candidates and the none score ``()``."""
+        evidence = ((evidence - self.ev_mean) / self.ev_std).clamp(-6.0, 6.0)
         tokens = torch.stack([self.weight_encoder(weights), self.feature_encoder(feats), self.evidence_encoder(evidence)], 1)
         seq = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1) + self.types
         out = self.transformer(seq)[:, 0]
@@ -192,7 +197,7 @@ def _tensors(stacked: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
 
 # -- training, saving, ranking --------------------------------------------------------------------------------
 def train_detector(encoded: Sequence[tuple[dict[str, np.ndarray], int | None]], cfg: DetectorConfig | None = None,
-                   epochs: int = 30, lr: float = 2e-3, seed: int = 0, log=None) -> LineageDetector:
+                   epochs: int = 30, lr: float = 5e-4, seed: int = 0, log=None) -> LineageDetector:
     """Train on encoded tasks ``(inputs of the candidates, index of the right answer or None)``."""
     cfg = cfg or DetectorConfig()
     torch.manual_seed(seed)
@@ -204,24 +209,47 @@ def train_detector(encoded: Sequence[tuple[dict[str, np.ndarray], int | None]], 
         torch.set_num_threads(threads)
 
 
+def _loss(model: LineageDetector, item) -> torch.Tensor:
+    (w, f, e), target = item
+    scores, none = model(w, f, e)
+    return nn.functional.cross_entropy(torch.cat([scores, none[None]])[None], torch.tensor([target]))
+
+
 def _train(encoded, cfg: DetectorConfig, epochs: int, lr: float, seed: int, log) -> LineageDetector:
+    """AdamW with a cosine schedule and clipped gradients, one task per step; 15% of the tasks are held
+    out and the epoch with the lowest held-out loss is kept (the training families only: no test data)."""
     model = LineageDetector(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     data = [(_tensors(s), len(s["evidence"]) if t is None else t) for s, t in encoded if len(s["evidence"])]
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data))
+    n_val = max(1, len(data) * 15 // 100) if len(data) >= 20 else 0
+    val, fit = [data[i] for i in order[:n_val]], [data[i] for i in order[n_val:]]
+    evidence = torch.cat([e for (_, _, e), _ in fit])
+    model.ev_mean.copy_(evidence.mean(0))
+    model.ev_std.copy_(evidence.std(0).clamp_min(1e-3))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs * len(fit), 1))
+    best, best_state = float("inf"), None
     for epoch in range(epochs):
         model.train()
         total = 0.0
-        for i in rng.permutation(len(data)):
-            (w, f, e), target = data[i]
-            scores, none = model(w, f, e)
-            loss = nn.functional.cross_entropy(torch.cat([scores, none[None]])[None], torch.tensor([target]))
+        for i in rng.permutation(len(fit)):
+            loss = _loss(model, fit[i])
             opt.zero_grad()
             loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
+            sched.step()
             total += float(loss.detach())
+        model.eval()
+        with torch.no_grad():
+            held = float(np.mean([float(_loss(model, item)) for item in val])) if val else total / max(len(fit), 1)
+        if held < best:
+            best, best_state = held, {k: v.detach().clone() for k, v in model.state_dict().items()}
         if log:
-            log(f"epoch {epoch + 1}/{epochs}: loss {total / max(len(data), 1):.4f}")
+            log(f"epoch {epoch + 1}/{epochs}: loss {total / max(len(fit), 1):.4f}, held-out {held:.4f}")
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return model.eval()
 
 
