@@ -176,6 +176,11 @@ class LineageDetector(nn.Module):
         layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, dropout=0.0, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.head = nn.Linear(cfg.dim, 1)
+        # A skip path from the evidence straight to the score: the detector starts as (and can stay) a
+        # linear choice model on the weights evidence, and the tokens only have to learn a correction.
+        # Without it the conv encoders memorised the training families (held-out loss above the prior).
+        self.skip = nn.Linear(cfg.evidence, 1)
+        self.dropout = nn.Dropout(0.2)
         self.none_token = nn.Parameter(torch.zeros(1, cfg.dim))
         # Standardisation of the evidence vector, set from the training data (its raw scales range over
         # orders of magnitude, which made training collapse to the prior).
@@ -187,8 +192,9 @@ class LineageDetector(nn.Module):
         evidence = ((evidence - self.ev_mean) / self.ev_std).clamp(-6.0, 6.0)
         tokens = torch.stack([self.weight_encoder(weights), self.feature_encoder(feats), self.evidence_encoder(evidence)], 1)
         seq = torch.cat([self.cls.expand(len(tokens), -1, -1), tokens], 1) + self.types
-        out = self.transformer(seq)[:, 0]
-        return self.head(out).squeeze(-1), self.head(self.none_token).reshape(())
+        out = self.dropout(self.transformer(seq)[:, 0])
+        scores = self.head(out).squeeze(-1) + self.skip(evidence).squeeze(-1)
+        return scores, self.head(self.none_token).reshape(())
 
 
 def _tensors(stacked: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
