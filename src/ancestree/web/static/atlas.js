@@ -253,7 +253,9 @@ function showResults(title, items, note) {
 async function nameSearch(q) {
   state.matches = new Set();
   if (!q) { $("results").hidden = true; highlight(); return; }
-  const body = await api(`/api/search?q=${encodeURIComponent(q)}&limit=50`);
+  let body;
+  try { body = await api(`/api/search?q=${encodeURIComponent(q)}&limit=50`); }
+  catch (err) { showResults("name search", [], err.message); return; }
   state.matches = new Set(body.results.map((r) => r.id));
   showResults(`models named like “${q}”`, body.results.map((r) => html("li", {}, [modelLink(r.id)])), body.results.length ? "" : "no model matches");
   highlight();
