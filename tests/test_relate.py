@@ -124,6 +124,18 @@ def test_lora_difference_rank_is_recovered(tmp_path: Path, parent: Fingerprint) 
     assert verdict(ev).kind == "adapter"
 
 
+@pytest.mark.parametrize(("rank", "kind"), [(24, "adapter"), (31, "adapter"), (40, "finetune")])
+def test_wide_lora_reads_as_adapter_up_to_half_the_side(tmp_path: Path, rank: int, kind: str) -> None:
+    """A rank-r update of 64-wide matrices: a LoRA up to r = 32 (where it stops saving parameters)."""
+    rng = np.random.default_rng(rank)
+    base = {f"m{i}": (rng.standard_normal((64, 64)) * 0.05).astype(np.float32) for i in range(4)}
+    merged = {k: (w + 0.002 * rng.standard_normal((64, rank)) @ rng.standard_normal((rank, 64))).astype(np.float32)
+              for k, w in base.items()}
+    ev = relate(fp_of(tmp_path, "base", base), fp_of(tmp_path, f"r{rank}", merged))
+    assert ev.max_rank == rank
+    assert verdict(ev).kind == kind
+
+
 def test_full_finetune_is_full_rank_relative(tmp_path: Path, parent: Fingerprint) -> None:
     rng = np.random.default_rng(4)
     tuned = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in make_parent().items()}

@@ -51,6 +51,7 @@ from ancestree.graph.relations import (
 )
 from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors
 from ancestree.relate import relate, verdict
+from ancestree.relate.evidence import low_rank_limit
 
 @dataclass
 class Edge:
@@ -361,7 +362,7 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
         ranks = (s > SCREEN_RTOL * np.maximum(s[:, :1], 1e-30)).sum(axis=1)
         for (k, _), r, top in zip(items, ranks, s[:, 0]):
             if top > 0:
-                low[k].append(bool(r <= min(shape) // 4))
+                low[k].append(bool(r <= low_rank_limit(min(shape))))
     for k, flags in low.items():
         if flags and np.mean(flags) >= 0.5:
             out.add(id(edges[k]))

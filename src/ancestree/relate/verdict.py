@@ -39,7 +39,7 @@ PRUNED_ZEROS = 0.05
 PRUNED_NONZERO_DISTANCE = 0.05
 
 # A merged LoRA of rank r changes a matrix by a rank-r update; its sketch difference has rank ≤ r, while
-# a full fine-tune gives a full-rank sketch difference. Rank ≤ a quarter of the sketch side on at least
+# a full fine-tune gives a full-rank sketch difference. Rank ≤ half the sketch side (``low_rank_limit``) on at least
 # 80% of the changed matrices (heads trained in full are the usual exceptions) reads as an adapter.
 LOW_RANK_SHARE = 0.8
 
