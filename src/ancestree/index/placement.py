@@ -22,6 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.index.neighbours import NeighbourIndex
@@ -29,10 +31,26 @@ from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import relate, verdict
 
 if TYPE_CHECKING:  # the graph package is imported when a graph is recovered, not when the index is opened
+    from ancestree.graph import GraphRecovery
     from ancestree.graph.model_graph import ModelGraph
 
 #: How many nearest neighbours each new model looks at (grouped by tree, best of each tree checked).
 NEIGHBOURS = 32
+
+#: Embedding cosine above which a neighbour is taken as related without checking pair evidence: unrelated
+#: models score below ~0.27 (see :data:`ancestree.index.neighbours.RELATED_COSINE`), relatives 0.7-1.0.
+SURE_COSINE = 0.5
+
+#: Nearest members of its tree whose edges a new model's placement re-decides (with their parents and children).
+LOCAL_NEIGHBOURS = 8
+
+#: Most models (indexed and new) one local recovery looks at: 22 = 2·k + 2 for the recovery's k = 10
+#: neighbours, the size below which it compares every pair instead of projecting vectors for a k-d tree
+#: search (exact, and ~5 times cheaper at this size). A tree no larger than this is recovered whole.
+LOCAL_LIMIT = 22
+
+#: Names, trees and embedding matrix of the indexed models (:meth:`IndexStore.embeddings`).
+Embeddings = tuple[list[str], list["int | None"], np.ndarray]
 
 
 @dataclass
@@ -44,13 +62,23 @@ class Placement:
     trees_touched: int = 0
     checked_pairs: int = 0
     seconds: float = 0.0
+    local: int = 0  # new models placed by a local recovery of their neighbourhood
+    fallbacks: list[str] = field(default_factory=list)  # why a tree was recovered whole instead of locally
+
+
+def recovery() -> GraphRecovery:
+    """The package's tree recovery (:mod:`ancestree.graph`), its shipped direction and calibration models
+    loaded once (a placement runs it once per tree it touches)."""
+    from ancestree.graph import GraphRecovery
+    from ancestree.graph.calibration import Calibration
+    from ancestree.graph.direction import DirectionModel
+
+    return GraphRecovery(direction=DirectionModel.load(), calibration=Calibration.load())
 
 
 def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
     """The Model Graph of ``fingerprints`` by the package's tree recovery (:mod:`ancestree.graph`)."""
-    from ancestree.graph import GraphRecovery
-
-    return GraphRecovery().fit(list(fingerprints)).graph_
+    return recovery().fit(list(fingerprints)).graph_
 
 
 def related(a: Fingerprint, b: Fingerprint) -> bool:
@@ -90,34 +118,100 @@ def resolve_name(store: IndexStore, declared: str) -> str | None:
     return rows[0][0] if len(rows) == 1 else None
 
 
+class Prints:
+    """Stored fingerprints by name, each read from the index once per placement."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+        self.cache: dict[str, Fingerprint] = {}
+
+    def __call__(self, names: Iterable[str]) -> list[Fingerprint]:
+        names = list(names)
+        missing = [n for n in names if n not in self.cache]
+        self.cache.update((fp.id, fp) for fp in self.store.fingerprints(missing) if missing)
+        return [self.cache[n] for n in names]
+
+
+def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, declared: Sequence[Edge],
+                    prints: Prints | None = None, k: int = NEIGHBOURS) -> tuple[dict[str, set[int]], dict[str, set[str]], int]:
+    """For each new model: the indexed trees it joins, the other new models it is related to, pairs checked.
+
+    Its ``k`` nearest neighbours by embedding are the candidates; the best one of each nearby tree (and each
+    nearby new model) is related when its cosine is at least :data:`SURE_COSINE`, else when full pair
+    evidence says so. The trees of its declared relatives and of its exact duplicates (same content key)
+    are joined without a check.
+    """
+    prints = prints or Prints(store)
+    names, trees, vectors = space
+    tree_of = dict(zip(names, trees))
+    new_names = set(new)
+    index = NeighbourIndex().fit(names, vectors)
+    position = {n: i for i, n in enumerate(names)}
+    joins: dict[str, set[int]] = {n: set() for n in new}
+    links: dict[str, set[str]] = {n: set() for n in new}
+    checked = 0
+    for fp in prints(new):
+        best: dict[object, tuple[str, float]] = {}  # tree id, or an unplaced new model -> best candidate
+        for name, cos in index.query(vectors[position[fp.id]], k):
+            key = tree_of.get(name) if name not in new_names else name
+            if name != fp.id and key is not None and key not in best:
+                best[key] = (name, cos)
+        for key, (name, cos) in best.items():
+            if cos < SURE_COSINE:
+                checked += 1
+                if not related(fp, prints([name])[0]):
+                    continue
+            if name in new_names:
+                links[fp.id].add(name)
+            else:
+                joins[fp.id].add(int(key))  # type: ignore[arg-type]
+        for edge in declared:
+            if fp.id in (edge.parent, edge.child):
+                other = edge.parent if edge.child == fp.id else edge.child
+                if other in new_names:
+                    links[fp.id].add(other)
+                elif tree_of.get(other) is not None:
+                    joins[fp.id].add(int(tree_of[other]))
+        for row in store.models("content_key = ? AND tree IS NOT NULL", (fp.content_key,)):
+            joins[fp.id].add(int(row["tree"]))
+    return joins, links, checked
+
+
 def affected_trees(store: IndexStore, new: Sequence[Fingerprint], k: int = NEIGHBOURS) -> tuple[set[int], int]:
     """Trees the new models may join, and how many pairs were checked with full evidence."""
-    names, trees, vectors = store.embeddings()
-    tree_of = dict(zip(names, trees))
-    index = NeighbourIndex().fit(names, vectors)
-    found: set[int] = set()
-    checked = 0
-    position = {n: i for i, n in enumerate(names)}
-    for fp in new:
-        best: dict[int, str] = {}
-        for name, _cos in index.query(vectors[position[fp.id]], k):
-            tree = tree_of.get(name)
-            if tree is not None and tree not in found and tree not in best:
-                best[tree] = name
-        for tree, name in best.items():
-            checked += 1
-            if related(fp, store.fingerprints([name])[0]):
-                found.add(tree)
-        for edge in declared_edges(store, [fp.id]):
-            other = edge.parent if edge.child == fp.id else edge.child
-            if tree_of.get(other) is not None:
-                found.add(int(tree_of[other]))
-        for row in store.models("content_key = ? AND tree IS NOT NULL", (fp.content_key,)):
-            found.add(int(row["tree"]))
-    return found, checked
+    names = [fp.id for fp in new]
+    joins, _, checked = candidate_trees(store, names, store.embeddings(), declared_edges(store, names), k=k)
+    return set().union(*joins.values()) if joins else set(), checked
 
 
-def write_graph(store: IndexStore, members: Sequence[str], graph: ModelGraph) -> None:
+def groups(joins: dict[str, set[int]], links: dict[str, set[str]]) -> list[tuple[list[str], set[int]]]:
+    """New models that must be placed together (related to each other), with the indexed trees they join."""
+    parent = {n: n for n in joins}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    owner: dict[int, str] = {}
+    for n, trees in joins.items():
+        for other in links[n]:
+            parent[find(other)] = find(n)
+        for tree in trees:
+            if tree in owner:
+                parent[find(n)] = find(owner[tree])
+            else:
+                owner[tree] = n
+    out: dict[str, tuple[list[str], set[int]]] = {}
+    for n in sorted(joins):
+        names, trees = out.setdefault(find(n), ([], set()))
+        names.append(n)
+        trees |= joins[n]
+    return list(out.values())
+
+
+def write_graph(store: IndexStore, members: Sequence[str], graph: ModelGraph, declared: Sequence[Edge] | None = None) -> None:
     """Store the recovered edges and trees of ``members`` plus their declared edges, in one transaction."""
     edges = [Edge(p, c, d.get("relation", "unknown"), float(d.get("confidence", 0.0))) for p, c, d in graph.edges()]
     trees = []
@@ -125,25 +219,149 @@ def write_graph(store: IndexStore, members: Sequence[str], graph: ModelGraph) ->
         sub = graph.graph.subgraph(comp)
         roots = [n for n in comp if sub.in_degree(n) == 0]
         trees.append((roots[0] if len(roots) == 1 else None, comp))
-    declared = declared_edges(store, members)
+    wanted = set(members)
+    declared = declared_edges(store, members) if declared is None else declared
     with store.transaction() as cur:
         store.replace_recovered(members, edges, trees, cur)
-        store.set_declared(declared, cur)
+        store.set_declared([e for e in declared if e.parent in wanted or e.child in wanted], cur)
+
+
+def neighbourhood(store: IndexStore, trees: set[int], new: Sequence[str], space: Embeddings, declared: Sequence[Edge],
+                  k: int = LOCAL_NEIGHBOURS, limit: int = LOCAL_LIMIT) -> list[str]:
+    """The indexed models whose edges a placement of ``new`` may change: each new model's ``k`` nearest
+    members of ``trees`` (by embedding cosine) and its declared relatives, then the current parents and
+    children of those; at most ``limit`` models with the new ones, nearest first."""
+    names, tree_ids, vectors = space
+    rows = [i for i, t in enumerate(tree_ids) if t in trees]
+    position = {n: i for i, n in enumerate(names)}
+    scored: list[tuple[float, str]] = []
+    for x in new:
+        scores = vectors[rows] @ vectors[position[x]]
+        scored += [(-float(scores[j]), names[rows[j]]) for j in np.argsort(-scores, kind="stable")[:k]]
+    members = {names[i] for i in rows}
+    core = [e.parent if e.child in new else e.child for e in declared if e.parent in new or e.child in new]
+    core = list(dict.fromkeys(n for n in core + [n for _, n in sorted(scored)] if n in members))
+    around = [n for e in store.edges("recovered", core) for n in (e.parent, e.child) if n in members]
+    return list(dict.fromkeys(core + around))[: max(limit - len(new), 0)]
+
+
+def local_edges(graph: ModelGraph, new: set[str], stored: Sequence[Edge]) -> tuple[list[Edge], set[str]] | str:
+    """The edges a local recovery decides, and the indexed models whose parents change; or why the local
+    result cannot be spliced in (then the tree is recovered whole).
+
+    Decided again are the parents of the new models, of the models the recovery puts below a new model,
+    and of the models whose stored parents all lie in the neighbourhood (the recovery saw the old choice
+    and its alternatives). A model whose stored parent lies outside keeps it: the recovery could not see it.
+    """
+    edges = [Edge(p, c, d.get("relation", "unknown"), float(d.get("confidence", 0.0))) for p, c, d in graph.edges()]
+    inside = set(graph.graph.nodes)
+    before: dict[str, set[str]] = {}
+    for e in stored:
+        before.setdefault(e.child, set()).add(e.parent)
+    after: dict[str, set[str]] = {}
+    for e in edges:
+        after.setdefault(e.child, set()).add(e.parent)
+    for x in sorted(new):
+        if x not in after:
+            return f"{x} has no parent in its neighbourhood (a new root of its tree)"
+    moved = {c for c, ps in after.items() if c not in new and ps & new}
+    if any(e.parent in new and e.child in moved and e.relation == "duplicate" for e in edges):
+        return "a new model is the original of an indexed duplicate"
+    moved |= {c for c, ps in after.items() if c not in new and before.get(c) and before[c] <= inside and ps != before[c]}
+    children = new | moved
+    return [e for e in edges if e.child in children], moved
+
+
+def creates_cycle(store: IndexStore, edges: Sequence[Edge], children: set[str]) -> bool:
+    """True when the spliced edges close a loop: some changed model becomes its own ancestor."""
+    incoming: dict[str, list[str]] = {c: [] for c in children}
+    for e in edges:
+        incoming[e.child].append(e.parent)
+
+    def parents(n: str) -> list[str]:
+        return incoming[n] if n in incoming else [e.parent for e in store.edges("recovered", [n]) if e.child == n]
+
+    for start in children:
+        seen: set[str] = set()
+        stack = list(parents(start))
+        while stack:
+            n = stack.pop()
+            if n == start:
+                return True
+            if n not in seen:
+                seen.add(n)
+                stack.extend(parents(n))
+    return False
+
+
+def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Embeddings, declared: Sequence[Edge],
+                  engine: GraphRecovery, prints: Prints) -> int | str:
+    """Place ``new`` into one of ``trees`` by re-deciding their neighbourhood only, and splice the result
+    into the stored graph in one transaction: every other stored edge stays as it is.
+
+    A tree that a new model takes whole below it (the tree's root becomes its child) is merged into the
+    new model's tree. Returns how many models were re-examined, or why the tree(s) must be recovered whole
+    instead: a neighbourhood as large as the trees, a new model without a parent in it (a new root), or
+    with parents in two trees, a tree split by the splice, or spliced edges that would close a loop.
+    """
+    tree_of = dict(zip(space[0], space[1]))
+    members = neighbourhood(store, trees, new, space, declared)
+    if len(members) >= sum(t in trees for t in space[1]):
+        return "the neighbourhood is the whole tree"
+    graph = engine.fit(prints(members + new)).graph_
+    decided = local_edges(graph, set(new), store.edges("recovered", members))
+    if isinstance(decided, str):
+        return decided
+    edges, moved = decided
+    target = {tree_of[e.parent] for e in edges if e.child in new and e.parent not in new}
+    if len(target) != 1:
+        return f"{', '.join(new)} would have parents in {len(target)} trees"
+    tree = int(target.pop())  # type: ignore[arg-type]
+    merged = {int(tree_of[c]) for c in moved if tree_of[c] != tree}  # type: ignore[arg-type]
+    touched = {tree_of[n] for e in edges for n in (e.parent, e.child) if n not in new}
+    # another tree may join only whole: its root moves below a new model
+    if touched - {tree} - merged or any(store.tree_root(t) not in moved for t in merged):
+        return f"{', '.join(new)} would link trees other than whole"
+    if creates_cycle(store, edges, set(new) | moved):
+        return "the neighbourhood's edges would close a loop with the rest of the tree"
+    wanted = set(new)
+    with store.transaction() as cur:
+        store.splice_recovered(wanted | moved, edges, tree, new, cur, merged)
+        store.set_declared([e for e in declared if e.parent in wanted or e.child in wanted], cur)
+    return len(members) + len(new)
 
 
 def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
-    """Place the unplaced models (or ``names``) into the graph, touching only the trees they join."""
+    """Place the unplaced models (or ``names``) into the graph.
+
+    New models related to indexed trees are placed locally (:func:`place_locally`); new models related to
+    no indexed tree are recovered among themselves; the tree(s) they join are recovered whole when the
+    local result would change them beyond the neighbourhood.
+    """
     start = time.perf_counter()
     names = list(names) if names is not None else store.unplaced()
     if not names:
         return Placement(seconds=time.perf_counter() - start)
-    new = store.fingerprints(names)
-    trees, checked = affected_trees(store, new)
-    members = sorted(set(names) | set(store.tree_members(trees)))
-    graph = recover(store.fingerprints(members))
-    write_graph(store, members, graph)
-    return Placement(placed=sorted(names), members=len(members), trees_touched=len(trees), checked_pairs=checked,
-                     seconds=time.perf_counter() - start)
+    space = store.embeddings()
+    prints = Prints(store)
+    declared = declared_edges(store, names)
+    joins, links, checked = candidate_trees(store, names, space, declared, prints)
+    engine = recovery()
+    result = Placement(placed=sorted(names), checked_pairs=checked)
+    for new, trees in groups(joins, links):
+        result.trees_touched += len(trees)
+        if trees:
+            outcome = place_locally(store, trees, new, space, declared, engine, prints)
+            if isinstance(outcome, int):
+                result.members += outcome
+                result.local += len(new)
+                continue
+            result.fallbacks.append(outcome)
+        members = sorted(set(new) | set(store.tree_members(trees)))
+        write_graph(store, members, engine.fit(prints(members)).graph_, declared)
+        result.members += len(members)
+    result.seconds = time.perf_counter() - start
+    return result
 
 
 def rebuild(store: IndexStore) -> Placement:
@@ -159,5 +377,6 @@ def rebuild(store: IndexStore) -> Placement:
                      seconds=time.perf_counter() - start)
 
 
-__all__ = ["NEIGHBOURS", "Placement", "affected_trees", "declared_edges", "place", "rebuild", "recover",
-           "related", "resolve_name", "write_graph"]
+__all__ = ["LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
+           "declared_edges", "groups", "local_edges", "neighbourhood", "place", "place_locally", "rebuild", "recover",
+           "recovery", "related", "resolve_name", "write_graph", "Prints", "SURE_COSINE", "creates_cycle"]

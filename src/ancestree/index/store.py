@@ -355,6 +355,25 @@ class IndexStore:
             for chunk in _chunks([ids[n] for n in names], 500):
                 cur.execute(f"UPDATE models SET tree = ?, placed = 1 WHERE id IN ({','.join('?' * len(chunk))})", [tree, *chunk])
 
+    def splice_recovered(self, children: Iterable[str], edges: Iterable[Edge], tree: int, joined: Iterable[str],
+                         cur: sqlite3.Cursor, merged: Iterable[int] = ()) -> None:
+        """Replace the recovered parents of ``children`` by ``edges``, put ``joined`` (new models) and the
+        members of the ``merged`` trees into ``tree`` (inside the caller's transaction); every other edge
+        and tree stays as it is."""
+        edges = list(edges)
+        ids = self.ids_by_name({*children, *(n for e in edges for n in (e.parent, e.child)), *joined})
+        for chunk in _chunks([ids[n] for n in children], 500):
+            cur.execute(f"DELETE FROM edges WHERE source = 'recovered' AND child IN ({','.join('?' * len(chunk))})", chunk)
+        for e in edges:
+            cur.execute("INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?, 'recovered')",
+                        (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
+        for chunk in _chunks([ids[n] for n in joined], 500):
+            cur.execute(f"UPDATE models SET tree = ?, placed = 1 WHERE id IN ({','.join('?' * len(chunk))})", [tree, *chunk])
+        for other in merged:
+            cur.execute("UPDATE models SET tree = ? WHERE tree = ?", (tree, other))
+            cur.execute("DELETE FROM trees WHERE id = ?", (other,))
+        cur.execute("UPDATE trees SET size = (SELECT count(*) FROM models WHERE tree = ?) WHERE id = ?", (tree, tree))
+
     def set_declared(self, edges: Iterable[Edge], cur: sqlite3.Cursor) -> None:
         """Add declared edges (inside the caller's transaction); an existing one is kept."""
         for e in edges:
@@ -391,6 +410,10 @@ class IndexStore:
             return []
         marks = ",".join("?" * len(wanted))
         return [r[0] for r in self.conn.execute(f"SELECT name FROM models WHERE tree IN ({marks}) ORDER BY name", wanted)]
+
+    def tree_root(self, tree: int) -> str | None:
+        row = self.conn.execute("SELECT m.name FROM trees t JOIN models m ON m.id = t.root WHERE t.id = ?", (tree,)).fetchone()
+        return row[0] if row else None
 
     def trees(self) -> list[dict[str, Any]]:
         sql = "SELECT t.id, m.name AS root, t.size FROM trees t LEFT JOIN models m ON m.id = t.root ORDER BY t.size DESC, t.id"
