@@ -24,7 +24,7 @@ Steps, each in its own module:
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -98,8 +98,12 @@ class GraphRecovery:
         self.classify = classify
 
     # -- public ---------------------------------------------------------------------------------------
-    def fit(self, fingerprints: Sequence[Fingerprint]) -> GraphRecovery:
-        """Recover the graph of ``fingerprints``; results in ``graph_``, ``edges_`` and ``trees_``."""
+    def fit(self, fingerprints: Sequence[Fingerprint], settled: Collection[tuple[str, str]] = ()) -> GraphRecovery:
+        """Recover the graph of ``fingerprints``; results in ``graph_``, ``edges_`` and ``trees_``.
+
+        ``settled``: ``(parent, child)`` edges whose relation the caller already knows (an index placing new
+        models among stored ones); if recovered, they are not refined by pair evidence again.
+        """
         ids = [f.id for f in fingerprints]
         if len(set(ids)) != len(ids):
             raise ValueError("model ids must be unique")
@@ -114,7 +118,7 @@ class GraphRecovery:
                 continue
             self._fit_group(members)
         self._attach_adapters([f for f in fingerprints if arch_key(f)[0] == "adapter"])
-        self.graph_ = self._build_graph(fingerprints)
+        self.graph_ = self._build_graph(fingerprints, set(settled))
         return self
 
     # -- one architecture -----------------------------------------------------------------------------
@@ -311,12 +315,12 @@ class GraphRecovery:
         return None
 
     # -- output ---------------------------------------------------------------------------------------
-    def _build_graph(self, fingerprints: Sequence[Fingerprint]) -> ModelGraph:
+    def _build_graph(self, fingerprints: Sequence[Fingerprint], settled: set[tuple[str, str]]) -> ModelGraph:
         graph = ModelGraph()
         for f in fingerprints:
             graph.add_model(f.id, f.format, f.parameters,
                             **({"declared_base_model": f.declared.base_model} if f.declared.base_model else {}))
-        tree_edges = [e for e in self.edges_ if e.kind == "tree" and e.relation == "finetune"]
+        tree_edges = [e for e in self.edges_ if e.kind == "tree" and e.relation == "finetune" and (e.parent, e.child) not in settled]
         maybe = low_rank_candidates(self.fps_, tree_edges) if self.classify else set()
         for e in self.edges_:
             if id(e) in maybe:

@@ -94,14 +94,21 @@ class NeighbourIndex:
 
     def query(self, vector: np.ndarray, k: int = 8) -> list[tuple[str, float]]:
         """Up to ``k`` names with cosine ≥ ``min_cosine``, most similar first."""
+        return self.query_many(np.asarray(vector).reshape(1, -1), k)[0]
+
+    def query_many(self, vectors: np.ndarray, k: int = 8) -> list[list[tuple[str, float]]]:
+        """:meth:`query` for each row of ``vectors``, in one matrix product (BLAS limits are set once)."""
         if not self.names_:
-            return []
+            return [[] for _ in vectors]
         with threadpool_limits(1, user_api="blas"):
-            scores = self.vectors_ @ np.asarray(vector, dtype=np.float32)
-        k = min(k, len(scores))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.names_[i], float(scores[i])) for i in top if scores[i] >= self.min_cosine]
+            scores = np.asarray(vectors, dtype=np.float32) @ self.vectors_.T
+        k = min(k, scores.shape[1])
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k]
+            top = top[np.argsort(-row[top], kind="stable")]
+            out.append([(self.names_[i], float(row[i])) for i in top if row[i] >= self.min_cosine])
+        return out
 
 
 def to_blob(vector: np.ndarray) -> bytes:

@@ -150,9 +150,10 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
     joins: dict[str, set[int]] = {n: set() for n in new}
     links: dict[str, set[str]] = {n: set() for n in new}
     checked = 0
-    for fp in prints(new):
+    found = index.query_many(vectors[[position[n] for n in new]], k)
+    for fp, hits in zip(prints(new), found):
         best: dict[object, tuple[str, float]] = {}  # tree id, or an unplaced new model -> best candidate
-        for name, cos in index.query(vectors[position[fp.id]], k):
+        for name, cos in hits:
             key = tree_of.get(name) if name not in new_names else name
             if name != fp.id and key is not None and key not in best:
                 best[key] = (name, cos)
@@ -269,7 +270,20 @@ def local_edges(graph: ModelGraph, new: set[str], stored: Sequence[Edge]) -> tup
         return "a new model is the original of an indexed duplicate"
     moved |= {c for c, ps in after.items() if c not in new and before.get(c) and before[c] <= inside and ps != before[c]}
     children = new | moved
-    return [e for e in edges if e.child in children], moved
+    kept = {(e.parent, e.child): e for e in stored}
+    return [_settled(e, kept.get((e.parent, e.child))) for e in edges if e.child in children], moved
+
+
+#: Relations that pair evidence refines a tree edge into (:class:`ancestree.graph.GraphRecovery`, last step).
+REFINED = {"adapter", "pruned", "quantized"}
+
+
+def _settled(local: Edge, stored: Edge | None) -> Edge:
+    """A stored edge the local recovery chose again is kept as stored (its relation was refined by pair
+    evidence then, and the recovery does not refine settled edges again), unless its kind changed."""
+    if stored is None or not (local.relation == stored.relation or (local.relation == "finetune" and stored.relation in REFINED)):
+        return local
+    return stored
 
 
 def creates_cycle(store: IndexStore, edges: Sequence[Edge], children: set[str]) -> bool:
@@ -308,8 +322,10 @@ def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Emb
     members = neighbourhood(store, trees, new, space, declared)
     if len(members) >= sum(t in trees for t in space[1]):
         return "the neighbourhood is the whole tree"
-    graph = engine.fit(prints(members + new)).graph_
-    decided = local_edges(graph, set(new), store.edges("recovered", members))
+    stored = store.edges("recovered", members)
+    # edges kept as stored keep the relation refined then: the recovery refines only the new ones
+    graph = engine.fit(prints(members + new), settled=[(e.parent, e.child) for e in stored]).graph_
+    decided = local_edges(graph, set(new), stored)
     if isinstance(decided, str):
         return decided
     edges, moved = decided
