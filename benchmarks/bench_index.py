@@ -118,13 +118,36 @@ def bench_incremental(work: Path, families: int, per_family: int, side: int) -> 
         add10 = time.perf_counter() - start
         placement = report.placement
         n = len(atlas.ls())
+        incremental = recovered_edges(atlas)
         start = time.perf_counter()
         atlas.rebuild()
         rebuild = time.perf_counter() - start
         joined = {atlas.model(f"new/{p.name}")["tree"] for p in new}
+        rebuilt = recovered_edges(atlas)
     return {"models": n, "build": build, "add10": add10, "add10_ingest": report.ingest_seconds,
             "add10_place": placement.seconds, "re_examined": placement.members, "trees_touched": placement.trees_touched,
-            "rebuild": rebuild, "speedup": rebuild / add10, "new_trees": len(joined), "db": db}
+            "local": placement.local, "fallbacks": placement.fallbacks,
+            "rebuild": rebuild, "speedup": rebuild / add10, "new_trees": len(joined), "db": db,
+            **agreement(incremental, rebuilt)}
+
+
+def recovered_edges(atlas: Atlas) -> dict[tuple[str, str], str]:
+    """The index's recovered edges: ``(parent, child) -> relation``."""
+    return {(e.parent, e.child): e.relation for e in atlas.edges("recovered")}
+
+
+def agreement(incremental: dict, rebuilt: dict) -> dict:
+    """How the incrementally built graph compares with ``index rebuild``'s, edge for edge."""
+    common = set(incremental) & set(rebuilt)
+    return {"vs_rebuild_common": len(common), "vs_rebuild_edges": len(rebuilt), "inc_edges": len(incremental),
+            "vs_rebuild_same_relation": sum(incremental[e] == rebuilt[e] for e in common)}
+
+
+def print_agreement(r: dict) -> None:
+    print(f"\nincremental vs `index rebuild`: {r['vs_rebuild_common']} of rebuild's {r['vs_rebuild_edges']} edges "
+          f"({100 * r['vs_rebuild_common'] / max(1, r['vs_rebuild_edges']):.1f}%; incremental has {r['inc_edges']}), "
+          f"same relation on {r['vs_rebuild_same_relation']}; {r['local']} of 10 placed locally, "
+          f"fallbacks: {r['fallbacks'] or 'none'}")
 
 
 # -- 3. load test ------------------------------------------------------------------------------------------
@@ -235,9 +258,11 @@ def bench_zoo(zoo: Path, work: Path, keep_db: Path | None) -> dict:
     copy = work / "rebuild.db"
     shutil.copy(db, fresh(copy))
     with Atlas(copy) as atlas:
+        incremental = recovered_edges(atlas)
         start = time.perf_counter()
         atlas.rebuild()
         rebuild = time.perf_counter() - start
+        rebuilt = recovered_edges(atlas)
     return {"models": len(items), "indexed": len(shown), "tree_models": len(tree_of), "build": build, "add10": add10,
             "add10_place": report.placement.seconds, "add10_ingest": report.ingest_seconds,
             "re_examined": report.placement.members, "trees_touched": report.placement.trees_touched,
@@ -246,7 +271,8 @@ def bench_zoo(zoo: Path, work: Path, keep_db: Path | None) -> dict:
             "same_relation": sum(ours[e] == theirs[e] for e in common),
             "models_same_parents": same_parents, "compared_models": len(models),
             "same_partition": _partition(index_trees, models) == _partition(tree_of, models),
-            "truth": _truth_scores(zoo, ours, theirs), "db": db}
+            "truth": _truth_scores(zoo, ours, theirs), "db": db,
+            "local": report.placement.local, "fallbacks": report.placement.fallbacks, **agreement(incremental, rebuilt)}
 
 
 def _partition(tree_of: dict[str, object], models: list[str]) -> list[list[str]]:
@@ -323,6 +349,7 @@ def main() -> None:
                   f"{r['re_examined']} models in {r['trees_touched']} trees re-examined) | {r['add10']:.2f} |")
             print(f"| index rebuild (whole graph from stored fingerprints) | {r['rebuild']:.2f} |")
             print(f"\nrebuild / add of 10: {r['speedup']:.1f}× (placement alone: {r['rebuild'] / r['add10_place']:.1f}×)")
+            print_agreement(r)
         db = args.load_db or db
         if "load" not in args.skip and db is not None:
             r = bench_load(db, args.requests, args.threads)
@@ -340,6 +367,7 @@ def main() -> None:
             print(f"| `ancestree tree --scan` (fingerprints afresh + recovery) | {r['tree_seconds']:.2f} |")
             print(f"\n`index rebuild` / add of 10: {r['rebuild'] / r['add10']:.1f}× (placement alone: "
                   f"{r['rebuild'] / r['add10_place']:.1f}×); `tree` on all models / add of 10: {r['tree_seconds'] / r['add10']:.1f}×")
+            print_agreement(r)
             print(f"\nindex vs tree: {r['common_edges']} of {r['tree_edges']} tree edges in the index "
                   f"({100 * r['common_edges'] / max(1, r['tree_edges']):.1f}%), index has {r['index_edges']}; "
                   f"same relation on {r['same_relation']} of {r['common_edges']} "

@@ -87,6 +87,7 @@ class GraphRecovery:
         direction: DirectionModel | None = None,
         calibration: Calibration | None = None,
         classify: bool = True,
+        settled_bonus: float = 0.1,
     ) -> None:
         self.related = related
         self.neighbours = neighbours
@@ -96,13 +97,15 @@ class GraphRecovery:
         self.direction = direction
         self.calibration = calibration
         self.classify = classify
+        self.settled_bonus = settled_bonus
 
     # -- public ---------------------------------------------------------------------------------------
     def fit(self, fingerprints: Sequence[Fingerprint], settled: Collection[tuple[str, str]] = ()) -> GraphRecovery:
         """Recover the graph of ``fingerprints``; results in ``graph_``, ``edges_`` and ``trees_``.
 
-        ``settled``: ``(parent, child)`` edges whose relation the caller already knows (an index placing new
-        models among stored ones); if recovered, they are not refined by pair evidence again.
+        ``settled``: ``(parent, child)`` edges already decided (an index placing new models among stored
+        ones): their cost is lowered by ``settled_bonus`` (a recovery of a subset keeps their direction
+        unless the evidence is against them), and, if recovered, they are not refined by pair evidence again.
         """
         ids = [f.id for f in fingerprints]
         if len(set(ids)) != len(ids):
@@ -110,6 +113,7 @@ class GraphRecovery:
         self.direction_ = self.direction or DirectionModel.load()
         self.calibration_ = self.calibration or Calibration.load()
         self.fps_ = {f.id: f for f in fingerprints}
+        self.settled_ = set(settled)
         self.declared_ = declared_parents(fingerprints) if self.use_declared else {}
         self.edges_: list[Edge] = []
         self.vectors_: dict[tuple, GroupVectors] = {}
@@ -118,7 +122,7 @@ class GraphRecovery:
                 continue
             self._fit_group(members)
         self._attach_adapters([f for f in fingerprints if arch_key(f)[0] == "adapter"])
-        self.graph_ = self._build_graph(fingerprints, set(settled))
+        self.graph_ = self._build_graph(fingerprints, self.settled_)
         return self
 
     # -- one architecture -----------------------------------------------------------------------------
@@ -255,6 +259,8 @@ class GraphRecovery:
                 w = floor
             elif self._declares(members, b, a):
                 w -= self.declared_bonus
+            if (members[a].id, members[b].id) in self.settled_:
+                w -= self.settled_bonus
             data[(a, b)] = {"weight": w, "p_dir": pr}
             incoming[b].append((w, a))
         # one call for all components: the virtual root of the algorithm enters each component once

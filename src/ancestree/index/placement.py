@@ -1,18 +1,26 @@
 """Incremental placement: put new models into the atlas's graph without recovering the whole graph again.
 
-Tree recovery decides each Model Tree from its own members (models of different trees share nothing), so
-placing new models needs only the trees they join:
+Tree recovery decides each Model Tree from its own members (models of different trees share nothing), and
+a new model changes the edges of its own neighbourhood, so placing new models needs only that:
 
 1. find each new model's candidate relatives by nearest-neighbour search on fingerprint embeddings
-   (:mod:`ancestree.index.neighbours`), check the best candidate of each nearby tree with full pair
-   evidence (:func:`ancestree.relate.relate`), and add the trees its declared base model and its exact
-   duplicates (same content key) belong to;
-2. run the graph recovery of :mod:`ancestree.graph` on those trees' members plus the new models, from
-   stored fingerprints (no file is read);
-3. replace the recovered edges and trees of exactly those models, in one transaction.
+   (:mod:`ancestree.index.neighbours`): the best candidate of each nearby tree joins it when its cosine is
+   high, else when full pair evidence (:func:`ancestree.relate.relate`) says so; its declared relatives
+   and exact duplicates (same content key) add their trees. New models related to each other are placed
+   together;
+2. re-decide the neighbourhood (:func:`place_locally`): the graph recovery of :mod:`ancestree.graph` runs
+   on the new models, their 8 nearest members of the tree and those members' current parents and
+   children (at most 22 models), from stored fingerprints; the edges into the new models, into members
+   it puts below a new model, and into members whose stored parents all lie in the neighbourhood replace
+   the stored ones, in one transaction; every other stored edge stays;
+3. recover the whole tree(s) instead (a fallback, said in :attr:`Placement.fallbacks`) when the
+   neighbourhood shows the new model changes the tree beyond it: it is a new root, it has parents in two
+   trees, it would split a tree, the spliced edges would close a loop, or the tree is no larger than a
+   neighbourhood. New models related to no indexed tree are recovered among themselves.
 
-The cost of placing k new models is k nearest-neighbour queries plus one recovery over the trees they
-touch, instead of a recovery over all N models.
+Placing k new models costs k nearest-neighbour queries plus k recoveries of ≤ 22 models, whatever the
+size of the index and of the trees; the price is that a model outside every neighbourhood keeps its
+stored parent even where a full recovery would now choose another (measured in ``docs/atlas.md``).
 """
 
 from __future__ import annotations
@@ -34,8 +42,10 @@ if TYPE_CHECKING:  # the graph package is imported when a graph is recovered, no
     from ancestree.graph import GraphRecovery
     from ancestree.graph.model_graph import ModelGraph
 
-#: How many nearest neighbours each new model looks at (grouped by tree, best of each tree checked).
-NEIGHBOURS = 32
+#: How many nearest neighbours each new model looks at (grouped by tree, best of each tree checked): many
+#: more than a tree's closest members, so that one large tree does not crowd out a second tree a merge
+#: also descends from.
+NEIGHBOURS = 128
 
 #: Embedding cosine above which a neighbour is taken as related without checking pair evidence: unrelated
 #: models score below ~0.27 (see :data:`ancestree.index.neighbours.RELATED_COSINE`), relatives 0.7-1.0.
@@ -48,6 +58,12 @@ LOCAL_NEIGHBOURS = 8
 #: neighbours, the size below which it compares every pair instead of projecting vectors for a k-d tree
 #: search (exact, and ~5 times cheaper at this size). A tree no larger than this is recovered whole.
 LOCAL_LIMIT = 22
+
+#: How much cheaper a second local recovery makes the stored edges (angle-distance units, as the recovery's
+#: costs), when the first one turned a chain of stored edges round (a new root, a loop): a subset alone
+#: decides direction from the weak direction term (0.05 · log-probability), the whole tree had more to go
+#: on. Not used at first: on the wild zoo it keeps 2 more stored edges against a new model's nearer weights.
+SETTLED_BONUS = 0.1
 
 #: Names, trees and embedding matrix of the indexed models (:meth:`IndexStore.embeddings`).
 Embeddings = tuple[list[str], list["int | None"], np.ndarray]
@@ -66,14 +82,14 @@ class Placement:
     fallbacks: list[str] = field(default_factory=list)  # why a tree was recovered whole instead of locally
 
 
-def recovery() -> GraphRecovery:
+def recovery(settled_bonus: float = 0.0) -> GraphRecovery:
     """The package's tree recovery (:mod:`ancestree.graph`), its shipped direction and calibration models
     loaded once (a placement runs it once per tree it touches)."""
     from ancestree.graph import GraphRecovery
     from ancestree.graph.calibration import Calibration
     from ancestree.graph.direction import DirectionModel
 
-    return GraphRecovery(direction=DirectionModel.load(), calibration=Calibration.load())
+    return GraphRecovery(direction=DirectionModel.load(), calibration=Calibration.load(), settled_bonus=settled_bonus)
 
 
 def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
@@ -247,8 +263,8 @@ def neighbourhood(store: IndexStore, trees: set[int], new: Sequence[str], space:
 
 
 def local_edges(graph: ModelGraph, new: set[str], stored: Sequence[Edge]) -> tuple[list[Edge], set[str]] | str:
-    """The edges a local recovery decides, and the indexed models whose parents change; or why the local
-    result cannot be spliced in (then the tree is recovered whole).
+    """The edges of a local recovery, and the indexed models whose parents change; or why the local result
+    cannot be spliced in (then the tree is recovered whole).
 
     Decided again are the parents of the new models, of the models the recovery puts below a new model,
     and of the models whose stored parents all lie in the neighbourhood (the recovery saw the old choice
@@ -269,9 +285,8 @@ def local_edges(graph: ModelGraph, new: set[str], stored: Sequence[Edge]) -> tup
     if any(e.parent in new and e.child in moved and e.relation == "duplicate" for e in edges):
         return "a new model is the original of an indexed duplicate"
     moved |= {c for c, ps in after.items() if c not in new and before.get(c) and before[c] <= inside and ps != before[c]}
-    children = new | moved
     kept = {(e.parent, e.child): e for e in stored}
-    return [_settled(e, kept.get((e.parent, e.child))) for e in edges if e.child in children], moved
+    return [_settled(e, kept.get((e.parent, e.child))) for e in edges], moved
 
 
 #: Relations that pair evidence refines a tree edge into (:class:`ancestree.graph.GraphRecovery`, last step).
@@ -286,8 +301,9 @@ def _settled(local: Edge, stored: Edge | None) -> Edge:
     return stored
 
 
-def creates_cycle(store: IndexStore, edges: Sequence[Edge], children: set[str]) -> bool:
-    """True when the spliced edges close a loop: some changed model becomes its own ancestor."""
+def find_loop(store: IndexStore, edges: Sequence[Edge], children: set[str]) -> list[str]:
+    """A loop the spliced edges would close (a changed model that becomes its own ancestor), as the models
+    on it; empty when there is none. Climbs stored parents, one indexed query per model."""
     incoming: dict[str, list[str]] = {c: [] for c in children}
     for e in edges:
         incoming[e.child].append(e.parent)
@@ -295,21 +311,44 @@ def creates_cycle(store: IndexStore, edges: Sequence[Edge], children: set[str]) 
     def parents(n: str) -> list[str]:
         return incoming[n] if n in incoming else [e.parent for e in store.edges("recovered", [n]) if e.child == n]
 
-    for start in children:
+    for start in sorted(children):
         seen: set[str] = set()
-        stack = list(parents(start))
+        stack = [(p, [start, p]) for p in parents(start)]
         while stack:
-            n = stack.pop()
+            n, path = stack.pop()
             if n == start:
-                return True
+                return path
             if n not in seen:
                 seen.add(n)
-                stack.extend(parents(n))
-    return False
+                stack.extend((p, [*path, p]) for p in parents(n))
+    return []
+
+
+#: How many times a loop is repaired by taking the local parents of the models on it.
+LOOP_REPAIRS = 3
+
+
+def splice(store: IndexStore, local: Sequence[Edge], new: set[str], moved: set[str]) -> tuple[list[Edge], set[str]] | None:
+    """The local edges to splice in (into the new and moved models), or None when they would close a loop.
+
+    A loop means the local recovery reversed stored edges beyond the models it moved (a model whose stored
+    parent lay outside the neighbourhood kept it): the models on the loop take their local parents too.
+    """
+    has_local = {e.child for e in local}
+    for _ in range(LOOP_REPAIRS + 1):
+        edges = [e for e in local if e.child in new | moved]
+        loop = find_loop(store, edges, new | moved)
+        if not loop:
+            return edges, moved
+        extra = {n for n in loop if n in has_local} - new - moved
+        if not extra:
+            return None
+        moved = moved | extra
+    return None
 
 
 def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Embeddings, declared: Sequence[Edge],
-                  engine: GraphRecovery, prints: Prints) -> int | str:
+                  engines: Sequence[GraphRecovery], prints: Prints) -> int | str:
     """Place ``new`` into one of ``trees`` by re-deciding their neighbourhood only, and splice the result
     into the stored graph in one transaction: every other stored edge stays as it is.
 
@@ -323,12 +362,22 @@ def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Emb
     if len(members) >= sum(t in trees for t in space[1]):
         return "the neighbourhood is the whole tree"
     stored = store.edges("recovered", members)
-    # edges kept as stored keep the relation refined then: the recovery refines only the new ones
-    graph = engine.fit(prints(members + new), settled=[(e.parent, e.child) for e in stored]).graph_
-    decided = local_edges(graph, set(new), stored)
-    if isinstance(decided, str):
+    for engine in engines:  # without, then with a bonus for stored edges (see SETTLED_BONUS)
+        # edges kept as stored keep the relation refined then: the recovery refines only the new ones
+        graph = engine.fit(prints(members + new), settled=[(e.parent, e.child) for e in stored]).graph_
+        decided = local_edges(graph, set(new), stored)
+        if isinstance(decided, str):
+            if "duplicate" in decided:
+                return decided
+            continue
+        spliced = splice(store, decided[0], set(new), decided[1])
+        if spliced is None:
+            decided = "the neighbourhood's edges would close a loop with the rest of the tree"
+            continue
+        break
+    else:
         return decided
-    edges, moved = decided
+    edges, moved = spliced
     target = {tree_of[e.parent] for e in edges if e.child in new and e.parent not in new}
     if len(target) != 1:
         return f"{', '.join(new)} would have parents in {len(target)} trees"
@@ -338,8 +387,6 @@ def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Emb
     # another tree may join only whole: its root moves below a new model
     if touched - {tree} - merged or any(store.tree_root(t) not in moved for t in merged):
         return f"{', '.join(new)} would link trees other than whole"
-    if creates_cycle(store, edges, set(new) | moved):
-        return "the neighbourhood's edges would close a loop with the rest of the tree"
     wanted = set(new)
     with store.transaction() as cur:
         store.splice_recovered(wanted | moved, edges, tree, new, cur, merged)
@@ -363,11 +410,12 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
     declared = declared_edges(store, names)
     joins, links, checked = candidate_trees(store, names, space, declared, prints)
     engine = recovery()
+    engines = (engine, recovery(SETTLED_BONUS))
     result = Placement(placed=sorted(names), checked_pairs=checked)
     for new, trees in groups(joins, links):
         result.trees_touched += len(trees)
         if trees:
-            outcome = place_locally(store, trees, new, space, declared, engine, prints)
+            outcome = place_locally(store, trees, new, space, declared, engines, prints)
             if isinstance(outcome, int):
                 result.members += outcome
                 result.local += len(new)
@@ -395,4 +443,4 @@ def rebuild(store: IndexStore) -> Placement:
 
 __all__ = ["LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
            "declared_edges", "groups", "local_edges", "neighbourhood", "place", "place_locally", "rebuild", "recover",
-           "recovery", "related", "resolve_name", "write_graph", "Prints", "SURE_COSINE", "creates_cycle"]
+           "recovery", "related", "resolve_name", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]
