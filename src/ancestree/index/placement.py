@@ -74,7 +74,7 @@ class Placement:
     """What one placement did: which models it placed, how many it re-examined, how long it took."""
 
     placed: list[str] = field(default_factory=list)
-    members: int = 0  # models whose edges were recovered again (placed + the trees they joined)
+    members: int = 0  # models the recoveries looked at (new models, their neighbourhoods, trees recovered whole)
     trees_touched: int = 0
     checked_pairs: int = 0
     seconds: float = 0.0
@@ -82,14 +82,16 @@ class Placement:
     fallbacks: list[str] = field(default_factory=list)  # why a tree was recovered whole instead of locally
 
 
-def recovery(settled_bonus: float = 0.0) -> GraphRecovery:
+def recovery(settled_bonus: float = 0.0, like: GraphRecovery | None = None) -> GraphRecovery:
     """The package's tree recovery (:mod:`ancestree.graph`), its shipped direction and calibration models
-    loaded once (a placement runs it once per tree it touches)."""
+    loaded once (or taken from ``like``): a placement runs it once per tree it touches."""
     from ancestree.graph import GraphRecovery
     from ancestree.graph.calibration import Calibration
     from ancestree.graph.direction import DirectionModel
 
-    return GraphRecovery(direction=DirectionModel.load(), calibration=Calibration.load(), settled_bonus=settled_bonus)
+    direction = like.direction if like is not None else DirectionModel.load()
+    calibration = like.calibration if like is not None else Calibration.load()
+    return GraphRecovery(direction=direction, calibration=calibration, settled_bonus=settled_bonus)
 
 
 def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
@@ -410,7 +412,7 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
     declared = declared_edges(store, names)
     joins, links, checked = candidate_trees(store, names, space, declared, prints)
     engine = recovery()
-    engines = (engine, recovery(SETTLED_BONUS))
+    engines = (engine, recovery(SETTLED_BONUS, engine))
     result = Placement(placed=sorted(names), checked_pairs=checked)
     for new, trees in groups(joins, links):
         result.trees_touched += len(trees)
