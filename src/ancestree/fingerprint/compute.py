@@ -8,7 +8,9 @@ threads' CPU time), then the sketch is taken from the now-cached pages.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -53,6 +55,15 @@ def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: T
     )
 
 
+def stored_bytes(info: TensorInfo) -> int:
+    """Bytes the tensor takes in its file (about: quantized tensors add their scales)."""
+    try:
+        itemsize = np.dtype(info.dtype).itemsize
+    except TypeError:  # bfloat16, float8, GGUF block types: about a byte or two an entry
+        itemsize = 2 if "16" in info.dtype else 1
+    return math.prod(info.shape) * itemsize
+
+
 def declared_of(model: Model) -> Declared:
     """The metadata a model declares about itself, in fingerprint form."""
     meta = model.meta
@@ -82,33 +93,67 @@ def content_key(tensors: Iterable[TensorPrint]) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def prefetch(model: Model) -> None:
-    """Ask the kernel to start reading the model's files now, so disk reads overlap the computation."""
-    advise = getattr(os, "posix_fadvise", None)
-    if advise is None:
-        return
-    for f in model.meta.files:
-        try:
-            fd = os.open(f.path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+class ReadAhead:
+    """Reads a model's files sequentially on a background thread, a bounded distance ahead of the consumer.
+
+    Readers memory-map the files, and a cold memory map is read page fault by page fault, in small
+    requests the CPU waits on. Large sequential reads here fill the page cache first (like a plain read of
+    the file), so the hashing and moments find cached pages and the disk works while the CPU computes.
+    At most ``ahead`` bytes are read before the consumer has caught up (:meth:`advance`), so a model
+    larger than memory does not evict its own pages; the only buffer is one ``block``.
+    """
+
+    def __init__(self, paths: Sequence[os.PathLike[str] | str], ahead: int = 256 << 20, block: int = 4 << 20) -> None:
+        self.paths, self.ahead, self.block = list(paths), ahead, block
+        self._read = self._consumed = 0
+        self._stop = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="ancestree-readahead", daemon=True)
+
+    def __enter__(self) -> ReadAhead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def advance(self, nbytes: int) -> None:
+        """The consumer has used ``nbytes`` more of the files."""
+        with self._cond:
+            self._consumed += nbytes
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        view = memoryview(bytearray(self.block))
+        for path in self.paths:
+            try:
+                with open(path, "rb", buffering=0) as fh:
+                    while self._wait_for_room() and (n := fh.readinto(view)):
+                        with self._cond:
+                            self._read += n
+            except OSError:  # the reader proper reports unreadable files; read-ahead is only a hint
+                continue
+
+    def _wait_for_room(self) -> bool:
+        with self._cond:
+            self._cond.wait_for(lambda: self._stop or self._read - self._consumed < self.ahead)
+            return not self._stop
 
 
 def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: bool = True) -> Fingerprint:
     """Fingerprint an open model, reading every learned tensor exactly once."""
     spec = spec or SketchSpec()
-    prefetch(model)
     pool = ThreadPoolExecutor(1, thread_name_prefix="ancestree-hash") if threads else None
+    tensors: list[TensorPrint] = []
     try:
-        # One BLAS thread: the moments' dot products are on small chunks, where BLAS threading only costs.
-        with threadpool_limits(1, user_api="blas"):
-            tensors = [tensor_print(info, values, spec, pool) for info, values in model.iter_tensors()]
+        # One BLAS thread: the sketches' small products gain nothing from BLAS threads on a busy machine.
+        with ReadAhead([f.path for f in model.meta.files]) as ahead, threadpool_limits(1, user_api="blas"):
+            for info, values in model.iter_tensors():
+                tensors.append(tensor_print(info, values, spec, pool))
+                ahead.advance(stored_bytes(info))
     finally:
         if pool is not None:
             pool.shutdown()
@@ -185,4 +230,4 @@ def _split(item: Any) -> tuple[str | None, Source]:
     return None, item
 
 
-__all__ = ["fingerprint", "fingerprint_many", "compute_fingerprint", "tensor_print", "content_key", "declared_of"]
+__all__ = ["fingerprint", "fingerprint_many", "compute_fingerprint", "tensor_print", "content_key", "declared_of", "ReadAhead"]

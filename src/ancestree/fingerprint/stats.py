@@ -1,7 +1,9 @@
-"""The hot loop: exact moments and content hashes of one tensor, streamed in cache-sized chunks.
+"""The hot loop: exact moments and content hashes of one tensor in one pass over its entries.
 
-Nothing here holds more than one chunk of temporaries, so a tensor of any size is summarised in the
-memory of the tensor itself (memory-mapped by the reader) plus a few MB. Hashing and moments are separate
+The per-entry work is compiled with numba (``nogil``): one fused loop computes the four power sums in
+float64 and counts zeros, another the layout hash, each at memory speed (~10 GB per CPU-second), where
+numpy needed a temporary and a pass per quantity. Non-float32 tensors are cast chunk by chunk, so a tensor
+of any size is summarised in the memory of the tensor itself (memory-mapped by the reader) plus a few MB. Hashing and moments are separate
 functions so the caller can run them on two threads (``blake3`` and numpy release the GIL).
 """
 
@@ -12,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from blake3 import blake3
+from numba import njit
 
-#: Elements per chunk: 32 Ki float64 temporaries (256 KB each) stay in the L2 cache.
+#: Elements per chunk when a tensor must be cast to float32 first (128 KB casts stay in the L2 cache).
 CHUNK = 1 << 15
 
 #: The canonical dtype of hashed values: float32 little-endian.
@@ -34,6 +37,15 @@ def _chunks(flat: np.ndarray):
 
 def _canonical(chunk: np.ndarray) -> np.ndarray:
     return chunk if chunk.dtype == CANONICAL else chunk.astype(CANONICAL)
+
+
+def _canonical_chunks(flat: np.ndarray):
+    """The whole array when it is canonical already (no copy), else float32 casts of cache-sized chunks."""
+    if flat.dtype == CANONICAL:
+        yield flat
+    else:
+        for chunk in _chunks(flat):
+            yield _canonical(chunk)
 
 
 def content_digest(flat: np.ndarray) -> str:
@@ -60,16 +72,23 @@ def layout_hash(flat: np.ndarray) -> str:
     do not cancel out the way they could in a plain sum.
     """
     plain = mixed = 0
-    buf = np.empty(min(CHUNK, max(flat.shape[0], 1)), dtype=np.uint32)
-    for chunk in _chunks(flat):
-        u = _canonical(chunk).view(np.uint32)
-        x = buf[: u.shape[0]]
-        np.right_shift(u, np.uint32(15), out=x)  # xor-shift, then square mod 2**32: three cached passes
-        np.bitwise_xor(x, u, out=x)
-        np.multiply(x, x, out=x)
-        plain += int(u.sum(dtype=np.uint64))
-        mixed += int(x.sum(dtype=np.uint64))
-    return f"{flat.shape[0]:x}-{plain & _MASK64:016x}{mixed & _MASK64:016x}"
+    for chunk in _canonical_chunks(flat):
+        p, m = _layout_sums(chunk.view(np.uint32))
+        plain, mixed = (plain + int(p)) & _MASK64, (mixed + int(m)) & _MASK64
+    return f"{flat.shape[0]:x}-{plain:016x}{mixed:016x}"
+
+
+@njit(cache=True, nogil=True)
+def _layout_sums(bits: np.ndarray) -> tuple[np.uint64, np.uint64]:  # pragma: no cover - compiled
+    plain = np.uint64(0)
+    mixed = np.uint64(0)
+    low = np.uint64(0xFFFFFFFF)
+    for i in range(bits.shape[0]):
+        u = np.uint64(bits[i])
+        x = ((u >> np.uint64(15)) ^ u) & low  # xor-shift, then square mod 2**32
+        plain += u
+        mixed += (x * x) & low
+    return plain, mixed
 
 
 def content_hashes(flat: np.ndarray) -> tuple[str, str]:
@@ -90,42 +109,35 @@ class Moments:
     zeros: float
 
 
-def _nonzero(chunk: np.ndarray, scratch: np.ndarray) -> int:
-    """Entries of a float chunk that are not ±0 (integer view: numpy counts floats 5x slower)."""
-    if chunk.dtype.itemsize == 4 and chunk.dtype.kind == "f":
-        bits = np.left_shift(chunk.view(np.uint32), np.uint32(1), out=scratch[: chunk.shape[0]])  # drop the sign
-        return int(np.count_nonzero(bits))
-    return int(np.count_nonzero(chunk))
-
-
 def _power_sums(flat: np.ndarray, shift: float) -> tuple[float, float, float, float, float, int]:
-    """Sums of ``d, d², d³, d⁴`` with ``d = x - shift`` in float64, plus abs max and count of zeros.
-
-    Reductions are BLAS dot products (one pass, no temporary): ``Σd = d·1``, ``Σd² = d·d``,
-    ``Σd³ = d²·d``, ``Σd⁴ = d²·d²``. Callers limit BLAS to one thread (see compute.py): waking BLAS
-    threads for each small vector costs far more than the dot itself.
-    """
-    size = min(CHUNK, flat.shape[0])
-    buf = np.empty(size, dtype=np.float64)
-    buf2 = np.empty_like(buf)
-    ones = np.ones_like(buf)
-    scratch = np.empty(size, dtype=np.uint32)
+    """Sums of ``d, d², d³, d⁴`` with ``d = x - shift`` in float64, plus abs max and count of zeros."""
     s1 = s2 = s3 = s4 = 0.0
-    absmax = 0.0
-    nonzero = 0
-    for chunk in _chunks(flat):
-        n = chunk.shape[0]
-        d = buf[:n]
-        np.copyto(d, chunk)  # a plain cast, then an in-place subtract: faster than a casting subtract
-        np.subtract(d, shift, out=d)
-        d2 = np.multiply(d, d, out=buf2[:n])
-        s1 += float(np.dot(d, ones[:n]))
-        s2 += float(np.dot(d, d))
-        s3 += float(np.dot(d2, d))
-        s4 += float(np.dot(d2, d2))
-        absmax = max(absmax, float(chunk.max()), -float(chunk.min()))
-        nonzero += _nonzero(chunk, scratch)
-    return s1, s2, s3, s4, absmax, flat.shape[0] - nonzero
+    zeros = 0
+    # float32/float64 go to the kernel as they are; other types are cast to float64 chunk by chunk (exact)
+    chunks = [flat] if flat.dtype in (np.float32, np.float64) else (c.astype(np.float64) for c in _chunks(flat))
+    for chunk in chunks:
+        a, b, c, d, z = _shifted_power_sums(chunk, shift)
+        s1, s2, s3, s4, zeros = s1 + a, s2 + b, s3 + c, s4 + d, zeros + int(z)
+    absmax = max(float(flat.max()), -float(flat.min()))
+    return s1, s2, s3, s4, absmax, zeros
+
+
+# ``reassoc`` lets LLVM keep several partial sums in SIMD lanes (float64 throughout, so the result is as
+# exact as a sequential sum, or more); ``nnan``/``ninf`` stay off so NaN and inf propagate as in numpy.
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _shifted_power_sums(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int]:  # pragma: no cover
+    s1 = s2 = s3 = s4 = 0.0
+    zeros = 0
+    for i in range(x.shape[0]):
+        v = x[i]
+        d = np.float64(v) - shift
+        d2 = d * d
+        s1 += d
+        s2 += d2
+        s3 += d2 * d
+        s4 += d2 * d2
+        zeros += np.int64(v == 0)
+    return s1, s2, s3, s4, zeros
 
 
 def moments(flat: np.ndarray) -> Moments:
@@ -160,3 +172,11 @@ def moments(flat: np.ndarray) -> Moments:
         skew = m3 / m2**1.5
         kurt = m4 / (m2 * m2) - 3.0
     return Moments(mean, max(m2, 0.0), skew, kurt, math.sqrt(max(sum_sq, 0.0)), absmax, zeros / n)
+
+
+def warm_up() -> None:
+    """Compile (first run, ~0.5 s) or load from numba's cache (~50 ms) the kernels, before timing anything."""
+    tiny = np.zeros(8, dtype=CANONICAL)
+    _shifted_power_sums(tiny, 0.0)
+    _layout_sums(tiny.view(np.uint32))
+
