@@ -47,28 +47,29 @@ def fit_calibration(tasks: Sequence[Task], temperatures: Sequence[float] | None 
 
 
 def fit_choice_model(tasks: Sequence[tuple[np.ndarray, int | None]], l2: float = 1e-2,
-                     init: Sequence[float] | None = None) -> tuple[np.ndarray, float]:
+                     init: Sequence[float] | None = None, none: bool = True) -> tuple[np.ndarray, float]:
     """A conditional-logit choice model: coefficients ``w`` and a none bias ``b`` such that
     ``softmax([F·w, b])`` puts its mass on the true parent (or on "none") for each task ``(F, truth)``.
 
     ``F`` holds one row of features per candidate. Fitted by L-BFGS on the mean negative log-likelihood
-    with a small L2 penalty (the problem is convex, so the optimum is unique).
+    with a small L2 penalty (the problem is convex, so the optimum is unique). With ``none=False`` only
+    tasks whose parent is present are used and there is no none option (a pure ranking model; ``b`` is 0).
     """
     import torch
 
-    tasks = [(np.asarray(f, dtype=np.float64), t) for f, t in tasks if len(f)]
+    tasks = [(np.asarray(f, dtype=np.float64), t) for f, t in tasks if len(f) and (none or t is not None)]
     if not tasks:
         raise ValueError("no tasks to fit on")
     k = tasks[0][0].shape[1]
     w = torch.tensor(np.asarray(init if init is not None else np.zeros(k)), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(1, dtype=torch.float64, requires_grad=none)
     feats = [torch.from_numpy(f) for f, _ in tasks]
     targets = [len(f) if t is None else t for f, t in tasks]
-    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS([w, b] if none else [w], max_iter=200, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
         opt.zero_grad()
-        loss = sum(-torch.log_softmax(torch.cat([f @ w, b]), 0)[t] for f, t in zip(feats, targets)) / len(feats)
+        loss = sum(-torch.log_softmax(torch.cat([f @ w, b]) if none else f @ w, 0)[t] for f, t in zip(feats, targets)) / len(feats)
         loss = loss + l2 * (w * w).sum()
         loss.backward()
         return loss

@@ -237,9 +237,16 @@ class WeightsRanker:
         return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
 
     def fit(self, tasks: Sequence[tuple[Sequence[dict[str, float]], int | None]]) -> WeightsRanker:
-        """Learn coefficients and the none score from tasks ``(evidence of each candidate, true index or None)``."""
-        from ancestree.lineage.calibrate import fit_choice_model
+        """Learn coefficients and the none score from tasks ``(evidence of each candidate, true index or None)``.
 
-        coef, none = fit_choice_model([(np.stack([features(e) for e in evs]), t) for evs, t in tasks if evs])
-        self.coef, self.calibration = tuple(float(c) for c in coef), Calibration(1.0, none)
+        Two stages: the coefficients as a pure ranking model on the tasks whose parent is present, then
+        the temperature and none score on all tasks. Fitting both at once let the none tasks pull the
+        coefficients toward features that separate "none" a little and rank the parent worse.
+        """
+        from ancestree.lineage.calibrate import fit_calibration, fit_choice_model
+
+        data = [(np.stack([features(e) for e in evs]), t) for evs, t in tasks if evs]
+        coef, _ = fit_choice_model(data, none=False)
+        self.coef = tuple(float(c) for c in coef)
+        self.calibration = fit_calibration([(f @ coef, t) for f, t in data])
         return self
