@@ -57,8 +57,8 @@ def add(
     if format is OutputFormat.json:
         emit(to_json(summary), None)
         return
-    joined = (f" into {summary['trees_touched']} indexed trees ({summary['recovered_again']} models recovered again)"
-              if summary["trees_touched"] else "")
+    joined = (f" into {summary['trees_touched']} indexed trees ({summary['placed_locally']} by their neighbourhood,"
+              f" {summary['recovered_again']} models re-examined)" if summary["trees_touched"] else "")
     console.print(f"added {summary['added']}, skipped {summary['skipped']} already indexed, {len(report.bad)} unreadable; "
                   f"placed {summary['placed']}{joined} in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
                   highlight=False)

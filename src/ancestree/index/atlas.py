@@ -41,6 +41,7 @@ class AddReport:
         p = self.placement or Placement()
         return {"added": len(self.added), "skipped": len(self.skipped), "bad": self.bad,
                 "placed": len(p.placed), "recovered_again": p.members, "trees_touched": p.trees_touched,
+                "placed_locally": p.local, "fallbacks": p.fallbacks,
                 "ingest_seconds": round(self.ingest_seconds, 3), "place_seconds": round(p.seconds, 3)}
 
 

@@ -42,10 +42,12 @@ if TYPE_CHECKING:  # the graph package is imported when a graph is recovered, no
     from ancestree.graph import GraphRecovery
     from ancestree.graph.model_graph import ModelGraph
 
-#: How many nearest neighbours each new model looks at (grouped by tree, best of each tree checked): many
-#: more than a tree's closest members, so that one large tree does not crowd out a second tree a merge
-#: also descends from.
-NEIGHBOURS = 128
+#: How many nearest neighbours each new model looks at (grouped by tree, best of each tree checked).
+NEIGHBOURS = 32
+
+#: Further neighbours looked at, taken only when their cosine is at least :data:`SURE_COSINE` (no check):
+#: one large tree fills the first :data:`NEIGHBOURS` and would hide a second tree a merge descends from.
+FAR_NEIGHBOURS = 128
 
 #: Embedding cosine above which a neighbour is taken as related without checking pair evidence: unrelated
 #: models score below ~0.27 (see :data:`ancestree.index.neighbours.RELATED_COSINE`), relatives 0.7-1.0.
@@ -168,10 +170,12 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
     joins: dict[str, set[int]] = {n: set() for n in new}
     links: dict[str, set[str]] = {n: set() for n in new}
     checked = 0
-    found = index.query_many(vectors[[position[n] for n in new]], k)
+    found = index.query_many(vectors[[position[n] for n in new]], max(k, FAR_NEIGHBOURS))
     for fp, hits in zip(prints(new), found):
         best: dict[object, tuple[str, float]] = {}  # tree id, or an unplaced new model -> best candidate
-        for name, cos in hits:
+        for rank, (name, cos) in enumerate(hits):
+            if rank >= k and cos < SURE_COSINE:
+                continue
             key = tree_of.get(name) if name not in new_names else name
             if name != fp.id and key is not None and key not in best:
                 best[key] = (name, cos)
@@ -443,6 +447,6 @@ def rebuild(store: IndexStore) -> Placement:
                      seconds=time.perf_counter() - start)
 
 
-__all__ = ["LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
+__all__ = ["FAR_NEIGHBOURS", "LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
            "declared_edges", "groups", "local_edges", "neighbourhood", "place", "place_locally", "rebuild", "recover",
            "recovery", "related", "resolve_name", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]
