@@ -315,7 +315,7 @@ def find_loop(store: IndexStore, edges: Sequence[Edge], children: set[str]) -> l
         incoming[e.child].append(e.parent)
 
     def parents(n: str) -> list[str]:
-        return incoming[n] if n in incoming else [e.parent for e in store.edges("recovered", [n]) if e.child == n]
+        return incoming[n] if n in incoming else store.parents(n)
 
     for start in sorted(children):
         seen: set[str] = set()

@@ -381,6 +381,12 @@ class IndexStore:
             cur.execute("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, 'declared')",
                         (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
 
+    def parents(self, name: str, source: str = "recovered") -> list[str]:
+        """Names of the parents of ``name`` (one indexed lookup by child)."""
+        sql = ("SELECT p.name FROM models c JOIN edges e ON e.child = c.id JOIN models p ON p.id = e.parent"
+               " WHERE c.name = ? AND e.source = ? ORDER BY p.name")
+        return [r[0] for r in self.conn.execute(sql, (name, source))]
+
     def lineage(self, name: str, source: str = "recovered") -> list[str]:
         """``name`` and its ancestors up to a root, following the most confident parent (one query a step)."""
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
