@@ -130,6 +130,15 @@ def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
             page.click(f"circle.node[data-id='{parent}']")
             expect(page.locator("#model-name")).to_have_text(parent)
             expect(page.locator("#children")).to_contain_text(child)
+            # a slow search answer must not undo a later click: delay /api/search, search the child (a single
+            # match, which the page opens), click the parent before the answer lands, and the parent stays
+            page.evaluate("""() => { const f = window.fetch; window.fetch = (u, ...a) => String(u).includes('/api/search')
+                ? new Promise((r) => setTimeout(r, 800)).then(() => f(u, ...a)) : f(u, ...a); }""")
+            page.fill("#search", child)
+            page.press("#search", "Enter")
+            page.click(f"circle.node[data-id='{parent}']")
+            page.wait_for_timeout(1500)
+            expect(page.locator("#model-name")).to_have_text(parent)
             # colour by relation, zoom and pan change the drawing without errors
             before = page.get_attribute(f"circle.node[data-id='{child}']", "fill")
             page.select_option("#colour", "relation")

@@ -226,11 +226,18 @@ function edgeTable(edges, other) {
   return html("table", {}, [html("tr", {}, ["model", "relation", "conf.", "source"].map((t) => html("th", { text: t }))), ...rows]);
 }
 
+// Answers can arrive out of order on a slow server: each request carries a number, and only the answer
+// to the latest request of its kind is shown (a late search must not undo a later click).
+const latest = { select: 0, search: 0 };
+
 async function select(id) {
+  const ticket = ++latest.select;
   state.selected = id;
   const box = $("details");
   let m;
-  try { m = await api(`/api/model?id=${encodeURIComponent(id)}`); } catch (err) { box.replaceChildren(html("p", { class: "note", text: err.message })); return; }
+  try { m = await api(`/api/model?id=${encodeURIComponent(id)}`); }
+  catch (err) { if (ticket === latest.select) box.replaceChildren(html("p", { class: "note", text: err.message })); return; }
+  if (ticket !== latest.select) return;
   const lineage = html("div", { class: "lineage", id: "lineage" });
   m.lineage.forEach((name, i) => { if (i) lineage.append(" ← "); lineage.append(modelLink(name)); });
   const parents = edgeTable(m.parents, "parent"); parents.id = "parents";
@@ -251,15 +258,18 @@ function showResults(title, items, note) {
 }
 
 async function nameSearch(q) {
+  const ticket = ++latest.search, selectedBefore = latest.select;
   state.matches = new Set();
   if (!q) { $("results").hidden = true; highlight(); return; }
   let body;
   try { body = await api(`/api/search?q=${encodeURIComponent(q)}&limit=50`); }
-  catch (err) { showResults("name search", [], err.message); return; }
+  catch (err) { if (ticket === latest.search) showResults("name search", [], err.message); return; }
+  if (ticket !== latest.search) return;
   state.matches = new Set(body.results.map((r) => r.id));
   showResults(`models named like “${q}”`, body.results.map((r) => html("li", {}, [modelLink(r.id)])), body.results.length ? "" : "no model matches");
   highlight();
-  if (body.results.length === 1) { select(body.results[0].id); centreOn(body.results[0].id); }
+  // a single match is opened, unless the user picked a model while the search was on its way
+  if (body.results.length === 1 && latest.select === selectedBefore) { select(body.results[0].id); centreOn(body.results[0].id); }
 }
 
 async function textSearch(q) {
@@ -288,8 +298,8 @@ function main() {
   $("fit").onclick = fit;
   $("colour").onchange = (ev) => { state.colour = ev.target.value; draw(); };
   $("edges").onchange = (ev) => { state.source = ev.target.value; load(); };
-  $("name-form").onsubmit = (ev) => { ev.preventDefault(); nameSearch($("search").value.trim()); };
   let timer = null;
+  $("name-form").onsubmit = (ev) => { ev.preventDefault(); clearTimeout(timer); nameSearch($("search").value.trim()); };
   $("search").oninput = () => { clearTimeout(timer); timer = setTimeout(() => nameSearch($("search").value.trim()), 250); };
   $("text-form").onsubmit = (ev) => { ev.preventDefault(); textSearch($("text").value.trim()); };
   load().catch((err) => { $("stats").textContent = `cannot load the graph: ${err.message}`; });
