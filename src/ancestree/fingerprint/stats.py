@@ -10,11 +10,12 @@ functions so the caller can run them on two threads (``blake3`` and numpy releas
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from blake3 import blake3
-from numba import njit
 
 #: Elements per chunk when a tensor must be cast to float32 first (128 KB casts stay in the L2 cache).
 CHUNK = 1 << 15
@@ -73,12 +74,11 @@ def layout_hash(flat: np.ndarray) -> str:
     """
     plain = mixed = 0
     for chunk in _canonical_chunks(flat):
-        p, m = _layout_sums(chunk.view(np.uint32))
+        p, m = _kernels()[1](chunk.view(np.uint32))
         plain, mixed = (plain + int(p)) & _MASK64, (mixed + int(m)) & _MASK64
     return f"{flat.shape[0]:x}-{plain:016x}{mixed:016x}"
 
 
-@njit(cache=True, nogil=True)
 def _layout_sums(bits: np.ndarray) -> tuple[np.uint64, np.uint64]:  # pragma: no cover - compiled
     plain = np.uint64(0)
     mixed = np.uint64(0)
@@ -116,15 +116,12 @@ def _power_sums(flat: np.ndarray, shift: float) -> tuple[float, float, float, fl
     # float32/float64 go to the kernel as they are; other types are cast to float64 chunk by chunk (exact)
     chunks = [flat] if flat.dtype in (np.float32, np.float64) else (c.astype(np.float64) for c in _chunks(flat))
     for chunk in chunks:
-        a, b, c, d, z = _shifted_power_sums(chunk, shift)
+        a, b, c, d, z = _kernels()[0](chunk, shift)
         s1, s2, s3, s4, zeros = s1 + a, s2 + b, s3 + c, s4 + d, zeros + int(z)
     absmax = max(float(flat.max()), -float(flat.min()))
     return s1, s2, s3, s4, absmax, zeros
 
 
-# ``reassoc`` lets LLVM keep several partial sums in SIMD lanes (float64 throughout, so the result is as
-# exact as a sequential sum, or more); ``nnan``/``ninf`` stay off so NaN and inf propagate as in numpy.
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _shifted_power_sums(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int]:  # pragma: no cover
     s1 = s2 = s3 = s4 = 0.0
     zeros = 0
@@ -177,6 +174,29 @@ def moments(flat: np.ndarray) -> Moments:
 def warm_up() -> None:
     """Compile (first run, ~0.5 s) or load from numba's cache (~50 ms) the kernels, before timing anything."""
     tiny = np.zeros(8, dtype=CANONICAL)
-    _shifted_power_sums(tiny, 0.0)
-    _layout_sums(tiny.view(np.uint32))
+    power_sums, layout_sums = _kernels()
+    power_sums(tiny, 0.0)
+    layout_sums(tiny.view(np.uint32))
+
+
+_KERNELS_LOCK = threading.Lock()
+_KERNELS: tuple[Callable, Callable] | None = None
+
+
+def _kernels() -> tuple[Callable, Callable]:
+    """``(power sums, layout sums)`` compiled by numba on first use (``nogil``, cached on disk).
+
+    numba is imported here, not at module import: it costs ~100 MB of memory, which the commands that
+    only read stored fingerprints (``index show``, ``serve``) need not pay. ``reassoc`` lets LLVM keep
+    several partial sums in SIMD lanes (float64 throughout, as exact as a sequential sum or more);
+    ``nnan``/``ninf`` stay off so NaN and inf propagate as in numpy.
+    """
+    global _KERNELS
+    with _KERNELS_LOCK:
+        if _KERNELS is None:
+            from numba import njit
+
+            _KERNELS = (njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_shifted_power_sums),
+                        njit(cache=True, nogil=True)(_layout_sums))
+        return _KERNELS
 
