@@ -75,7 +75,7 @@ class ProbeXConfig:
 
 FAITHFUL = ProbeXConfig()
 OURS = ProbeXConfig(
-    delta=True, standardize=True, views=("x", "xt"), temperature=True, symmetric=True, joint=True, n_layers=2,
+    delta=True, standardize=True, views=("x", "xt"), temperature=False, symmetric=False, joint=True, n_layers=1,
     zero_shot="rows", row_readout=True,
 )
 PRESETS = {"faithful": FAITHFUL, "ours": OURS}
