@@ -31,10 +31,16 @@ if TYPE_CHECKING:
 Source = str | os.PathLike[str] | Model
 
 
+#: Below this size a tensor's hashes are computed on the calling thread.
+THREAD_MIN_BYTES = 1 << 20
+
+
 def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: ThreadPoolExecutor | None = None) -> TensorPrint:
     """Summarise one tensor (``values`` as returned by :meth:`Model.read`)."""
     flat = flat_view(values)
-    pending = pool.submit(content_hashes, flat) if pool is not None else None
+    # Small tensors hash faster than a hand-off to the worker thread and back costs (~0.1 ms).
+    worth_a_thread = pool is not None and flat.nbytes >= THREAD_MIN_BYTES
+    pending = pool.submit(content_hashes, flat) if worth_a_thread else None
     mom = moments(flat)
     digest, layout = pending.result() if pending is not None else content_hashes(flat)
     return TensorPrint(

@@ -192,6 +192,8 @@ def _kernels() -> tuple[Callable, Callable]:
     ``nnan``/``ninf`` stay off so NaN and inf propagate as in numpy.
     """
     global _KERNELS
+    if _KERNELS is not None:  # called once per tensor: no lock once compiled
+        return _KERNELS
     with _KERNELS_LOCK:
         if _KERNELS is None:
             from numba import njit
