@@ -9,7 +9,8 @@ For every zoo given (folders made by ``ancestree zoo make``, with ``truth.json``
 * ``ours``: fingerprinting every model (no cache, cold start) plus recovery, weights only (declared
   metadata ignored), and ``ours+declared`` with the declared ``base_model`` prior.
 
-Wall time and peak RSS (``ru_maxrss`` of the subprocess) are measured per method. The scaling run times
+Wall time (format readers imported before the clock, for every method) and peak RSS (``ru_maxrss`` of the
+subprocess) are measured per method. The scaling run times
 recovery alone on 1k and 10k synthetic fingerprints (random-walk trees, :mod:`ancestree.graph.synthetic`).
 
 Usage: ``python benchmarks/bench_tree.py --zoo /work/zoos/vthr --zoo /work/zoos/wild [--scaling 1000 10000]``
@@ -35,6 +36,7 @@ def run_one(method: str, zoo: str) -> dict:
 
     truth = ModelGraph.load(Path(zoo) / "truth.json")
     sources = [(m, Path(zoo) / m) for m in truth.models]
+    import_readers()
     start = time.perf_counter()
     if method.startswith("mother"):
         k = len(truth.tree_members())
@@ -50,6 +52,12 @@ def run_one(method: str, zoo: str) -> dict:
     scores = evaluate(graph, truth).to_dict()
     return {"method": method, "zoo": Path(zoo).name, "seconds": seconds,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **scores}
+
+
+def import_readers() -> None:
+    """Import every format reader (torch, onnx, gguf) before the clock starts, for both methods alike:
+    ``import torch`` alone takes ~1.5 s, paid once by a long-running process, not per recovery."""
+    from ancestree.io import gguf, npz, onnx, peft, safetensors, torch_pickle, zip  # noqa: F401
 
 
 def run_scaling(n: int) -> dict:
