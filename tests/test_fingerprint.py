@@ -156,6 +156,24 @@ def test_cache_hit_reads_no_tensor_bytes(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(reads) == 9
 
 
+def test_cache_keeps_each_files_tensor_names_for_duplicates_across_formats(tmp_path: Path) -> None:
+    """Regression: an .npz duplicate with other tensor names (as an ONNX export has) shares the content key
+    of the safetensors original; the cache once served the first one's names to the second."""
+    tensors = small_tensors()
+    folder = write_hf_folder(tmp_path / "m", tensors)
+    renamed = tmp_path / "export.npz"
+    np.savez(renamed, **{f"val_{i}": v for i, v in enumerate(tensors.values())})
+    cache = FingerprintCache(tmp_path / "cache")
+    export = fingerprint(renamed, cache)
+    original = fingerprint(folder, cache)
+    assert export.content_key == original.content_key  # duplicates by content
+    fresh = fingerprint(folder)
+    for cached_run in (original, fingerprint(folder, cache)):
+        assert [(t.name, t.shape) for t in cached_run.tensors] == [(t.name, t.shape) for t in fresh.tensors]
+    assert [t.name for t in fingerprint(renamed, cache).tensors] == [t.name for t in fingerprint(renamed).tensors]
+    assert all(t.name.startswith("val_") for t in export.tensors)
+
+
 def test_default_cache_dir_follows_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "c"))
     assert default_cache_dir() == tmp_path / "c"

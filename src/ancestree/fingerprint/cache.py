@@ -4,7 +4,10 @@ Two levels, so a second run reads no tensor bytes and two copies of one model ar
 
 * ``stat/<key>.json`` maps a model's files by ``(realpath, size, mtime_ns)`` to a content key; finding
   it needs only a ``stat`` of each file (the model's headers are read to list its files);
-* ``content/<content_key>.npz`` holds the fingerprint under the identity of the learned values.
+* ``content/<entry_key>.npz`` holds the fingerprint under the identity of the learned values *and* of
+  the way this file names and lays them out (tensor names, shapes, order): copies of one model with the
+  same tensor names share an entry, while a duplicate in another format (ONNX names such as
+  ``onnx::MatMul_269``, transposed matrices) gets its own, since name alignment needs its own names.
 
 On a hit, the id and the declared metadata are refreshed from the open model (headers only), so the
 same weights seen under another name or with another model card come back with that name and card.
@@ -28,6 +31,9 @@ from ancestree.io.base import Model
 #: Environment variable overriding the default cache directory.
 CACHE_ENV = "ANCESTREE_CACHE"
 
+#: Version of the on-disk layout of the cache (not of the fingerprints it holds).
+CACHE_LAYOUT = 2
+
 
 def default_cache_dir() -> Path:
     """``$ANCESTREE_CACHE``, else ``~/.cache/ancestree``."""
@@ -40,7 +46,9 @@ class FingerprintCache:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
-        self.root = self.directory / f"fingerprints-v{FINGERPRINT_VERSION}"
+        # layout ".2": entries keyed by names as well as values (".1" served an ONNX duplicate's tensor
+        # names to the safetensors original, since both have one content key)
+        self.root = self.directory / f"fingerprints-v{FINGERPRINT_VERSION}.{CACHE_LAYOUT}"
 
     def __repr__(self) -> str:
         return f"FingerprintCache({str(self.directory)!r})"
@@ -67,8 +75,14 @@ class FingerprintCache:
     def _stat_path(self, key: str) -> Path:
         return self.root / "stat" / key[:2] / f"{key}.json"
 
-    def _content_path(self, content_key: str, spec: SketchSpec) -> Path:
-        return self.root / "content" / content_key[:2] / f"{content_key}-{self._spec_tag(spec)}.npz"
+    @staticmethod
+    def entry_key(fp: Fingerprint) -> str:
+        """The learned values (``content_key``) together with this file's tensor names, shapes and order."""
+        layout = [[t.name, list(t.shape), t.digest] for t in fp.tensors]
+        return hashlib.sha256(json.dumps([fp.content_key, layout]).encode()).hexdigest()
+
+    def _content_path(self, entry_key: str, spec: SketchSpec) -> Path:
+        return self.root / "content" / entry_key[:2] / f"{entry_key}-{self._spec_tag(spec)}.npz"
 
     # -- use ----------------------------------------------------------------------------------------
     def get(self, model: Model, spec: SketchSpec | None = None) -> Fingerprint | None:
@@ -79,7 +93,7 @@ class FingerprintCache:
             return None
         try:
             entry = json.loads(self._stat_path(key).read_text(encoding="utf-8"))
-            data = self._content_path(str(entry["content_key"]), spec).read_bytes()
+            data = self._content_path(str(entry["entry_key"]), spec).read_bytes()
             fp = from_bytes(data)[0]
         except (OSError, ValueError, KeyError, TypeError, IndexError, BadInputError):
             return None
@@ -87,12 +101,13 @@ class FingerprintCache:
 
     def put(self, model: Model, fp: Fingerprint) -> None:
         """Store ``fp`` under its content key and remember which files gave it."""
-        content = self._content_path(fp.content_key, fp.spec)
+        entry_key = self.entry_key(fp)
+        content = self._content_path(entry_key, fp.spec)
         if not content.exists():
             write_bytes(content, to_bytes([fp]))
         key = self.stat_key(model, fp.spec)
         if key is not None:
-            write_text(self._stat_path(key), json.dumps({"content_key": fp.content_key, "id": fp.id}))
+            write_text(self._stat_path(key), json.dumps({"entry_key": entry_key, "content_key": fp.content_key, "id": fp.id}))
 
 
 def _refresh(fp: Fingerprint, model: Model) -> Fingerprint:
