@@ -173,6 +173,27 @@ def test_duplicate_rep_makes_edges_copy_invariant() -> None:
     assert evaluate(pred, truth).edge_f1 == 1.0
 
 
+def test_original_of_duplicates_is_the_safetensors_file_even_when_its_card_names_its_parent(tiny_fps) -> None:
+    """Regression (wild zoo): an original whose card declares its own parent was ranked after its ONNX
+    export, so the export carried the family's edges. A declared base says which copy is the copy only
+    when it names one of the duplicates, and weights-only recovery ignores cards altogether."""
+    from dataclasses import replace
+
+    fps, truth = tiny_fps
+    dups = [(p, c) for p, c, d in truth.edges() if d["relation"] == "duplicate"]
+    assert dups
+    by_id = {f.id: f for f in fps}
+    grand = {c: p for p, c, d in truth.edges()}
+    originals = {p for p, _ in dups}
+    for o in originals:  # the original declares its real parent, as a fine-tune's card would
+        by_id[o] = replace(by_id[o], declared=replace(by_id[o].declared, base_model=grand.get(o, "somewhere/else")))
+    edited = [by_id[f.id] for f in fps]
+    for use_declared in (False, True):
+        graph = GraphRecovery(use_declared=use_declared).fit(edited).graph_
+        for p, c in dups:
+            assert graph.graph.has_edge(p, c) and graph.graph.edges[p, c]["relation"] == "duplicate", (use_declared, p, c)
+
+
 def test_graph_json_roundtrip_and_tree_numbering() -> None:
     g = graph_from_edges(["b", "a", "z", "y"], [("a", "b", "finetune", 0.9), ("y", "z", "merge", 0.5)])
     assert g.trees() == {"a": 0, "b": 0, "y": 1, "z": 1}

@@ -176,7 +176,7 @@ class GraphRecovery:
             classes[find(i)].append(i)
         reps = list(range(n))
         for cls in classes.values():
-            rep = min(cls, key=lambda i: _original_rank(members[i]))
+            rep = min(cls, key=lambda i: (self._declares_copy(members, i, cls), *_original_rank(members[i])))
             for i in cls:
                 reps[i] = rep
                 if i != rep:
@@ -281,6 +281,14 @@ class GraphRecovery:
         """Mean ``log P_dir(base → kid)``: how plausibly ``base`` is the parent of every one of ``kids``."""
         prob = self.direction_.proba(pair_features(gv, np.full(len(kids), base), np.array(kids)))
         return float(np.mean(np.log(np.maximum(prob, 1e-9))))
+
+    def _declares_copy(self, members, i: int, copies: list[int]) -> bool:
+        """Whether model ``i``'s card says it is a copy: relation ``duplicate``, or a declared base among its
+        own duplicates. A declared base outside them is the family's parent and says nothing about which
+        file is the original (ranking every declaring model last once made an ONNX export the original)."""
+        if not self.use_declared:
+            return False
+        return members[i].declared.relation == "duplicate" or any(self._declares(members, i, j) for j in copies if j != i)
 
     def _declares(self, members, child: int, parent: int) -> bool:
         return members[parent].id in self.declared_.get(members[child].id, ())
@@ -404,10 +412,11 @@ FORMAT_RANK = {"safetensors": 0, "pytorch": 1, "peft": 2, "npz": 3, "onnx": 4, "
 
 
 def _original_rank(fp: Fingerprint) -> tuple:
-    """Which copy of duplicates carries the family's edges: undeclared, safetensors, oldest, then id."""
+    """Which copy of duplicates carries the family's edges, from the files alone: safetensors first, then
+    the oldest, then the id."""
     fmt = fp.format.removeprefix("zip:")  # a zipped folder ranks like what it holds, after it
     fmt_rank = FORMAT_RANK.get(fmt, len(FORMAT_RANK)) + (0.5 if fp.format.startswith("zip:") else 0.0)
-    return (fp.declared.relation == "duplicate", bool(fp.declared.base_model), fmt_rank, fp.declared.mtime, fp.id)
+    return (fmt_rank, fp.declared.mtime, fp.id)
 
 
 __all__ = ["Edge", "GraphRecovery"]
