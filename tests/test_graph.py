@@ -194,6 +194,31 @@ def test_original_of_duplicates_is_the_safetensors_file_even_when_its_card_names
             assert graph.graph.has_edge(p, c) and graph.graph.edges[p, c]["relation"] == "duplicate", (use_declared, p, c)
 
 
+def test_wide_merge_search_finds_an_extrapolating_task_arithmetic_merge() -> None:
+    """Task arithmetic B + 0.7·Σ(Cᵢ − B) lies far from its members; nearer relatives crowd them out of the
+    nearest few, so the search regresses on the whole tree and keeps one minimal exact dependency."""
+    from ancestree.graph.relations import merge_coordinates, merge_parents, wide_merge_candidates
+
+    rng = np.random.default_rng(0)
+    width = 2000
+    base = rng.normal(size=width)
+    kids = [base + 0.3 * rng.normal(size=width) for _ in range(3)]
+    merge = base + 0.7 * sum(k - base for k in kids)
+    other = rng.normal(size=width)  # a second, unrelated dependency in the same tree: o2 = (o1 + o3) / 2
+    o1, o3 = merge + 0.2 * rng.normal(size=width), merge + 0.2 * rng.normal(size=width)
+    near = [merge + 0.1 * rng.normal(size=width) for _ in range(8)]  # fine-tunes of the merge, nearest to it
+    rows = [base, *kids, merge, o1, (o1 + o3) / 2, o3, *near, other]
+    U = np.array(rows, dtype=np.float32)
+    S = U[:, merge_coordinates(width)]
+    pool = [i for i in range(len(rows)) if i != 4]
+    found = wide_merge_candidates(S, 4, pool)
+    assert sorted(found) == [0, 1, 2, 3]
+    support, weights, residual = merge_parents(U, 4, found, float(np.linalg.norm(U[4] - U[8])))
+    assert residual < 1e-4 and sorted(np.round(weights, 3)) == [-1.1, 0.7, 0.7, 0.7]
+    # a fine-tune of the merge is no exact combination of anything
+    assert wide_merge_candidates(S, 8, [i for i in range(len(rows)) if i != 8]) == []
+
+
 def test_graph_json_roundtrip_and_tree_numbering() -> None:
     g = graph_from_edges(["b", "a", "z", "y"], [("a", "b", "finetune", 0.9), ("y", "z", "merge", 0.5)])
     assert g.trees() == {"a": 0, "b": 0, "y": 1, "z": 1}

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 from tqdm.auto import tqdm
 
+from ancestree.blas import one_blas_thread
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.stats import content_hashes, flat_view, moments
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
@@ -149,20 +149,6 @@ class ReadAhead:
             return not self._stop
 
 
-_BLAS_LOCK = threading.Lock()
-_BLAS: ThreadpoolController | None = None
-
-
-def _blas() -> ThreadpoolController:
-    """One controller per process: building it scans the loaded libraries (~6 ms), which for small models
-    cost more than fingerprinting them."""
-    global _BLAS
-    with _BLAS_LOCK:
-        if _BLAS is None:
-            _BLAS = ThreadpoolController()
-        return _BLAS
-
-
 def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: bool = True) -> Fingerprint:
     """Fingerprint an open model, reading every learned tensor exactly once."""
     spec = spec or SketchSpec()
@@ -170,7 +156,7 @@ def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: b
     tensors: list[TensorPrint] = []
     try:
         # One BLAS thread: the sketches' small products gain nothing from BLAS threads on a busy machine.
-        with ReadAhead([f.path for f in model.meta.files]) as ahead, _blas().limit(limits=1, user_api="blas"):
+        with ReadAhead([f.path for f in model.meta.files]) as ahead, one_blas_thread():
             for info, values in model.iter_tensors():
                 tensors.append(tensor_print(info, values, spec, pool))
                 ahead.advance(stored_bytes(info))

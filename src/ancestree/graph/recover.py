@@ -31,6 +31,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from ancestree.blas import one_blas_thread
 from ancestree.fingerprint import Fingerprint
 from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
@@ -45,9 +46,11 @@ from ancestree.graph.relations import (
     is_duplicate,
     is_pruned_copy,
     is_quantized_copy,
+    merge_coordinates,
     merge_parents,
     merge_tolerance,
     resolve_merges,
+    wide_merge_candidates,
 )
 from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors
 from ancestree.relate import relate, verdict
@@ -149,7 +152,8 @@ class GraphRecovery:
         for label in np.unique(labels):
             nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
             if len(nodes) > 1:
-                self._fit_tree(gv, members, nodes, neighbours)
+                with one_blas_thread():  # small solves per tree: threads would only spin
+                    self._fit_tree(gv, members, nodes, neighbours)
 
     def _collapse_duplicates(self, gv: GroupVectors, members: list[Fingerprint], pairs: np.ndarray, dist: np.ndarray) -> list[int]:
         """Union duplicates; returns the representative row of every row (and records duplicate edges)."""
@@ -208,26 +212,48 @@ class GraphRecovery:
                 if p not in leaves and zeros[c] - zeros[p] >= 0.05 and is_pruned_copy(members[p], members[c]):
                     forced[c] = p
                     break
-        # merges: an exact affine combination of two or more relatives
+        # merges: an exact affine combination of two or more relatives, first among the nearest, then
+        # (task arithmetic extrapolates far from its members) among the whole tree on sampled coordinates
         found: dict[int, tuple[list[int], list[float]]] = {}
+        pool = [i for i in nodes if i not in leaves]
+        S = gv.U[:, merge_coordinates(gv.U.shape[1])]
         for c in nodes:
-            if c in leaves or c in forced:
+            if c in leaves or c in forced or not near[c]:
                 continue
-            cands = [j for _, j in near[c] if j not in leaves][:MERGE_CANDIDATES]
-            if len(cands) < 2:
-                continue
-            support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
-            if residual < merge_tolerance(min(precision[j] for j in [c, *cands])):
-                found[c] = (support, weights)
+            nearest = [j for _, j in near[c] if j not in leaves][:MERGE_CANDIDATES]
+            # every member of an exact dependency is a combination of the others: search once per dependency
+            known = next(([j for j in {k, *sup} if j != c] for k, (sup, _) in found.items() if c in sup), None)
+            for cands in ([known] if known else [nearest, wide_merge_candidates(S, c, [j for j in pool if j != c])]):
+                if len(cands) < 2:
+                    continue
+                support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
+                if residual < merge_tolerance(min(precision[j] for j in [c, *cands])):
+                    found[c] = (support, weights)
+                    break
         merges = resolve_merges(found, lambda base, kids: self._older(gv, base, kids))
         for c, parents in merges.items():
             for p in parents:
                 self.edges_.append(Edge(members[p].id, members[c].id, "merge", 0.98, "merge"))
-        core = [i for i in nodes if i not in leaves and i not in merges]
-        self._arborescence(gv, members, core, near, forced, set(merges))
+        # merges stay in the arborescence as possible parents (models are fine-tuned from merges), held
+        # below their first parent there; their own edges are the merge edges above. A merge on a loop
+        # closed through its other parents is left out of the arborescence (it then has no tree children).
+        inside = dict(merges)
+        while True:
+            core = [i for i in nodes if i not in leaves and (i in inside or i not in merges)]
+            chosen = self._arborescence(gv, members, core, near, {**forced, **{c: ps[0] for c, ps in inside.items()}}, inside)
+            loop = _cycle([(p, c) for p, c, *_ in chosen] + [(p, c) for c, ps in merges.items() for p in ps])
+            if not loop.intersection(inside):
+                break
+            for c in loop.intersection(inside):
+                del inside[c]
+        for p, c, data, incoming in chosen:
+            self._tree_edge(members, p, c, data, incoming, forced)
 
-    def _arborescence(self, gv, members, core, near, forced, merges) -> None:
+    def _arborescence(self, gv, members, core, near, forced, merges) -> list[tuple[int, int, dict, list]]:
         """Edges among the core of one tree: the minimum spanning arborescence of learned costs.
+
+        ``merges`` (child -> merge parents, already linked) sit below their first parent (in ``forced``) and
+        may be parents of other models; no tree edge is recorded into them.
 
         The cost of ``p → c`` is the pair's angle distance (:func:`~ancestree.graph.vectors.angle_distances`,
         the log of a geometric mean of squared per-tensor angles) minus ``direction_weight · log P_dir(p→c)``
@@ -237,12 +263,12 @@ class GraphRecovery:
         neighbour pairs of the tree in both directions, so the cost stays ~N·k.
         """
         if len(core) < 2:
-            return
+            return []
         core_set = set(core)
         pairs = sorted({(min(c, p), max(c, p)) for c in core for _, p in near[c] if p in core_set}
                        | {(min(c, p), max(c, p)) for c, p in forced.items() if c in core_set and p in core_set})
         if not pairs:
-            return
+            return []
         P = np.array(pairs, dtype=np.int64)
         par = np.r_[P[:, 0], P[:, 1]]
         chi = np.r_[P[:, 1], P[:, 0]]
@@ -253,6 +279,8 @@ class GraphRecovery:
         incoming: dict[int, list[tuple[float, int]]] = defaultdict(list)
         floor = float(cost.min()) - 1.0
         for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
+            if b in merges.get(a, ()):  # a merge is no parent of what it was merged from
+                continue
             if b in forced:  # a pruned copy keeps the parent it was copied from
                 if forced[b] != a:
                     continue
@@ -264,8 +292,8 @@ class GraphRecovery:
             data[(a, b)] = {"weight": w, "p_dir": pr}
             incoming[b].append((w, a))
         # one call for all components: the virtual root of the algorithm enters each component once
-        for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()]):
-            self._tree_edge(members, p, c, data[(p, c)], incoming[c], forced)
+        return [(p, c, data[(p, c)], incoming[c])
+                for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()]) if c not in merges]
 
     def _tree_edge(self, members, p: int, c: int, data: dict, incoming: list[tuple[float, int]], forced) -> None:
         """Record ``p → c`` with a raw score: the softmax share of ``p`` among ``c``'s candidate parents
@@ -354,6 +382,16 @@ SCREEN_RTOL = 1e-2
 
 #: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
 SCREEN_TENSORS = 4
+
+
+def _cycle(edges: list[tuple[int, int]]) -> set[int]:
+    """The nodes of one directed cycle of ``edges`` (empty when there is none)."""
+    import networkx as nx
+
+    try:
+        return {u for u, _ in nx.find_cycle(nx.DiGraph(edges))}
+    except nx.NetworkXNoCycle:
+        return set()
 
 
 def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[int]:

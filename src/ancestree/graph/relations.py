@@ -81,6 +81,60 @@ def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float
     return [c for c, _ in support], [w for _, w in support], residual
 
 
+#: How many of a model's relatives in its tree the wide merge search regresses it on.
+MERGE_POOL = 24
+
+#: Coordinates the wide search samples: exact linear relations survive any subset of coordinates.
+MERGE_COORDINATES = 512
+
+#: Relative residual on the sampled coordinates below which a combination is checked on all of them.
+MERGE_SCREEN = 1e-3
+
+
+def merge_coordinates(width: int, seed: int = 0) -> np.ndarray:
+    """The fixed coordinates the wide merge search works on (all of them for narrow vectors)."""
+    if width <= MERGE_COORDINATES:
+        return np.arange(width)
+    return np.sort(np.random.default_rng(seed).choice(width, MERGE_COORDINATES, replace=False))
+
+
+def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int]) -> list[int]:
+    """Relatives that may combine into ``child`` exactly, found on sampled coordinates ``S`` (rows = models).
+
+    Task arithmetic with several parents extrapolates (``B + 0.7·Σ(Cᵢ − B)`` lies far beyond its parents and
+    base), so the members of a merge need not be among the child's nearest relatives. The child is regressed
+    on its ``MERGE_POOL`` nearest relatives in ``S`` (an affine fit); with fewer regressors than coordinates a
+    fine-tune keeps a large residual, while a merge fits at rounding level. Returns a minimal set of
+    relatives that still fits (to be verified on all coordinates with :func:`merge_parents`), or [].
+    """
+    if len(pool) < 2:
+        return []
+    X = S[pool].astype(np.float64)
+    y = S[child].astype(np.float64)
+    order = np.argsort(np.linalg.norm(X - y, axis=1))[:MERGE_POOL]
+    scale = float(np.linalg.norm(X[order[0]] - y))
+    if scale <= 0 or len(order) >= S.shape[1] or _affine_residual(X[order], y) > MERGE_SCREEN * scale:
+        return []
+    # Drop members while the fit stays exact: another merge in the pool is a second exact dependency, and
+    # the least-squares weights would spread over both; the members left are one minimal dependency.
+    keep = list(order)
+    while len(keep) > 2:
+        trials = [(_affine_residual(X[[k for k in keep if k != drop]], y), drop) for drop in keep]
+        residual, drop = min(trials)
+        if residual > MERGE_SCREEN * scale:
+            break
+        keep.remove(drop)
+    return [pool[k] for k in keep]
+
+
+def _affine_residual(X: np.ndarray, y: np.ndarray) -> float:
+    """Distance from ``y`` to the affine hull of the rows of ``X``."""
+    if len(X) == 1:
+        return float(np.linalg.norm(y - X[0]))
+    w, *_ = np.linalg.lstsq((X[1:] - X[0]).T, y - X[0], rcond=None)
+    return float(np.linalg.norm((X[1:] - X[0]).T @ w - (y - X[0])))
+
+
 def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
                    base_score: Callable[[int, list[int]], float] | None = None) -> dict[int, list[int]]:
     """Pick the real merge children among exact affine dependencies; returns child -> parents.
@@ -120,4 +174,4 @@ def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
     return out
 
 
-__all__ = ["MERGE_CANDIDATES", "MERGE_RESIDUAL", "merge_tolerance", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]
+__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
+from ancestree.blas import one_blas_thread
 from ancestree.fingerprint import Fingerprint, TensorPrint
 
 #: Length of the embedding vectors (float32): 128 × 4 bytes a model.
@@ -57,7 +57,7 @@ def embed(fp: Fingerprint, dim: int = DIM) -> np.ndarray:
     """The unit vector of a fingerprint (all zeros when no tensor has a usable sketch)."""
     # vector-times-matrix products this small only make BLAS threads spin on a shared CPU (measured: 88 ms
     # a model with 2 BLAS threads under load, ~1 ms with one)
-    with threadpool_limits(1, user_api="blas"):
+    with one_blas_thread():
         return _embed(fp, dim)
 
 
@@ -100,7 +100,7 @@ class NeighbourIndex:
         """:meth:`query` for each row of ``vectors``, in one matrix product (BLAS limits are set once)."""
         if not self.names_:
             return [[] for _ in vectors]
-        with threadpool_limits(1, user_api="blas"):
+        with one_blas_thread():
             scores = np.asarray(vectors, dtype=np.float32) @ self.vectors_.T
         k = min(k, scores.shape[1])
         out = []

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 from scipy.stats import kurtosis
-from threadpoolctl import threadpool_limits
 
+from ancestree.blas import one_blas_thread
 from ancestree.fingerprint import fingerprint
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import SketchSpec
@@ -211,7 +211,7 @@ class WeightsRanker:
     def score_candidates(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[CandidateScore], dict[str, str]]:
         """Unranked scores of every comparable candidate, and the incomparable ones with their reason."""
         check_distinct(child, list(candidates))
-        with threadpool_limits(1, user_api="blas"):  # small matrices: BLAS threads only spin on a shared CPU
+        with one_blas_thread():  # small matrices: BLAS threads only spin on a shared CPU
             return self._score(child, candidates)
 
     def _score(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[CandidateScore], dict[str, str]]:
