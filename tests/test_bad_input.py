@@ -269,3 +269,15 @@ def test_subprocess_malicious_pickle(tmp_path: Path) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert "refuses to unpickle" in proc.stderr and str(path) in proc.stderr
     assert not (tmp_path / "PWNED").exists()
+
+
+def test_probex_train_on_a_truth_listing_missing_models_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A zoo whose truth.json names a model folder that is not there: exit 2 naming truth.json, no output."""
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "truth.json").write_text(json.dumps({"models": [{"id": "gone"}], "edges": []}))
+    out = tmp_path / "experts"
+    status, _, err = _run(["probex", "train", str(zoo), "-o", str(out)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert "truth.json" in err and "gone" in err
+    assert not out.exists()

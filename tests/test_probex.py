@@ -148,3 +148,20 @@ def test_cli_json_matches_the_contract(fitted, probex_zoo, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run(["probex", "predict", model, "--experts", str(probex_zoo)])
     assert exit_info.value.code == 2
+
+
+def test_router_splits_a_graph_tree_by_layout() -> None:
+    """Regression: a tree of the graph also holds the same weights under other names (an ONNX export, a
+    PEFT adapter's update); stacking their sketches with the originals crashed `probex train` on the tiny
+    zoo. Given clusters are split by architecture, and each model routes within its own layout."""
+    from ancestree.probex.router import Router
+
+    rng = np.random.default_rng(0)
+    root = rng.normal(size=64).astype(np.float32)
+    sketches = {f"ft{i}": root + 0.05 * rng.normal(size=64).astype(np.float32) for i in range(4)}
+    sketches["export"] = np.concatenate([root, root])  # another layout of the same tree
+    archs = {m: ("onnx" if m == "export" else "safetensors") for m in sketches}
+    router = Router().fit(sketches, archs, clusters={m: 0 for m in sketches})
+    assert sorted(len(t.members) for t in router.trees) == [1, 4]
+    assert router.route(sketches["ft1"], "safetensors").members == ["ft0", "ft1", "ft2", "ft3"]
+    assert router.route(np.concatenate([root, root]), "onnx").members == ["export"]

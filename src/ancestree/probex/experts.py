@@ -52,12 +52,16 @@ def read_zoo(zoo: str | Path) -> list[ZooModel]:
         raise BadInputError(zoo, "not a zoo: no truth.json (make one with `ancestree zoo make`)")
     try:
         data = json.loads(truth.read_text())
-        return [
+        models = [
             ZooModel(m["id"], zoo / m["id"], tuple(m.get("classes") or ()), m.get("split"), m.get("tree"))
             for m in data["models"]
         ]
     except (ValueError, KeyError, TypeError) as exc:
         raise BadInputError(truth, f"malformed truth.json: {exc.__class__.__name__}: {exc}") from None
+    missing = [m.id for m in models if not m.path.exists()]
+    if missing:
+        raise BadInputError(truth, f"lists {len(missing)} model(s) missing from the zoo folder (first: {missing[0]})")
+    return models
 
 
 @dataclass

@@ -86,8 +86,15 @@ class Router:
     trees: list[Tree] = field(default_factory=list)
 
     def fit(self, sketches: Mapping[str, np.ndarray], archs: Mapping[str, str], clusters: Mapping[str, Any] | None = None) -> Router:
-        """``sketches``/``archs`` by model id; ``clusters`` (id -> label) overrides the built-in clustering."""
-        labels = dict(clusters) if clusters is not None else self._cluster(sketches, archs)
+        """``sketches``/``archs`` by model id; ``clusters`` (id -> label) overrides the built-in clustering.
+
+        A tree of the graph can hold the same weights under other names (an ONNX export, a PEFT adapter's
+        update, a GGUF copy): one expert reads one layout, so given clusters are split by architecture.
+        """
+        if clusters is not None:
+            labels: Mapping[str, Any] = {m: (clusters[m], archs[m]) for m in sketches}
+        else:
+            labels = self._cluster(sketches, archs)
         groups: dict[Any, list[str]] = {}
         for model_id in sketches:
             groups.setdefault(labels[model_id], []).append(model_id)
