@@ -414,6 +414,7 @@ def test_peft_lora_delta_equals_merged_minus_base(tmp_path: Path, safe: bool) ->
     with torch.no_grad():
         peft_model.base_model.model.head.modules_to_save["default"].weight.add_(1.0)
     peft_model.save_pretrained(str(tmp_path / "adapter"), safe_serialization=safe)
+    trained = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n or "modules_to_save" in n)
     merged = peft_model.merge_and_unload().state_dict()
     with load_model(tmp_path / "adapter") as model:
         assert model.format == "peft"
@@ -427,6 +428,19 @@ def test_peft_lora_delta_equals_merged_minus_base(tmp_path: Path, safe: bool) ->
             assert np.abs(delta).max() > 0.05  # the check below is not vacuous
             np.testing.assert_allclose(model.read(name), delta, atol=1e-5)
         np.testing.assert_array_equal(model.read("head.weight"), merged["head.weight"].numpy())
+        assert model.parameters == trained  # what the adapter stores and trained (lora_A/B, head)
+
+
+def test_peft_parameters_count_the_stored_low_rank_factors(tmp_path: Path) -> None:
+    """A rank-2 adapter of a 64x64 layer trains 256 numbers, though it is read as a 4096-entry update."""
+    from peft import LoraConfig, get_peft_model
+
+    base = torch.nn.Sequential(torch.nn.Linear(64, 64, bias=False))
+    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["0"], init_lora_weights=False))
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+    with load_model(tmp_path / "adapter") as model:
+        assert model.tensors["0.weight"].shape == (64, 64)
+        assert model.parameters == 2 * 64 * 2 and model.dtype_counts == {"float32": 256}
 
 
 def test_peft_rank_mismatch_is_bad_input(tmp_path: Path) -> None:

@@ -133,6 +133,16 @@ class PeftAdapterModel(Model):
         return bool((self.meta.adapter_config or {}).get("fan_in_fan_out"))
 
     # -- the Model interface ------------------------------------------------------------------------
+    @property
+    def parameters(self) -> int:
+        """Elements of the stored, learned tensors (``lora_A``, ``lora_B``, modules saved whole): what the
+        adapter trained, not the size of the dense updates it is read as."""
+        return self._stored.parameters
+
+    @property
+    def dtype_counts(self) -> dict[str, int]:
+        return self._stored.dtype_counts
+
     def _list(self) -> list[TensorInfo]:
         infos = []
         for name, pair in self._pairs.items():
