@@ -103,6 +103,29 @@ def test_cards_written_readable_and_not_overwritten(tmp_path: Path) -> None:
     assert again.data.base_model == "ft" and again.data.base_model_relation == "quantized" and again.data.license == "mit"
 
 
+def test_cards_use_only_hub_relation_values(tmp_path: Path) -> None:
+    """The Hub knows adapter/merge/quantized/finetune; a pruned copy or a duplicate gets its base_model and
+    ancestree_relation, no base_model_relation (the Hub infers its own), and reads back as declared."""
+    from huggingface_hub import ModelCard
+
+    from ancestree.io.folder import folder_metadata
+    from ancestree.present.cards import write_cards
+
+    folders = {m: tmp_path / m for m in ("base", "pruned", "copy")}
+    for f in folders.values():
+        f.mkdir()
+    (folders["pruned"] / "README.md").write_text("---\nbase_model: base\nlicense: mit\n---\n# p\n")
+    g = graph_from_edges(list(folders), [("base", "pruned", "pruned", 0.9), ("base", "copy", "duplicate", 0.9)])
+    changes = {c.model: c for c in write_cards(g, folders)}
+    assert changes["pruned"].action == "written" and changes["copy"].action == "written"
+    for m, rel in (("pruned", "pruned"), ("copy", "duplicate")):
+        card = ModelCard.load(folders[m] / "README.md")
+        assert card.data.base_model == "base" and "base_model_relation" not in card.data.to_dict()
+        assert card.data.ancestree_relation == rel
+        assert folder_metadata(folders[m], "safetensors").declared_relation == rel
+    assert {c.action for c in write_cards(g, folders)} == {"unchanged"}
+
+
 def test_layout_wraps_trees_into_rows_without_overlap() -> None:
     from ancestree.present.layout import layered_layout
 

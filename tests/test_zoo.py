@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from safetensors.torch import load_file
 
 from ancestree.io import scan_models
+from ancestree.io.base import HUB_RELATIONS
 from ancestree.io.folder import read_card
 from ancestree.zoo import build_plan, load_module, make_zoo
 from ancestree.zoo.architectures import load_state
@@ -279,7 +280,10 @@ def test_cards_declare_base_model_for_the_chosen_fraction(tiny_zoo: Path, truth:
         if m["declared"]:
             expected = parents[m["id"]]
             assert card["base_model"] == (expected if len(expected) > 1 else expected[0])
-            assert card["base_model_relation"] in RELATIONS
+            relation = card["ancestree_relation"]
+            assert relation in RELATIONS
+            # the Hub's field only with a value the Hub knows (it has none for pruned or duplicate)
+            assert card.get("base_model_relation") == (relation if relation in HUB_RELATIONS else None)
         else:
             assert "base_model" not in card
 

@@ -21,6 +21,17 @@ import numpy as np
 FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"})
 
 
+
+#: Relations the Hugging Face Hub knows for a card's ``base_model_relation``.
+HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
+
+
+def relation_fields(relation: str) -> dict[str, str]:
+    """Card front matter for a relation: the Hub's ``base_model_relation`` when it has the value (it has none
+    for ``pruned`` or ``duplicate``, and infers its own), and the exact one in ``ancestree_relation``."""
+    fields = {"base_model_relation": relation} if relation in HUB_RELATIONS else {}
+    return {**fields, "ancestree_relation": relation}
+
 @dataclass(frozen=True)
 class TensorInfo:
     """What a model says about one tensor before it is read.
@@ -89,7 +100,7 @@ class ModelMeta:
 
     @property
     def declared_relation(self) -> str | None:
-        rel = self.card.get("base_model_relation")
+        rel = self.card.get("ancestree_relation") or self.card.get("base_model_relation")
         if rel:
             return str(rel)
         return "adapter" if self.adapter_config else None

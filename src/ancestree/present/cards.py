@@ -1,7 +1,9 @@
 """Write recovered lineage into model cards (``README.md`` front matter), as the Hugging Face Hub reads it.
 
-``base_model`` is the parent's id (a list for merges) and ``base_model_relation`` the relation. A value a
-card already declares is kept unless ``force``; every disagreement is reported either way.
+``base_model`` is the parent's id (a list for merges) and ``base_model_relation`` the relation when the Hub
+knows it (adapter, merge, quantized, finetune); ``pruned`` and ``duplicate`` have no Hub value, so they go to
+``ancestree_relation`` and the Hub infers its own. A value a card already declares is kept unless ``force``;
+every disagreement is reported either way.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from pathlib import Path
 
 from ancestree.atomic import write_text
 from ancestree.graph.model_graph import ModelGraph
+from ancestree.io.base import HUB_RELATIONS, relation_fields
 
-#: Relations the Hub knows for ``base_model_relation``; others are written as they are.
-HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
 
 @dataclass
@@ -53,18 +54,26 @@ def write_card(folder: Path, base_model: str | list[str], relation: str, force: 
     card = ModelCard.load(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
     declared = getattr(card.data, "base_model", None)
     declared_rel = getattr(card.data, "base_model_relation", None)
-    if declared and _same(declared, base_model) and (declared_rel in (None, relation)):
-        if declared_rel is None:
-            card.data.base_model_relation = relation
-            write_text(readme, str(card))
-            return "written", declared
-        return "unchanged", declared
+    hub_relation = relation if relation in HUB_RELATIONS else None
+    if declared and _same(declared, base_model) and (declared_rel in (None, hub_relation)):
+        if declared_rel == hub_relation and getattr(card.data, "ancestree_relation", None) == relation:
+            return "unchanged", declared
+        _set_relation(card, relation)
+        write_text(readme, str(card))
+        return "written", declared
     if declared and not force:
         return "kept", declared
     card.data.base_model = base_model
-    card.data.base_model_relation = relation
+    _set_relation(card, relation)
     write_text(readme, str(card))
     return ("overwritten" if declared else "written"), declared
+
+
+def _set_relation(card, relation: str) -> None:
+    """The Hub's ``base_model_relation`` when it has one for ``relation``; ours in ``ancestree_relation``."""
+    card.data.base_model_relation = None
+    for key, value in relation_fields(relation).items():
+        setattr(card.data, key, value)
 
 
 def write_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -> list[CardChange]:

@@ -20,6 +20,7 @@ import torch
 
 from ancestree.atomic import write_text
 from ancestree.errors import BadInputError
+from ancestree.io.base import relation_fields
 from ancestree.zoo import recipes, save
 from ancestree.zoo.architectures import load_state
 from ancestree.zoo.data import seed_of
@@ -40,7 +41,7 @@ def _card(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     if spec.key in plan.declared:
         parents = [plan.ids[p] for p in spec.parents]
         card["base_model"] = parents if len(parents) > 1 else parents[0]
-        card["base_model_relation"] = spec.relation
+        card.update(relation_fields(spec.relation))
     card["library_name"] = "ancestree"
     card["tags"] = ["ancestree-zoo", "image-classification", spec.config["model_type"]]
     card["datasets"] = [f"ancestree/{spec.domain}"]
