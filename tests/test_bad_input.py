@@ -281,3 +281,28 @@ def test_probex_train_on_a_truth_listing_missing_models_is_one_line(tmp_path: Pa
     assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert "truth.json" in err and "gone" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("target", ["folder", "picture", "unwritable"])
+def test_tree_output_that_cannot_be_written_is_one_line(target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = tmp_path / "ok.safetensors"
+    model.write_bytes(_SAFE)
+    out = {"folder": tmp_path, "picture": tmp_path / "tree.png", "unwritable": Path("/proc/no-such-dir/tree.json")}[target]
+    status, _, err = _run(["tree", str(model), "-o", str(out)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert str(out) in err and not (tmp_path / "tree.png").exists()
+
+
+def test_eval_refuses_graphs_without_edges_or_shared_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_edges, a, b = tmp_path / "no_edges.json", tmp_path / "a.json", tmp_path / "b.json"
+    no_edges.write_text(json.dumps({"models": []}))
+    a.write_text(json.dumps({"models": [{"id": "x"}], "edges": []}))
+    b.write_text(json.dumps({"models": [{"id": "y"}], "edges": []}))
+    for pred, truth, words in ((a, no_edges, "'edges'"), (a, b, "shares no model id")):
+        status, _, err = _run(["eval", str(pred), str(truth)], capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+def test_debug_shows_the_traceback_and_keeps_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = _run(["--debug", "inspect", str(tmp_path / "missing.safetensors")], capsys)
+    assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("ancestree: error:")

@@ -145,6 +145,17 @@ def test_cli_json_matches_the_contract(fitted, probex_zoo, capsys):
     scores = [r["score"] for r in found["results"]]
     assert scores == sorted(scores, reverse=True) and all(set(r) == {"model", "score"} for r in found["results"])
 
+    # several names after one --classes (as the contract writes it) mean the same as repeating the flag
+    ranked = []
+    for argv in (["--classes", "blue dotted square", "green plain ring"],
+                 ["--classes", "blue dotted square", "--classes", "green plain ring"]):
+        with pytest.raises(SystemExit) as exit_info:
+            run(["probex", "search", "red striped circle", "--experts", str(out), "--in", str(probex_zoo / "t0"), *argv,
+                 "--format", "json"])
+        assert exit_info.value.code == 0
+        ranked.append(json.loads(capsys.readouterr().out)["results"])
+    assert ranked[0] == ranked[1] != found["results"]
+
     with pytest.raises(SystemExit) as exit_info:
         run(["probex", "predict", model, "--experts", str(probex_zoo)])
     assert exit_info.value.code == 2

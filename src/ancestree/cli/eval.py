@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.errors import BadInputError
 
 
 def eval_graph(
@@ -18,7 +19,11 @@ def eval_graph(
     """Edge precision / recall / F1, direction, tree, relation and MoTHer-style accuracy."""
     from ancestree.graph import ModelGraph, evaluate
 
-    scores = evaluate(ModelGraph.load(predicted), ModelGraph.load(truth)).to_dict()
+    pred_graph, true_graph = ModelGraph.load(predicted), ModelGraph.load(truth)
+    if not set(pred_graph.models) & set(true_graph.models):
+        raise BadInputError(predicted, f"shares no model id with {truth} (were both made from the same folder, "
+                                       "with ids relative to it?)")
+    scores = evaluate(pred_graph, true_graph).to_dict()
     if format is OutputFormat.json:
         emit(to_json(scores), None)
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 import typer
@@ -52,7 +53,10 @@ def _root(
     version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True,
                                  callback=_print_version),
 ) -> None:
-    """Recover the family history of neural networks from their weights."""
+    """Recover the family history of neural networks from their weights.
+
+    Bad input exits with status 2 and one line naming the file; add --debug anywhere for a traceback.
+    """
 
 
 for _name in COMMAND_MODULES:
@@ -79,12 +83,12 @@ def run(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except BadInputError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         print(f"ancestree: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence promised by the contract
         if debug:
-            raise
+            traceback.print_exc()
         print(f"ancestree: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

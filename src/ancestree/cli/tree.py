@@ -87,6 +87,8 @@ def tree(
     """Recover the Model Graph (which model came from which) from the weights alone."""
     from ancestree.present import WRITERS
 
+    if output and not format and Path(output).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):
+        raise BadInputError(output, "-o writes text formats (json, dot, graphml, mermaid, html); use --png FILE for a picture")
     sources = collect_sources(list(paths or []), scan)
     fmt = format.value if format else SUFFIX_FORMAT.get(Path(output).suffix.lower(), "json") if output else (
         "text" if sys.stdout.isatty() else "json")

@@ -95,7 +95,7 @@ class ModelGraph:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str | None = None) -> ModelGraph:
         """Build from a ``tree --format json`` record (or a zoo's ``truth.json``)."""
-        if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not isinstance(data.get("edges", []), list):
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list) or not isinstance(data.get("edges"), list):
             raise BadInputError(source, "not a model graph: expected a JSON object with 'models' and 'edges' lists")
         g = cls()
         for m in data["models"]:

@@ -121,7 +121,7 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further."""
     root = Path(root)
     if not root.is_dir():
-        raise BadInputError(root, "--scan needs a folder")
+        raise BadInputError(root, "not a folder (models are searched below a folder)")
     if is_model_folder(root):
         yield ".", root
         return
