@@ -306,3 +306,89 @@ def test_eval_refuses_graphs_without_edges_or_shared_models(tmp_path: Path, caps
 def test_debug_shows_the_traceback_and_keeps_status_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = _run(["--debug", "inspect", str(tmp_path / "missing.safetensors")], capsys)
     assert status == 2 and "Traceback" in err and err.strip().splitlines()[-1].startswith("ancestree: error:")
+
+
+def _foreign_sqlite(tmp: Path) -> Path:
+    import sqlite3
+
+    db = tmp / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER)")
+    return db
+
+
+def _nonempty_folder(tmp: Path) -> Path:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "important.txt").write_text("keep me")
+    return tmp / "mine"
+
+
+def _damaged_experts(tmp: Path) -> Path:
+    (tmp / "experts").mkdir()
+    (tmp / "experts" / "experts.json").write_text("{not json")
+    return tmp / "experts"
+
+
+def _truth_file(tmp: Path, data: object) -> Path:
+    (tmp / "zoo").mkdir(exist_ok=True)
+    (tmp / "zoo" / "truth.json").write_text(json.dumps(data) if not isinstance(data, str) else data)
+    return tmp / "zoo"
+
+
+def _busy_port(tmp: Path) -> str:
+    import socket
+
+    from ancestree.index.store import IndexStore
+
+    IndexStore(tmp / "i.db").close()  # a real (empty) index, so the port is what fails
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    _busy_port.keep = sock  # type: ignore[attr-defined]  # held open until the next case replaces it
+    return str(sock.getsockname()[1])
+
+
+def _nan_probe(tmp: Path) -> Path:
+    np.save(tmp / "nan.npy", np.full((4, 3, 16, 16), np.nan, dtype=np.float32))
+    return tmp / "nan.npy"
+
+
+# (name, build(tmp) -> a value, argv(value, tmp) -> command line, words the message must contain, files that must not appear)
+COMMAND_CASES = {
+    "zoo make into someone's folder": (_nonempty_folder, lambda v, t: ["zoo", "make", str(v), "--preset", "micro"],
+                                       "not empty", lambda v: sorted(p.name for p in v.iterdir()) == ["important.txt"]),
+    "index add into another program's database": (_foreign_sqlite, lambda v, t: ["index", "add", str(t / "m.safetensors"), "--db", str(v)],
+                                                  "something else", None),
+    "index rebuild of a missing index": (lambda t: t / "typo.db", lambda v, t: ["index", "rebuild", "--db", str(v)],
+                                         "no such index", lambda v: not v.exists()),
+    "predict with a damaged experts folder": (_damaged_experts, lambda v, t: ["probex", "predict", str(t / "m.safetensors"), "--experts", str(v)],
+                                              "damaged ProbeX experts folder", None),
+    "lineage train on malformed truth": (lambda t: _truth_file(t, "{bad"), lambda v, t: ["lineage", "train", str(v), "-o", str(t / "d.pt")],
+                                         "malformed truth.json", lambda v: not (v.parent / "d.pt").exists()),
+    "lineage train on a zoo without lineage tasks": (lambda t: _truth_file(t, {"models": [], "edges": []}),
+                                                     lambda v, t: ["lineage", "train", str(v), "-o", str(t / "d.pt")],
+                                                     "no parent-detection tasks", lambda v: not (v.parent / "d.pt").exists()),
+    "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
+                            lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
+    "serve on a port in use": (_busy_port, lambda v, t: ["serve", "--db", str(t / "i.db"), "--port", v], "cannot listen", None),
+    "unknown text encoder": (lambda t: t / "exp", lambda v, t: ["probex", "train", str(t), "-o", str(v), "--text-encoder", "bogus"],
+                             "unknown text encoder", lambda v: not v.exists()),
+}
+
+
+@pytest.mark.parametrize("case", list(COMMAND_CASES), ids=lambda c: c.replace(" ", "-"))
+def test_commands_refuse_bad_input_in_one_line(case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build, argv, words, untouched = COMMAND_CASES[case]
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    value = build(tmp_path)
+    status, _, err = _run(argv(value, tmp_path), capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert words is None or words in err, err
+    assert untouched is None or untouched(value)
+
+
+def test_probe_data_with_nan_is_refused(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    probe = _nan_probe(tmp_path)
+    status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), str(tiny_zoo / "m0016"),
+                           "--probe-data", str(probe)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "NaN" in err, err

@@ -11,12 +11,29 @@ from pathlib import Path
 from ancestree.errors import BadInputError
 
 
+def check_writable(target: str | Path) -> None:
+    """Fail now, with a one-line error, if ``target`` cannot be written (a folder, under a file, a folder
+    we may not write to): commands call it before long work rather than lose that work at the end.
+    Writes nothing (no folder is created yet)."""
+    target = Path(target)
+    if not str(target).strip():
+        raise BadInputError(None, "an output file name is empty")
+    if target.is_dir():
+        raise BadInputError(target, "is a folder: give a file name to write to")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BadInputError(target, f"cannot write here ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInputError(target, f"cannot write here (no permission to write in {parent})")
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
-    if target.is_dir():
-        raise BadInputError(target, "is a folder: give a file name to write to")
+    check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)

@@ -25,10 +25,10 @@ class ExportFormat(str, Enum):
     html = "html"
 
 
-def _open(db: str, read_only: bool = True):
+def _open(db: str, read_only: bool = True, create: bool = False):
     from ancestree.index import Atlas
 
-    return Atlas(db, read_only=read_only)
+    return Atlas(db, read_only=read_only, create=create)
 
 
 @index_app.command("add")
@@ -37,7 +37,7 @@ def add(
     scan: Annotated[list[str] | None, typer.Option("--scan", help="Index every model below this folder.")] = None,
     db: DbOption = DEFAULT_DB,
     dask: Annotated[str | None, typer.Option("--dask", help="Fingerprint on this Dask scheduler (tcp://host:port).")] = None,
-    threads: Annotated[int, typer.Option("--threads", help="Models fingerprinted at once in this process.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Models fingerprinted at once in this process.")] = 1,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per model on stderr.")] = False,
 ) -> None:
@@ -51,7 +51,7 @@ def add(
         if not quiet:
             err_console.print(f"{result.status:>5}  {result.name}", highlight=False)
 
-    with _open(db, read_only=False) as atlas:
+    with _open(db, read_only=False, create=True) as atlas:
         report = atlas.add(paths or [], scan or [], dask=dask, threads=threads, on_model=progress)
     summary = report.summary()
     if format is OutputFormat.json:

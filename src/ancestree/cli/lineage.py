@@ -13,8 +13,8 @@ lineage_app = typer.Typer(help="Learned parent detection (Neural Lineage's detec
 def train(
     zoo: Annotated[str, typer.Argument(help="A zoo folder (with truth.json), e.g. from `ancestree zoo make --preset lineage`.")],
     output: Annotated[str, typer.Option("--output", "-o", help="Where to write the detector (.pt).")] = "detector.pt",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 30,
-    max_tasks: Annotated[int, typer.Option("--max-tasks", help="At most this many training tasks.")] = 400,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 30,
+    max_tasks: Annotated[int, typer.Option("--max-tasks", min=1, help="At most this many training tasks.")] = 400,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Train on the train split of ZOO's families (cross-generation and "none of these" tasks), on CPU."""

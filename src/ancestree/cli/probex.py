@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 from ancestree.io import scan_models
 
@@ -20,15 +21,23 @@ def train(
     zoo: Annotated[Path, typer.Argument(help="A zoo folder with truth.json (classes and splits per model).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write the experts to (resumable).")],
     method: Annotated[str, typer.Option("--method", help="'ours' or 'faithful' (the paper's ProbeX).")] = "ours",
-    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs per expert.")] = 0,
+    epochs: Annotated[int, typer.Option("--epochs", min=0, help="Training epochs per expert (0: the method's default).")] = 0,
     text_encoder: Annotated[str, typer.Option("--text-encoder", help="'minilm' or 'clip:/local/clip/folder'.")] = "minilm",
 ) -> None:
     """Train one expert per Model Tree found in ZOO (trees recovered from weights, layer chosen on val)."""
     from ancestree.probex import ProbeXExperts
     from ancestree.probex.model import PRESETS, with_overrides
+    from ancestree.probex.text import check_text_encoder
 
     if method not in PRESETS:
         raise typer.BadParameter(f"--method must be one of {sorted(PRESETS)}")
+    if epochs < 0:
+        raise typer.BadParameter("--epochs must be 0 (the method's default) or more")
+    check_text_encoder(text_encoder)
+    if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / "experts.json").is_file()
+                                                    and not (output / "cache").is_dir())):
+        raise BadInputError(output, "is not an (unfinished) experts folder; give a new or empty folder")
+    check_writable(output / "experts.json")
     config = with_overrides(PRESETS[method], epochs=epochs) if epochs > 0 else PRESETS[method]
     experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output).fit(zoo)
     experts.save(output)
@@ -40,7 +49,7 @@ def predict(
     model: Annotated[str, typer.Argument(help="A model file or folder.")],
     experts: Annotated[Path, typer.Option("--experts", help="Folder written by `probex train`.")],
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
-    top: Annotated[int, typer.Option("--top", help="Classes shown in text output.")] = 10,
+    top: Annotated[int, typer.Option("--top", min=1, help="Classes shown in text output.")] = 10,
 ) -> None:
     """Route MODEL to its tree's expert and print the classes it was most likely trained on."""
     from ancestree.probex import ProbeXExperts
@@ -66,7 +75,7 @@ def search(
     folder: Annotated[Path, typer.Option("--in", help="Folder of models to search.")],
     classes: Annotated[list[str] | None, typer.Option("--classes", help="Class names to rank against (may be unseen; several names may follow one --classes).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
-    top: Annotated[int, typer.Option("--top", help="Results shown in text output.")] = 10,
+    top: Annotated[int, typer.Option("--top", min=1, help="Results shown in text output.")] = 10,
 ) -> None:
     """Rank the models in --in by how well their weights match TEXT (zero-shot over class names)."""
     from ancestree.probex import ProbeXExperts

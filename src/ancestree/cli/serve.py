@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
 
 from ancestree.cli.common import err_console
+from ancestree.errors import BadInputError
 from ancestree.index.store import DEFAULT_DB
 
 
@@ -22,8 +24,21 @@ def serve(
     from ancestree.web import create_app
 
     app = create_app(db, experts)
+    _check_bindable(host, port)
     err_console.print(f"ancestree atlas of {db} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def _check_bindable(host: str, port: int) -> None:
+    """One line and status 2 for an address in use or a host that does not resolve (uvicorn would exit 3)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise BadInputError(f"{host}:{port}", f"cannot listen here ({exc.strerror or exc})") from None
 
 
 def register(app: typer.Typer) -> None:

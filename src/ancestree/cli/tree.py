@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from ancestree.cli.common import emit, err_console
+from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 
 
@@ -89,6 +90,9 @@ def tree(
 
     if output and not format and Path(output).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):
         raise BadInputError(output, "-o writes text formats (json, dot, graphml, mermaid, html); use --png FILE for a picture")
+    for target in (output, png):
+        if target:
+            check_writable(target)  # before the recovery, and before either file is written
     sources = collect_sources(list(paths or []), scan)
     fmt = format.value if format else SUFFIX_FORMAT.get(Path(output).suffix.lower(), "json") if output else (
         "text" if sys.stdout.isatty() else "json")

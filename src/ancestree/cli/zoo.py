@@ -18,7 +18,7 @@ def make(
     out: Annotated[str, typer.Argument(help="Folder to write the zoo into (resumed if it holds an unfinished zoo).")],
     preset: Annotated[str, typer.Option("--preset", "-p", help="Preset name (see `ancestree zoo presets`).")] = "tiny",
     seed: Annotated[int, typer.Option("--seed", help="Seed: the same seed gives byte-identical files.")] = 0,
-    workers: Annotated[int, typer.Option("--workers", "-j", help="Worker processes (default: all cores).")] = 0,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=0, help="Worker processes (default: all cores).")] = 0,
     declare_fraction: Annotated[
         float, typer.Option("--declare-fraction", help="Fraction of non-root model cards that declare base_model.")
     ] = 0.5,

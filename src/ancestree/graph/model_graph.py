@@ -105,7 +105,12 @@ class ModelGraph:
                         **({"declared_base_model": m["declared_base_model"]} if m.get("declared_base_model") else {}))
         for e in data.get("edges", []):
             try:
-                g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), float(e.get("confidence", 1.0)))
+                if str(e["parent"]) == str(e["child"]):
+                    raise ValueError("a model cannot be its own parent")
+                confidence = float(e.get("confidence", 1.0))
+                if not 0.0 <= confidence <= 1.0:
+                    raise ValueError(f"confidence {confidence} is not a probability")
+                g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), confidence)
             except (KeyError, TypeError, ValueError) as exc:
                 raise BadInputError(source, f"bad edge {e!r}: {exc}") from None
         g.notes = list(data.get("notes", []))

@@ -46,10 +46,10 @@ class AddReport:
 
 
 class Atlas:
-    """An atlas file; ``read_only=True`` for serving it."""
+    """An atlas file; ``read_only=True`` for serving it, ``create=False`` to refuse a missing one."""
 
-    def __init__(self, db: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False) -> None:
-        self.store = IndexStore(db, read_only=read_only)
+    def __init__(self, db: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False, create: bool = True) -> None:
+        self.store = IndexStore(db, read_only=read_only, create=create)
 
     def close(self) -> None:
         self.store.close()

@@ -84,7 +84,7 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: set[str], address: str)
         raise BadInputError(None, f"--dask needs dask.distributed ({exc})") from None
     try:
         client = Client(address, timeout="10s")
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address ("missing port number")
         raise BadInputError(address, f"cannot reach the Dask scheduler ({exc})") from None
     try:
         # wrapped in a list: scatter would otherwise send each element of the set as its own piece of data

@@ -134,22 +134,38 @@ class IndexStore:
     >>> store.count()                              # doctest: +SKIP
     """
 
-    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False, timeout: float = 30.0) -> None:
+    def __init__(self, path: str | os.PathLike[str] = DEFAULT_DB, read_only: bool = False, timeout: float = 30.0,
+                 create: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.is_file():
+        if self.path.is_dir():
+            raise BadInputError(path, "is a folder, not an index file")
+        if (read_only or not create) and not self.path.is_file():
             raise BadInputError(path, "no such index (create one with `ancestree index add`)")
         self.conn = self._connect(timeout)
         if not read_only:
+            self._refuse_foreign(create)
             self._create()
         self._check_version()
+
+    def _refuse_foreign(self, create: bool) -> None:
+        """Never add our tables to another program's SQLite database (nor to an empty file unless creating)."""
+        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" in names:
+            return
+        if names:
+            self.conn.close()
+            raise BadInputError(self.path, f"is a SQLite database of something else (tables: {', '.join(sorted(names)[:3])}), "
+                                           "not an ancestree index")
+        if not create:
+            self.conn.close()
+            raise BadInputError(self.path, "is empty, not an ancestree index (create one with `ancestree index add`)")
 
     # -- connection ---------------------------------------------------------------------------------
     def _connect(self, timeout: float) -> sqlite3.Connection:
         try:
             if self.read_only:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+                conn = self._connect_read_only(timeout)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
@@ -161,6 +177,20 @@ class IndexStore:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise BadInputError(self.path, f"not an ancestree index ({exc})") from None
+        return conn
+
+    def _connect_read_only(self, timeout: float) -> sqlite3.Connection:
+        """``mode=ro``; in a folder we may not write to (no WAL shared-memory file can be made), the file is
+        opened as immutable: nothing else can be writing to it there either."""
+        uri = self.path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            if os.access(self.path.parent, os.W_OK):
+                raise
+            conn.close()
+            conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
         return conn
 
     def _create(self) -> None:

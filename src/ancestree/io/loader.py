@@ -78,7 +78,10 @@ def load_model(path: str | Path, model_id: str | None = None) -> Model:
     if not p.exists():
         raise BadInputError(path, "no such file or folder")
     if p.is_dir():
-        return _load_folder(p, model_id)
+        try:
+            return _load_folder(p, model_id)
+        except OSError as exc:  # an unreadable file inside (permissions): name it
+            raise BadInputError(getattr(exc, "filename", None) or path, f"cannot read ({exc.strerror or _one_line(exc)})") from None
     suffix = p.suffix.lower()
     if suffix not in READERS:
         known = ", ".join(sorted(READERS))

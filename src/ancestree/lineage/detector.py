@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ancestree.atomic import write_bytes
+from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.io.base import Model
@@ -310,9 +310,16 @@ def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConf
     """Train a detector on the train split of ``zoo`` (cross-generation and none tasks) and save it."""
     from ancestree.lineage.tasks import Zoo, make_tasks
 
+    if epochs < 1 or max_tasks < 1:
+        raise BadInputError(None, f"--epochs and --max-tasks must be at least 1 (got {epochs} and {max_tasks})")
+    if out is not None:
+        check_writable(out)  # before minutes of training, not after
     cfg = cfg or DetectorConfig()
     z = Zoo.load(zoo)
     tasks = make_tasks(z, splits=("train",), candidate_splits=("train",), seed=seed)
+    if not tasks:
+        raise BadInputError(zoo, "has no parent-detection tasks in its train split (make one with "
+                                 "`ancestree zoo make DIR --preset lineage`)")
     tasks = [tasks[i] for i in np.random.default_rng(seed).permutation(len(tasks))[:max_tasks]]
     encoder, encoded, start = PairEncoder(cfg), [], time.perf_counter()
     for n, task in enumerate(tasks):

@@ -48,8 +48,10 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
         if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
             raise BadInputError(path, f"probe data has shape {tuple(array.shape)}; {runnable.id} takes inputs of "
                                       f"shape (N, {', '.join(map(str, expected))})")
-        if not np.issubdtype(array.dtype, np.number):
-            raise BadInputError(path, f"probe data must be numeric, not {array.dtype}")
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise BadInputError(path, f"probe data must be real numbers, not {array.dtype}")
+        if not np.all(np.isfinite(array)):
+            raise BadInputError(path, "probe data holds NaN or infinite values")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     vocab = int(runnable.config.get("vocab_size", 0)) or None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer) or len(array) == 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -377,6 +378,16 @@ class ProbeXExperts:
         directory = Path(directory)
         if not (directory / "experts.json").is_file():
             raise BadInputError(directory, "not a ProbeX experts folder (no experts.json); train one with `ancestree probex train`")
+        try:
+            return cls._load(directory, cache_dir)
+        except BadInputError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError) as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise BadInputError(directory, f"damaged ProbeX experts folder ({exc.__class__.__name__}: {first})") from None
+
+    @classmethod
+    def _load(cls, directory: Path, cache_dir: str | Path | None) -> ProbeXExperts:
         meta = json.loads((directory / "experts.json").read_text())
         obj = cls(
             ProbeXConfig.from_dict(meta["config"]),

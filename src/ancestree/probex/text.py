@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from ancestree.atomic import atomic_path
+from ancestree.errors import BadInputError
 
 #: The prompt every class name is wrapped in before encoding.
 DEFAULT_TEMPLATE = "a model trained on {}"
@@ -104,8 +106,11 @@ class CachedEncoder:
             return
         self._loaded = True
         if self.path.is_file():
-            with np.load(self.path) as data:
-                self._memo.update({k: data[k] for k in data.files})
+            try:
+                with np.load(self.path) as data:
+                    self._memo.update({k: data[k] for k in data.files})
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+                self._memo.clear()  # a damaged cache is only a cache: the texts are encoded again
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self._load()
@@ -128,13 +133,18 @@ class CachedEncoder:
 
 def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None) -> TextEncoder:
     """An encoder by name: ``"minilm"`` (default) or ``"clip:/path/to/local/clip"``; cached when ``cache`` given."""
-    if spec == "minilm":
-        encoder: TextEncoder = MiniLMEncoder()
-    elif spec.startswith("clip:"):
-        encoder = ClipTextEncoder(spec[5:])
-    else:
-        raise ValueError(f"unknown text encoder {spec!r}; use 'minilm' or 'clip:/path/to/clip'")
+    check_text_encoder(spec)
+    encoder: TextEncoder = MiniLMEncoder() if spec == "minilm" else ClipTextEncoder(spec[5:])
     return CachedEncoder(encoder, cache) if cache else encoder
+
+
+def check_text_encoder(spec: str) -> None:
+    """:class:`BadInputError` unless ``spec`` names an encoder that can load offline."""
+    if spec.startswith("clip:"):
+        if not Path(spec[5:]).is_dir():
+            raise BadInputError(spec[5:], "no such CLIP folder (a local copy with the text tower's config and weights)")
+    elif spec != "minilm":
+        raise BadInputError(None, f"unknown text encoder {spec!r}; use 'minilm' or 'clip:/path/to/clip'")
 
 
 def class_prompts(classes: Sequence[str], template: str = DEFAULT_TEMPLATE) -> list[str]:

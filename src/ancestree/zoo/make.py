@@ -343,9 +343,14 @@ def make_zoo(
     """Make (or finish) the zoo ``preset`` in ``out`` and return the path of its ``truth.json``."""
     if not 0.0 <= declare_fraction <= 1.0:
         raise BadInputError(None, f"--declare-fraction must be between 0 and 1, got {declare_fraction}")
+    if not str(out).strip():
+        raise BadInputError(None, "the zoo needs a folder name")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BadInputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / RECORDS / "settings.json").is_file():
+        # only an empty folder or one of our own (interrupted) zoos: never write over someone's files
+        raise BadInputError(out, "is not empty and holds no ancestree zoo; give a new or empty folder")
     plan = build_plan(preset, seed, declare_fraction)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, {"preset": preset, "seed": seed, "declare_fraction": declare_fraction})
