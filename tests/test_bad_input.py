@@ -371,6 +371,8 @@ COMMAND_CASES = {
     "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
                             lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
     "serve on a port in use": (_busy_port, lambda v, t: ["serve", "--db", str(t / "i.db"), "--port", v], "cannot listen", None),
+    "parent with the child among its candidates": (lambda t: t / "m.safetensors", lambda v, t: ["parent", str(v), "-c", str(v)],
+                                                   "its own candidates", None),
     "unknown text encoder": (lambda t: t / "exp", lambda v, t: ["probex", "train", str(t), "-o", str(v), "--text-encoder", "bogus"],
                              "unknown text encoder", lambda v: not v.exists()),
 }

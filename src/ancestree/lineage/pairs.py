@@ -80,6 +80,12 @@ def read_pair(child: Model, candidate: Model, pair: TensorPair) -> tuple[np.ndar
 
 
 def check_distinct(child: Source, candidates: list[Source]) -> None:
-    """Refuse an empty candidate list (a usage error, reported like bad input)."""
+    """Refuse an empty candidate list, or the child itself among its candidates (usage errors, reported like
+    bad input)."""
+    name = str(child) if not isinstance(child, Model) else child.id
     if not candidates:
-        raise BadInputError(str(child) if not isinstance(child, Model) else child.id, "no candidates given")
+        raise BadInputError(name, "no candidates given")
+    if not isinstance(child, Model):
+        itself = Path(child).resolve()
+        if any(not isinstance(c, Model) and Path(c).resolve() == itself for c in candidates):
+            raise BadInputError(name, "is also among its own candidates")
