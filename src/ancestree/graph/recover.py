@@ -216,14 +216,20 @@ class GraphRecovery:
         # (task arithmetic extrapolates far from its members) among the whole tree on sampled coordinates
         found: dict[int, tuple[list[int], list[float]]] = {}
         pool = [i for i in nodes if i not in leaves]
-        S = gv.U[:, merge_coordinates(gv.U.shape[1])]
+        # sampled coordinates of this tree's rows only (the group can be far larger than one tree)
+        row = {node: k for k, node in enumerate(nodes)}
+        S = gv.U[np.ix_(nodes, merge_coordinates(gv.U.shape[1]))]
+
+        def wide(c: int) -> list[int]:
+            return [nodes[k] for k in wide_merge_candidates(S, row[c], [row[j] for j in pool if j != c])]
         for c in nodes:
             if c in leaves or c in forced or not near[c]:
                 continue
             nearest = [j for _, j in near[c] if j not in leaves][:MERGE_CANDIDATES]
             # every member of an exact dependency is a combination of the others: search once per dependency
             known = next(([j for j in {k, *sup} if j != c] for k, (sup, _) in found.items() if c in sup), None)
-            for cands in ([known] if known else [nearest, wide_merge_candidates(S, c, [j for j in pool if j != c])]):
+            for cands in ([known] if known else [nearest, None]):
+                cands = wide(c) if cands is None else cands  # the wide search only when the nearest fail
                 if len(cands) < 2:
                     continue
                 support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
