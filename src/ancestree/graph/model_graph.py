@@ -124,12 +124,34 @@ class ModelGraph:
         """Read a graph JSON file; :class:`BadInputError` when it is missing or malformed."""
         p = Path(path)
         if not p.is_file():
-            raise BadInputError(path, "no such file")
+            raise BadInputError(path, "is a folder, not a graph JSON file" if p.is_dir() else "no such file")
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadInputError(path, f"not valid JSON: {exc}") from None
         return cls.from_dict(data, str(path))
+
+
+def load_zoo_truth(folder: str | Path) -> dict[str, Any]:
+    """A zoo's ``truth.json`` as a dict, checked: the folder and file exist, ``models`` (each with an ``id``)
+    and ``edges`` are lists, and every listed model has its folder. :class:`BadInputError` otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BadInputError(folder, "no such folder" if not folder.exists() else "not a folder (a zoo is a folder)")
+    path = folder / "truth.json"
+    if not path.is_file():
+        raise BadInputError(folder, "not a zoo: no truth.json (make one with `ancestree zoo make`)")
+    try:
+        truth = json.loads(path.read_text(encoding="utf-8"))
+        ids = [str(m["id"]) for m in truth["models"]]
+        if not isinstance(truth["edges"], list) or not all(isinstance(e, dict) for e in truth["edges"]):
+            raise TypeError("'edges' is not a list of objects")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BadInputError(path, f"malformed truth.json ({exc.__class__.__name__}: {exc})") from None
+    missing = [m for m in ids if not (folder / m).exists()]
+    if missing:
+        raise BadInputError(path, f"lists {len(missing)} model(s) missing from the zoo folder (first: {missing[0]})")
+    return truth
 
 
 def graph_from_edges(models: Iterable[str], edges: Iterable[tuple[str, str, str, float]]) -> ModelGraph:
@@ -142,4 +164,4 @@ def graph_from_edges(models: Iterable[str], edges: Iterable[tuple[str, str, str,
     return g
 
 
-__all__ = ["RELATIONS", "ModelGraph", "graph_from_edges"]
+__all__ = ["RELATIONS", "ModelGraph", "graph_from_edges", "load_zoo_truth"]

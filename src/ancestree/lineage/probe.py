@@ -26,7 +26,7 @@ def read_probe_file(path: str | Path) -> np.ndarray:
     """The array in a ``.npy`` or ``.npz`` file (pickles refused)."""
     p = Path(path)
     if not p.is_file():
-        raise BadInputError(path, "probe data: no such file")
+        raise BadInputError(path, "probe data: " + ("a folder, not a .npy/.npz file" if p.is_dir() else "no such file"))
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as data:

@@ -47,22 +47,15 @@ class ZooModel:
 
 def read_zoo(zoo: str | Path) -> list[ZooModel]:
     """The models of a zoo folder from its ``truth.json``."""
+    from ancestree.graph.model_graph import load_zoo_truth
+
     zoo = Path(zoo)
-    truth = zoo / "truth.json"
-    if not truth.is_file():
-        raise BadInputError(zoo, "not a zoo: no truth.json (make one with `ancestree zoo make`)")
+    data = load_zoo_truth(zoo)
     try:
-        data = json.loads(truth.read_text())
-        models = [
-            ZooModel(m["id"], zoo / m["id"], tuple(m.get("classes") or ()), m.get("split"), m.get("tree"))
-            for m in data["models"]
-        ]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(truth, f"malformed truth.json: {exc.__class__.__name__}: {exc}") from None
-    missing = [m.id for m in models if not m.path.exists()]
-    if missing:
-        raise BadInputError(truth, f"lists {len(missing)} model(s) missing from the zoo folder (first: {missing[0]})")
-    return models
+        return [ZooModel(m["id"], zoo / m["id"], tuple(m.get("classes") or ()), m.get("split"), m.get("tree"))
+                for m in data["models"]]
+    except (AttributeError, TypeError) as exc:
+        raise BadInputError(zoo / "truth.json", f"malformed truth.json: {exc.__class__.__name__}: {exc}") from None
 
 
 @dataclass
