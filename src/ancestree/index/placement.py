@@ -418,8 +418,10 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
     engine = recovery()
     engines = (engine, recovery(SETTLED_BONUS, engine))
     result = Placement(placed=sorted(names), checked_pairs=checked)
+    touched: set[int] = set()  # groups of unlinked new models can join the same tree: count it once
     for new, trees in groups(joins, links):
-        result.trees_touched += len(trees)
+        touched |= set(trees)
+        result.trees_touched = len(touched)
         if trees:
             outcome = place_locally(store, trees, new, space, declared, engines, prints)
             if isinstance(outcome, int):
