@@ -115,7 +115,7 @@ def tree(
             if ch.action in ("kept", "overwritten"):
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
     for note in graph.notes:
-        err_console.print(f"conflict: {note['model']}: {note['problem']}")
+        err_console.print(f"conflict: {note['model']}: {note['problem']}", soft_wrap=True)  # one line per note, also in logs
 
 
 def register(app: typer.Typer) -> None:
