@@ -394,3 +394,15 @@ def test_probe_data_with_nan_is_refused(tiny_zoo: Path, tmp_path: Path, capsys: 
     status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), str(tiny_zoo / "m0016"),
                            "--probe-data", str(probe)], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "NaN" in err, err
+
+
+def test_foreign_or_empty_database_is_left_byte_for_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused before anything is written: not even the WAL journal mode, which SQLite stores in the file."""
+    foreign, empty = _foreign_sqlite(tmp_path), tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    before = foreign.read_bytes()
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    for argv in (["index", "add", str(tmp_path / "m.safetensors"), "--db", str(foreign)], ["index", "rebuild", "--db", str(empty)]):
+        status, _, err = _run(argv, capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1, err
+    assert foreign.read_bytes() == before and empty.read_bytes() == b""

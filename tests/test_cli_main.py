@@ -40,3 +40,24 @@ def test_usage_errors_exit_2_with_one_line_and_no_traceback(args: tuple[str, ...
     assert "Traceback" not in done.stderr and "internal error" not in done.stderr
     if needle:
         assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_multi_value_options_are_greedy_like_argparse() -> None:
+    """`-c A B C` and `--classes X Y` take every value up to the next option, so a positional argument
+    written after them is never silently taken for one of them (the command then misses it: exit 2)."""
+    from ancestree.cli.main import expand_multi_values
+
+    assert expand_multi_values(["parent", "child", "-c", "a", "b", "--format", "json"]) == \
+        ["parent", "child", "-c", "a", "-c", "b", "--format", "json"]
+    assert expand_multi_values(["probex", "search", "q", "--classes", "red", "blue", "--in", "d"]) == \
+        ["probex", "search", "q", "--classes", "red", "--classes", "blue", "--in", "d"]
+    assert expand_multi_values(["tree", "a", "b", "-o", "x"]) == ["tree", "a", "b", "-o", "x"]  # other commands untouched
+    assert expand_multi_values(["parent", "child", "-c", "a", "--", "-b"]) == ["parent", "child", "-c", "a", "--", "-b"]
+
+
+def test_query_after_classes_is_a_usage_error(tmp_path, capsys) -> None:
+    from ancestree.cli.main import run
+
+    with pytest.raises(SystemExit) as exc:
+        run(["probex", "search", "--experts", str(tmp_path), "--in", str(tmp_path), "--classes", "red", "blue", "a model of red"])
+    assert exc.value.code == 2 and "Missing argument" in capsys.readouterr().err

@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from ancestree.cli.main import app
 from ancestree.lineage import WeightsRanker, rank_parents
 from ancestree.lineage.permute import align_units
 from test_lineage_family import build_family, lineage_family  # noqa: F401 - the session fixture
@@ -85,17 +83,17 @@ def test_ancestors_walk_up_three_generations(lineage_family: dict) -> None:
     assert gens == {str(paths["A11"]): 1, str(paths["A1"]): 2, str(paths["A"]): 3, str(paths["B"]): None, str(paths["B1"]): None}
 
 
-def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path) -> None:
+def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ancestree.cli.main import run
+
     paths = lineage_family["paths"]
-    runner = CliRunner()
-    res = runner.invoke(app, ["parent", str(paths["A11"]), "--candidates", str(paths["A"]), str(paths["A1"]),
-                              str(paths["CNN"]), "--format", "json"])
-    assert res.exit_code == 0, res.output
-    out = json.loads(res.stdout)
+    with pytest.raises(SystemExit) as exc:  # the console script's entry point: several paths after one --candidates
+        run(["parent", str(paths["A11"]), "--candidates", str(paths["A"]), str(paths["A1"]), str(paths["CNN"]), "--format", "json"])
+    assert exc.value.code == 0
+    out = json.loads(capsys.readouterr().out)
     assert set(out) >= {"child", "parent", "ranking"} and out["parent"] == str(paths["A1"])
     assert all(set(r) == {"candidate", "score", "probability"} for r in out["ranking"])
     assert out["incomparable"][0]["candidate"] == str(paths["CNN"])
-    from ancestree.cli.main import run
 
     with pytest.raises(SystemExit) as exc:
         run(["parent", str(paths["A11"]), "--candidates", str(tmp_path / "missing")])

@@ -139,3 +139,18 @@ def test_layout_wraps_trees_into_rows_without_overlap() -> None:
     assert min(y for _, y in rows.values()) < min(y for _, y in flat.values())  # later trees went below
     for p, c, _ in g.edges():  # children still drawn below their parent
         assert rows[c][1] < rows[p][1]
+
+
+def test_card_relation_of_ours_is_kept_unless_forced(tmp_path: Path) -> None:
+    """A card declaring `ancestree_relation: pruned` (no Hub value) is a declaration like any other."""
+    from huggingface_hub import ModelCard
+
+    from ancestree.present.cards import write_card
+
+    (tmp_path / "README.md").write_text("---\nbase_model: parent\nancestree_relation: pruned\n---\n# m\n")
+    assert write_card(tmp_path, "parent", "finetune")[0] == "kept"
+    assert ModelCard.load(tmp_path / "README.md").data.ancestree_relation == "pruned"
+    assert write_card(tmp_path, "parent", "finetune", force=True)[0] == "overwritten"
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.ancestree_relation == "finetune" and card.data.base_model_relation == "finetune"
+    assert write_card(tmp_path, "parent", "finetune")[0] == "unchanged"

@@ -63,12 +63,37 @@ for _name in COMMAND_MODULES:
     importlib.import_module(f"ancestree.cli.{_name}").register(app)
 
 
+#: Options that take several values (``--candidates A B C``), by command; click takes one value per flag.
+MULTI_VALUE = {("parent",): ("--candidates", "-c"), ("probex", "search"): ("--classes",)}
+
+
+def expand_multi_values(args: list[str]) -> list[str]:
+    """``-c A B C`` -> ``-c A -c B -c C`` for the options of :data:`MULTI_VALUE`: greedy up to the next
+    option, as argparse's ``nargs='+'`` does, so a positional argument goes before such an option and is
+    never silently taken for one of its values."""
+    options = next((opts for cmd, opts in MULTI_VALUE.items() if tuple(args[:len(cmd)]) == cmd), ())
+    out: list[str] = []
+    flag = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        if arg.startswith("-"):
+            flag = arg if arg in options else None
+            out.append(arg)
+        elif flag is not None and out[-1] != flag:
+            out += [flag, arg]
+        else:
+            out.append(arg)
+    return out
+
+
 def run(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
+    args = expand_multi_values(args)
     try:
         result = app(args=args, prog_name="ancestree", standalone_mode=False)
     except _EXITS as exc:

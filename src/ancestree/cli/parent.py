@@ -12,9 +12,8 @@ from ancestree.errors import BadInputError
 
 
 def parent(
-    ctx: typer.Context,
     child: Annotated[str, typer.Argument(help="The model whose parent is sought.")],
-    candidates: Annotated[Optional[list[str]], typer.Option("--candidates", "-c", help="Candidate parents (several paths may follow one --candidates).")] = None,
+    candidates: Annotated[Optional[list[str]], typer.Option("--candidates", "-c", help="Candidate parents (several paths may follow one --candidates, after CHILD).")] = None,
     probe_data: Annotated[Optional[str], typer.Option("--probe-data", help="Probe inputs (.npy, or .npz with an array 'x'/'inputs'/the first one).")] = None,
     detector: Annotated[Optional[str], typer.Option("--detector", help="A detector trained with `ancestree lineage train`.")] = None,
     method: Annotated[Optional[str], typer.Option("--method", "-m", help="weights | linearized-{l1,l2,cka} | baseline-{l1,l2,cka} | detector (default: detector with --detector, linearized-l1 with --probe-data, else weights).")] = None,
@@ -26,11 +25,7 @@ def parent(
     """Rank candidate parents of CHILD (a score and a probability each; parent null when none is plausible)."""
     from ancestree.lineage import rank_parents
 
-    extra = [a for a in ctx.args]
-    bad = [a for a in extra if a.startswith("-")]
-    if bad:
-        raise typer.BadParameter(f"unknown option {bad[0]}")
-    paths = list(candidates or []) + extra
+    paths = list(candidates or [])
     if not paths:
         raise BadInputError(child, "no candidates given (use --candidates PATH...)")
     result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors)
@@ -53,7 +48,7 @@ def _print(result) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(parent)
+    app.command()(parent)
 
 
 __all__ = ["parent", "register"]

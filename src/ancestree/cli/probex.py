@@ -67,23 +67,18 @@ def predict(
     console.print(table)
 
 
-@probex_app.command("search", context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+@probex_app.command("search")
 def search(
-    ctx: typer.Context,
     text: Annotated[str, typer.Argument(help='What to look for, e.g. "a model that knows red striped triangles".')],
     experts: Annotated[Path, typer.Option("--experts", help="Folder written by `probex train`.")],
     folder: Annotated[Path, typer.Option("--in", help="Folder of models to search.")],
-    classes: Annotated[list[str] | None, typer.Option("--classes", help="Class names to rank against (may be unseen; several names may follow one --classes).")] = None,
+    classes: Annotated[list[str] | None, typer.Option("--classes", help="Class names to rank against (may be unseen; several names may follow one --classes, after the query).")] = None,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
     top: Annotated[int, typer.Option("--top", min=1, help="Results shown in text output.")] = 10,
 ) -> None:
     """Rank the models in --in by how well their weights match TEXT (zero-shot over class names)."""
     from ancestree.probex import ProbeXExperts
 
-    if ctx.args:  # `--classes A B C`: the names after the first arrive as extra arguments
-        if not classes or any(a.startswith("-") for a in ctx.args):
-            raise typer.BadParameter(f"unexpected argument {ctx.args[0]!r} (quote the query; class names go after --classes)")
-        classes = [*classes, *ctx.args]
     models = list(scan_models(folder))
     if not models:
         raise BadInputError(folder, "no models found below this folder")

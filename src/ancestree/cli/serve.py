@@ -31,12 +31,16 @@ def serve(
 
 def _check_bindable(host: str, port: int) -> None:
     """One line and status 2 for an address in use or a host that does not resolve (uvicorn would exit 3)."""
+    if not host:  # every interface: asyncio's own rules, nothing to check here
+        return
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, kind, proto, _, address = infos[0]
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-            probe.bind(address)
+        # every address the name resolves to, bound as asyncio binds them (IPv6 sockets IPv6-only)
+        for family, kind, proto, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind(address)
     except OSError as exc:
         raise BadInputError(f"{host}:{port}", f"cannot listen here ({exc.strerror or exc})") from None
 

@@ -138,27 +138,27 @@ class IndexStore:
                  create: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.create = create
         if self.path.is_dir():
             raise BadInputError(path, "is a folder, not an index file")
         if (read_only or not create) and not self.path.is_file():
             raise BadInputError(path, "no such index (create one with `ancestree index add`)")
         self.conn = self._connect(timeout)
         if not read_only:
-            self._refuse_foreign(create)
             self._create()
         self._check_version()
 
-    def _refuse_foreign(self, create: bool) -> None:
-        """Never add our tables to another program's SQLite database (nor to an empty file unless creating)."""
-        names = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Never touch another program's SQLite database (nor an empty file unless creating): reads only."""
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "meta" in names:
             return
         if names:
-            self.conn.close()
+            conn.close()
             raise BadInputError(self.path, f"is a SQLite database of something else (tables: {', '.join(sorted(names)[:3])}), "
                                            "not an ancestree index")
-        if not create:
-            self.conn.close()
+        if not self.create:
+            conn.close()
             raise BadInputError(self.path, "is empty, not an ancestree index (create one with `ancestree index add`)")
 
     # -- connection ---------------------------------------------------------------------------------
@@ -169,6 +169,7 @@ class IndexStore:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
+                self._refuse_foreign(conn)  # before WAL mode: that pragma is written into the file
                 conn.execute("PRAGMA journal_mode=WAL")
                 # NORMAL is durable across process kills in WAL mode (only a power cut can lose the last commit).
                 conn.execute("PRAGMA synchronous=NORMAL")

@@ -57,9 +57,15 @@ def pair_tensors(child: Model, candidate: Model, child_print: Fingerprint | None
     return sorted(pairs, key=lambda p: natural_key(p.child))
 
 
+def listed_size(model: Model) -> int:
+    """Entries of the learned tensors as the model is read (a PEFT adapter: its dense updates, which can be
+    more than the low-rank factors ``model.parameters`` counts)."""
+    return sum(t.numel for t in model.tensors.values() if t.learned)
+
+
 def coverage(child: Model, pairs: list[TensorPair]) -> float:
-    """Fraction of the child's learned parameters that are paired."""
-    total = sum(t.numel for t in child.tensors.values() if t.learned)
+    """Fraction of the child's learned entries that are paired."""
+    total = listed_size(child)
     return sum(child.tensors[p.child].numel for p in pairs) / total if total else 0.0
 
 
@@ -68,8 +74,8 @@ def incomparable_reason(child: Model, candidate: Model, pairs: list[TensorPair])
     cov = coverage(child, pairs)
     if cov >= MIN_COVERAGE:
         return None
-    return (f"another architecture: only {cov:.0%} of the child's {child.parameters:,} parameters have a "
-            f"counterpart among the candidate's {candidate.parameters:,}")
+    return (f"another architecture: only {cov:.0%} of the child's {listed_size(child):,} weights have a "
+            f"counterpart among the candidate's {listed_size(candidate):,}")
 
 
 def read_pair(child: Model, candidate: Model, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:

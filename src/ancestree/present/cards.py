@@ -53,10 +53,11 @@ def write_card(folder: Path, base_model: str | list[str], relation: str, force: 
     readme = folder / "README.md"
     card = ModelCard.load(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
     declared = getattr(card.data, "base_model", None)
-    declared_rel = getattr(card.data, "base_model_relation", None)
-    hub_relation = relation if relation in HUB_RELATIONS else None
-    if declared and _same(declared, base_model) and (declared_rel in (None, hub_relation)):
-        if declared_rel == hub_relation and getattr(card.data, "ancestree_relation", None) == relation:
+    # the card's own relation: ours when it has one (pruned, duplicate), else the Hub's
+    declared_rel = getattr(card.data, "ancestree_relation", None) or getattr(card.data, "base_model_relation", None)
+    if declared and _same(declared, base_model) and declared_rel in (None, relation):
+        hub_relation = relation if relation in HUB_RELATIONS else None
+        if getattr(card.data, "base_model_relation", None) == hub_relation and getattr(card.data, "ancestree_relation", None) == relation:
             return "unchanged", declared
         _set_relation(card, relation)
         write_text(readme, str(card))

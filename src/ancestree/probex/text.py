@@ -143,15 +143,16 @@ class CachedEncoder:
 
 def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None) -> TextEncoder:
     """An encoder by name: ``"minilm"`` (default) or ``"clip:/path/to/local/clip"``; cached when ``cache`` given."""
-    check_text_encoder(spec)
+    check_text_encoder(spec, need_files=False)  # saved experts load (and predict) without the CLIP folder
     encoder: TextEncoder = MiniLMEncoder() if spec == "minilm" else ClipTextEncoder(spec[5:])
     return CachedEncoder(encoder, cache) if cache else encoder
 
 
-def check_text_encoder(spec: str) -> None:
-    """:class:`BadInputError` unless ``spec`` names an encoder that can load offline."""
+def check_text_encoder(spec: str, need_files: bool = True) -> None:
+    """:class:`BadInputError` unless ``spec`` names an encoder (and, with ``need_files``, one whose files are
+    there to load offline)."""
     if spec.startswith("clip:"):
-        if not Path(spec[5:]).is_dir():
+        if need_files and not Path(spec[5:]).is_dir():
             raise BadInputError(spec[5:], "no such CLIP folder (a local copy with the text tower's config and weights)")
     elif spec != "minilm":
         raise BadInputError(None, f"unknown text encoder {spec!r}; use 'minilm' or 'clip:/path/to/clip'")
