@@ -6,6 +6,8 @@ temporary folder, then for each one, in the same run:
 * drops the file from the page cache (``posix_fadvise(DONTNEED)`` after ``fsync``; checked by timing),
 * times a plain sequential read of the file (16 MB ``readinto``), drops the cache again,
 * fingerprints it in a fresh subprocess (no fingerprint cache) and times ``fingerprint()`` alone,
+* repeats the two (cold each time) ``--repeats`` times, 3 by default, and reports medians, with the range of
+  the per-trial ratios (single trials on a shared disk vary by ±30 %),
 * reports the fingerprint's CPU time too (GB per CPU-second, all threads): on a shared machine the wall
   clock mostly measures the other processes,
 * measures peak memory in another subprocess: ``tracemalloc`` peak of Python/numpy allocations, and the
@@ -143,42 +145,50 @@ def run_worker(kind: str, path: Path) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench(size_mb: int, folder: Path) -> dict[str, float]:
+def bench(size_mb: int, folder: Path, repeats: int = 3) -> dict[str, float]:
+    """Plain read and fingerprint of one model, alternated ``repeats`` times from a cold page cache; the
+    medians are reported (single trials on this shared disk vary by ±30 %), with the range of the ratios."""
     path = folder / f"model-{size_mb}mb.safetensors"
     info = make_model(path, size_mb)
     nbytes = path.stat().st_size
     drop_cache(path)
-    cold = plain_read(path)
+    first_cold = plain_read(path)
     warm = plain_read(path)
-    drop_cache(path)
-    timed = run_worker("time", path)
+    colds, runs = [], []
+    for _ in range(repeats):
+        drop_cache(path)
+        colds.append(plain_read(path))
+        drop_cache(path)
+        runs.append(run_worker("time", path))
     memory = run_worker("memory", path)
     path.unlink()
+    ratios = sorted(c / r["seconds"] for c, r in zip(colds, runs))
     return {
         "size": nbytes,
         "tensors": info["tensors"],
         "largest": info["largest"],
-        "read_cold": nbytes / cold,
+        "read_cold": nbytes / float(np.median(colds)),
         "read_warm": nbytes / warm,
-        "cache_dropped": cold > 1.5 * warm,
-        "fingerprint": nbytes / timed["seconds"],
-        "fingerprint_cpu": nbytes / timed["cpu_seconds"],
+        "cache_dropped": first_cold > 1.5 * warm,
+        "fingerprint": nbytes / float(np.median([r["seconds"] for r in runs])),
+        "fingerprint_cpu": nbytes / float(np.median([r["cpu_seconds"] for r in runs])),
+        "ratio_range": (ratios[0], ratios[-1]),
         "traced_peak": memory["traced_peak"],
         "anon_peak": memory["anon_peak"],
-        "fp_bytes": timed["fingerprint_bytes"],
+        "fp_bytes": runs[0]["fingerprint_bytes"],
     }
 
 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
-        "| model | tensors | largest tensor | plain read | fingerprint | ratio | per CPU-second | peak heap (tracemalloc) | peak anon RSS | ÷ largest | fingerprint file |",
+        "| model | tensors | largest tensor | plain read | fingerprint | ratio (trials) | per CPU-second | peak heap (tracemalloc) | peak anon RSS | ÷ largest | fingerprint file |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         read_note = "" if r["cache_dropped"] else " (warm!)"
         lines.append(
             f"| {r['size'] / 1e6:,.0f} MB | {r['tensors']} | {r['largest'] / 1e6:.1f} MB "
-            f"| {r['read_cold'] / 1e9:.2f} GB/s{read_note} | {r['fingerprint'] / 1e9:.2f} GB/s | {r['fingerprint'] / r['read_cold']:.2f} | {r['fingerprint_cpu'] / 1e9:.2f} GB "
+            f"| {r['read_cold'] / 1e9:.2f} GB/s{read_note} | {r['fingerprint'] / 1e9:.2f} GB/s | {r['fingerprint'] / r['read_cold']:.2f} ({r['ratio_range'][0]:.2f}–{r['ratio_range'][1]:.2f}) | {r['fingerprint_cpu'] / 1e9:.2f} GB "
             f"| {r['traced_peak'] / 1e6:.1f} MB | {r['anon_peak'] / 1e6:.1f} MB | {max(r['traced_peak'], r['anon_peak']) / r['largest']:.2f}× "
             f"| {r['fp_bytes'] / 1e3:.0f} KB |"
         )
@@ -190,6 +200,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 500], help="model sizes in MB")
     parser.add_argument("--full", action="store_true", help="also a ~2 GB model")
     parser.add_argument("--dir", default=None, help="where to write the temporary models (default: system temp)")
+    parser.add_argument("--repeats", type=int, default=3, help="cold read / fingerprint trials per model (medians reported)")
     parser.add_argument("--worker", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -198,7 +209,7 @@ def main() -> None:
         return
     sizes = list(args.sizes) + ([2000] if args.full else [])
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="ancestree-bench-") as tmp:
-        rows = [bench(size, Path(tmp)) for size in sizes]
+        rows = [bench(size, Path(tmp), max(1, args.repeats)) for size in sizes]
     print(table(rows))
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\n{os.cpu_count()} CPU(s), load average {load} at the end; plain read = sequential 16 MB readinto after posix_fadvise(DONTNEED).")
