@@ -370,6 +370,11 @@ COMMAND_CASES = {
                                                      "no parent-detection tasks", lambda v: not (v.parent / "d.pt").exists()),
     "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
                             lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
+    "eval of a cycle": (lambda t: _truth_file(t, {"models": [{"id": "a"}, {"id": "b"}], "edges": [
+                            {"parent": "a", "child": "b"}, {"parent": "b", "child": "a"}]}),
+                        lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "cycle", None),
+    "eval of a model listed twice": (lambda t: _truth_file(t, {"models": [{"id": "a"}, {"id": "a"}], "edges": []}),
+                                     lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "listed twice", None),
     "serve on a port in use": (_busy_port, lambda v, t: ["serve", "--db", str(t / "i.db"), "--port", v], "cannot listen", None),
     "parent with the child among its candidates": (lambda t: t / "m.safetensors", lambda v, t: ["parent", str(v), "-c", str(v)],
                                                    "its own candidates", None),

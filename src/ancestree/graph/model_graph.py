@@ -101,6 +101,8 @@ class ModelGraph:
         for m in data["models"]:
             if not isinstance(m, dict) or "id" not in m:
                 raise BadInputError(source, "every entry of 'models' needs an 'id'")
+            if str(m["id"]) in g.graph:
+                raise BadInputError(source, f"model {m['id']!r} is listed twice")
             g.add_model(str(m["id"]), str(m.get("format", "unknown")), int(m.get("parameters", 0) or 0),
                         **({"declared_base_model": m["declared_base_model"]} if m.get("declared_base_model") else {}))
         for e in data.get("edges", []):
@@ -113,6 +115,9 @@ class ModelGraph:
                 g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), confidence)
             except (KeyError, TypeError, ValueError) as exc:
                 raise BadInputError(source, f"bad edge {e!r}: {exc}") from None
+        if not nx.is_directed_acyclic_graph(g.graph):
+            loop = " -> ".join(str(u) for u, _ in nx.find_cycle(g.graph))
+            raise BadInputError(source, f"lineage has a cycle ({loop}): a Model Graph is acyclic")
         g.notes = list(data.get("notes", []))
         return g
 
