@@ -487,3 +487,12 @@ def test_zip_bomb_is_refused_before_extraction(tmp_path: Path, monkeypatch: pyte
     with pytest.raises(BadInputError, match="zip bomb"):
         load_model(tmp_path / "bomb.zip")
     assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("ancestree-zip-*")) <= before
+
+
+def test_inspect_record_declares_a_string_even_for_a_merge() -> None:
+    """The contract's `declared_base_model` is null or a string; a merge card's list is joined."""
+    from ancestree.io.base import inspect_record
+
+    rec = inspect_record("m", "safetensors", 1, 1, {"float32": 1}, ["org/a", "org/b"])
+    assert rec["declared_base_model"] == "org/a, org/b"
+    assert inspect_record("m", "safetensors", 1, 1, {}, None)["declared_base_model"] is None

@@ -115,8 +115,13 @@ class ModelMeta:
 
 
 def inspect_record(model_id: str, fmt: str, parameters: int, tensors: int, dtypes: dict[str, int],
-                   declared_base_model: str | None) -> dict[str, Any]:
-    """The contract's ``inspect`` JSON record (shared by models and their fingerprints)."""
+                   declared_base_model: str | list[str] | None) -> dict[str, Any]:
+    """The contract's ``inspect`` JSON record (shared by models and their fingerprints).
+
+    ``declared_base_model`` is a string or null as the contract has it: a merge's card lists several bases,
+    which are joined with ", " here (the list itself is in ``Model.meta.declared_base_model``)."""
+    if isinstance(declared_base_model, list):
+        declared_base_model = ", ".join(map(str, declared_base_model)) or None
     return {"id": model_id, "format": fmt, "parameters": parameters, "tensors": tensors, "dtypes": dict(dtypes),
             "declared_base_model": declared_base_model}
 
