@@ -31,8 +31,6 @@ def train(
 
     if method not in PRESETS:
         raise typer.BadParameter(f"--method must be one of {sorted(PRESETS)}")
-    if epochs < 0:
-        raise typer.BadParameter("--epochs must be 0 (the method's default) or more")
     check_text_encoder(text_encoder)
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / "experts.json").is_file()
                                                     and not (output / "cache").is_dir())):

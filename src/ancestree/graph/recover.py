@@ -149,10 +149,10 @@ class GraphRecovery:
             neighbours[j].append((float(d), int(i)))
         for lst in neighbours.values():
             lst.sort()
-        for label in np.unique(labels):
-            nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
-            if len(nodes) > 1:
-                with one_blas_thread():  # small solves per tree: threads would only spin
+        with one_blas_thread():  # small solves per tree: threads would only spin
+            for label in np.unique(labels):
+                nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
+                if len(nodes) > 1:
                     self._fit_tree(gv, members, nodes, neighbours)
 
     def _collapse_duplicates(self, gv: GroupVectors, members: list[Fingerprint], pairs: np.ndarray, dist: np.ndarray) -> list[int]:

@@ -20,8 +20,6 @@ import numpy as np
 #: Stored dtypes that hold learned values directly (as opposed to integer buffers such as position ids).
 FLOAT_DTYPES = frozenset({"float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2"})
 
-
-
 #: Relations the Hugging Face Hub knows for a card's ``base_model_relation``.
 HUB_RELATIONS = ("adapter", "merge", "quantized", "finetune")
 
@@ -31,6 +29,7 @@ def relation_fields(relation: str) -> dict[str, str]:
     for ``pruned`` or ``duplicate``, and infers its own), and the exact one in ``ancestree_relation``."""
     fields = {"base_model_relation": relation} if relation in HUB_RELATIONS else {}
     return {**fields, "ancestree_relation": relation}
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -169,9 +168,16 @@ class Model(ABC):
             yield info, self.read(info.name)
 
     @property
-    def parameters(self) -> int:
-        """Elements of the learned tensors (a quantized tensor counts once, not with its scales)."""
+    def entries(self) -> int:
+        """Entries of the learned tensors as they are read (a quantized tensor counts once, not with its
+        scales; a PEFT adapter counts its dense updates)."""
         return sum(t.numel for t in self.tensors.values() if t.learned)
+
+    @property
+    def parameters(self) -> int:
+        """Elements of the learned tensors as stored: :attr:`entries`, except where a format stores fewer
+        (a PEFT adapter's low-rank factors)."""
+        return self.entries
 
     @property
     def dtype_counts(self) -> dict[str, int]:

@@ -57,15 +57,9 @@ def pair_tensors(child: Model, candidate: Model, child_print: Fingerprint | None
     return sorted(pairs, key=lambda p: natural_key(p.child))
 
 
-def listed_size(model: Model) -> int:
-    """Entries of the learned tensors as the model is read (a PEFT adapter: its dense updates, which can be
-    more than the low-rank factors ``model.parameters`` counts)."""
-    return sum(t.numel for t in model.tensors.values() if t.learned)
-
-
 def coverage(child: Model, pairs: list[TensorPair]) -> float:
     """Fraction of the child's learned entries that are paired."""
-    total = listed_size(child)
+    total = child.entries  # as read: a PEFT child's dense updates, not its low-rank factors
     return sum(child.tensors[p.child].numel for p in pairs) / total if total else 0.0
 
 
@@ -74,8 +68,8 @@ def incomparable_reason(child: Model, candidate: Model, pairs: list[TensorPair])
     cov = coverage(child, pairs)
     if cov >= MIN_COVERAGE:
         return None
-    return (f"another architecture: only {cov:.0%} of the child's {listed_size(child):,} weights have a "
-            f"counterpart among the candidate's {listed_size(candidate):,}")
+    return (f"another architecture: only {cov:.0%} of the child's {child.entries:,} weights have a "
+            f"counterpart among the candidate's {candidate.entries:,}")
 
 
 def read_pair(child: Model, candidate: Model, pair: TensorPair) -> tuple[np.ndarray, np.ndarray]:

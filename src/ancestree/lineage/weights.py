@@ -34,8 +34,7 @@ from ancestree.fingerprint import fingerprint
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import SketchSpec
 from ancestree.io.base import Model
-from ancestree.lineage.pairs import (Source, TensorPair, check_distinct, incomparable_reason, listed_size, open_model,
-                                     pair_tensors)
+from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 
@@ -202,7 +201,7 @@ class WeightsRanker:
         c_values, p_values, permuted = got
         ev = compare(c_values, p_values)
         ev["permuted_layers"] = float(permuted)
-        ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(listed_size(child), 1))
+        ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(child.entries, 1))
         return ev
 
     def score_of(self, evidence: dict[str, float]) -> float:

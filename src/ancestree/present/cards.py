@@ -16,7 +16,6 @@ from ancestree.graph.model_graph import ModelGraph
 from ancestree.io.base import HUB_RELATIONS, relation_fields
 
 
-
 @dataclass
 class CardChange:
     model: str
