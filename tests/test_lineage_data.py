@@ -123,6 +123,11 @@ def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path
     assert result.ranking[0].candidate == paths["A11"] and paths["CNN"] in result.incomparable
     with pytest.raises(BadInputError):
         load_detector(paths["A"] + "/model.safetensors")
+    # a detector whose evidence vector has another length (another version's features) is refused by name
+    blob["config"] = json.dumps({**json.loads(blob["config"]), "evidence": cfg.evidence - 1})
+    torch.save(blob, tmp_path / "old.pt")
+    with pytest.raises(BadInputError, match="old.pt.*another ancestree version"):
+        load_detector(tmp_path / "old.pt")
 
 
 def test_other_head_size_compares_on_the_heads_input(lineage_family: dict, tmp_path) -> None:

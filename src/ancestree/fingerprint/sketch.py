@@ -13,6 +13,7 @@ indices ``I_n`` are drawn by a generator seeded with ``(seed, n, k)`` only, so
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -33,7 +34,7 @@ def index_set(n: int, k: int, seed: int) -> np.ndarray:
 
 def as_matrix(values: np.ndarray) -> np.ndarray:
     """The 2-D view ``(shape[0], prod(shape[1:]))`` of a tensor with two or more dimensions."""
-    return values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))
+    return values.reshape(values.shape[0], math.prod(values.shape[1:]))
 
 
 def take_sketch(values: np.ndarray, spec: SketchSpec) -> np.ndarray:

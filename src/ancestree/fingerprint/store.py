@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -66,7 +67,7 @@ def to_bytes(fingerprints: Sequence[Fingerprint]) -> bytes:
 
 def _tensor_from(record: dict[str, Any], sketches: np.ndarray) -> TensorPrint:
     offset, shape = record["sketch"]
-    size = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    size = int(math.prod(shape))
     sketch = sketches[offset : offset + size].reshape(shape)
     scalars = {k: record[k] for k in _SCALARS}
     return TensorPrint(

@@ -29,6 +29,10 @@ def read_json(path: Path) -> dict[str, Any]:
     return value
 
 
+#: libyaml's safe loader when PyYAML was built with it (a card parses ~10× faster), else the pure-Python one.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def read_card(path: Path) -> dict[str, Any]:
     """The YAML front matter of a model card ``README.md`` (empty when there is none or it is broken)."""
     if not path.is_file():
@@ -40,7 +44,7 @@ def read_card(path: Path) -> dict[str, Any]:
     if end < 0:
         return {}
     try:
-        data = yaml.safe_load(text[3:end])
+        data = yaml.load(text[3:end], Loader=_SAFE_LOADER)
     except yaml.YAMLError:
         return {}
     return data if isinstance(data, dict) else {}

@@ -7,6 +7,7 @@ memory-mapped in place, a compressed one is inflated only when that tensor is re
 
 from __future__ import annotations
 
+import math
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class NpzModel(Model):
         offset = None
         if zinfo.compress_type == zipfile.ZIP_STORED:
             offset = self._data_offset(zinfo) + header_len
-            needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            needed = offset + int(math.prod(shape)) * dtype.itemsize
             if needed > self.path.stat().st_size:
                 raise BadInputError(self.path, f"array {name!r} runs past the end of the file (truncated?)")
         return Member(TensorInfo(name, tuple(shape), str(dtype)), zinfo, dtype, fortran, offset)

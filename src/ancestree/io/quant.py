@@ -14,6 +14,7 @@ Two ways to find the pairs:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -98,7 +99,7 @@ def resolve_axis(values_shape: tuple[int, ...], scale_shape: tuple[int, ...], pr
     length fits there, else along the first axis of that length (the output channel for PyTorch layouts);
     a scale of the values' rank must broadcast.
     """
-    size = int(np.prod(scale_shape, dtype=np.int64)) if scale_shape else 1
+    size = int(math.prod(scale_shape))
     if size == 1:
         return True, None
     if len(scale_shape) == len(values_shape) and len(values_shape) > 1:

@@ -8,6 +8,7 @@ converted (bfloat16, float8 -> float32).
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,7 +96,7 @@ def _entry(name: str, spec: Any, data_size: int, path: str | Path) -> Entry:
         raise BadInputError(path, f"tensor {name!r} has invalid data_offsets {offsets!r}")
     begin, end = offsets
     dtype_name, np_dtype = DTYPES[code]
-    expected = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize if shape else np_dtype.itemsize
+    expected = int(math.prod(shape)) * np_dtype.itemsize
     if not 0 <= begin <= end:
         raise BadInputError(path, f"tensor {name!r} has data_offsets {offsets} out of order")
     if end > data_size:

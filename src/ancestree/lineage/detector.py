@@ -35,7 +35,7 @@ from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.lineage.weights import WeightsRanker, compare, features
+from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features
 
 #: Seed of the row/column index sets of the weight token (independent of the fingerprint's).
 INDEX_SEED = 7
@@ -49,7 +49,7 @@ class DetectorConfig:
     dim: int = 64
     heads: int = 4
     depth: int = 2
-    evidence: int = 5  # length of the evidence vector
+    evidence: int = len(FEATURES) + 1  # length of the evidence vector (weights features and distance)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -272,10 +272,15 @@ def load_detector(path: str | Path) -> LineageDetector:
     try:
         blob = torch.load(Path(path), map_location="cpu", weights_only=True)
         cfg = DetectorConfig(**json.loads(blob["config"]))
+        if cfg.evidence != DetectorConfig.evidence:  # another version's evidence vector: its inputs would not fit
+            raise BadInputError(path, f"a detector of another ancestree version (evidence of {cfg.evidence} numbers, "
+                                      f"this version has {DetectorConfig.evidence}): train it again with `ancestree lineage train`")
         model = LineageDetector(cfg)
         model.load_state_dict(blob["state_dict"])
     except FileNotFoundError:
         raise BadInputError(path, "no such detector file") from None
+    except BadInputError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure means the file is not a detector
         raise BadInputError(path, f"not a detector saved by `ancestree lineage train` ({exc.__class__.__name__})") from None
     return model.eval()

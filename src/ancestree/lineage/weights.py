@@ -15,9 +15,14 @@ evidence is gathered tensor by tensor:
 * ``kurtosis_drop``: mean excess kurtosis of the candidate minus the child over the matrices (MoTHer's
   direction cue: fine-tuning lowers it).
 
-The score is ``−log(residual)``; probabilities come from the calibrated softmax with a "none of these"
-option (:class:`~ancestree.lineage.result.Calibration`): the none score is a residual threshold learned on
-the zoo (``fit``), so a child whose best candidate is still far away gets ``parent: null``.
+Two features come from the residual: ``closeness = −log(residual)`` tells near candidates apart (0.1 from
+0.2), ``explained = log(1 − residual²)``, the log of the share of the child's energy the candidate
+explains, tells far ones apart (a far-trained descendant at 0.93 from an unrelated model of the same
+architecture at 0.998, which ``closeness`` hardly separates, so the difference's effective rank decided).
+
+The score is a linear function of the features; probabilities come from the calibrated softmax with a
+"none of these" option (:class:`~ancestree.lineage.result.Calibration`): the none score, learned on the zoo
+(``fit``), is a threshold, so a child whose best candidate is still far away gets ``parent: null``.
 """
 
 from __future__ import annotations
@@ -50,17 +55,19 @@ PRUNED = 0.2
 #: Residual floor so an exact copy gets a finite score.
 FLOOR = 1e-6
 
+#: Floor of the explained share, so an unrelated candidate (residual ~1) gets a finite score.
+EXPLAINED_FLOOR = 1e-4
+
 #: Features of a (child, candidate) pair the score is a linear function of.
-FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop")
+FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop", "explained")
 
 #: Default coefficients and calibration of the CLI: a lenient hand-set threshold (a candidate stays
 #: plausible while its scale-fitted residual is below about 0.6 with a difference of low effective rank).
 #: :meth:`WeightsRanker.fit` on the ``lineage`` zoo's train families (benchmarks/bench_lineage.py) gives
-#: (2.39, 1.81, 0.0, -0.28) with none score 6.35; that threshold is tight for that zoo's short fine-tunes
-#: and calls the longer fine-tunes of other families "none", so it is not the default. With temperature 1
-#: the coefficients carry the scale; the none score is the score of a virtual candidate.
-DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0)
-DEFAULT_CALIBRATION = Calibration(temperature=1.0, none_score=6.0 * float(-np.log(0.6)) + 3.0 * float(-np.log(0.3)))
+#: about (3.3, 2.2, 0.0, -0.3, 1.4), whose none threshold is tight for that zoo's short fine-tunes and calls
+#: the longer fine-tunes of other families "none", so it is not the default. With temperature 1 the
+#: coefficients carry the scale; the none score is the score of that virtual candidate.
+DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0, 2.0)
 
 
 def features(evidence: dict[str, float]) -> np.ndarray:
@@ -70,7 +77,13 @@ def features(evidence: dict[str, float]) -> np.ndarray:
         -np.log(max(evidence["effective_rank"], 1e-3)),
         evidence["shared"],
         evidence["kurtosis_drop"],
+        np.log(max(1.0 - min(evidence["residual"], 1.0) ** 2, EXPLAINED_FLOOR)),
     ])
+
+
+#: The CLI's none score: the score of a virtual candidate at residual 0.6 with effective rank 0.3.
+DEFAULT_CALIBRATION = Calibration(temperature=1.0, none_score=float(
+    features({"residual": 0.6, "effective_rank": 0.3, "shared": 0.0, "kurtosis_drop": 0.0}) @ np.asarray(DEFAULT_COEF)))
 
 
 @dataclass
