@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -30,6 +30,13 @@ def relation_fields(relation: str) -> dict[str, str]:
     for ``pruned`` or ``duplicate``, and infers its own), and the exact one in ``ancestree_relation``."""
     fields = {"base_model_relation": relation} if relation in HUB_RELATIONS else {}
     return {**fields, "ancestree_relation": relation}
+
+
+def card_relation(card: Mapping[str, Any]) -> str | None:
+    """The relation a card's front matter declares: ours (``ancestree_relation``, exact for ``pruned`` and
+    ``duplicate``) when it has one, else the Hub's ``base_model_relation``."""
+    rel = card.get("ancestree_relation") or card.get("base_model_relation")
+    return str(rel) if rel else None
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,7 @@ class ModelMeta:
 
     @property
     def declared_relation(self) -> str | None:
-        rel = self.card.get("ancestree_relation") or self.card.get("base_model_relation")
-        if rel:
-            return str(rel)
-        return "adapter" if self.adapter_config else None
+        return card_relation(self.card) or ("adapter" if self.adapter_config else None)
 
     @property
     def size(self) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ancestree.atomic import write_text
 from ancestree.graph.model_graph import ModelGraph
-from ancestree.io.base import HUB_RELATIONS, relation_fields
+from ancestree.io.base import HUB_RELATIONS, card_relation, relation_fields
 
 
 @dataclass
@@ -51,12 +51,11 @@ def write_card(folder: Path, base_model: str | list[str], relation: str, force: 
 
     readme = folder / "README.md"
     card = ModelCard.load(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
-    declared = getattr(card.data, "base_model", None)
-    # the card's own relation: ours when it has one (pruned, duplicate), else the Hub's
-    declared_rel = getattr(card.data, "ancestree_relation", None) or getattr(card.data, "base_model_relation", None)
-    if declared and _same(declared, base_model) and declared_rel in (None, relation):
-        hub_relation = relation if relation in HUB_RELATIONS else None
-        if getattr(card.data, "base_model_relation", None) == hub_relation and getattr(card.data, "ancestree_relation", None) == relation:
+    data = card.data.to_dict()
+    declared = data.get("base_model")
+    if declared and _same(declared, base_model) and card_relation(data) in (None, relation):
+        wanted = {"base_model_relation": None, **relation_fields(relation)}
+        if all(data.get(key) == value for key, value in wanted.items()):
             return "unchanged", declared
         _set_relation(card, relation)
         write_text(readme, str(card))
