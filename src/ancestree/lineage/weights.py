@@ -66,7 +66,7 @@ FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop", "explained")
 #: :meth:`WeightsRanker.fit` on the ``lineage`` zoo's train families (benchmarks/bench_lineage.py) gives
 #: about (3.3, 2.2, 0.0, -0.3, 1.4), whose none threshold is tight for that zoo's short fine-tunes and calls
 #: the longer fine-tunes of other families "none", so it is not the default. With temperature 1 the
-#: coefficients carry the scale; the none score is the score of that virtual candidate.
+#: coefficients carry the scale; the none score (:data:`DEFAULT_CALIBRATION`) is that of a virtual candidate.
 DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0, 2.0)
 
 
