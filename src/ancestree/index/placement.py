@@ -421,7 +421,6 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
     touched: set[int] = set()  # groups of unlinked new models can join the same tree: count it once
     for new, trees in groups(joins, links):
         touched |= set(trees)
-        result.trees_touched = len(touched)
         if trees:
             outcome = place_locally(store, trees, new, space, declared, engines, prints)
             if isinstance(outcome, int):
@@ -432,6 +431,7 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
         members = sorted(set(new) | set(store.tree_members(trees)))
         write_graph(store, members, engine.fit(prints(members)).graph_, declared)
         result.members += len(members)
+    result.trees_touched = len(touched)
     result.seconds = time.perf_counter() - start
     return result
 
