@@ -87,16 +87,18 @@ def sketch_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b)) / scale if scale > 0 else 0.0
 
 
-def moment_distance(a: TensorPrint, b: TensorPrint) -> float:
-    """A scale-free distance between layout-invariant moments (mean, spread, shape, sparsity)."""
-    spread = max(a.std, b.std, 1e-12)
-    terms = [
-        abs(a.mean - b.mean) / spread,
-        abs(np.log((a.std + 1e-12) / (b.std + 1e-12))),
-        abs(np.nan_to_num(a.kurtosis) - np.nan_to_num(b.kurtosis)) / (1.0 + abs(np.nan_to_num(a.kurtosis))),
-        abs(a.zeros - b.zeros),
-    ]
-    return float(sum(terms))
+def moment_distances(a: list[TensorPrint], b: list[TensorPrint]) -> np.ndarray:
+    """Scale-free distances between layout-invariant moments (mean, spread, shape, sparsity), ``len(a) × len(b)``."""
+    def columns(ts: list[TensorPrint]) -> tuple[np.ndarray, ...]:
+        return (np.array([t.mean for t in ts], dtype=np.float64), np.array([t.std for t in ts], dtype=np.float64),
+                np.nan_to_num(np.array([t.kurtosis for t in ts], dtype=np.float64)), np.array([t.zeros for t in ts], dtype=np.float64))
+
+    (ma, sa, ka, za), (mb, sb, kb, zb) = columns(a), columns(b)
+    spread = np.maximum(np.maximum(sa[:, None], sb[None, :]), 1e-12)
+    return (np.abs(ma[:, None] - mb[None, :]) / spread
+            + np.abs(np.log((sa[:, None] + 1e-12) / (sb[None, :] + 1e-12)))
+            + np.abs(ka[:, None] - kb[None, :]) / (1.0 + np.abs(ka))[:, None]
+            + np.abs(za[:, None] - zb[None, :]))
 
 
 def shape_fit(a: TensorPrint, b: TensorPrint) -> bool | None:
@@ -145,11 +147,30 @@ def shape_class(t: TensorPrint) -> tuple[int, ...]:
     return tuple(sorted(t.shape)) if len(t.shape) == 2 else t.shape
 
 
-def _content_cost(a: TensorPrint, b: TensorPrint) -> tuple[float, bool]:
-    fit = shape_fit(a, b)
-    options = [False, True] if (fit is False and len(a.shape) == 2 and a.shape[0] == a.shape[1]) else [bool(fit)]
-    best = min((sketch_distance(a.sketch, oriented(b, t)), t) for t in options)
-    return best[0] + 0.1 * moment_distance(a, b), best[1]
+def _canonical(t: TensorPrint) -> tuple[np.ndarray, bool]:
+    """The sketch in its shape class's orientation (rows ≤ columns) and whether it was flipped to get there."""
+    flipped = len(t.shape) == 2 and t.shape != shape_class(t)
+    return (t.sketch.T if flipped else t.sketch).astype(np.float64).reshape(-1), flipped
+
+
+def _sketch_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`sketch_distance` of every row of ``a`` with every row of ``b`` (one row of pairs at a time)."""
+    nb = np.linalg.norm(b, axis=1)
+    return np.stack([np.linalg.norm(b - row, axis=1) / np.maximum(np.linalg.norm(row) + nb, 1e-300) for row in a])
+
+
+def _content_costs(ta: list[TensorPrint], tb: list[TensorPrint]) -> tuple[np.ndarray, np.ndarray]:
+    """Costs of pairing tensors of one shape class (sketch distance in the better orientation + 0.1 × moment
+    distance) and whether b is stored as a's transpose, both ``len(ta) × len(tb)``."""
+    (sa, fa), (sb, fb) = (zip(*[_canonical(t) for t in ts]) for ts in (ta, tb))
+    dist = _sketch_distances(np.stack(sa), np.stack(sb))
+    flips = np.not_equal.outer(np.array(fa), np.array(fb))
+    shape = ta[0].shape
+    if len(shape) == 2 and shape[0] == shape[1]:  # a square matrix may be stored either way: take the better
+        transposed = _sketch_distances(np.stack(sa), np.stack([t.sketch.T.astype(np.float64).reshape(-1) for t in tb]))
+        flips = transposed < dist
+        dist = np.minimum(dist, transposed)
+    return dist + 0.1 * moment_distances(ta, tb), flips
 
 
 def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b: list[str]) -> list[TensorPair]:
@@ -164,11 +185,7 @@ def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b
         names_b = groups_b.get(cls)
         if not names_b:
             continue
-        costs = np.empty((len(names_a), len(names_b)))
-        flips = np.zeros_like(costs, dtype=bool)
-        for i, na in enumerate(names_a):
-            for j, nb in enumerate(names_b):
-                costs[i, j], flips[i, j] = _content_cost(fa[na], fb[nb])
+        costs, flips = _content_costs([fa[n] for n in names_a], [fb[n] for n in names_b])
         rows, cols = linear_sum_assignment(costs)
         pairs.extend(
             TensorPair(names_a[i], names_b[j], bool(flips[i, j]), "content", float(costs[i, j])) for i, j in zip(rows, cols)
