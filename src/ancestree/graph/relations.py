@@ -113,26 +113,31 @@ def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int]) -> list[in
     y = S[child].astype(np.float64)
     order = np.argsort(np.linalg.norm(X - y, axis=1))[:MERGE_POOL]
     scale = float(np.linalg.norm(X[order[0]] - y))
-    if scale <= 0 or len(order) >= S.shape[1] or _affine_residual(X[order], y) > MERGE_SCREEN * scale:
+    if scale <= 0 or len(order) >= S.shape[1] or _affine_fit(X[order], y)[1] > MERGE_SCREEN * scale:
         return []
     # Drop members while the fit stays exact: another merge in the pool is a second exact dependency, and
-    # the least-squares weights would spread over both; the members left are one minimal dependency.
+    # the least-squares weights would spread over both; the members left are one minimal dependency. The
+    # member with the smallest weight is tried first (outside the dependency, weights are ~0), so a step
+    # costs one or two fits instead of one per member.
     keep = list(order)
     while len(keep) > 2:
-        trials = [(_affine_residual(X[[k for k in keep if k != drop]], y), drop) for drop in keep]
-        residual, drop = min(trials)
-        if residual > MERGE_SCREEN * scale:
+        weights, _ = _affine_fit(X[keep], y)
+        for drop in np.argsort(np.abs(weights), kind="stable"):
+            trial = keep[:drop] + keep[drop + 1:]
+            if _affine_fit(X[trial], y)[1] <= MERGE_SCREEN * scale:
+                keep = trial
+                break
+        else:
             break
-        keep.remove(drop)
     return [pool[k] for k in keep]
 
 
-def _affine_residual(X: np.ndarray, y: np.ndarray) -> float:
-    """Distance from ``y`` to the affine hull of the rows of ``X``."""
+def _affine_fit(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weights (summing to 1) of the point of the affine hull of the rows of ``X`` nearest ``y``, and its distance."""
     if len(X) == 1:
-        return float(np.linalg.norm(y - X[0]))
+        return np.ones(1), float(np.linalg.norm(y - X[0]))
     w, *_ = np.linalg.lstsq((X[1:] - X[0]).T, y - X[0], rcond=None)
-    return float(np.linalg.norm((X[1:] - X[0]).T @ w - (y - X[0])))
+    return np.r_[1.0 - w.sum(), w], float(np.linalg.norm((X[1:] - X[0]).T @ w - (y - X[0])))
 
 
 def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
