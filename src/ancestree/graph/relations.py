@@ -36,19 +36,19 @@ def is_duplicate(fa: Fingerprint, fb: Fingerprint) -> bool:
     """The same learned values (maybe renamed, transposed or in another format)."""
     if fa.content_key == fb.content_key:
         return True
-    ev = relate(fa, fb)
+    ev = relate(fa, fb, ranks=False)  # no low-rank cue is needed: skip the SVDs
     return ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9
 
 
 def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     """``child`` is ``parent`` stored at lower precision: they differ by about one rounding step."""
-    ev = relate(parent, child)
+    ev = relate(parent, child, ranks=False)
     return ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_b < ev.precision_a
 
 
 def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     """``child`` is ``parent`` with a share of weights set to zero and the rest (nearly) unchanged."""
-    ev = relate(parent, child)
+    ev = relate(parent, child, ranks=False)
     return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
 
 
