@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ancestree.blas import one_blas_thread
 from ancestree.fingerprint.sketch import take_sketch
-from ancestree.fingerprint.stats import content_hashes, flat_view, moments
+from ancestree.fingerprint.stats import content_digest, content_hashes, flat_view, is_small, moments, small_summary
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
 from ancestree.io import load_model
 from ancestree.io.base import Model, TensorInfo
@@ -34,15 +34,23 @@ Source = str | os.PathLike[str] | Model
 #: Below this size a tensor's hashes are computed on the calling thread.
 THREAD_MIN_BYTES = 1 << 20
 
+#: Models smaller than this are not read ahead: the kernel's own read-ahead of a few MB covers them, and a
+#: thread per model plus a lock per tensor cost more than it saves.
+READ_AHEAD_MIN_BYTES = 16 << 20
+
 
 def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: ThreadPoolExecutor | None = None) -> TensorPrint:
     """Summarise one tensor (``values`` as returned by :meth:`Model.read`)."""
     flat = flat_view(values)
-    # Small tensors hash faster than a hand-off to the worker thread and back costs (~0.1 ms).
-    worth_a_thread = pool is not None and flat.nbytes >= THREAD_MIN_BYTES
-    pending = pool.submit(content_hashes, flat) if worth_a_thread else None
-    mom = moments(flat)
-    digest, layout = pending.result() if pending is not None else content_hashes(flat)
+    if is_small(flat):  # moments and layout hash in one compiled call: small tensors cost calls, not bytes
+        mom, layout = small_summary(flat)
+        digest = content_digest(flat)
+    else:
+        # Small tensors hash faster than a hand-off to the worker thread and back costs (~0.1 ms).
+        worth_a_thread = pool is not None and flat.nbytes >= THREAD_MIN_BYTES
+        pending = pool.submit(content_hashes, flat) if worth_a_thread else None
+        mom = moments(flat)
+        digest, layout = pending.result() if pending is not None else content_hashes(flat)
     return TensorPrint(
         name=info.name,
         shape=tuple(int(d) for d in info.shape),
@@ -106,21 +114,26 @@ class ReadAhead:
     requests the CPU waits on. Large sequential reads here fill the page cache first (like a plain read of
     the file), so the hashing and moments find cached pages and the disk works while the CPU computes.
     At most ``ahead`` bytes are read before the consumer has caught up (:meth:`advance`), so a model
-    larger than memory does not evict its own pages; the only buffer is one ``block``.
+    larger than memory does not evict its own pages; the only buffer is one ``block``. With ``active``
+    false it does nothing (small models).
     """
 
-    def __init__(self, paths: Sequence[os.PathLike[str] | str], ahead: int = 256 << 20, block: int = 4 << 20) -> None:
-        self.paths, self.ahead, self.block = list(paths), ahead, block
+    def __init__(self, paths: Sequence[os.PathLike[str] | str], ahead: int = 256 << 20, block: int = 4 << 20,
+                 active: bool = True) -> None:
+        self.paths, self.ahead, self.block, self.active = list(paths), ahead, block, active
         self._read = self._consumed = 0
         self._stop = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="ancestree-readahead", daemon=True)
 
     def __enter__(self) -> ReadAhead:
-        self._thread.start()
+        if self.active:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.active:
+            return
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -128,6 +141,8 @@ class ReadAhead:
 
     def advance(self, nbytes: int) -> None:
         """The consumer has used ``nbytes`` more of the files."""
+        if not self.active:
+            return
         with self._cond:
             self._consumed += nbytes
             self._cond.notify_all()
@@ -156,7 +171,9 @@ def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: b
     tensors: list[TensorPrint] = []
     try:
         # One BLAS thread: the sketches' small products gain nothing from BLAS threads on a busy machine.
-        with ReadAhead([f.path for f in model.meta.files]) as ahead, one_blas_thread():
+        files = model.meta.files
+        with ReadAhead([f.path for f in files], active=sum(f.size for f in files) >= READ_AHEAD_MIN_BYTES) as ahead, \
+                one_blas_thread():
             for info, values in model.iter_tensors():
                 tensors.append(tensor_print(info, values, spec, pool))
                 ahead.advance(stored_bytes(info))

@@ -155,7 +155,11 @@ def moments(flat: np.ndarray) -> Moments:
     if m2 > 0 and abs(delta) > 0.1 * math.sqrt(m2):
         shift += delta
         s1, s2, s3, s4, absmax, zeros = _power_sums(flat, shift)
-        delta = s1 / n
+    return _from_sums(n, shift, s1, s2, s3, s4, absmax, zeros)
+
+
+def _from_sums(n: int, shift: float, s1: float, s2: float, s3: float, s4: float, absmax: float, zeros: int) -> Moments:
+    """:class:`Moments` from the power sums of ``x − shift``."""
     a1, a2, a3, a4 = s1 / n, s2 / n, s3 / n, s4 / n
     m2 = a2 - a1 * a1
     m3 = a3 - 3 * a1 * a2 + 2 * a1**3
@@ -171,20 +175,68 @@ def moments(flat: np.ndarray) -> Moments:
     return Moments(mean, max(m2, 0.0), skew, kurt, math.sqrt(max(sum_sq, 0.0)), absmax, zeros / n)
 
 
+def _small_sums(x: np.ndarray, bits: np.ndarray):  # pragma: no cover - compiled
+    """Everything :func:`moments` and :func:`layout_hash` need of a float32 tensor, in one call: its mean
+    (the shift), the shifted power sums, zeros, min, max, whether a NaN occurs, and the layout sums."""
+    n = x.shape[0]
+    total = 0.0
+    for i in range(n):
+        total += np.float64(x[i])
+    shift = total / n
+    s1 = s2 = s3 = s4 = 0.0
+    zeros = 0
+    lo, hi, nan = np.float64(x[0]), np.float64(x[0]), False
+    plain = np.uint64(0)
+    mixed = np.uint64(0)
+    low = np.uint64(0xFFFFFFFF)
+    for i in range(n):
+        v = np.float64(x[i])
+        d = v - shift
+        d2 = d * d
+        s1 += d
+        s2 += d2
+        s3 += d2 * d
+        s4 += d2 * d2
+        zeros += np.int64(v == 0)
+        lo = min(lo, v)
+        hi = max(hi, v)
+        nan |= v != v
+        u = np.uint64(bits[i])
+        h = ((u >> np.uint64(15)) ^ u) & low
+        plain += u
+        mixed += (h * h) & low
+    return shift, s1, s2, s3, s4, zeros, lo, hi, nan, plain, mixed
+
+
+def small_summary(flat: np.ndarray) -> tuple[Moments, str]:
+    """``(moments(flat), layout_hash(flat))`` in one compiled call, for a float32 tensor of at most
+    :data:`CHUNK` entries: the per-tensor cost of many small tensors is calls, not arithmetic."""
+    shift, s1, s2, s3, s4, zeros, lo, hi, nan, plain, mixed = _kernels()[2](flat, flat.view(np.uint32))
+    absmax = float("nan") if nan else max(hi, -lo)
+    layout = f"{flat.shape[0]:x}-{int(plain) & _MASK64:016x}{int(mixed) & _MASK64:016x}"
+    return _from_sums(flat.shape[0], shift, s1, s2, s3, s4, absmax, int(zeros)), layout
+
+
+def is_small(flat: np.ndarray) -> bool:
+    """Whether :func:`small_summary` applies: float32 little-endian, 1 to :data:`CHUNK` entries."""
+    return flat.dtype == CANONICAL and 0 < flat.shape[0] <= CHUNK
+
+
 def warm_up() -> None:
     """Compile (first run, ~0.5 s) or load from numba's cache (~50 ms) the kernels, before timing anything."""
     tiny = np.zeros(8, dtype=CANONICAL)
-    power_sums, layout_sums = _kernels()
+    power_sums, layout_sums, small_sums = _kernels()
     power_sums(tiny, 0.0)
     layout_sums(tiny.view(np.uint32))
+    small_sums(tiny, tiny.view(np.uint32))
 
 
 _KERNELS_LOCK = threading.Lock()
-_KERNELS: tuple[Callable, Callable] | None = None
+_KERNELS: tuple[Callable, Callable, Callable] | None = None
 
 
-def _kernels() -> tuple[Callable, Callable]:
-    """``(power sums, layout sums)`` compiled by numba on first use (``nogil``, cached on disk).
+def _kernels() -> tuple[Callable, Callable, Callable]:
+    """``(power sums, layout sums, small summary)`` compiled by numba on first use (``nogil``, cached on disk).
 
     numba is imported here, not at module import: it costs ~100 MB of memory, which the commands that
     only read stored fingerprints (``index show``, ``serve``) need not pay. ``reassoc`` lets LLVM keep
@@ -199,6 +251,7 @@ def _kernels() -> tuple[Callable, Callable]:
             from numba import njit
 
             _KERNELS = (njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_shifted_power_sums),
-                        njit(cache=True, nogil=True)(_layout_sums))
+                        njit(cache=True, nogil=True)(_layout_sums),
+                        njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})(_small_sums))
         return _KERNELS
 
