@@ -22,7 +22,7 @@ from ancestree.fingerprint import (
     save_fingerprints,
     take_sketch,
 )
-from ancestree.fingerprint.stats import CHUNK, content_hashes, moments
+from ancestree.fingerprint.stats import CHUNK, content_hashes, is_small, layout_hash, moments, small_summary
 from ancestree.io.safetensors import SafetensorsModel
 from tests.conftest import small_tensors, write_hf_folder
 
@@ -46,6 +46,30 @@ def test_moments_match_scipy(values: np.ndarray) -> None:
     assert m.variance == pytest.approx(x.var(), rel=1e-10)
     assert m.norm == pytest.approx(np.linalg.norm(x), rel=1e-12)
     assert m.absmax == np.abs(x).max()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.random.default_rng(4).standard_t(3, size=CHUNK).astype(np.float32),
+        (0.02 * np.random.default_rng(5).standard_normal(300) + 5.0).astype(np.float32),
+        np.array([0.0, -0.0, 3.0, 0.0], np.float32),
+        np.array([2.5], np.float32),
+        np.ones(100, np.float32),
+        np.array([1.0, np.nan, -4.0], np.float32),
+        np.array([1.0, -np.inf, 2.0], np.float32),
+    ],
+)
+def test_small_tensor_summary_equals_the_general_path(values: np.ndarray) -> None:
+    """Small float32 tensors take one fused compiled call; it must give what the general path gives."""
+    assert is_small(values)
+    mom, layout = small_summary(values)
+    general = moments(values)
+    assert layout == layout_hash(values)
+    for field in ("mean", "variance", "skewness", "kurtosis", "norm", "absmax", "zeros"):
+        a, b = getattr(mom, field), getattr(general, field)
+        assert (np.isnan(a) and np.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12), field
+    assert not is_small(np.zeros(CHUNK + 1, np.float32)) and not is_small(np.zeros(8, np.float64))
 
 
 def test_constant_tensor_has_nan_shape_moments_like_scipy() -> None:

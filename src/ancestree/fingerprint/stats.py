@@ -2,7 +2,8 @@
 
 The per-entry work is compiled with numba (``nogil``): one fused loop computes the four power sums in
 float64 and counts zeros, another the layout hash, each at memory speed (~10 GB per CPU-second), where
-numpy needed a temporary and a pass per quantity. Non-float32 tensors are cast chunk by chunk, so a tensor
+numpy needed a temporary and a pass per quantity. A small float32 tensor (most tensors of a small model)
+gets both from one third loop (:func:`small_summary`), since its cost is the calls, not the bytes. Non-float32 tensors are cast chunk by chunk, so a tensor
 of any size is summarised in the memory of the tensor itself (memory-mapped by the reader) plus a few MB. Hashing and moments are separate
 functions so the caller can run them on two threads (``blake3`` and numpy release the GIL).
 """
