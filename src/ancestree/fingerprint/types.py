@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -71,7 +72,7 @@ class TensorPrint:
     zeros: float
     sketch: np.ndarray = field(repr=False)
 
-    @property
+    @cached_property  # read per pair and per layer in every comparison
     def numel(self) -> int:
         return math.prod(self.shape)
 
@@ -91,7 +92,7 @@ class TensorPrint:
     def std(self) -> float:
         return math.sqrt(self.variance) if self.variance == self.variance else float("nan")
 
-    @property
+    @cached_property
     def rms(self) -> float:
         """Root mean square of the entries."""
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
