@@ -7,6 +7,7 @@ import json
 import pytest
 
 from ancestree.lineage import WeightsRanker, rank_parents
+from ancestree.lineage.ancestors import rank_ancestors
 from ancestree.lineage.permute import align_units
 from test_lineage_family import build_family, lineage_family  # noqa: F401 - the session fixture
 
@@ -78,9 +79,24 @@ def test_other_architecture_is_incomparable_not_unlikely(lineage_family: dict) -
 def test_ancestors_walk_up_three_generations(lineage_family: dict) -> None:
     paths = lineage_family["paths"]
     cands = [str(paths[n]) for n in ("B", "A", "A1", "A11", "B1")]
-    result = rank_parents(str(paths["A111"]), cands, ancestors=True)
+    result = rank_ancestors(WeightsRanker().rank, str(paths["A111"]), cands, older=None)  # distances alone
     gens = {c.candidate: c.generations for c in result.ranking}
     assert gens == {str(paths["A11"]): 1, str(paths["A1"]): 2, str(paths["A"]): 3, str(paths["B"]): None, str(paths["B1"]): None}
+
+
+def test_ancestors_walk_stops_at_the_oldest_ancestor(lineage_family: dict) -> None:
+    """A child of the oldest ancestor is one fine-tune from it, as a parent would be: on distances alone the
+    walk goes on to the root's other children; the direction check stops it at the root."""
+    paths = lineage_family["paths"]
+    cands = [str(paths[n]) for n in ("A", "A1", "A2", "A3", "B")]
+    want = {str(paths["A1"]): 1, str(paths["A"]): 2}
+
+    def chain(result) -> dict:
+        return {c.candidate: c.generations for c in result.ranking if c.generations}
+
+    plain = chain(rank_ancestors(WeightsRanker().rank, str(paths["A11"]), cands, older=None))
+    assert len(plain) > 2 and all(plain[c] == g for c, g in want.items())
+    assert chain(rank_parents(str(paths["A11"]), cands, ancestors=True)) == want
 
 
 def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

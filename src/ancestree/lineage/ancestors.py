@@ -4,29 +4,65 @@ The most plausible parent among the candidates is generation 1; the most plausib
 model among the remaining candidates is generation 2; and so on until "none of these" wins. Candidates
 off the chain keep their own score and get no generation. Each step is an ordinary parent ranking, so
 any method (weights, linearised, detector) can be walked.
+
+Distances cannot tell the next generation up from a *child* of the oldest ancestor found: both are one
+fine-tune away. Without a direction the walk went on past the oldest ancestor to one of its children (on
+held-out zoos 48 of 80 ``vthr`` and 24 of 42 ``wild`` chains). So each step above the first must also be
+older than the model below it by the weight statistics that order parent and child in tree recovery
+(:class:`ancestree.graph.direction.DirectionModel`, learned on other zoos); the walk stops where they say
+"younger" (``benchmarks/bench_ancestors.py`` measures both walks).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
+
+#: ``older(a, b)``: the probability that ``a`` is ``b``'s ancestor rather than its descendant.
+Older = Callable[[Source, Source], float]
 
 
 def _id(source: Source) -> str:
     return getattr(source, "id", None) or str(source)
 
 
+def older_by_direction() -> Older:
+    """:data:`Older` from the learned direction model of tree recovery, on fingerprints (computed once per model)."""
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph.direction import DirectionModel, pair_features
+    from ancestree.graph.vectors import group_vectors
+
+    model, prints = DirectionModel.load(), {}
+
+    def older(a: Source, b: Source) -> float:
+        for s in (a, b):
+            if _id(s) not in prints:
+                prints[_id(s)] = fingerprint(s)
+        gv = group_vectors([prints[_id(a)], prints[_id(b)]])
+        return float(model.proba(pair_features(gv, np.array([0]), np.array([1])))[0])
+
+    return older
+
+
 def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: Source,
-                   candidates: Sequence[Source], max_generations: int = 8) -> Ranking:
-    """The child's ranking with the chain of ancestors first, each entry's ``generations`` filled in."""
+                   candidates: Sequence[Source], max_generations: int = 8, older: Older | None = None) -> Ranking:
+    """The child's ranking with the chain of ancestors first, each entry's ``generations`` filled in.
+
+    ``older`` (e.g. :func:`older_by_direction`) ends the walk at a step whose proposed ancestor is more
+    likely younger than the model below it; ``None`` walks on distances alone.
+    """
     first = rank(child, candidates)
     by_id = {_id(c): c for c in candidates}
     child_scores = first.scores()
     chain, current, remaining = [], first, list(candidates)
     while current.parent is not None and len(chain) < max_generations:
         top = current.ranking[0]
+        if chain and older is not None and older(by_id[top.candidate], by_id[chain[-1].candidate]) < 0.5:
+            break
         chain.append(top)
         top.generations = len(chain)
         # An older ancestor is further from the child than a younger one: keep only candidates the

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ancestree.errors import BadInputError
-from ancestree.lineage.ancestors import rank_ancestors
+from ancestree.lineage.ancestors import older_by_direction, rank_ancestors
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
 
@@ -50,8 +50,9 @@ def make_ranker(method: str | None = None, probe_data: str | Path | None = None,
 def rank_parents(child: Source, candidates: Sequence[Source], method: str | None = None,
                  probe_data: str | Path | None = None, detector: str | Path | None = None,
                  ancestors: bool = False) -> Ranking:
-    """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well."""
+    """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well (each
+    step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
     ranker = make_ranker(method, probe_data, detector)
     if ancestors:
-        return rank_ancestors(ranker.rank, child, candidates)
+        return rank_ancestors(ranker.rank, child, candidates, older=older_by_direction())
     return ranker.rank(child, candidates)
