@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from ancestree.fingerprint import Fingerprint, TensorPrint, fingerprint
 from ancestree.io.base import Model
@@ -173,6 +172,14 @@ def _content_costs(ta: list[TensorPrint], tb: list[TensorPrint]) -> tuple[np.nda
     return dist + 0.1 * moment_distances(ta, tb), flips
 
 
+def _assignment(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The Hungarian assignment; scipy.optimize is imported here, on first use: importing it costs ~0.3 s,
+    which every CLI command would pay while only renamed tensors (ONNX exports) need it."""
+    from scipy.optimize import linear_sum_assignment
+
+    return linear_sum_assignment(costs)
+
+
 def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b: list[str]) -> list[TensorPair]:
     groups_a: dict[tuple[int, ...], list[str]] = defaultdict(list)
     groups_b: dict[tuple[int, ...], list[str]] = defaultdict(list)
@@ -186,7 +193,7 @@ def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b
         if not names_b:
             continue
         costs, flips = _content_costs([fa[n] for n in names_a], [fb[n] for n in names_b])
-        rows, cols = linear_sum_assignment(costs)
+        rows, cols = _assignment(costs)
         pairs.extend(
             TensorPair(names_a[i], names_b[j], bool(flips[i, j]), "content", float(costs[i, j])) for i, j in zip(rows, cols)
         )

@@ -8,7 +8,16 @@
 
 from ancestree.graph.evaluate import Scores, evaluate
 from ancestree.graph.model_graph import RELATIONS, ModelGraph, graph_from_edges
-from ancestree.graph.mother import MoTHer
 from ancestree.graph.recover import GraphRecovery
 
 __all__ = ["RELATIONS", "GraphRecovery", "ModelGraph", "MoTHer", "Scores", "evaluate", "graph_from_edges"]
+
+
+def __getattr__(name: str) -> object:
+    """``MoTHer`` on first use: the baseline pulls in scipy.stats and scipy.cluster (~0.3 s to import),
+    which recovering with ancestree's method never needs."""
+    if name == "MoTHer":
+        from ancestree.graph.mother import MoTHer
+
+        return MoTHer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,6 @@ candidate pairs only.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
 
 #: Dimensions of the random projection used for the neighbour search.
 PROJECTION_DIM = 48
@@ -33,6 +32,8 @@ def candidate_pairs(U: np.ndarray, k: int) -> np.ndarray:
     if n <= 2 * k + 2:  # small groups: every pair
         i, j = np.triu_indices(n, 1)
         return np.stack([i, j], axis=1)
+    from sklearn.neighbors import NearestNeighbors  # imported when needed: scikit-learn takes ~0.6 s to import
+
     P = project(U)
     nn = NearestNeighbors(n_neighbors=k + 1, algorithm="kd_tree").fit(P)  # ~N log N for low intrinsic dimension
     _, idx = nn.kneighbors(P)

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import networkx as nx
-from sklearn.metrics import adjusted_rand_score
 
 from ancestree.graph.model_graph import ModelGraph
 
@@ -82,6 +81,8 @@ def _ratio(a: float, b: float) -> float:
 
 def evaluate(pred: ModelGraph, truth: ModelGraph) -> Scores:
     """Compare ``pred`` with ``truth`` (models missing from ``pred`` count as isolated)."""
+    from sklearn.metrics import adjusted_rand_score  # here, not at import: every `tree` would pay ~0.6 s
+
     rep = _duplicate_rep(truth)
     t_dir, t_dup = _edge_sets(truth, rep)
     p_dir, p_dup = _edge_sets(pred, rep)
