@@ -66,11 +66,10 @@ def run_one(method: str, zoo: str) -> dict:
 
 
 def import_readers() -> None:
-    """Import every format reader (torch, onnx, gguf) and the libraries recovery imports on first use
-    (scikit-learn's neighbour search, scipy.optimize) before the clock starts, for both methods alike:
-    ``import torch`` alone takes ~1.5 s, paid once by a long-running process, not per recovery."""
+    """Import every format reader (torch, onnx, gguf) and scipy.optimize (imported by alignment on first
+    use) before the clock starts, for both methods alike: ``import torch`` alone takes ~1.5 s, paid once by
+    a long-running process, not per recovery."""
     import scipy.optimize  # noqa: F401
-    import sklearn.neighbors  # noqa: F401
 
     from ancestree.io import gguf, npz, onnx, peft, safetensors, torch_pickle, zip  # noqa: F401
 

@@ -2,13 +2,15 @@
 
 Vectors are first projected to a few dozen dimensions by a fixed Gaussian random projection
 (Johnson–Lindenstrauss: distances kept within a few per cent), neighbours are found with a tree index
-(scikit-learn ``NearestNeighbors``), and exact distances and correlations are then computed on the
-candidate pairs only.
+(scipy's ``cKDTree``: exact, like scikit-learn's ``NearestNeighbors``, with a fifth of its import time,
+which a short CLI run pays), and exact distances and correlations are then computed on the candidate
+pairs only.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 #: Dimensions of the random projection used for the neighbour search.
 PROJECTION_DIM = 48
@@ -32,11 +34,8 @@ def candidate_pairs(U: np.ndarray, k: int) -> np.ndarray:
     if n <= 2 * k + 2:  # small groups: every pair
         i, j = np.triu_indices(n, 1)
         return np.stack([i, j], axis=1)
-    from sklearn.neighbors import NearestNeighbors  # imported when needed: scikit-learn takes ~0.6 s to import
-
     P = project(U)
-    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="kd_tree").fit(P)  # ~N log N for low intrinsic dimension
-    _, idx = nn.kneighbors(P)
+    _, idx = cKDTree(P).query(P, k=k + 1)  # exact; ~N log N for low intrinsic dimension
     rows = np.repeat(np.arange(n), k + 1)
     cols = idx.reshape(-1)
     keep = rows != cols
