@@ -37,6 +37,7 @@ from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
 from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
 from ancestree.graph.direction import DirectionModel, pair_features
+from ancestree.graph.fans import NEAR_COST, lift_to_grandparents
 from ancestree.graph.metadata import declared_parents, report_conflicts
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.graph.relations import (
@@ -266,7 +267,9 @@ class GraphRecovery:
         (and minus ``declared_bonus`` when ``c`` declares ``p``). Structure and direction are decided together:
         a sibling that drifted in the same direction as ``c`` can be nearer to ``c`` than their parent is, but
         it is not older than ``c``, and the direction term makes the parent cheaper. Candidate edges are the
-        neighbour pairs of the tree in both directions, so the cost stays ~N·k.
+        neighbour pairs of the tree in both directions, so the cost stays ~N·k. A child the arborescence hung
+        below a sibling moves up to the shared parent when that explains it better as one update
+        (:mod:`ancestree.graph.fans`).
         """
         if len(core) < 2:
             return []
@@ -298,8 +301,13 @@ class GraphRecovery:
             data[(a, b)] = {"weight": w, "p_dir": pr}
             incoming[b].append((w, a))
         # one call for all components: the virtual root of the algorithm enters each component once
-        return [(p, c, data[(p, c)], incoming[c])
-                for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()]) if c not in merges]
+        parent_of = {c: p for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()])}
+        # fans drawn as chains: a child moves up to its grandparent when that explains it better as one update
+        lifted = lift_to_grandparents(parent_of, members, lambda g, q, c: (g, c) in data and c not in forced
+                                      and q not in forced and not self._declares(members, c, q)
+                                      and data[(g, c)]["weight"] - data[(q, c)]["weight"] < NEAR_COST)
+        parent_of.update(lifted)
+        return [(p, c, data[(p, c)], incoming[c]) for c, p in parent_of.items() if c not in merges]
 
     def _tree_edge(self, members, p: int, c: int, data: dict, incoming: list[tuple[float, int]], forced) -> None:
         """Record ``p → c`` with a raw score: the softmax share of ``p`` among ``c``'s candidate parents

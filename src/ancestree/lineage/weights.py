@@ -42,6 +42,7 @@ from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
+from ancestree.relate.update import effective_rank, scaled_residual
 
 #: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
 MAX_FULL = 1 << 22
@@ -105,19 +106,6 @@ def _values(model: Model, pair: TensorPair, side: str) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
-def _effective_rank(delta: np.ndarray) -> float | None:
-    """exp(entropy of the normalised squared singular values) / min(shape), for matrices of side >= 8."""
-    m = delta.reshape(delta.shape[0], -1)
-    if min(m.shape) < 8 or not np.any(m):
-        return None
-    m = m.astype(np.float64)
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m  # squared singular values, cheaper than an SVD
-    s2 = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
-    p = s2 / s2.sum()
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()) / min(m.shape))
-
-
 def _on_support(c: np.ndarray, p: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Restrict a pruned child's tensor (many exact zeros the candidate lacks) to its surviving entries.
 
@@ -135,16 +123,15 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
     sums, ranks, kurt = _Sums(), [], []
     for name, c in child.items():
         c, p = _on_support(c.astype(np.float64).ravel(), cand[name].astype(np.float64).ravel(), c.shape)
-        pp, cc = float(np.dot(p.ravel(), p.ravel())), float(np.dot(c.ravel(), c.ravel()))
-        s = float(np.dot(c.ravel(), p.ravel())) / pp if pp > 0 else 0.0
-        sums.residual += max(cc - s * s * pp, 0.0) if pp > 0 else cc
+        residual, cc = scaled_residual(c, p)
+        sums.residual += residual
         sums.plain += float(np.sum((c - p) ** 2))
         sums.norm += cc
         sums.shared += float(np.count_nonzero((c == p) & (c != 0)))
         sums.numel += c.size
         shape = child[name].shape
         if len(shape) >= 2:
-            r = _effective_rank((child[name] - cand[name]).reshape(shape[0], -1))
+            r = effective_rank((child[name] - cand[name]).reshape(shape[0], -1))
             if r is not None:
                 ranks.append(r)
             if c.size >= 64:
