@@ -18,6 +18,7 @@ from ancestree.align import Alignment, TensorPair, align, oriented
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.relate.precision import precision_bits, quantization_noise
+from ancestree.relate.update import squared_singular_values
 
 #: Singular values below this fraction of the largest are numerical zeros (float64 SVD of float32 data).
 RANK_RTOL = 1e-4
@@ -140,11 +141,7 @@ def difference_rank(diff: np.ndarray, noise_rms: float) -> int:
     """
     if not diff.any():
         return 0
-    m = diff.astype(np.float64)
-    # singular values from the eigenvalues of the smaller Gram matrix: ~35% cheaper than an SVD, and exact
-    # enough here (absolute error ~1e-8 of the largest, far below both tolerances)
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
-    s = np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None))[::-1]
+    s = np.sqrt(squared_singular_values(diff))[::-1]  # error ~1e-8 of the largest: far below both tolerances
     p, q = diff.shape
     tol = max(RANK_RTOL * s[0], NOISE_MARGIN * noise_rms * (math.sqrt(p) + math.sqrt(q)))
     return int(np.sum(s > tol))
