@@ -48,3 +48,37 @@ def test_a_true_chain_keeps_its_parent(tmp_path: Path) -> None:
     fps = _prints(tmp_path, {"g": root, "q": middle, "c": child})
     assert update_fit(fps["c"], fps["q"]) > update_fit(fps["c"], fps["g"])
     assert lift_to_grandparents({1: 0, 2: 1}, [fps["g"], fps["q"], fps["c"]], lambda g, q, c: True) == {}
+
+
+def test_a_fan_of_three_drawn_as_a_chain_is_lifted_in_rounds(tmp_path: Path) -> None:
+    """A learning-rate sweep (0.5, 1, 2 times one move, each with a move of its own) drawn as p → a → b → c:
+    the first round lifts b to p and c to a (its grandparent); the second weighs p against a for c, and lifts
+    it again. One pass on the drawn tree would leave c below its sibling a."""
+    rng = np.random.default_rng(1)
+    parent = {n: rng.standard_normal((48, 48)) for n in NAMES}
+    shared = {n: _low_rank(rng, 2, 0.5) for n in NAMES}
+    sweep = {k: {n: parent[n] + f * shared[n] + _low_rank(rng, 3, 0.4) for n in NAMES}
+             for k, f in (("a", 0.5), ("b", 1.0), ("c", 2.0))}
+    fps = _prints(tmp_path, {"p": parent, **sweep})
+    order = [fps[k] for k in "pabc"]
+    weighed = []
+
+    def movable(g: int, q: int, c: int) -> bool:
+        weighed.append((g, q, c))
+        return True
+
+    assert lift_to_grandparents({1: 0, 2: 1, 3: 2}, order, movable) == {2: 0, 3: 0}
+    assert weighed.index((1, 2, 3)) < weighed.index((0, 1, 3))  # c weighed against a, then against p
+
+
+def test_batched_effective_ranks_equal_one_at_a_time() -> None:
+    from ancestree.relate.update import effective_rank, effective_ranks, scaled_residual, scaled_residuals
+
+    rng = np.random.default_rng(3)
+    stack = np.stack([_low_rank(rng, r, 1.0) for r in (1, 4, 16)] + [np.zeros((48, 48))])
+    batched = effective_ranks(stack)
+    assert np.allclose(batched[:3], [effective_rank(m) for m in stack[:3]]) and np.isnan(batched[3])
+    assert effective_rank(stack[3]) is None and np.isnan(effective_ranks(stack[:, :5])).all()
+    c, p = rng.standard_normal((3, 100)), rng.standard_normal((3, 100))
+    one = [scaled_residual(a, b) for a, b in zip(c, p)]
+    assert np.allclose(scaled_residuals(c, p), np.sum(one, axis=0))

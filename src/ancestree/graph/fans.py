@@ -6,7 +6,8 @@ of a fan). Distances barely tell the two apart (the sibling wins by a few per ce
 difference does: the child minus its parent is one fine-tune, the child minus a sibling is two, and has
 the higher effective rank. So for every chain ``g → q → c`` the arborescence drew, ``c`` moves up to ``g``
 when ``g`` explains it better as one update (:func:`update_fit`). A true chain keeps its edge: there ``q``
-explains ``c`` with a smaller residual *and* a simpler difference than ``g``.
+explains ``c`` with a smaller residual *and* a simpler difference than ``g``. Moves cascade: in a fan of
+three drawn as ``g → a → b → c``, once ``b`` moves up to ``g``, ``c`` is weighed against ``g`` in turn.
 """
 
 from __future__ import annotations
@@ -16,52 +17,84 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
-from ancestree.relate.update import effective_rank, scaled_residual
+from ancestree.relate.update import effective_ranks, scaled_residuals
 
 #: Weight of the difference's effective rank against the scale-fitted residual in :func:`update_fit`.
-#: Chosen on the ``lineage`` zoo (edge accuracy 0.814 without the step; 0.836 / 0.832 / 0.832 / 0.811 with
-#: weights 0.5 / 1 / 2 / 3); ``vthr``, ``wild`` and ``vthr-lora`` were not looked at.
-RANK_WEIGHT = 0.5
+#: Chosen on the ``lineage`` zoo, edge accuracy 0.814 without the step; with the rounds and 32 rows,
+#: weights 0.25 / 0.5 / 1 / 1.5 / 2 / 3 give 0.832 / 0.843 / 0.843 / 0.850 / 0.850 / 0.850 (one pass on 48
+#: rows: 0.836 at 0.5, 0.811 at 3); ``vthr``, ``wild`` and ``vthr-lora`` were not looked at to choose it.
+RANK_WEIGHT = 2.0
 
 #: Only a grandparent nearly as near as the parent is weighed: its arborescence cost (a log of squared
 #: angles) at most this much above the parent's. A true chain's grandparent is far further; the bound saves
-#: the fits (an eigen-decomposition per matrix). On ``lineage``: 0.2 → 0.832, 0.4 and above → 0.836.
+#: the fits (an eigen-decomposition per matrix). On ``lineage`` (rank weight 2): 0.2 → 0.843, 0.4 → 0.850,
+#: 0.6 → 0.843, 1.0 → 0.839.
 NEAR_COST = 0.4
+
+#: The effective rank is taken on at most this many evenly spaced rows of a sketch difference: one
+#: eigen-decomposition of a 32×32 Gram matrix instead of 48×48 (about half the cost). On ``lineage``,
+#: ``vthr``, ``wild`` and ``vthr-lora`` the recovered graphs score the same as with all 48 rows (24 rows:
+#: ``lineage`` 0.836 → 0.832, ``wild`` 0.822 → 0.817).
+RANK_ROWS = 32
 
 
 def update_fit(child: Fingerprint, parent: Fingerprint) -> float | None:
     """How well ``parent`` explains ``child`` as one update, from their sketches (higher is better):
     ``−log(scale-fitted residual) − RANK_WEIGHT · log(mean effective rank of the matrix differences)``.
     None when the two share no matrix by name and sketch shape."""
+    by_shape: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
+    for t in child.tensors:
+        if t.is_matrix and t.name in parent and parent[t.name].sketch.shape == t.sketch.shape:
+            by_shape.setdefault(t.sketch.shape, []).append((t.sketch, parent[t.name].sketch))
     residual = norm = 0.0
     ranks = []
-    for t in child.tensors:
-        if not t.is_matrix or t.name not in parent or parent[t.name].sketch.shape != t.sketch.shape:
-            continue
-        c, p = t.sketch.astype(np.float64), parent[t.name].sketch.astype(np.float64)
-        r, n = scaled_residual(c.ravel(), p.ravel())
+    for pairs in by_shape.values():  # one batched eigen-decomposition per sketch shape
+        c = np.stack([a for a, _ in pairs]).astype(np.float64)
+        p = np.stack([b for _, b in pairs]).astype(np.float64)
+        r, n = scaled_residuals(c.reshape(len(pairs), -1), p.reshape(len(pairs), -1))
         residual, norm = residual + r, norm + n
-        rank = effective_rank(c - p)
-        if rank is not None:
-            ranks.append(rank)
+        rank = effective_ranks(_even_rows(c - p, RANK_ROWS))
+        ranks += rank[~np.isnan(rank)].tolist()
     if norm <= 0 or not ranks:
         return None
     return float(-np.log(max(np.sqrt(residual / norm), 1e-6)) - RANK_WEIGHT * np.log(max(np.mean(ranks), 1e-3)))
 
 
+def _even_rows(stack: np.ndarray, most: int) -> np.ndarray:
+    """At most ``most`` evenly spaced rows of each matrix of a stack (all of them when it has no more)."""
+    if stack.shape[1] <= most:
+        return stack
+    return stack[:, np.linspace(0, stack.shape[1] - 1, most).round().astype(np.int64)]
+
+
 def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
                          movable: Callable[[int, int, int], bool]) -> dict[int, int]:
-    """``child → grandparent`` for the children of ``parent_of`` (child → parent rows of ``fps``) that their
+    """``child → new parent`` for the children of ``parent_of`` (child → parent rows of ``fps``) that their
     grandparent explains better than their parent; ``movable(grandparent, parent, child)`` says which
-    moves are allowed. Decided on the drawn tree as it is (moves do not cascade)."""
-    lifted = {}
-    for c, q in parent_of.items():
-        g = parent_of.get(q)
-        if g is None or not movable(g, q, c):
-            continue
-        by_parent, by_grandparent = update_fit(fps[c], fps[q]), update_fit(fps[c], fps[g])
-        if by_parent is not None and by_grandparent is not None and by_grandparent > by_parent:
-            lifted[c] = g
+    moves are allowed. Decided in rounds, each on the tree the previous round left: a lifted child is
+    weighed again against its new grandparent, and so are the children of a lifted model (their
+    grandparent changed). Every move takes a model one level up, so the rounds end."""
+    current, lifted, fits = dict(parent_of), {}, {}
+
+    def fit(c: int, p: int) -> float | None:
+        if (c, p) not in fits:
+            fits[(c, p)] = update_fit(fps[c], fps[p])
+        return fits[(c, p)]
+
+    pending = sorted(current)
+    while pending:
+        moves = {}
+        for c in pending:
+            q = current[c]
+            g = current.get(q)
+            if g is None or not movable(g, q, c):
+                continue
+            by_parent, by_grandparent = fit(c, q), fit(c, g)
+            if by_parent is not None and by_grandparent is not None and by_grandparent > by_parent:
+                moves[c] = g
+        current.update(moves)
+        lifted.update(moves)
+        pending = sorted(c for c, q in current.items() if c in moves or q in moves)
     return lifted
 
 

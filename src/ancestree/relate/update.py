@@ -15,30 +15,46 @@ import numpy as np
 
 def scaled_residual(c: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """``(‖c − s·p‖², ‖c‖²)`` for the least-squares scale ``s`` (flattened arrays, float64)."""
-    pp, cc = float(np.dot(p, p)), float(np.dot(c, c))
-    if pp <= 0:
-        return cc, cc
-    s = float(np.dot(c, p)) / pp
-    return max(cc - s * s * pp, 0.0), cc
+    return scaled_residuals(c[None], p[None])
+
+
+def scaled_residuals(c: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """:func:`scaled_residual` summed over the rows of ``c`` and ``p`` (2-D, float64), each row with its
+    own scale."""
+    pp, cc, cp = (np.einsum("ij,ij->i", a, b) for a, b in ((p, p), (c, c), (c, p)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        left = np.where(pp > 0, np.maximum(cc - cp * cp / pp, 0.0), cc)
+    return float(left.sum()), float(cc.sum())
 
 
 def squared_singular_values(m: np.ndarray) -> np.ndarray:
-    """The squared singular values of a 2-D array (float64, ascending), from the eigenvalues of its smaller
-    Gram matrix: ~35% cheaper than an SVD, and exact to ~1e-16 of the largest (1e-8 after the square root)."""
+    """The squared singular values of a 2-D array, or of each of a stack ``(n, rows, cols)`` (float64,
+    ascending), from the eigenvalues of the smaller Gram matrix: ~35% cheaper than an SVD, and exact to
+    ~1e-16 of the largest (1e-8 after the square root)."""
     m = m.astype(np.float64)
-    gram = m @ m.T if m.shape[0] <= m.shape[1] else m.T @ m
+    t = np.swapaxes(m, -1, -2)
+    gram = m @ t if m.shape[-2] <= m.shape[-1] else t @ m
     return np.clip(np.linalg.eigvalsh(gram), 0.0, None)
+
+
+def effective_ranks(deltas: np.ndarray) -> np.ndarray:
+    """:func:`effective_rank` of each matrix of a stack ``(n, rows, cols)`` in one batched call; NaN where
+    it is undefined (a side under 8, or a zero difference)."""
+    n, rows, cols = deltas.shape
+    if min(rows, cols) < 8:
+        return np.full(n, np.nan)
+    s2 = squared_singular_values(deltas)
+    total = s2.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = s2 / total
+        entropy = -np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0).sum(axis=1)
+    return np.where(total[:, 0] > 0, np.exp(entropy) / min(rows, cols), np.nan)
 
 
 def effective_rank(delta: np.ndarray) -> float | None:
     """exp(entropy of the normalised squared singular values) / min(shape), for matrices of side >= 8."""
-    m = delta.reshape(delta.shape[0], -1)
-    if min(m.shape) < 8 or not np.any(m):
-        return None
-    s2 = squared_singular_values(m)
-    p = s2 / s2.sum()
-    p = p[p > 0]
-    return float(np.exp(-(p * np.log(p)).sum()) / min(m.shape))
+    rank = effective_ranks(delta.reshape(1, delta.shape[0], -1))[0]
+    return None if np.isnan(rank) else float(rank)
 
 
-__all__ = ["effective_rank", "scaled_residual", "squared_singular_values"]
+__all__ = ["effective_rank", "effective_ranks", "scaled_residual", "scaled_residuals", "squared_singular_values"]
