@@ -4,12 +4,17 @@ the real model family, judged on children it was not fitted on."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from ancestree.errors import BadInputError
 from ancestree.lineage.calibrate import fit_calibration, fit_choice_model, log_likelihood
 from ancestree.lineage.result import Calibration
+from ancestree.lineage.tasks import Zoo, make_tasks
 from ancestree.lineage.weights import FEATURES, WeightsRanker
 from test_lineage_family import lineage_family  # noqa: F401 - the shared family fixture
 
@@ -95,3 +100,32 @@ def test_weights_ranker_fit_generalises_to_children_it_never_saw(lineage_family:
         p_none.append(ranking.p_none)
     # fitted on 8 tasks the none threshold is rough (0.80 measured); it must still order the tasks
     assert roc_auc_score(labels, p_none) >= 0.7
+
+
+def test_zoo_tasks_follow_the_protocol(tiny_zoo: Path) -> None:
+    """Tasks drawn from a zoo: the sought ancestor k up and same-architecture distractors, never the child,
+    its descendants or a nearer ancestor; a none task holds no ancestor at all; the same seed, the same tasks."""
+    zoo = Zoo.load(tiny_zoo)
+    tasks = make_tasks(zoo, splits=("train",), n_candidates=6)
+    assert {(t.generations, t.truth is None) for t in tasks} == {(k, none) for k in (1, 2, 3) for none in (False, True)}
+    for t in tasks:
+        child = Path(t.child).name
+        ancestors, below = zoo.ancestors(child), zoo.descendants(child)
+        names = [Path(c).name for c in t.candidates]
+        assert zoo.models[child]["relation"] == "finetune" and len(set(names)) == 6
+        assert not (set(names) & (below | {child}))
+        assert {zoo.models[n]["arch_key"] for n in names} == {zoo.models[child]["arch_key"]}
+        found = [n for n in names if n in ancestors]
+        assert found == ([] if t.truth is None else [ancestors[t.generations - 1]])
+    assert make_tasks(zoo, splits=("train",), n_candidates=6) == tasks
+    assert make_tasks(zoo, splits=("test",), n_candidates=6) == []  # every tiny model is in the train split
+
+
+def test_zoo_with_a_malformed_truth_file_is_bad_input(tiny_zoo: Path, tmp_path: Path) -> None:
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    for m in truth["models"]:
+        (tmp_path / m["id"]).symlink_to(tiny_zoo / m["id"])
+    del truth["edges"][0]["parent"]
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    with pytest.raises(BadInputError, match="an edge has no 'parent'"):
+        Zoo.load(tmp_path)
