@@ -121,6 +121,13 @@ def evaluate(tasks: list[Task], weights: WeightsRanker, feats: dict, detector: D
     return out
 
 
+def none_auroc(results: list) -> float | None:
+    """How well ``p_none`` tells tasks without an ancestor among the candidates from tasks with one."""
+    labels = [t.truth is None for t, _ in results]
+    p_none = [r.p_none for _, r in results]
+    return float(roc_auc_score(labels, p_none)) if 0 < sum(labels) < len(labels) else None
+
+
 def summarise(zoo: Zoo, results: list) -> dict:
     row: dict = {}
     for k in (1, 2, 3):
@@ -132,9 +139,9 @@ def summarise(zoo: Zoo, results: list) -> dict:
                    if t.truth is not None and t.generations == k and has_relatives(zoo, t) == want]
             row[f"top1_gen{k}_{protocol}"] = float(np.mean(sub)) if sub else None
             row[f"n_gen{k}_{protocol}"] = len(sub)
-    labels = [t.truth is None for t, _ in results]
-    p_none = [r.p_none for _, r in results]
-    row["none_auroc"] = float(roc_auc_score(labels, p_none)) if 0 < sum(labels) < len(labels) else None
+    row["none_auroc"] = none_auroc(results)
+    for k in (1, 2, 3):  # one level: the ancestor k up present, or removed from a set drawn at its level
+        row[f"none_auroc_gen{k}"] = none_auroc([(t, r) for t, r in results if t.generations == k])
     row["decision_accuracy"] = float(np.mean([r.parent == t.truth for t, r in results]))
     row["n_tasks"] = len(results)
     return row
@@ -259,6 +266,12 @@ def tables(summary: dict, robust: dict, costs: dict, train_seconds: float, alpha
         auroc = "–" if row["none_auroc"] is None else f"{row['none_auroc']:.3f}"
         lines.append(f"| {name} | {alphas.get(name, '')} | {pct(row['top1_gen1'])} | {pct(row['top1_gen2'])} | "
                      f"{pct(row['top1_gen3'])} | {auroc} | {pct(row['decision_accuracy'])} |")
+    lines += ["", "None AUROC by level (tasks of one level only: the ancestor k generations up present, or the "
+              "candidates drawn at its level with every ancestor removed)", "",
+              "| method | 1 gen | 2 gens | 3 gens |", "|---|---|---|---|"]
+    for name, row in summary.items():
+        lines.append(f"| {name} | " + " | ".join("–" if row[f"none_auroc_gen{k}"] is None else f"{row[f'none_auroc_gen{k}']:.3f}"
+                                                  for k in (1, 2, 3)) + " |")
     first = next(iter(summary.values()))
     lines += ["", "Top-1 split by protocol (n tasks: "
               + ", ".join(f"{k} gen {first[f'n_gen{k}_paper']} paper / {first[f'n_gen{k}_relatives']} with relatives" for k in (1, 2, 3)) + ")",
