@@ -7,7 +7,7 @@ edge lists: O(E) per level, a few levels in practice.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 def _edmonds(n: int, root: int, edges: list[tuple[int, int, float, int]]) -> set[int]:
@@ -49,16 +49,21 @@ def _edmonds(n: int, root: int, edges: list[tuple[int, int, float, int]]) -> set
     return chosen
 
 
-def minimum_arborescence(nodes: Sequence[int], edges: Sequence[tuple[int, int, float]]) -> list[tuple[int, int]]:
+def minimum_arborescence(nodes: Sequence[int], edges: Sequence[tuple[int, int, float]],
+                         root_cost: Mapping[int, float] | None = None) -> list[tuple[int, int]]:
     """Edges ``(parent, child)`` of a minimum spanning arborescence of the weakly connected digraph ``edges``
-    over ``nodes`` (the root is chosen by the algorithm: a virtual root with one costly edge to every node)."""
+    over ``nodes`` (the root is chosen by the algorithm: a virtual root with one costly edge to every node).
+
+    ``root_cost`` (≥ 0, default 0) is what it costs to make a node the root, weighed against the edge costs:
+    a prior on which model is the oldest. Every weakly connected component still gets exactly one root."""
     index = {m: i for i, m in enumerate(nodes)}
     n = len(nodes)
     if n < 2:
         return []
-    big = 1.0 + sum(abs(w) for _, _, w in edges) * 2
+    root_cost = root_cost or {}
+    big = 1.0 + (sum(abs(w) for _, _, w in edges) + sum(root_cost.values())) * 2
     listed = [(index[u], index[v], float(w), k) for k, (u, v, w) in enumerate(edges)]
-    listed += [(n, i, big, len(edges) + i) for i in range(n)]
+    listed += [(n, i, big + float(root_cost.get(m, 0.0)), len(edges) + i) for i, m in enumerate(nodes)]
     chosen = _edmonds(n + 1, n, listed)
     return [(edges[k][0], edges[k][1]) for k in sorted(chosen) if k < len(edges)]
 
