@@ -63,7 +63,7 @@ def test_root_vote_costs_nothing_for_the_oldest_model_and_scales_with_the_tree(t
     costs = rec._root_costs(gv, core, {})
     assert costs[0] == 0.0 and all(costs[i] > 0 for i in core[1:])  # the root is older than every fine-tune
     # the vote weighs like the direction terms of one edge per member: n − 1 times the direction weight
-    doubled = GraphRecovery(use_declared=False, direction_weight=0.1).fit(fps)._root_costs(gv, core, {})
+    doubled = GraphRecovery(use_declared=False, direction_weight=2 * rec.direction_weight).fit(fps)._root_costs(gv, core, {})
     assert all(doubled[i] == pytest.approx(2 * costs[i]) for i in core)
     assert rec._root_costs(gv, core, {1: 0}).keys() == set(core) - {1}  # a forced child is never a root
     assert GraphRecovery(root_vote=False).fit(fps)._root_costs(gv, core, {}) == {}

@@ -76,8 +76,10 @@ class GraphRecovery:
     on the ``lineage`` zoo and ``tiny`` seeds 4–6),
     ``neighbours`` (k of the nearest-neighbour candidate search), ``use_declared`` (declared base models as a
     prior), ``declared_bonus`` (how much a declaration lowers an edge's cost, in angle-distance units),
-    ``direction_weight`` (weight of ``−log P_dir`` in the edge cost; 0.05 was chosen on the ``lineage`` zoo and
-    ``tiny`` seeds 4–6 from 0.05, 0.1, 0.2, 0.4),
+    ``direction_weight`` (weight of ``−log P_dir`` in the edge cost, and of the root vote; chosen on the
+    ``lineage`` zoo and ``tiny`` seeds 4–6: without the root vote 0.05 from 0.05, 0.1, 0.2, 0.4; with it
+    0.01 / 0.02 / 0.03 / 0.05 / 0.1 / 0.2 give lineage 0.893 / 0.900 / 0.893 / 0.886 / 0.861 / 0.814, tiny
+    unchanged, so 0.02),
     ``direction`` / ``calibration`` (fitted models; the shipped ones by default), ``classify`` (refine
     relations from exact pair evidence), ``root_vote`` (weigh each tree's root by the whole tree's direction
     evidence, :meth:`_root_costs`; off, only the direction terms of the edges decide it).
@@ -89,7 +91,7 @@ class GraphRecovery:
         neighbours: int = 10,
         use_declared: bool = True,
         declared_bonus: float = 1.0,
-        direction_weight: float = 0.05,
+        direction_weight: float = 0.02,
         direction: DirectionModel | None = None,
         calibration: Calibration | None = None,
         classify: bool = True,
@@ -350,8 +352,8 @@ class GraphRecovery:
         ``log P_dir(x → y)`` over the other members (:meth:`_votes`; :data:`ROOT_VOTES` evenly spaced ones in
         a larger tree), gathers the whole tree's evidence. Rooting at ``x`` costs ``direction_weight · (n − 1)
         · (best vote − vote(x))``: the direction terms ``x`` would pay as the parent of every member. On the
-        ``lineage`` zoo 6 of 10 roots were right without it, 8 with it (edge accuracy 0.850 → 0.886); ``tiny``
-        seeds 4–6 unchanged; a flat weight of 0.05–0.2 instead gave 7 roots (0.875).
+        ``lineage`` zoo 6 of 10 roots were right without it, 8 with it (edge accuracy 0.850 → 0.886 at direction
+        weight 0.05); ``tiny`` seeds 4–6 unchanged; a flat weight of 0.05–0.2 instead gave 7 roots (0.875).
         """
         roots = [i for i in core if i not in forced]
         if not self.root_vote or len(roots) < 2:

@@ -63,7 +63,7 @@ LOCAL_LIMIT = 22
 
 #: How much cheaper a second local recovery makes the stored edges (angle-distance units, as the recovery's
 #: costs), when the first one turned a chain of stored edges round (a new root, a loop): a subset alone
-#: decides direction from the weak direction term (0.05 · log-probability), the whole tree had more to go
+#: decides direction from the weak direction term (0.02 · log-probability), the whole tree had more to go
 #: on. Not used at first: on the wild zoo it keeps 2 more stored edges against a new model's nearer weights.
 SETTLED_BONUS = 0.1
 
