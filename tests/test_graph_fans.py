@@ -36,8 +36,8 @@ def test_a_sibling_sharing_the_update_is_nearer_but_the_parent_fits_better(tmp_p
     assert dist["s"] < dist["p"]  # distances alone hang the child below its sibling
     assert update_fit(fps["c"], fps["p"]) > update_fit(fps["c"], fps["s"])
     order = [fps["p"], fps["s"], fps["c"]]
-    assert lift_to_grandparents({1: 0, 2: 1}, order, lambda g, q, c: True) == {2: 0}
-    assert lift_to_grandparents({1: 0, 2: 1}, order, lambda g, q, c: False) == {}
+    assert lift_to_grandparents({1: 0, 2: 1}, order, lambda g, q, c, r: True) == {2: 0}
+    assert lift_to_grandparents({1: 0, 2: 1}, order, lambda g, q, c, r: False) == {}
 
 
 def test_a_true_chain_keeps_its_parent(tmp_path: Path) -> None:
@@ -47,13 +47,14 @@ def test_a_true_chain_keeps_its_parent(tmp_path: Path) -> None:
     child = {n: middle[n] + _low_rank(rng, 3, 0.4) for n in NAMES}
     fps = _prints(tmp_path, {"g": root, "q": middle, "c": child})
     assert update_fit(fps["c"], fps["q"]) > update_fit(fps["c"], fps["g"])
-    assert lift_to_grandparents({1: 0, 2: 1}, [fps["g"], fps["q"], fps["c"]], lambda g, q, c: True) == {}
+    assert lift_to_grandparents({1: 0, 2: 1}, [fps["g"], fps["q"], fps["c"]], lambda g, q, c, r: True) == {}
 
 
 def test_a_fan_of_three_drawn_as_a_chain_is_lifted_in_rounds(tmp_path: Path) -> None:
-    """A learning-rate sweep (0.5, 1, 2 times one move, each with a move of its own) drawn as p → a → b → c:
-    the first round lifts b to p and c to a (its grandparent); the second weighs p against a for c, and lifts
-    it again. One pass on the drawn tree would leave c below its sibling a."""
+    """A learning-rate sweep (0.5, 1, 2 times one move, each with a move of its own) drawn as p → a → b → c.
+    Weighed against grandparents only, the first round lifts b to p and c to a (its grandparent); the second
+    weighs p against a for c, and lifts it again. One pass would leave c below its sibling a. Weighed
+    against the root above as well, c goes to p in the first round."""
     rng = np.random.default_rng(1)
     parent = {n: rng.standard_normal((48, 48)) for n in NAMES}
     shared = {n: _low_rank(rng, 2, 0.5) for n in NAMES}
@@ -63,12 +64,37 @@ def test_a_fan_of_three_drawn_as_a_chain_is_lifted_in_rounds(tmp_path: Path) -> 
     order = [fps[k] for k in "pabc"]
     weighed = []
 
-    def movable(g: int, q: int, c: int) -> bool:
+    def grandparents_only(g: int, q: int, c: int, is_root: bool) -> bool:
         weighed.append((g, q, c))
+        return not is_root
+
+    assert lift_to_grandparents({1: 0, 2: 1, 3: 2}, order, grandparents_only) == {2: 0, 3: 0}
+    assert weighed.index((1, 2, 3)) < weighed.index((0, 1, 3))  # c weighed against a, then against p
+    weighed.clear()
+    assert lift_to_grandparents({1: 0, 2: 1, 3: 2}, order, lambda g, q, c, is_root: weighed.append((g, q, c, is_root)) is None) == {2: 0, 3: 0}
+    assert weighed[:3] == [(0, 1, 2, False), (1, 2, 3, False), (0, 2, 3, True)]  # c: a and the root p in round one
+
+
+def test_the_root_of_a_wide_fan_drawn_as_a_deep_chain_is_weighed_by_every_child(tmp_path: Path) -> None:
+    """Six fine-tunes of one base sharing a drift, drawn as a chain b → f0 → f1 → ... → f5: every child is
+    weighed against the base above it (not only against its grandparent, a sibling as bad as its parent)
+    and all of them end below it."""
+    rng = np.random.default_rng(2)
+    base = {n: rng.standard_normal((48, 48)) for n in NAMES}
+    drift = {n: _low_rank(rng, 2, 0.6) for n in NAMES}
+    fans = {f"f{k}": {n: base[n] + drift[n] + _low_rank(rng, 3, 0.45) for n in NAMES} for k in range(6)}
+    fps = _prints(tmp_path, {"b": base, **fans})
+    order = [fps[k] for k in ["b", *fans]]
+    roots_weighed = set()
+
+    def movable(g: int, q: int, c: int, is_root: bool) -> bool:
+        if is_root:
+            roots_weighed.add((g, c))
         return True
 
-    assert lift_to_grandparents({1: 0, 2: 1, 3: 2}, order, movable) == {2: 0, 3: 0}
-    assert weighed.index((1, 2, 3)) < weighed.index((0, 1, 3))  # c weighed against a, then against p
+    assert lift_to_grandparents({k: k - 1 for k in range(1, 7)}, order, movable) == {k: 0 for k in range(2, 7)}
+    assert roots_weighed == {(0, c) for c in range(3, 7)}  # f1's grandparent is the base itself
+    assert all(update_fit(fps[f"f{k}"], fps["b"]) > update_fit(fps[f"f{k}"], fps[f"f{k - 1}"]) for k in range(1, 6))
 
 
 def test_batched_effective_ranks_equal_one_at_a_time() -> None:

@@ -38,7 +38,7 @@ from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
 from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
 from ancestree.graph.direction import DirectionModel, pair_features
-from ancestree.graph.fans import NEAR_COST, lift_to_grandparents
+from ancestree.graph.fans import NEAR_COST, ROOT_NEAR_COST, lift_to_grandparents
 from ancestree.graph.metadata import declared_parents, report_conflicts
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.graph.relations import (
@@ -289,7 +289,7 @@ class GraphRecovery:
         chi = np.r_[P[:, 1], P[:, 0]]
         dist = np.tile(angle_distances(gv, P), 2)
         prob = self.direction_.proba(pair_features(gv, par, chi))
-        cost = dist - self.direction_weight * np.log(np.maximum(prob, 1e-9))
+        cost = self._edge_cost(dist, prob)
         data: dict[tuple[int, int], dict] = {}
         incoming: dict[int, list[tuple[float, int]]] = defaultdict(list)
         floor = float(cost.min()) - 1.0
@@ -309,12 +309,31 @@ class GraphRecovery:
         # one call for all components: the virtual root of the algorithm enters each component once
         parent_of = {c: p for p, c in minimum_arborescence(core, [(a, b, d["weight"]) for (a, b), d in data.items()],
                                                             self._root_costs(gv, core, forced))}
-        # fans drawn as chains: a child moves up to its grandparent when that explains it better as one update
-        lifted = lift_to_grandparents(parent_of, members, lambda g, q, c: (g, c) in data and c not in forced
-                                      and q not in forced and not self._declares(members, c, q)
-                                      and data[(g, c)]["weight"] - data[(q, c)]["weight"] < NEAR_COST)
+        # fans drawn as chains: a child moves up to its grandparent, or to the root above it, when that explains
+        # it better as one update. A grandparent is weighed only when nearly as near as the parent (NEAR_COST);
+        # the root of a wide fan is far (its fine-tunes share a drift), so it is weighed whatever its cost. Either
+        # may lie outside the child's candidate pairs (in a wide fan most siblings do): its cost is computed then
+        def movable(ancestor: int, q: int, c: int, is_root: bool) -> bool:
+            if c in forced or q in forced or self._declares(members, c, q):
+                return False
+            if (ancestor, c) not in data:
+                weight, p_dir = self._pair_cost(gv, ancestor, c)
+                data[(ancestor, c)] = {"weight": weight, "p_dir": p_dir}
+                incoming[c].append((weight, ancestor))
+            return data[(ancestor, c)]["weight"] - data[(q, c)]["weight"] < (ROOT_NEAR_COST if is_root else NEAR_COST)
+
+        lifted = lift_to_grandparents(parent_of, members, movable)
         parent_of.update(lifted)
         return [(p, c, data[(p, c)], incoming[c]) for c, p in parent_of.items() if c not in merges]
+
+    def _pair_cost(self, gv: GroupVectors, a: int, b: int) -> tuple[float, float]:
+        """The arborescence cost of ``a → b`` and its direction probability, for a pair that was no candidate."""
+        prob = self.direction_.proba(pair_features(gv, np.array([a]), np.array([b])))
+        return float(self._edge_cost(angle_distances(gv, np.array([[a, b]])), prob)[0]), float(prob[0])
+
+    def _edge_cost(self, dist: np.ndarray, prob: np.ndarray) -> np.ndarray:
+        """The arborescence cost of edges: angle distance minus ``direction_weight · log P_dir``."""
+        return dist - self.direction_weight * np.log(np.maximum(prob, 1e-9))
 
     def _tree_edge(self, members, p: int, c: int, data: dict, incoming: list[tuple[float, int]], forced) -> None:
         """Record ``p → c`` with a raw score: the softmax share of ``p`` among ``c``'s candidate parents
