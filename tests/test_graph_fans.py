@@ -108,3 +108,20 @@ def test_batched_effective_ranks_equal_one_at_a_time() -> None:
     c, p = rng.standard_normal((3, 100)), rng.standard_normal((3, 100))
     one = [scaled_residual(a, b) for a, b in zip(c, p)]
     assert np.allclose(scaled_residuals(c, p), np.sum(one, axis=0))
+
+
+def test_batched_update_fits_equal_one_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Fits of many pairs at once (several sketch shapes, chunked) equal the fits of one pair at a time."""
+    import ancestree.graph.fans as fans
+
+    rng = np.random.default_rng(4)
+    shapes = {"a.weight": (48, 48), "b.weight": (48, 20), "c.weight": (6, 6), "d.bias": (48,)}
+    base = {n: rng.standard_normal(s) for n, s in shapes.items()}
+    models = {f"m{k}": {n: v + (0.3 * k) * rng.standard_normal(v.shape) for n, v in base.items()} for k in range(5)}
+    fps = _prints(tmp_path, models)
+    pairs = [(fps[f"m{i}"], fps[f"m{j}"]) for i in range(5) for j in range(5) if i != j]
+    monkeypatch.setattr(fans, "FIT_CHUNK", 7)  # several chunks
+    batched = fans.update_fits(pairs)
+    single = [fans._update_fits([pair])[0] for pair in pairs]
+    assert all(b is not None for b in batched) and np.allclose(batched, single, rtol=1e-12)
+    assert fans.update_fits([(fps["m0"], _prints(tmp_path / "other", {"x": {"z.weight": base["a.weight"][:5, :7]}})["x"])]) == [None]

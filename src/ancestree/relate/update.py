@@ -21,10 +21,16 @@ def scaled_residual(c: np.ndarray, p: np.ndarray) -> tuple[float, float]:
 def scaled_residuals(c: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """:func:`scaled_residual` summed over the rows of ``c`` and ``p`` (2-D, float64), each row with its
     own scale."""
+    left, cc = scaled_residual_rows(c, p)
+    return float(left.sum()), float(cc.sum())
+
+
+def scaled_residual_rows(c: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scaled_residual` of each row of ``c`` and ``p`` (2-D, float64): two arrays, one value a row."""
     pp, cc, cp = (np.einsum("ij,ij->i", a, b) for a, b in ((p, p), (c, c), (c, p)))
     with np.errstate(divide="ignore", invalid="ignore"):
         left = np.where(pp > 0, np.maximum(cc - cp * cp / pp, 0.0), cc)
-    return float(left.sum()), float(cc.sum())
+    return left, cc
 
 
 def squared_singular_values(m: np.ndarray) -> np.ndarray:
@@ -57,4 +63,5 @@ def effective_rank(delta: np.ndarray) -> float | None:
     return None if np.isnan(rank) else float(rank)
 
 
-__all__ = ["effective_rank", "effective_ranks", "scaled_residual", "scaled_residuals", "squared_singular_values"]
+__all__ = ["effective_rank", "effective_ranks", "scaled_residual", "scaled_residual_rows", "scaled_residuals",
+           "squared_singular_values"]
