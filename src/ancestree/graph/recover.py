@@ -451,7 +451,6 @@ class GraphRecovery:
         return graph
 
 
-#: Loose relative tolerance of the batched rank screen (looser than relate's, so it only over-selects).
 #: How many other members of its tree a model's root vote looks at (:meth:`GraphRecovery._root_costs`): all
 #: of them in trees up to this size, evenly spaced ones in larger trees, so the vote costs O(n) per tree.
 #: The vote is meant over every member; the sample only bounds the cost. What a smaller sample loses,
@@ -461,6 +460,7 @@ ROOT_VOTES = 256
 #: Pairs per call of the direction features in a vote (bounds the memory of a large tree's vote).
 VOTE_CHUNK = 1 << 15
 
+#: Loose relative tolerance of the batched rank screen (looser than relate's, so it only over-selects).
 SCREEN_RTOL = 1e-2
 
 #: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
