@@ -313,23 +313,33 @@ class GraphRecovery:
         # it better as one update. A grandparent is weighed only when nearly as near as the parent (NEAR_COST);
         # the root of a wide fan is far (its fine-tunes share a drift), so it is weighed whatever its cost. Either
         # may lie outside the child's candidate pairs (in a wide fan most siblings do): its cost is computed then
+        def may_move(q: int, c: int) -> bool:
+            return c not in forced and q not in forced and not self._declares(members, c, q)
+
         def movable(ancestor: int, q: int, c: int, is_root: bool) -> bool:
-            if c in forced or q in forced or self._declares(members, c, q):
+            if not may_move(q, c):
                 return False
-            if (ancestor, c) not in data:
-                weight, p_dir = self._pair_cost(gv, ancestor, c)
-                data[(ancestor, c)] = {"weight": weight, "p_dir": p_dir}
-                incoming[c].append((weight, ancestor))
+            self._add_costs(gv, [(ancestor, c)], data, incoming)
             return data[(ancestor, c)]["weight"] - data[(q, c)]["weight"] < (ROOT_NEAR_COST if is_root else NEAR_COST)
 
+        # the first round's grandparents and roots in one batch; later rounds add the few they need
+        self._add_costs(gv, [(a, c) for c, q in parent_of.items() if q in parent_of and may_move(q, c)
+                             for a in (parent_of[q], _root_above(parent_of, q))], data, incoming)
         lifted = lift_to_grandparents(parent_of, members, movable)
         parent_of.update(lifted)
         return [(p, c, data[(p, c)], incoming[c]) for c, p in parent_of.items() if c not in merges]
 
-    def _pair_cost(self, gv: GroupVectors, a: int, b: int) -> tuple[float, float]:
-        """The arborescence cost of ``a → b`` and its direction probability, for a pair that was no candidate."""
-        prob = self.direction_.proba(pair_features(gv, np.array([a]), np.array([b])))
-        return float(self._edge_cost(angle_distances(gv, np.array([[a, b]])), prob)[0]), float(prob[0])
+    def _add_costs(self, gv: GroupVectors, pairs: list[tuple[int, int]], data: dict, incoming: dict) -> None:
+        """Arborescence costs and direction probabilities of the edges ``a → b`` of ``pairs`` that were no
+        candidates, added to ``data`` and to ``b``'s incoming costs (one vectorised pass)."""
+        new = [pair for pair in dict.fromkeys(pairs) if pair not in data]
+        if not new:
+            return
+        P = np.array(new, dtype=np.int64)
+        prob = self.direction_.proba(pair_features(gv, P[:, 0], P[:, 1]))
+        for (a, b), w, pr in zip(new, self._edge_cost(angle_distances(gv, P), prob).tolist(), prob.tolist()):
+            data[(a, b)] = {"weight": w, "p_dir": pr}
+            incoming[b].append((w, a))
 
     def _edge_cost(self, dist: np.ndarray, prob: np.ndarray) -> np.ndarray:
         """The arborescence cost of edges: angle distance minus ``direction_weight · log P_dir``."""
@@ -465,6 +475,12 @@ SCREEN_RTOL = 1e-2
 
 #: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
 SCREEN_TENSORS = 4
+
+
+def _root_above(parent_of: dict[int, int], node: int) -> int:
+    while node in parent_of:
+        node = parent_of[node]
+    return node
 
 
 def _cycle(edges: list[tuple[int, int]]) -> set[int]:
