@@ -28,8 +28,11 @@ from ancestree.relate.update import effective_ranks, scaled_residual_rows
 #: Weight of the difference's effective rank against the scale-fitted residual in :func:`update_fit`.
 #: Chosen on the ``lineage`` zoo, edge accuracy 0.814 without the step; with the rounds and 32 rows,
 #: weights 0.25 / 0.5 / 1 / 1.5 / 2 / 3 give 0.832 / 0.843 / 0.843 / 0.850 / 0.850 / 0.850 (one pass on 48
-#: rows: 0.836 at 0.5, 0.811 at 3); ``vthr``, ``wild`` and ``vthr-lora`` were not looked at to choose it.
-RANK_WEIGHT = 2.0
+#: rows: 0.836 at 0.5, 0.811 at 3). Chosen again once the root is weighed too, adding the selection
+#: ``model-j`` (seed 1): 1 / 1.5 / 2 / 2.5 / 3 / 4 give ``lineage`` 0.900 / 0.911 / 0.907 / 0.907 / 0.900 /
+#: 0.896 and ``model-j`` 0.625 / 0.682 / 0.722 / 0.748 / 0.750 / 0.763, ``tiny`` seeds 4–6 the same from
+#: 2 on, so 2.5; ``vthr``, ``wild``, ``vthr-lora`` and the reported ``model-j`` were not looked at to choose it.
+RANK_WEIGHT = 2.5
 
 #: Only a grandparent nearly as near as the parent is weighed: its arborescence cost (a log of squared
 #: angles) at most this much above the parent's. A true chain's grandparent is far further; the bound saves
