@@ -109,6 +109,13 @@ def _even_rows(stack: np.ndarray, most: int) -> np.ndarray:
     return stack[:, np.linspace(0, stack.shape[1] - 1, most).round().astype(np.int64)]
 
 
+def root_above(parent_of: dict[int, int], node: int) -> int:
+    """The root of ``node``'s tree under ``parent_of`` (child → parent)."""
+    while node in parent_of:
+        node = parent_of[node]
+    return node
+
+
 def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
                          movable: Callable[[int, int, int, bool], bool]) -> dict[int, int]:
     """``child → new parent`` for the children of ``parent_of`` (child → parent rows of ``fps``) that their
@@ -118,12 +125,6 @@ def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
     are the children of a lifted model (their grandparent changed). Every move takes a model at least one
     level up, so the rounds end."""
     current, lifted, fits = dict(parent_of), {}, {}
-
-    def root_above(x: int) -> int:
-        while x in current:
-            x = current[x]
-        return x
-
     pending = sorted(current)
     while pending:
         plans = []
@@ -132,7 +133,7 @@ def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
             g = current.get(q)
             if g is None:
                 continue
-            root = root_above(g)
+            root = root_above(current, g)
             options = [a for a, is_root in [(g, False)] + ([(root, True)] if root != g else []) if movable(a, q, c, is_root)]
             if options:
                 plans.append((c, q, options))
@@ -151,4 +152,5 @@ def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
     return lifted
 
 
-__all__ = ["NEAR_COST", "RANK_WEIGHT", "ROOT_NEAR_COST", "lift_to_grandparents", "update_fit", "update_fits"]
+__all__ = ["NEAR_COST", "RANK_WEIGHT", "ROOT_NEAR_COST", "lift_to_grandparents", "root_above", "update_fit",
+           "update_fits"]

@@ -38,7 +38,7 @@ from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
 from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
 from ancestree.graph.direction import DirectionModel, pair_features
-from ancestree.graph.fans import NEAR_COST, ROOT_NEAR_COST, lift_to_grandparents
+from ancestree.graph.fans import NEAR_COST, ROOT_NEAR_COST, lift_to_grandparents, root_above
 from ancestree.graph.metadata import declared_parents, report_conflicts
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.graph.relations import (
@@ -324,7 +324,7 @@ class GraphRecovery:
 
         # the first round's grandparents and roots in one batch; later rounds add the few they need
         self._add_costs(gv, [(a, c) for c, q in parent_of.items() if q in parent_of and may_move(q, c)
-                             for a in (parent_of[q], _root_above(parent_of, q))], data, incoming)
+                             for a in (parent_of[q], root_above(parent_of, q))], data, incoming)
         lifted = lift_to_grandparents(parent_of, members, movable)
         parent_of.update(lifted)
         return [(p, c, data[(p, c)], incoming[c]) for c, p in parent_of.items() if c not in merges]
@@ -475,12 +475,6 @@ SCREEN_RTOL = 1e-2
 
 #: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
 SCREEN_TENSORS = 4
-
-
-def _root_above(parent_of: dict[int, int], node: int) -> int:
-    while node in parent_of:
-        node = parent_of[node]
-    return node
 
 
 def _cycle(edges: list[tuple[int, int]]) -> set[int]:
