@@ -423,3 +423,39 @@ def test_a_copy_drawn_twice_is_a_duplicate_of_the_first(tmp_path: Path, monkeypa
     first, second = (tmp_path / "z" / dup["parent"]), (tmp_path / "z" / dup["child"])
     weights = lambda folder: {k: v for k, v in _hashes(folder).items() if k != "README.md"}  # noqa: E731
     assert weights(first) == weights(second)  # the truth's duplicate really holds the same bytes
+
+
+def test_training_that_goes_non_finite_raises_diverged() -> None:
+    from ancestree.zoo import recipes
+    from ancestree.zoo.architectures import make_config
+
+    config = make_config("ancestree-mlp", 10, hidden_size=16, num_layers=1)
+    state, _ = recipes.pretrain(config, "digits", recipes.TrainSpec(steps=5, batch_size=16), 0)
+    with pytest.raises(recipes.Diverged, match="non-finite"):
+        recipes.finetune(config, state, "digits", class_names("digits", 10)[:4],
+                         recipes.TrainSpec(steps=3, lr=float("inf"), batch_size=16), 1)
+
+
+def test_a_diverged_run_is_retrained_at_half_the_rate_and_the_truth_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ancestree.zoo import presets, recipes
+
+    def sweep(b) -> None:
+        root = b.root("ancestree-mlp", "digits", 10, b.train_spec(10, vary=False, batch_size=32), hidden_size=16, num_layers=1)
+        b.finetune(root, b.train_spec(10, vary=False, lr=0.4, batch_size=32))  # "diverges" above 0.15
+        b.finetune(root, b.train_spec(10, vary=False, lr=0.1, batch_size=32))
+
+    real_train = recipes.train
+
+    def fragile(module, data, spec, seed, checkpoints=()):
+        if spec.lr > 0.15:
+            raise recipes.Diverged(f"training diverged at lr {spec.lr:g} (non-finite weights)")
+        return real_train(module, data, spec, seed, checkpoints)
+
+    monkeypatch.setattr(recipes, "train", fragile)
+    monkeypatch.setitem(presets.PRESETS, "sweep", presets.Preset("sweep", "test", sweep))
+    truth = json.loads(make_zoo(tmp_path / "z", "sweep", progress=False).read_text())
+    recipe = {m["recipe"]["spec"]["lr"]: m["recipe"] for m in truth["models"] if m["recipe"]["kind"] == "finetune"}
+    assert recipe[0.4]["lr_used"] == pytest.approx(0.1)  # 0.4 -> 0.2 -> 0.1: two halvings
+    assert "lr_used" not in recipe[0.1]
+    for m in truth["models"]:
+        assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "z" / m["id"] / "model.safetensors")).values())

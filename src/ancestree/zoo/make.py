@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -74,10 +75,25 @@ class _Context:
 
 Outputs = dict[str, dict[str, Any]]  # model key -> {"state" | "adapter": payload, "recipe": extra truth}
 
+#: Times a diverged run is tried again at half its learning rate before the zoo fails.
+RETRIES = 4
+
+
+def _stable(run: Callable[[recipes.TrainSpec], Any], spec: recipes.TrainSpec) -> tuple[Any, dict[str, float]]:
+    """``run(spec)``, again at half the learning rate while training diverges (a sweep's highest rate on a
+    noisy task can): a zoo of NaN models teaches nothing. Returns the result and, when the rate was lowered,
+    ``{"lr_used": rate}`` for the model's recipe in ``truth.json``."""
+    for attempt in range(RETRIES):
+        try:
+            return run(spec), ({"lr_used": spec.lr} if attempt else {})
+        except recipes.Diverged:
+            spec = replace(spec, lr=spec.lr / 2)
+    return run(spec), {"lr_used": spec.lr}  # a last try; its Diverged names the rate
+
 
 def _do_pretrain(c: _Context) -> Outputs:
-    state, acc = recipes.pretrain(c.first.config, c.first.domain, c.spec, c.seed)
-    return {c.first.key: {"state": state, "recipe": {"accuracy": round(acc, 4)}}}
+    (state, acc), used = _stable(lambda spec: recipes.pretrain(c.first.config, c.first.domain, spec, c.seed), c.spec)
+    return {c.first.key: {"state": state, "recipe": {"accuracy": round(acc, 4), **used}}}
 
 
 def _do_finetune(c: _Context) -> Outputs:
@@ -85,11 +101,13 @@ def _do_finetune(c: _Context) -> Outputs:
     spec, n = c.spec, c.job.params.get("checkpoints", 1)
     run = recipes.TrainSpec(**{**spec.to_dict(), "steps": spec.steps * n})
     marks = tuple(spec.steps * (i + 1) for i in range(n - 1))
-    start, states, acc = recipes.finetune(c.first.config, c.state(), c.first.domain, list(c.first.classes), run, c.seed, marks)
+    parent = c.state()
+    (start, states, acc), used = _stable(
+        lambda spec: recipes.finetune(c.first.config, parent, c.first.domain, list(c.first.classes), spec, c.seed, marks), run)
     starts = [start] + [recipes.state_hash(s) for s in states[:-1]]
     outputs: Outputs = {}
     for i, (key, state, start_hash) in enumerate(zip(c.job.outputs, states, starts)):
-        extra = {"start_sha256": start_hash, "steps_done": spec.steps * (i + 1)}
+        extra = {"start_sha256": start_hash, "steps_done": spec.steps * (i + 1), **used}
         if i == n - 1:
             extra["accuracy"] = round(acc, 4)
         outputs[key] = {"state": state, "recipe": extra}
@@ -98,10 +116,10 @@ def _do_finetune(c: _Context) -> Outputs:
 
 def _do_lora(c: _Context) -> Outputs:
     base_id = c.plan.ids[c.job.inputs[0]]
-    start, config, adapter, merged, acc = recipes.lora(
-        c.first.config, c.state(), c.first.domain, list(c.first.classes), c.spec, c.seed, c.job.params["rank"], base_id
-    )
-    extra = {"start_sha256": start, "accuracy": round(acc, 4)}
+    parent = c.state()
+    (start, config, adapter, merged, acc), used = _stable(lambda spec: recipes.lora(
+        c.first.config, parent, c.first.domain, list(c.first.classes), spec, c.seed, c.job.params["rank"], base_id), c.spec)
+    extra = {"start_sha256": start, "accuracy": round(acc, 4), **used}
     return {
         key: {"adapter": (config, adapter), "recipe": extra}
         if c.plan.models[key].recipe == "lora-adapter" else {"state": merged, "recipe": extra}
