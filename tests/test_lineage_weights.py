@@ -120,3 +120,12 @@ def _open(path):
     from ancestree.io import load_model
 
     return load_model(path)
+
+
+def test_nan_candidate_is_incomparable_and_a_spiked_child_still_ranked(tmp_path) -> None:
+    from test_tree_cli import _damaged_family
+
+    fam = _damaged_family(tmp_path / "fam")
+    result = rank_parents(fam / "spiked", [fam / "base", fam / "diverged", fam / "ft0"])
+    assert result.parent == str(fam / "base")
+    assert "NaN or infinite" in result.incomparable[str(fam / "diverged")]

@@ -88,3 +88,43 @@ def test_eval_bad_json(tmp_path: Path) -> None:
     bad.write_text("{not json")
     r = run("eval", str(bad), str(bad))
     assert r.returncode == 2 and "bad.json" in r.stderr
+
+
+def _damaged_family(root: Path) -> Path:
+    """A base, three fine-tunes, a diverged copy (all NaN) and a fine-tune with one infinite entry."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    base = {f"l{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(3)}
+
+    def write(name: str, tensors: dict) -> None:
+        (root / name).mkdir(parents=True)
+        save_file(tensors, str(root / name / "model.safetensors"))
+
+    def tuned() -> dict:
+        return {n: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for n, v in base.items()}
+
+    write("base", base)
+    for k in range(3):
+        write(f"ft{k}", tuned())
+    write("diverged", {n: np.full_like(v, np.nan) for n, v in base.items()})
+    spiked = tuned()
+    spiked["l0.weight"][3, 5] = np.inf
+    write("spiked", spiked)
+    return root
+
+
+def test_nan_and_inf_weights_are_left_out_and_reported(tmp_path: Path) -> None:
+    family = _damaged_family(tmp_path / "fam")
+    r = run("tree", "--scan", str(family), "--format", "json", "--no-cache")
+    assert r.returncode == 0, r.stderr
+    graph = json.loads(r.stdout)
+    parent = {e["child"]: e["parent"] for e in graph["edges"]}
+    tree = {m["id"]: m["tree"] for m in graph["models"]}
+    assert "diverged/model.safetensors" not in parent and "diverged/model.safetensors" not in parent.values()
+    assert sum(t == tree["diverged/model.safetensors"] for t in tree.values()) == 1  # a tree of its own
+    assert parent["spiked/model.safetensors"] == "base/model.safetensors"  # its two finite matrices suffice
+    assert {n["model"] for n in graph["notes"]} == {"diverged/model.safetensors", "spiked/model.safetensors"}
+    assert "warning: diverged/model.safetensors: NaN or infinite values in 3 of 3 tensors" in r.stderr
+    assert "1 of 3 tensors" in r.stderr and "conflict" not in r.stderr

@@ -86,6 +86,7 @@ def tree(
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache fingerprints ($ANCESTREE_CACHE or ~/.cache/ancestree).")] = True,
 ) -> None:
     """Recover the Model Graph (which model came from which) from the weights alone."""
+    from ancestree.graph.metadata import is_conflict
     from ancestree.present import WRITERS
 
     if output and not format and Path(output).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):
@@ -115,7 +116,8 @@ def tree(
             if ch.action in ("kept", "overwritten"):
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
     for note in graph.notes:
-        err_console.print(f"conflict: {note['model']}: {note['problem']}", soft_wrap=True)  # one line per note, also in logs
+        kind = "conflict" if is_conflict(note) else "warning"
+        err_console.print(f"{kind}: {note['model']}: {note['problem']}", soft_wrap=True)  # one line per note, also in logs
 
 
 def register(app: typer.Typer) -> None:

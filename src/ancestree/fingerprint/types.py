@@ -9,7 +9,7 @@ never change the meaning of an existing one.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -75,6 +75,11 @@ class TensorPrint:
     @cached_property  # read per pair and per layer in every comparison
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def is_finite(self) -> bool:
+        """False when the tensor holds a NaN or an infinite value (its norm is then NaN or infinite)."""
+        return math.isfinite(self.norm)
 
     @property
     def is_matrix(self) -> bool:
@@ -156,6 +161,15 @@ class Fingerprint:
     @property
     def names(self) -> list[str]:
         return [t.name for t in self.tensors]
+
+    def finite(self) -> Fingerprint:
+        """This fingerprint without the tensors that hold NaN or infinite values: what comparisons may use.
+
+        A diverged or damaged checkpoint is still a model on disk (a hub holds some); its finite tensors can
+        still relate it to others, and a model with none left is a tree of its own. ``self`` when all are finite.
+        """
+        kept = [t for t in self.tensors if t.is_finite]
+        return self if len(kept) == len(self.tensors) else replace(self, tensors=kept)
 
     def nbytes(self) -> int:
         """Approximate memory of the sketches (the bulk of a fingerprint)."""

@@ -56,4 +56,9 @@ def report_conflicts(graph, declared: dict[str, list[str]], fps: dict[str, Finge
     return notes
 
 
-__all__ = ["declared_parents", "report_conflicts", "resolve"]
+def is_conflict(note: dict[str, Any]) -> bool:
+    """Whether a graph note is a conflict with declared lineage (:func:`report_conflicts`), not a remark."""
+    return any(key.startswith("declared") for key in note)
+
+
+__all__ = ["declared_parents", "is_conflict", "report_conflicts", "resolve"]

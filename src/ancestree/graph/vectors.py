@@ -123,7 +123,7 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
             name, transposed = mapping[t.name]
             tp = fp[name]
             sk = tp.sketch.T if transposed else tp.sketch
-            if sk.shape != t.sketch.shape:
+            if sk.shape != t.sketch.shape or not tp.is_finite:  # a NaN/inf tensor is compared with nothing
                 continue
             matched[i, j] = True
             raw[i, offsets[j]:offsets[j + 1]] = sk.reshape(-1)[blocks[j]]

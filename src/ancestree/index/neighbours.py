@@ -65,7 +65,7 @@ def _embed(fp: Fingerprint, dim: int) -> np.ndarray:
     total = np.zeros(dim, dtype=np.float64)
     for t in fp.tensors:
         key, flat = _canonical(t)
-        if flat.size < MIN_SKETCH or not t.is_matrix:
+        if flat.size < MIN_SKETCH or not t.is_matrix or not t.is_finite:
             continue
         centred = flat.astype(np.float64) - flat.mean()
         norm = np.linalg.norm(centred)

@@ -59,6 +59,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def match_units(child_rows: np.ndarray, cand_rows: np.ndarray) -> np.ndarray | None:
     """``perm`` with ``child_rows[perm]`` best matching ``cand_rows`` row by row, or None for the identity."""
+    if not (np.isfinite(child_rows).all() and np.isfinite(cand_rows).all()):
+        return None  # NaN/inf weights (a diverged run) have no units to match
     a, b = _unit(child_rows.astype(np.float64)), _unit(cand_rows.astype(np.float64))
     identity = float(np.einsum("ij,ij->i", a, b).mean())
     if identity > ALIGNED or len(a) > MAX_UNITS or len(a) < 2:

@@ -188,6 +188,12 @@ class WeightsRanker:
                 cache[pair.child] = _values(child, pair, "child")
             c_values[pair.child] = cache[pair.child]
             p_values[pair.child] = _values(candidate, pair, "candidate")
+        # a tensor holding NaN or inf (a diverged run) says nothing about lineage: compare the others
+        damaged = [n for n in c_values if not (np.isfinite(c_values[n]).all() and np.isfinite(p_values[n]).all())]
+        for name in damaged:
+            del c_values[name], p_values[name]
+        if not c_values:
+            return "NaN or infinite values in every tensor the child and this candidate share: nothing to compare"
         permuted = 0
         if self.align_units:
             c_values, permuted = align_units(c_values, p_values)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import networkx as nx
 
+from ancestree.graph.metadata import is_conflict
 from ancestree.graph.model_graph import ModelGraph
 
 #: Line styles per relation, shared by DOT and Mermaid so pictures read alike.
@@ -107,10 +108,14 @@ def to_text(graph: ModelGraph, width: int = 120) -> str:
         for r in roots:
             _grow(graph, r, top.add(_node_label(graph, r, None)), set())
         console.print(top)
-    if graph.notes:
-        console.print(f"{len(graph.notes)} conflict(s) between declared and recovered lineage:")
-        for n in graph.notes:
+    conflicts = [n for n in graph.notes if is_conflict(n)]
+    if conflicts:
+        console.print(f"{len(conflicts)} conflict(s) between declared and recovered lineage:")
+        for n in conflicts:
             console.print(f"  {n['model']}: {n['problem']} (declared {n.get('declared_base_model', n.get('declared_relation'))}, recovered {n.get('recovered_parents', n.get('recovered_relation'))})")
+    for n in graph.notes:
+        if n not in conflicts:
+            console.print(f"warning: {n['model']}: {n['problem']}")
     return console.file.getvalue()
 
 

@@ -63,7 +63,7 @@ const xs=data.models.map(m=>m.x*SX),ys=data.models.map(m=>-m.y*SY);const r=svg.g
 if(xs.length){const w=Math.max(...xs)-Math.min(...xs)+W+40,h=Math.max(...ys)-Math.min(...ys)+H+40;
  k=Math.min(1.5,Math.min(r.width/w,r.height/h)||1);tx=-Math.min(...xs)*k+W/2*k+20;ty=-Math.min(...ys)*k+H/2*k+20;}
 apply();
-document.getElementById('summary').textContent=`${data.models.length} models, ${data.edges.length} edges, ${new Set(data.models.map(m=>m.tree)).size} trees`+(data.notes&&data.notes.length?`, ${data.notes.length} conflict(s) with declared lineage`:'');
+document.getElementById('summary').textContent=`${data.models.length} models, ${data.edges.length} edges, ${new Set(data.models.map(m=>m.tree)).size} trees`+(data.notes&&data.notes.length?`, ${data.notes.length} note(s): conflicts with declared lineage or damaged weights`:'');
 document.getElementById('legend').innerHTML=Object.keys(colors).map(c=>`<span style="color:${colors[c]}">■ ${c}</span>`).join('');
 })();
 </script></body></html>

@@ -255,5 +255,10 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
     alignment = alignment if alignment is not None else align(fa, fb)
     if not alignment.pairs:
         raise IncomparableError(fb.id, f"shares no tensor (by name or shape) with {fa.id}: different architectures?")
-    layers = [layer_evidence(fa[p.a], fb[p.b], p, ranks) for p in alignment.pairs]
+    # a tensor holding NaN or inf (a diverged checkpoint) says nothing about lineage: compare the rest
+    pairs = [p for p in alignment.pairs if fa[p.a].is_finite and fb[p.b].is_finite]
+    if not pairs:
+        bad = fa if not all(t.is_finite for t in fa.tensors) else fb
+        raise IncomparableError(bad.id, "holds NaN or infinite values in every tensor the pair shares: nothing to compare")
+    layers = [layer_evidence(fa[p.a], fb[p.b], p, ranks) for p in pairs]
     return summarise(fa, fb, layers, alignment)
