@@ -258,3 +258,37 @@ def test_mother_kurtosis_order_flips_direction() -> None:
     assert sorted(flipped) == [(1, 0), (2, 1)]
     with pytest.raises(ValueError):
         MoTHer(kurtosis_order="sideways")
+
+
+def test_a_declared_base_is_a_candidate_even_beyond_the_nearest_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fan of 32 fine-tunes that share a drift: each is nearer its siblings than their parent, so with two
+    nearest neighbours the parent is a candidate edge of only two of them; when a third one's card names
+    the parent, that edge is weighed too (a declared base always is), and wins."""
+    from dataclasses import replace
+
+    import ancestree.graph.recover as recover
+    from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
+    from ancestree.fingerprint.compute import content_key, tensor_print
+    from ancestree.io.base import TensorInfo
+
+    rng = np.random.default_rng(0)
+    root = {f"l{i}.weight": rng.standard_t(4, size=(48, 48)).astype(np.float32) for i in range(3)}
+    drift = {n: 0.1 * rng.standard_normal(w.shape) for n, w in root.items()}
+    models = {"root": root} | {f"c{k}": {n: (w + drift[n] + 0.05 * rng.standard_normal(w.shape)).astype(np.float32)
+                                         for n, w in root.items()} for k in range(32)}
+
+    def fp(mid: str, ws: dict[str, np.ndarray]) -> Fingerprint:
+        tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
+        return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, Declared(), tps, content_key(tps))
+
+    weighed: list[set[tuple[int, int]]] = []
+    real = recover.minimum_arborescence
+    monkeypatch.setattr(recover, "minimum_arborescence",
+                        lambda nodes, edges, *a: weighed.append({(p, c) for p, c, _ in edges}) or real(nodes, edges, *a))
+    fps = [fp(m, w) for m, w in models.items()]
+    GraphRecovery(neighbours=2).fit(fps)
+    child = next(c for c in range(1, len(fps)) if (0, c) not in weighed[-1])
+    fps[child] = replace(fps[child], declared=Declared(base_model="root"))
+    declared = GraphRecovery(neighbours=2).fit(fps).graph_
+    assert (0, child) in weighed[-1]
+    assert declared.parents(fps[child].id) == ["root"] and not declared.notes

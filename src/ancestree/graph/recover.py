@@ -54,7 +54,7 @@ from ancestree.graph.relations import (
     resolve_merges,
     wide_merge_candidates,
 )
-from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors
+from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors, matrix_tensors
 from ancestree.relate import relate, verdict
 from ancestree.relate.evidence import low_rank_limit
 
@@ -120,6 +120,11 @@ class GraphRecovery:
         ids = [f.id for f in fingerprints]
         if len(set(ids)) != len(ids):
             raise ValueError("model ids must be unique")
+        # tensors holding NaN/inf (a diverged run) are left out of every comparison; a model with no finite
+        # matrix left is compared with nothing (a tree of its own), the others keep their architecture group
+        finite = [f.finite() for f in fingerprints]
+        damaged = [(f, g) for f, g in zip(fingerprints, finite) if g is not f]
+        fingerprints = [f if matrix_tensors(g) else g for f, g in zip(fingerprints, finite)]
         self.direction_ = self.direction or DirectionModel.load()
         self.calibration_ = self.calibration or Calibration.load()
         self.fps_ = {f.id: f for f in fingerprints}
@@ -133,6 +138,8 @@ class GraphRecovery:
             self._fit_group(members)
         self._attach_adapters([f for f in fingerprints if arch_key(f)[0] == "adapter"])
         self.graph_ = self._build_graph(fingerprints, self.settled_)
+        self.graph_.notes += [{"model": f.id, "problem": f"NaN or infinite values in {len(f) - len(g)} of {len(f)} tensors; "
+                               "those tensors were left out of every comparison"} for f, g in damaged]
         return self
 
     # -- one architecture -----------------------------------------------------------------------------
@@ -280,8 +287,11 @@ class GraphRecovery:
         if len(core) < 2:
             return []
         core_set = set(core)
+        # a declared base is a candidate even when it is not among the child's nearest neighbours: the
+        # fine-tunes of one sweep are often nearer each other than to their parent
+        linked = list(forced.items()) + self._declared_pairs(members, core)
         pairs = sorted({(min(c, p), max(c, p)) for c in core for _, p in near[c] if p in core_set}
-                       | {(min(c, p), max(c, p)) for c, p in forced.items() if c in core_set and p in core_set})
+                       | {(min(c, p), max(c, p)) for c, p in linked if c in core_set and p in core_set})
         if not pairs:
             return []
         P = np.array(pairs, dtype=np.int64)
@@ -401,6 +411,13 @@ class GraphRecovery:
         if not self.use_declared:
             return False
         return members[i].declared.relation == "duplicate" or any(self._declares(members, i, j) for j in copies if j != i)
+
+    def _declared_pairs(self, members: list[Fingerprint], nodes: list[int]) -> list[tuple[int, int]]:
+        """``(child, parent)`` for every member of ``nodes`` whose card declares another member as its base."""
+        if not self.declared_:
+            return []
+        index = {members[i].id: i for i in nodes}
+        return [(c, index[p]) for c in nodes for p in self.declared_.get(members[c].id, ()) if p in index and index[p] != c]
 
     def _declares(self, members, child: int, parent: int) -> bool:
         return members[parent].id in self.declared_.get(members[child].id, ())
