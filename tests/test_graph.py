@@ -292,3 +292,39 @@ def test_a_declared_base_is_a_candidate_even_beyond_the_nearest_neighbours(monke
     declared = GraphRecovery(neighbours=2).fit(fps).graph_
     assert (0, child) in weighed[-1]
     assert declared.parents(fps[child].id) == ["root"] and not declared.notes
+
+
+def test_a_renamed_export_is_aligned_to_its_relative_not_to_an_unrelated_reference() -> None:
+    """Four projections of one shape can only be told apart by their values. A renamed copy (ONNX names,
+    shuffled order) aligned by content to an unrelated reference model got an arbitrary order and looked
+    related to nothing; aligned to its nearest named member (found by the shape-unique embedding) it sits
+    on its original."""
+    from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
+    from ancestree.fingerprint.compute import content_key, tensor_print
+    from ancestree.graph.vectors import group_vectors
+    from ancestree.io.base import TensorInfo
+
+    rng = np.random.default_rng(5)
+    names = ["embed.weight"] + [f"attn.{p}_proj.weight" for p in "qkvo"]
+
+    def fp(mid: str, ws: dict[str, np.ndarray]) -> Fingerprint:
+        tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
+        return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, Declared(), tps, content_key(tps))
+
+    def root() -> dict[str, np.ndarray]:
+        return {n: rng.standard_t(4, size=(16, 48) if n == "embed.weight" else (48, 48)).astype(np.float32) for n in names}
+
+    def tune(ws: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {n: (w + 0.05 * rng.standard_normal(w.shape)).astype(np.float32) for n, w in ws.items()}
+
+    a, b = root(), root()  # two unrelated trees; a's members come first, so one of them is the reference
+    models = {"a": a, "a1": tune(a), "a2": tune(a), "b": b, "b1": tune(b)}
+    order = rng.permutation(len(names))
+    export = {f"onnx::MatMul_{k}": (b[names[i]].T if i else b[names[i]]) for k, i in enumerate(order)}  # b, renamed
+    fps = [fp(m, w) for m, w in models.items()] + [fp("b.onnx", export)]
+    gv = group_vectors(fps)
+    ix = gv.index()
+    dist = np.linalg.norm(gv.U - gv.U[ix["b.onnx"]], axis=1)
+    assert dist[ix["b"]] < 1e-3 < dist[ix["b1"]] < min(dist[ix[m]] for m in ("a", "a1", "a2"))
+    graph = GraphRecovery(use_declared=False).fit(fps).graph_
+    assert graph.parents("b.onnx") == ["b"] or graph.parents("b") == ["b.onnx"]

@@ -146,13 +146,13 @@ def shape_class(t: TensorPrint) -> tuple[int, ...]:
     return tuple(sorted(t.shape)) if len(t.shape) == 2 else t.shape
 
 
-def _canonical(t: TensorPrint) -> tuple[np.ndarray, bool]:
+def canonical_sketch(t: TensorPrint) -> tuple[np.ndarray, bool]:
     """The sketch in its shape class's orientation (rows ≤ columns) and whether it was flipped to get there."""
     flipped = len(t.shape) == 2 and t.shape != shape_class(t)
     return (t.sketch.T if flipped else t.sketch).astype(np.float64).reshape(-1), flipped
 
 
-def _sketch_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def sketch_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """:func:`sketch_distance` of every row of ``a`` with every row of ``b`` (one row of pairs at a time)."""
     nb = np.linalg.norm(b, axis=1)
     return np.stack([np.linalg.norm(b - row, axis=1) / np.maximum(np.linalg.norm(row) + nb, 1e-300) for row in a])
@@ -161,12 +161,12 @@ def _sketch_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _content_costs(ta: list[TensorPrint], tb: list[TensorPrint]) -> tuple[np.ndarray, np.ndarray]:
     """Costs of pairing tensors of one shape class (sketch distance in the better orientation + 0.1 × moment
     distance) and whether b is stored as a's transpose, both ``len(ta) × len(tb)``."""
-    (sa, fa), (sb, fb) = (zip(*[_canonical(t) for t in ts]) for ts in (ta, tb))
-    dist = _sketch_distances(np.stack(sa), np.stack(sb))
+    (sa, fa), (sb, fb) = (zip(*[canonical_sketch(t) for t in ts]) for ts in (ta, tb))
+    dist = sketch_distances(np.stack(sa), np.stack(sb))
     flips = np.not_equal.outer(np.array(fa), np.array(fb))
     shape = ta[0].shape
     if len(shape) == 2 and shape[0] == shape[1]:  # a square matrix may be stored either way: take the better
-        transposed = _sketch_distances(np.stack(sa), np.stack([t.sketch.T.astype(np.float64).reshape(-1) for t in tb]))
+        transposed = sketch_distances(np.stack(sa), np.stack([t.sketch.T.astype(np.float64).reshape(-1) for t in tb]))
         flips = transposed < dist
         dist = np.minimum(dist, transposed)
     return dist + 0.1 * moment_distances(ta, tb), flips

@@ -3,7 +3,7 @@
 Models are grouped by architecture (the multiset of their matrix shapes, orientation ignored), so models of
 different architectures are never compared. Within a group, every member's matrix tensors are lined up with a
 reference member's (by name when names agree, else by :func:`ancestree.align.align`, which handles generic
-ONNX names and transposed storage), and a fixed sample of each tensor's sketch entries becomes part of:
+ONNX names and transposed storage, against the named member nearest it: see :func:`_anchor`), and a fixed sample of each tensor's sketch entries becomes part of:
 
 * ``U``: entries divided by the group's typical RMS of that tensor, weighted so that every tensor counts
   the same: ``‖U_a − U_b‖² = mean over tensors of (RMS distance / typical RMS)²``, a scale-free distance;
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ancestree.align import align, shape_class
+from ancestree.align import align, canonical_sketch, shape_class, sketch_distances
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.relate import precision_bits
 
@@ -96,11 +96,50 @@ def _reference(fps: Sequence[Fingerprint]) -> Fingerprint:
     return next(f for f, s in zip(fps, sets) if s == common)
 
 
-def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint]) -> dict[str, tuple[str, bool]]:
-    """Reference tensor name -> (member tensor name, stored transposed)."""
-    if all(t.name in fp and fp[t.name].shape == t.shape for t in ref_tensors):
+def _named_like(fp: Fingerprint, ref_tensors: list[TensorPrint]) -> bool:
+    """Whether ``fp`` holds every reference tensor under its name and shape (no content alignment needed)."""
+    return all(t.name in fp and fp[t.name].shape == t.shape for t in ref_tensors)
+
+
+def _signature(fp: Fingerprint) -> dict[tuple[int, ...], np.ndarray]:
+    """Canonical sketches of the tensors alone in their shape class (a patch embedding, a head): these pair
+    up between two models without names or content alignment."""
+    classes = Counter(shape_class(t) for t in fp.tensors)
+    return {shape_class(t): canonical_sketch(t)[0] for t in fp.tensors if classes[shape_class(t)] == 1 and t.is_finite}
+
+
+def _anchor(fp: Fingerprint, named: Sequence[Fingerprint], signatures: Sequence[dict]) -> Fingerprint | None:
+    """The named member nearest ``fp`` on their shape-unique tensors (its likely relative), or None.
+
+    Content alignment is only as good as the partner: tensors of one shape (a transformer's q, k, v and out
+    projections) are told apart by their values, which an unrelated reference does not share, so a renamed
+    copy (an ONNX export) aligned to it gets an arbitrary order and looks related to other exports instead
+    of its original. Aligned to a relative, it gets its true order.
+    """
+    sig = _signature(fp)
+    total = np.zeros(len(named))
+    count = np.zeros(len(named))
+    for key, mine in sig.items():
+        rows = [(i, s[key]) for i, s in enumerate(signatures) if key in s and s[key].shape == mine.shape]
+        if not rows:
+            continue
+        idx = np.array([i for i, _ in rows])
+        total[idx] += sketch_distances(mine[None, :], np.stack([r for _, r in rows]))[0]
+        count[idx] += 1
+    if not count.any():
+        return None
+    return named[int(np.argmin(np.where(count > 0, total / np.maximum(count, 1), np.inf)))]
+
+
+def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
+             named: Sequence[Fingerprint] = (), signatures: Sequence[dict] = ()) -> dict[str, tuple[str, bool]]:
+    """Reference tensor name -> (member tensor name, stored transposed); a renamed member is aligned by
+    content to its nearest named member (:func:`_anchor`, ``signatures`` the named members' :func:`_signature`),
+    whose names are the reference's."""
+    if _named_like(fp, ref_tensors):
         return {t.name: (t.name, False) for t in ref_tensors}
-    return {p.a: (p.b, p.transposed) for p in align(ref, fp).pairs}
+    partner = _anchor(fp, named, signatures) or ref
+    return {p.a: (p.b, p.transposed) for p in align(partner, fp).pairs}
 
 
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
@@ -115,8 +154,10 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     matched = np.zeros((n, T), dtype=bool)
     offsets = np.cumsum([0] + [len(b) for b in blocks])
     rows = {k: [] for k in stats}
+    named = [f for f in fps if _named_like(f, ref_tensors)]
+    signatures = [_signature(f) for f in named] if len(named) < len(fps) else []  # only renamed members need them
     for i, fp in enumerate(fps):
-        mapping = _mapping(ref, fp, ref_tensors)
+        mapping = _mapping(ref, fp, ref_tensors, named, signatures)
         for j, t in enumerate(ref_tensors):
             if t.name not in mapping:
                 continue
