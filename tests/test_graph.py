@@ -328,3 +328,32 @@ def test_a_renamed_export_is_aligned_to_its_relative_not_to_an_unrelated_referen
     assert dist[ix["b"]] < 1e-3 < dist[ix["b1"]] < min(dist[ix[m]] for m in ("a", "a1", "a2"))
     graph = GraphRecovery(use_declared=False).fit(fps).graph_
     assert graph.parents("b.onnx") == ["b"] or graph.parents("b") == ["b.onnx"]
+
+
+def test_a_declared_base_far_from_its_child_joins_its_tree_only_when_the_weights_agree() -> None:
+    """A child that moved a long way keeps a weight correlation of ~0.25 with its parent: below the tree
+    threshold (0.3), above pair evidence's unrelated line (0.2). Its card joins the two; a card naming an
+    unrelated model (correlation ~0) joins nothing and is reported."""
+    from dataclasses import replace
+
+    from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
+    from ancestree.fingerprint.compute import content_key, tensor_print
+    from ancestree.io.base import TensorInfo
+
+    rng = np.random.default_rng(1)
+
+    def fp(mid: str, ws: dict[str, np.ndarray]) -> Fingerprint:
+        tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
+        return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, Declared(), tps, content_key(tps))
+
+    def root() -> dict[str, np.ndarray]:
+        return {f"l{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(4)}
+
+    parent, stranger = root(), root()
+    far = {n: (0.25 * w + np.sqrt(1 - 0.25 ** 2) * rng.standard_normal(w.shape)).astype(np.float32) for n, w in parent.items()}
+    fps = [fp("parent", parent), fp("stranger", stranger), fp("far", far)]
+    assert GraphRecovery().fit(fps).graph_.parents("far") == []
+    joined = GraphRecovery().fit(fps[:2] + [replace(fps[2], declared=Declared(base_model="parent"))]).graph_
+    assert joined.parents("far") == ["parent"] and not joined.notes
+    lied = GraphRecovery().fit(fps[:2] + [replace(fps[2], declared=Declared(base_model="stranger"))]).graph_
+    assert lied.parents("far") == [] and lied.notes[0]["declared_base_model"] == ["stranger"]

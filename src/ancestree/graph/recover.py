@@ -55,7 +55,7 @@ from ancestree.graph.relations import (
     wide_merge_candidates,
 )
 from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors, matrix_tensors
-from ancestree.relate import relate, verdict
+from ancestree.relate import relate, shares_weights, verdict
 from ancestree.relate.evidence import low_rank_limit
 
 @dataclass
@@ -148,12 +148,20 @@ class GraphRecovery:
         self.vectors_[arch_key(members[0])] = gv
         # neighbours in both geometries: plain scale-free distance (copies, merges) and angles (the tree)
         pairs = np.unique(np.vstack([candidate_pairs(gv.U, self.neighbours), candidate_pairs(gv.A, self.neighbours)]), axis=0)
+        declared = {(min(c, p), max(c, p)) for c, p in self._declared_pairs(members, list(range(len(members))))}
+        if declared:
+            pairs = np.unique(np.vstack([pairs, np.array(sorted(declared), dtype=np.int64)]), axis=0)
         dist = pair_distances(gv.U, pairs)
         corr = pair_correlations(gv.Z, pairs)
         reps = self._collapse_duplicates(gv, members, pairs, dist)
         keep = np.array([reps[i] == i and reps[j] == j for i, j in pairs], dtype=bool) if len(pairs) else np.zeros(0, bool)
         pairs, dist, corr = pairs[keep], dist[keep], corr[keep]
         related = corr > self.related
+        # a declared base far from its child (a run that moved a long way) joins the child's tree when the
+        # full pair evidence says the two share weights; a card naming an unrelated model joins nothing
+        for k in np.flatnonzero(~related):
+            i, j = int(pairs[k, 0]), int(pairs[k, 1])
+            related[k] = (i, j) in declared and shares_weights(members[i], members[j], ranks=False)
         n = len(members)
         graph = coo_matrix((np.ones(related.sum()), (pairs[related, 0], pairs[related, 1])), shape=(n, n))
         _, labels = connected_components(graph, directed=False)

@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.index.neighbours import NeighbourIndex
 from ancestree.index.store import Edge, IndexStore
-from ancestree.relate import relate, verdict
+from ancestree.relate import shares_weights
 
 if TYPE_CHECKING:  # the graph package is imported when a graph is recovered, not when the index is opened
     from ancestree.graph import GraphRecovery
@@ -99,14 +98,6 @@ def recovery(settled_bonus: float = 0.0, like: GraphRecovery | None = None) -> G
 def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
     """The Model Graph of ``fingerprints`` by the package's tree recovery (:mod:`ancestree.graph`)."""
     return recovery().fit(list(fingerprints)).graph_
-
-
-def related(a: Fingerprint, b: Fingerprint) -> bool:
-    """True when pair evidence says the two models share weights (any verdict but ``unrelated``)."""
-    try:
-        return verdict(relate(a, b)).kind != "unrelated"
-    except IncomparableError:
-        return False
 
 
 def declared_edges(store: IndexStore, names: Iterable[str]) -> list[Edge]:
@@ -182,7 +173,7 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
         for key, (name, cos) in best.items():
             if cos < SURE_COSINE:
                 checked += 1
-                if not related(fp, prints([name])[0]):
+                if not shares_weights(fp, prints([name])[0]):
                     continue
             if name in new_names:
                 links[fp.id].add(name)

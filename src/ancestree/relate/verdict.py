@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ancestree.errors import IncomparableError
+from ancestree.fingerprint import Fingerprint
 from ancestree.relate.evidence import PairEvidence
 
 #: Verdict kinds, most specific first, with their human labels. Kinds reuse the contract's relation names.
@@ -79,3 +81,14 @@ def verdict(ev: PairEvidence) -> Verdict:
     if corr == corr and corr >= UNRELATED_CORRELATION or ev.rel_distance <= UNRELATED_DISTANCE:
         return Verdict("finetune", f"weights are correlated (median r = {corr:.2f}) with relative distance {ev.rel_distance:.3f} and full-rank differences: one was trained from the other or both from a common ancestor.")
     return Verdict("unrelated", f"no shared structure: median r = {corr:.2f}, relative distance {ev.rel_distance:.2f}.")
+
+
+def shares_weights(a: Fingerprint, b: Fingerprint, ranks: bool = True) -> bool:
+    """Whether the pair evidence of ``a`` and ``b`` says they are relatives (any verdict but ``unrelated``);
+    False for models with nothing to compare. ``ranks=False`` skips the per-matrix SVDs (the low-rank cues)."""
+    from ancestree.relate.evidence import relate
+
+    try:
+        return verdict(relate(a, b, ranks=ranks)).kind != "unrelated"
+    except IncomparableError:
+        return False
