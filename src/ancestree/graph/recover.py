@@ -157,12 +157,13 @@ class GraphRecovery:
         keep = np.array([reps[i] == i and reps[j] == j for i, j in pairs], dtype=bool) if len(pairs) else np.zeros(0, bool)
         pairs, dist, corr = pairs[keep], dist[keep], corr[keep]
         related = corr > self.related
+        n = len(members)
         # a declared base far from its child (a run that moved a long way) joins the child's tree when the
         # full pair evidence says the two share weights; a card naming an unrelated model joins nothing
-        for k in np.flatnonzero(~related):
-            i, j = int(pairs[k, 0]), int(pairs[k, 1])
-            related[k] = (i, j) in declared and shares_weights(members[i], members[j], ranks=False)
-        n = len(members)
+        if declared:  # only declared pairs are looked at: the loop stays off the path of a zoo without cards
+            codes = np.array([i * n + j for i, j in declared], dtype=np.int64)
+            for k in np.flatnonzero(~related & np.isin(pairs[:, 0] * n + pairs[:, 1], codes)):
+                related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
         graph = coo_matrix((np.ones(related.sum()), (pairs[related, 0], pairs[related, 1])), shape=(n, n))
         _, labels = connected_components(graph, directed=False)
         neighbours: dict[int, list[tuple[float, int]]] = defaultdict(list)

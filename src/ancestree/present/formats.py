@@ -114,7 +114,7 @@ def to_text(graph: ModelGraph, width: int = 120) -> str:
         for n in conflicts:
             console.print(f"  {n['model']}: {n['problem']} (declared {n.get('declared_base_model', n.get('declared_relation'))}, recovered {n.get('recovered_parents', n.get('recovered_relation'))})")
     for n in graph.notes:
-        if n not in conflicts:
+        if not is_conflict(n):
             console.print(f"warning: {n['model']}: {n['problem']}")
     return console.file.getvalue()
 

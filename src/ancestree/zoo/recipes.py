@@ -8,6 +8,7 @@ Run single-threaded with the same seed, each gives bit-identical results.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
@@ -44,7 +45,7 @@ EXPLODED = 100.0
 
 
 class Diverged(RuntimeError):
-    """A training run whose weights became NaN or infinite (too high a learning rate for its task)."""
+    """A training run whose weights became NaN or infinite, or blew up (too high a learning rate for its task)."""
 
 
 def state_hash(state: State) -> str:
@@ -96,7 +97,7 @@ def train(
     optimizer = _optimizer(params, spec)
     loss_fn = nn.CrossEntropyLoss()
     module.train()
-    start_absmax = _absmax(module.state_dict())
+    start_absmax = max(_absmax(module.state_dict()), default=0.0)
     saved: list[State] = []
     for step in range(1, spec.steps + 1):
         batch = torch.randint(0, len(y), (spec.batch_size,), generator=generator)
@@ -107,17 +108,19 @@ def train(
             saved.append(clone_state(module))
     saved.append(clone_state(module))
     module.eval()
-    if not all(bool(torch.isfinite(v).all()) for state in saved for v in state.values() if v.is_floating_point()):
+    peaks = [peak for state in saved for peak in _absmax(state)]  # NaN or inf where a tensor holds one
+    if not all(math.isfinite(peak) for peak in peaks):
         raise Diverged(f"training diverged at lr {spec.lr:g} (non-finite weights)")
-    if max(_absmax(state) for state in saved) > EXPLODED * start_absmax:
+    if max(peaks, default=0.0) > EXPLODED * start_absmax:
         # finite but blown up: the network is dead (chance accuracy) and its fine-tunes barely move, so a
         # zoo would call near-copies fine-tunes
         raise Diverged(f"training diverged at lr {spec.lr:g} (weights grew over {EXPLODED:g}x)")
     return saved
 
 
-def _absmax(state: dict[str, torch.Tensor]) -> float:
-    return max((float(v.abs().max()) for v in state.values() if v.is_floating_point() and v.numel()), default=0.0)
+def _absmax(state: dict[str, torch.Tensor]) -> list[float]:
+    """The largest magnitude of each float tensor of ``state`` (NaN or inf when the tensor holds one)."""
+    return [float(v.abs().max()) for v in state.values() if v.is_floating_point() and v.numel()]
 
 
 def accuracy(module: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
