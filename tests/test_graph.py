@@ -357,3 +357,28 @@ def test_a_declared_base_far_from_its_child_joins_its_tree_only_when_the_weights
     assert joined.parents("far") == ["parent"] and not joined.notes
     lied = GraphRecovery().fit(fps[:2] + [replace(fps[2], declared=Declared(base_model="stranger"))]).graph_
     assert lied.parents("far") == [] and lied.notes[0]["declared_base_model"] == ["stranger"]
+
+
+def test_a_float16_fine_tune_makes_no_false_merge(tmp_path: Path) -> None:
+    """A model stored in float16 among float32 relatives: its rounding loosens the merge test, but only as
+    much as float16 rounding leaves. Scaling float32's margin by 2**13 accepted residuals of 0.8, so the
+    family's root became a "merge" of its children (or a fine-tune one of its parent and its own child)."""
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph.relations import merge_tolerance
+    from test_lineage_family import shared_family
+
+    paths = shared_family()["paths"]
+    names = ["A", "A1", "A2", "A3", "A11", "A12", "A21", "B", "B1"]
+    assert merge_tolerance(10) < 0.2 and merge_tolerance(23) < 2e-4
+    for child, parent in (("A1", "A"), ("A11", "A1")):
+        copy = tmp_path / child
+        copy.mkdir()
+        (copy / "config.json").write_text((paths[child] / "config.json").read_text())
+        state = load_file(str(paths[child] / "model.safetensors"))
+        save_file({k: v.astype(np.float16) for k, v in state.items()}, str(copy / "model.safetensors"))
+        prints = [fingerprint(copy, model_id=child)] + [fingerprint(paths[n], model_id=n) for n in names if n != child]
+        graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+        assert not [e for e in graph.edges(data="relation") if e[2] == "merge"], child
+        assert list(graph.predecessors(child)) == [parent]

@@ -22,8 +22,17 @@ DUPLICATE_DISTANCE = 1e-6
 #: A child is an exact affine combination of its merge parents: residual (relative to the distance to its
 #: nearest relative) below this for float32 weights. Merges are exact arithmetic and leave ~1e-6 (rounding);
 #: the children of a short learning-rate sweep lie almost on a line with their parent and reach ~1e-3, so the
-#: bound sits between. Coarser storage scales it up (see :func:`merge_tolerance`).
+#: bound sits between. Coarser storage raises it (see :func:`merge_tolerance`).
 MERGE_RESIDUAL = 1e-4
+
+#: Rounding residual of a merge stored with ``b`` bits of precision, times ``2**b``: merges of the ``wild``
+#: zoo written as float16 (10 bits) leave 7e-4 to 4.1e-2 (near siblings: a small distance to divide by),
+#: so 42; the tolerance allows three times that.
+ROUNDING_RESIDUAL = 42.0
+
+#: No tolerance above this: a combination leaving a quarter of the child's distance to its nearest relative
+#: unexplained is no merge at any precision (merges stored in 8 bits or fewer are then not recognised).
+MAX_MERGE_RESIDUAL = 0.25
 
 #: A merge parent carries at least this weight.
 MERGE_WEIGHT = 0.05
@@ -53,8 +62,14 @@ def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
 
 
 def merge_tolerance(precision_bits: float) -> float:
-    """:data:`MERGE_RESIDUAL` for weights stored with ``precision_bits`` bits (23 for float32, 10 for float16)."""
-    return MERGE_RESIDUAL * 2.0 ** max(0.0, 23.0 - float(precision_bits))
+    """The merge residual bound for weights stored with ``precision_bits`` bits (23 for float32, 10 for
+    float16): :data:`MERGE_RESIDUAL` plus three times the rounding residual, at most :data:`MAX_MERGE_RESIDUAL`.
+
+    It grows like the rounding error (``2**-bits``), not like its ratio to float32's: ``MERGE_RESIDUAL`` is
+    far above float32 rounding, and scaling that margin by ``2**13`` let a float16 model make a fine-tune
+    of its own parent "a merge" at residual 0.8.
+    """
+    return min(MERGE_RESIDUAL + 3.0 * ROUNDING_RESIDUAL * 2.0 ** -float(precision_bits), MAX_MERGE_RESIDUAL)
 
 
 def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float) -> tuple[list[int], list[float], float]:
