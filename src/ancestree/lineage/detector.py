@@ -31,11 +31,12 @@ from torch import nn
 
 from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
+from ancestree.fingerprint import fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features
+from ancestree.lineage.weights import FEATURES, WeightsRanker, add_recovered_relatives, compare, features
 
 #: Seed of the row/column index sets of the weight token (independent of the fingerprint's).
 INDEX_SEED = 7
@@ -136,7 +137,7 @@ class PairEncoder:
         probe_key, x = self._probe(str(getattr(child, "path", child)))
         f_c = self._run(str(getattr(child, "path", child)), probe_key, x)
         cache: dict[str, Any] = {}
-        ids, w, f, e, incomparable = [], [], [], [], {}
+        ids, w, f, evidence, prints, incomparable = [], [], [], [], [], {}
         for source in candidates:
             cand = open_model(source)
             got = self.weights.aligned(c_model, cand, cache)
@@ -147,7 +148,12 @@ class PairEncoder:
             ids.append(cand.id)
             w.append(weight_token(c_values, p_values, self.cfg))
             f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
-            e.append(evidence_vector(compare(c_values, p_values)))
+            evidence.append(compare(c_values, p_values))
+            if self.weights.tree:
+                prints.append(fingerprint(cand))
+        if self.weights.tree and evidence:
+            add_recovered_relatives(cache["__print__"], prints, evidence)
+        e = [evidence_vector(ev) for ev in evidence]
         stacked = {"weights": np.stack(w) if w else np.zeros((0,)), "features": np.stack(f) if f else np.zeros((0,)),
                    "evidence": np.stack(e) if e else np.zeros((0,))}
         return c_model.id, ids, stacked, incomparable

@@ -13,7 +13,14 @@ evidence is gathered tensor by tensor:
 * ``effective_rank``: the entropy effective rank of the difference matrices relative to their size
   (a LoRA step or a short fine-tune is a low-rank move; the difference to a non-parent sums several);
 * ``kurtosis_drop``: mean excess kurtosis of the candidate minus the child over the matrices (MoTHer's
-  direction cue: fine-tuning lowers it).
+  direction cue: fine-tuning lowers it);
+* ``recovered_parent`` and ``recovered_link``: 1 for the candidate(s) that tree recovery over the child
+  and all the candidates (weights only, :class:`~ancestree.graph.GraphRecovery`) makes the child's parent,
+  and for those it links to the child in either direction. A pair's evidence cannot tell a parent from its
+  sibling, or an older ancestor from a cousin: each is a fine-tune or two away. The recovered graph also
+  sees the candidates' relations to each other (the parent's siblings hang below the grandparent, with
+  their own updates the child does not share), so it places the child where the whole set of models says
+  it branched off. The link survives a wrong direction, which small sets of models get more often.
 
 Two features come from the residual: ``closeness = −log(residual)`` tells near candidates apart (0.1 from
 0.2), ``explained = log(1 − residual²)``, the log of the share of the child's energy the candidate
@@ -28,7 +35,7 @@ The score is a linear function of the features; probabilities come from the cali
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -37,7 +44,8 @@ from scipy.stats import kurtosis
 from ancestree.blas import one_blas_thread
 from ancestree.fingerprint import fingerprint
 from ancestree.fingerprint.sketch import take_sketch
-from ancestree.fingerprint.types import SketchSpec
+from ancestree.fingerprint.types import Fingerprint, SketchSpec
+from ancestree.graph import GraphRecovery
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
 from ancestree.lineage.permute import align_units
@@ -60,15 +68,16 @@ FLOOR = 1e-6
 EXPLAINED_FLOOR = 1e-4
 
 #: Features of a (child, candidate) pair the score is a linear function of.
-FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop", "explained")
+FEATURES = ("closeness", "low_rank", "shared", "kurtosis_drop", "explained", "recovered_parent", "recovered_link")
 
 #: Default coefficients and calibration of the CLI: a lenient hand-set threshold (a candidate stays
 #: plausible while its scale-fitted residual is below about 0.6 with a difference of low effective rank).
 #: :meth:`WeightsRanker.fit` on the ``lineage`` zoo's train families (benchmarks/bench_lineage.py) gives
-#: about (3.3, 2.2, 0.0, -0.3, 1.4), whose none threshold is tight for that zoo's short fine-tunes and calls
-#: the longer fine-tunes of other families "none", so it is not the default. With temperature 1 the
-#: coefficients carry the scale; the none score (:data:`DEFAULT_CALIBRATION`) is that of a virtual candidate.
-DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0, 2.0)
+#: about (1.6, 0.9, 0.0, -0.1, 0.9, 1.3, 1.4), whose none threshold is tight for that zoo's short fine-tunes
+#: and calls the longer fine-tunes of other families "none", so it is not the default; the default keeps its
+#: proportions (the recovered parent and the link weigh about 0.8 closeness units each). With temperature 1
+#: the coefficients carry the scale; the none score (:func:`default_calibration`) is that of a virtual candidate.
+DEFAULT_COEF = (6.0, 3.0, 0.0, 0.0, 2.0, 5.0, 5.0)
 
 
 def features(evidence: dict[str, float]) -> np.ndarray:
@@ -79,12 +88,37 @@ def features(evidence: dict[str, float]) -> np.ndarray:
         evidence["shared"],
         evidence["kurtosis_drop"],
         np.log(max(1.0 - min(evidence["residual"], 1.0) ** 2, EXPLAINED_FLOOR)),
+        evidence.get("recovered_parent", 0.0),
+        evidence.get("recovered_link", 0.0),
     ])
 
 
-#: The CLI's none score: the score of a virtual candidate at residual 0.6 with effective rank 0.3.
-DEFAULT_CALIBRATION = Calibration(temperature=1.0, none_score=float(
-    features({"residual": 0.6, "effective_rank": 0.3, "shared": 0.0, "kurtosis_drop": 0.0}) @ np.asarray(DEFAULT_COEF)))
+def default_calibration(coef: Sequence[float] = DEFAULT_COEF, tree: bool = True) -> Calibration:
+    """The CLI's none score: the score of a virtual candidate at residual 0.6 with effective rank 0.3 (and,
+    with the tree evidence on, the recovered parent: the lenient threshold applies to the graph's choice)."""
+    virtual = {"residual": 0.6, "effective_rank": 0.3, "shared": 0.0, "kurtosis_drop": 0.0,
+               "recovered_parent": float(tree), "recovered_link": float(tree)}
+    return Calibration(temperature=1.0, none_score=float(features(virtual) @ np.asarray(coef)))
+
+
+def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -> tuple[set[int], set[int]]:
+    """``(parents, linked)``: indices of the candidates that tree recovery over the child and all of them,
+    from weights alone, makes the child's parents (one, several for a merge, none when it puts the child
+    above them or apart), and of those it links to the child in either direction."""
+    if not candidates:
+        return set(), set()
+    # numbered ids: a child and a candidate may share a folder name in different places
+    prints = [replace(fp, id=str(i)) for i, fp in enumerate([child, *candidates])]
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+    parents = {int(p) - 1 for p in graph.predecessors("0")}
+    return parents, parents | {int(c) - 1 for c in graph.successors("0")}
+
+
+def add_recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
+    """Set ``recovered_parent`` and ``recovered_link`` in each candidate's evidence (order of ``candidates``)."""
+    parents, linked = recovered_relatives(child, candidates)
+    for i, ev in enumerate(evidence):
+        ev["recovered_parent"], ev["recovered_link"] = float(i in parents), float(i in linked)
 
 
 @dataclass
@@ -157,15 +191,19 @@ class WeightsRanker:
         Temperature and none score of the probabilities.
     align_units:
         Re-align permuted hidden units of the child before comparing (MLP/CNN chains).
+    tree:
+        Add the ``recovered_parent`` and ``recovered_link`` evidence (tree recovery over the child and all
+        candidates; each candidate is fingerprinted once more for it). Off, both are 0 for every candidate.
     """
 
     method = "weights"
 
     def __init__(self, coef: Sequence[float] | None = None, calibration: Calibration | None = None,
-                 align_units: bool = True) -> None:
+                 align_units: bool = True, tree: bool = True) -> None:
         self.coef = tuple(DEFAULT_COEF if coef is None else coef)
-        self.calibration = calibration or DEFAULT_CALIBRATION
+        self.calibration = calibration or default_calibration(self.coef, tree)
         self.align_units = align_units
+        self.tree = tree
 
     # -- evidence ---------------------------------------------------------------------------------------
     def aligned(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None
@@ -223,18 +261,24 @@ class WeightsRanker:
     def _score(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[CandidateScore], dict[str, str]]:
         c_model = open_model(child)
         cache: dict[str, Any] = {}
-        scored, incomparable = [], {}
+        ids, evidence, prints, incomparable = [], [], [], {}
         for source in candidates:
             cand = open_model(source)
             try:
                 ev = self.evidence(c_model, cand, cache)
+                if self.tree and not isinstance(ev, str):
+                    prints.append(fingerprint(cand))
             finally:
                 if cand is not source:
                     cand.close()
             if isinstance(ev, str):
                 incomparable[cand.id] = ev
             else:
-                scored.append(CandidateScore(cand.id, self.score_of(ev), evidence=ev))
+                ids.append(cand.id)
+                evidence.append(ev)
+        if self.tree and evidence:
+            add_recovered_relatives(cache["__print__"], prints, evidence)
+        scored = [CandidateScore(i, self.score_of(ev), evidence=ev) for i, ev in zip(ids, evidence)]
         return c_model.id, scored, incomparable
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
