@@ -100,14 +100,22 @@ def test_ancestors_walk_stops_at_the_oldest_ancestor(lineage_family: dict) -> No
     assert chain(rank_parents(str(paths["A11"]), cands, ancestors=True)) == want
 
 
-def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from ancestree.cli.main import run
 
     paths = lineage_family["paths"]
-    with pytest.raises(SystemExit) as exc:  # the console script's entry point: several paths after one --candidates
-        run(["parent", str(paths["A11"]), "--candidates", str(paths["A"]), str(paths["A1"]), str(paths["CNN"]), "--format", "json"])
-    assert exc.value.code == 0
-    out = json.loads(capsys.readouterr().out)
+    monkeypatch.setenv("ANCESTREE_CACHE", str(tmp_path / "cache"))
+    args = ["parent", str(paths["A11"]), "--candidates", str(paths["A"]), str(paths["A1"]), str(paths["CNN"]), "--format", "json"]
+    outputs = []
+    for _ in range(2):  # the second run reads the child's and candidates' fingerprints from the cache
+        with pytest.raises(SystemExit) as exc:  # the console script's entry point: several paths after one --candidates
+            run(args)
+        assert exc.value.code == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+        assert len(list((tmp_path / "cache").rglob("*.npz"))) == 3  # child and the two comparable candidates
+    out = outputs[0]
+    assert outputs[1] == out
     assert set(out) >= {"child", "parent", "ranking"} and out["parent"] == str(paths["A1"])
     assert all(set(r) == {"candidate", "score", "probability"} for r in out["ranking"])
     assert out["incomparable"][0]["candidate"] == str(paths["CNN"])

@@ -21,6 +21,7 @@ def parent(
     evidence: Annotated[bool, typer.Option("--evidence", help="Include each candidate's raw evidence in the JSON.")] = False,
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Write the result to this file.")] = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache the weights method's fingerprints ($ANCESTREE_CACHE or ~/.cache/ancestree).")] = True,
 ) -> None:
     """Rank candidate parents of CHILD (a score and a probability each; parent null when none is plausible)."""
     from ancestree.lineage import rank_parents
@@ -28,7 +29,8 @@ def parent(
     paths = list(candidates or [])
     if not paths:
         raise BadInputError(child, "no candidates given (use --candidates PATH...)")
-    result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors)
+    result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors,
+                          cache=True if cache else None)
     if format is OutputFormat.json or output:
         emit(to_json(result.to_dict(with_evidence=evidence)), output)
         return

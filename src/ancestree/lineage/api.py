@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ancestree.errors import BadInputError
+from ancestree.fingerprint import FingerprintCache
 from ancestree.lineage.ancestors import older_by_direction, rank_ancestors
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
@@ -20,10 +21,11 @@ METHODS = ("weights", "linearized-l1", "linearized-l2", "linearized-cka",
 DATA_METHOD = "linearized-l1"
 
 
-def make_ranker(method: str | None = None, probe_data: str | Path | None = None, detector: str | Path | None = None) -> Any:
+def make_ranker(method: str | None = None, probe_data: str | Path | None = None, detector: str | Path | None = None,
+                cache: FingerprintCache | str | bool | None = None) -> Any:
     """A ranker object for ``method``. Unnamed, it is the detector when one is given, else the linearised
     method when probe data is given (the data is what the user asked to use), else weights only.
-    ``linearized`` alone means :data:`DATA_METHOD`."""
+    ``linearized`` alone means :data:`DATA_METHOD`. ``cache`` keeps the weights method's fingerprints."""
     if method is None:
         method = "detector" if detector is not None else DATA_METHOD if probe_data is not None else "weights"
     if method == "linearized":
@@ -33,7 +35,7 @@ def make_ranker(method: str | None = None, probe_data: str | Path | None = None,
     if method == "weights":
         from ancestree.lineage.weights import WeightsRanker
 
-        return WeightsRanker()
+        return WeightsRanker(cache=cache)
     if method == "detector":
         if detector is None:
             raise BadInputError(None, "--method detector needs --detector FILE (train one with `ancestree lineage train`)")
@@ -49,10 +51,10 @@ def make_ranker(method: str | None = None, probe_data: str | Path | None = None,
 
 def rank_parents(child: Source, candidates: Sequence[Source], method: str | None = None,
                  probe_data: str | Path | None = None, detector: str | Path | None = None,
-                 ancestors: bool = False) -> Ranking:
+                 ancestors: bool = False, cache: FingerprintCache | str | bool | None = None) -> Ranking:
     """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well (each
     step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
-    ranker = make_ranker(method, probe_data, detector)
+    ranker = make_ranker(method, probe_data, detector, cache)
     if ancestors:
         return rank_ancestors(ranker.rank, child, candidates, older=older_by_direction())
     return ranker.rank(child, candidates)

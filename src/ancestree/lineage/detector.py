@@ -150,7 +150,7 @@ class PairEncoder:
             f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
             evidence.append(compare(c_values, p_values))
             if self.weights.tree:
-                prints.append(fingerprint(cand))
+                prints.append(fingerprint(cand, self.weights.cache))
         if self.weights.tree and evidence:
             add_recovered_relatives(cache["__print__"], prints, evidence)
         e = [evidence_vector(ev) for ev in evidence]

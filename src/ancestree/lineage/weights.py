@@ -42,7 +42,8 @@ import numpy as np
 from scipy.stats import kurtosis
 
 from ancestree.blas import one_blas_thread
-from ancestree.fingerprint import fingerprint
+from ancestree.fingerprint import FingerprintCache, fingerprint
+from ancestree.fingerprint.cache import as_cache
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import Fingerprint, SketchSpec
 from ancestree.graph import GraphRecovery
@@ -194,16 +195,20 @@ class WeightsRanker:
     tree:
         Add the ``recovered_parent`` and ``recovered_link`` evidence (tree recovery over the child and all
         candidates; each candidate is fingerprinted once more for it). Off, both are 0 for every candidate.
+    cache:
+        Where fingerprints are kept between runs (as for :func:`~ancestree.fingerprint.fingerprint`: a
+        :class:`~ancestree.fingerprint.FingerprintCache`, a folder, ``True`` for the default one, or ``None``).
     """
 
     method = "weights"
 
     def __init__(self, coef: Sequence[float] | None = None, calibration: Calibration | None = None,
-                 align_units: bool = True, tree: bool = True) -> None:
+                 align_units: bool = True, tree: bool = True, cache: FingerprintCache | str | bool | None = None) -> None:
         self.coef = tuple(DEFAULT_COEF if coef is None else coef)
         self.calibration = calibration or default_calibration(self.coef, tree)
         self.align_units = align_units
         self.tree = tree
+        self.cache = as_cache(cache)
 
     # -- evidence ---------------------------------------------------------------------------------------
     def aligned(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None
@@ -215,7 +220,7 @@ class WeightsRanker:
         """
         cache = {} if cache is None else cache
         if "__print__" not in cache:
-            cache["__print__"] = fingerprint(child)
+            cache["__print__"] = fingerprint(child, self.cache)
         pairs = pair_tensors(child, candidate, cache["__print__"])
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
@@ -267,7 +272,7 @@ class WeightsRanker:
             try:
                 ev = self.evidence(c_model, cand, cache)
                 if self.tree and not isinstance(ev, str):
-                    prints.append(fingerprint(cand))
+                    prints.append(fingerprint(cand, self.cache))
             finally:
                 if cand is not source:
                     cand.close()
