@@ -129,3 +129,8 @@ def test_zoo_with_a_malformed_truth_file_is_bad_input(tiny_zoo: Path, tmp_path: 
     (tmp_path / "truth.json").write_text(json.dumps(truth))
     with pytest.raises(BadInputError, match="an edge has no 'parent'"):
         Zoo.load(tmp_path)
+
+
+def test_coefficients_of_another_feature_set_are_refused() -> None:
+    with pytest.raises(ValueError, match=f"{len(FEATURES)} values"):
+        WeightsRanker(coef=(3.3, 2.2, 0.0, -0.3, 1.4))  # fitted before the recovered-graph features existed

@@ -205,6 +205,8 @@ class WeightsRanker:
     def __init__(self, coef: Sequence[float] | None = None, calibration: Calibration | None = None,
                  align_units: bool = True, tree: bool = True, cache: FingerprintCache | str | bool | None = None) -> None:
         self.coef = tuple(DEFAULT_COEF if coef is None else coef)
+        if len(self.coef) != len(FEATURES):  # e.g. coefficients fitted by a version with fewer features
+            raise ValueError(f"coef needs {len(FEATURES)} values, one per feature {FEATURES}; got {len(self.coef)}")
         self.calibration = calibration or default_calibration(self.coef, tree)
         self.align_units = align_units
         self.tree = tree
