@@ -49,11 +49,13 @@ def older_by_direction() -> Older:
 
 
 def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: Source,
-                   candidates: Sequence[Source], max_generations: int = 8, older: Older | None = None) -> Ranking:
+                   candidates: Sequence[Source], max_generations: int = 8, older: Older | None = None,
+                   rank_above: Callable[[Source, Sequence[Source]], Ranking] | None = None) -> Ranking:
     """The child's ranking with the chain of ancestors first, each entry's ``generations`` filled in.
 
     ``older`` (e.g. :func:`older_by_direction`) ends the walk at a step whose proposed ancestor is more
-    likely younger than the model below it; ``None`` walks on distances alone.
+    likely younger than the model below it; ``None`` walks on distances alone. ``rank_above`` ranks the
+    steps above the first (default: ``rank``).
     """
     first = rank(child, candidates)
     by_id = {_id(c): c for c in candidates}
@@ -71,7 +73,7 @@ def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: S
         remaining = [c for c in remaining if _id(c) != top.candidate and child_scores.get(_id(c), bar) < bar]
         if not remaining:
             break
-        current = rank(by_id[top.candidate], remaining)
+        current = (rank_above or rank)(by_id[top.candidate], remaining)
     # Report every candidate with its score and probability as the *child's* parent ranking gave them;
     # the walk only orders the chain first and says how many generations up each ancestor sits.
     generations = {c.candidate: c.generations for c in chain}

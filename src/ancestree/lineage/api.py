@@ -25,7 +25,8 @@ def make_ranker(method: str | None = None, probe_data: str | Path | None = None,
                 cache: FingerprintCache | str | bool | None = None) -> Any:
     """A ranker object for ``method``. Unnamed, it is the detector when one is given, else the linearised
     method when probe data is given (the data is what the user asked to use), else weights only.
-    ``linearized`` alone means :data:`DATA_METHOD`. ``cache`` keeps the weights method's fingerprints."""
+    ``linearized`` alone means :data:`DATA_METHOD`. ``cache`` keeps the fingerprints of the weights method
+    and the detector."""
     if method is None:
         method = "detector" if detector is not None else DATA_METHOD if probe_data is not None else "weights"
     if method == "linearized":
@@ -41,7 +42,7 @@ def make_ranker(method: str | None = None, probe_data: str | Path | None = None,
             raise BadInputError(None, "--method detector needs --detector FILE (train one with `ancestree lineage train`)")
         from ancestree.lineage.detector import DetectorRanker
 
-        return DetectorRanker.load(detector, probe_data=probe_data)
+        return DetectorRanker.load(detector, probe_data=probe_data, cache=cache)
     from ancestree.lineage.linearized import FeatureRanker, LinearizedRanker
 
     kind, metric = method.split("-")
@@ -56,5 +57,8 @@ def rank_parents(child: Source, candidates: Sequence[Source], method: str | None
     step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
     ranker = make_ranker(method, probe_data, detector, cache)
     if ancestors:
-        return rank_ancestors(ranker.rank, child, candidates, older=older_by_direction())
+        # steps above the first rank without the graph: its direction comes from the same weight statistics
+        # as the walk's direction check, so with it the check no longer stops a walk that went too far
+        above = ranker.without_graph().rank if hasattr(ranker, "without_graph") else ranker.rank
+        return rank_ancestors(ranker.rank, child, candidates, older=older_by_direction(), rank_above=above)
     return ranker.rank(child, candidates)

@@ -31,7 +31,7 @@ from torch import nn
 
 from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
-from ancestree.fingerprint import fingerprint
+from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, check_distinct, open_model
@@ -140,18 +140,18 @@ class PairEncoder:
         ids, w, f, evidence, prints, incomparable = [], [], [], [], [], {}
         for source in candidates:
             cand = open_model(source)
-            got = self.weights.aligned(c_model, cand, cache)
+            cand_print = fingerprint(cand, self.weights.cache)
+            got = self.weights.aligned(c_model, cand, cache, cand_print)
             if isinstance(got, str):
                 incomparable[cand.id] = got
                 continue
-            c_values, p_values, _ = got
+            c_values, p_values, permuted = got
             ids.append(cand.id)
             w.append(weight_token(c_values, p_values, self.cfg))
             f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
-            evidence.append(compare(c_values, p_values))
-            if self.weights.tree:
-                prints.append(fingerprint(cand, self.weights.cache))
-        if self.weights.tree and evidence:
+            evidence.append({**compare(c_values, p_values), "permuted_layers": float(permuted)})
+            prints.append(cand_print)
+        if self.weights.graph_applies(evidence):
             add_recovered_relatives(cache["__print__"], prints, evidence)
         e = [evidence_vector(ev) for ev in evidence]
         stacked = {"weights": np.stack(w) if w else np.zeros((0,)), "features": np.stack(f) if f else np.zeros((0,)),
@@ -297,13 +297,15 @@ class DetectorRanker:
 
     method = "detector"
 
-    def __init__(self, model: LineageDetector, probe_data: str | Path | np.ndarray | None = None) -> None:
+    def __init__(self, model: LineageDetector, probe_data: str | Path | np.ndarray | None = None,
+                 cache: FingerprintCache | str | bool | None = None) -> None:
         self.model = model
-        self.encoder = PairEncoder(model.cfg, probe_data)
+        self.encoder = PairEncoder(model.cfg, probe_data, WeightsRanker(cache=cache))
 
     @classmethod
-    def load(cls, path: str | Path, probe_data: str | Path | np.ndarray | None = None) -> DetectorRanker:
-        return cls(load_detector(path), probe_data)
+    def load(cls, path: str | Path, probe_data: str | Path | np.ndarray | None = None,
+             cache: FingerprintCache | str | bool | None = None) -> DetectorRanker:
+        return cls(load_detector(path), probe_data, cache)
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         check_distinct(child, list(candidates))

@@ -49,10 +49,11 @@ class TensorPair:
     transpose: bool = False
 
 
-def pair_tensors(child: Model, candidate: Model, child_print: Fingerprint | None = None) -> list[TensorPair]:
+def pair_tensors(child: Model, candidate: Model, child_print: Fingerprint | None = None,
+                 candidate_print: Fingerprint | None = None) -> list[TensorPair]:
     """Pairs of learned tensors (via :func:`ancestree.align.align`: names, prefixes, then content), in the
-    child's network order. ``child_print`` saves fingerprinting the child again for every candidate."""
-    alignment = align(child_print or fingerprint(child), fingerprint(candidate))
+    child's network order. ``child_print`` and ``candidate_print`` save fingerprinting the models again."""
+    alignment = align(child_print or fingerprint(child), candidate_print or fingerprint(candidate))
     pairs = [TensorPair(p.a, p.b, child.tensors[p.a].shape, p.transposed) for p in alignment]
     return sorted(pairs, key=lambda p: natural_key(p.child))
 

@@ -89,17 +89,24 @@ def features(evidence: dict[str, float]) -> np.ndarray:
         evidence["shared"],
         evidence["kurtosis_drop"],
         np.log(max(1.0 - min(evidence["residual"], 1.0) ** 2, EXPLAINED_FLOOR)),
-        evidence.get("recovered_parent", 0.0),
-        evidence.get("recovered_link", 0.0),
+        # absent: the graph abstains, as if it had marked every candidate (see ``GRAPH_MIN_CANDIDATES``)
+        evidence.get("recovered_parent", 1.0),
+        evidence.get("recovered_link", 1.0),
     ])
 
 
-def default_calibration(coef: Sequence[float] = DEFAULT_COEF, tree: bool = True) -> Calibration:
-    """The CLI's none score: the score of a virtual candidate at residual 0.6 with effective rank 0.3 (and,
-    with the tree evidence on, the recovered parent: the lenient threshold applies to the graph's choice)."""
+def default_calibration(coef: Sequence[float] = DEFAULT_COEF) -> Calibration:
+    """The CLI's none score: the score of a virtual candidate at residual 0.6 with effective rank 0.3 that
+    the recovered graph made the parent (the lenient threshold applies to the graph's choice)."""
     virtual = {"residual": 0.6, "effective_rank": 0.3, "shared": 0.0, "kurtosis_drop": 0.0,
-               "recovered_parent": float(tree), "recovered_link": float(tree)}
+               "recovered_parent": 1.0, "recovered_link": 1.0}
     return Calibration(temperature=1.0, none_score=float(features(virtual) @ np.asarray(coef)))
+
+
+#: Fewer comparable candidates than this and the graph abstains: with one or two the set says little about
+#: where the child branched off, and the direction of a lone edge is often wrong (a child with its parent
+#: alone came out as the parent's parent, and the parent then fell to a coin toss with "none").
+GRAPH_MIN_CANDIDATES = 3
 
 
 def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -> tuple[set[int], set[int]]:
@@ -194,7 +201,11 @@ class WeightsRanker:
         Re-align permuted hidden units of the child before comparing (MLP/CNN chains).
     tree:
         Add the ``recovered_parent`` and ``recovered_link`` evidence (tree recovery over the child and all
-        candidates; each candidate is fingerprinted once more for it). Off, both are 0 for every candidate.
+        candidates; each candidate is fingerprinted once more for it). Off, the graph abstains: both are 1
+        for every candidate, so the ranking rests on the pair evidence and the none threshold still fits.
+        It abstains too with fewer than :data:`GRAPH_MIN_CANDIDATES` candidates, or when the child's hidden
+        units had to be re-aligned to the nearest candidate (fingerprints are compared unit by unit, so the
+        graph would not see the permuted child's parent).
     cache:
         Where fingerprints are kept between runs (as for :func:`~ancestree.fingerprint.fingerprint`: a
         :class:`~ancestree.fingerprint.FingerprintCache`, a folder, ``True`` for the default one, or ``None``).
@@ -207,23 +218,24 @@ class WeightsRanker:
         self.coef = tuple(DEFAULT_COEF if coef is None else coef)
         if len(self.coef) != len(FEATURES):  # e.g. coefficients fitted by a version with fewer features
             raise ValueError(f"coef needs {len(FEATURES)} values, one per feature {FEATURES}; got {len(self.coef)}")
-        self.calibration = calibration or default_calibration(self.coef, tree)
+        self.calibration = calibration or default_calibration(self.coef)
         self.align_units = align_units
         self.tree = tree
         self.cache = as_cache(cache)
 
     # -- evidence ---------------------------------------------------------------------------------------
-    def aligned(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None
-                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int] | str:
+    def aligned(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None,
+                candidate_print: Fingerprint | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], int] | str:
         """``(child arrays, candidate arrays, layers permuted)`` keyed by the child's names, in the child's
         orientation and unit order; or the reason the candidate is incomparable.
 
-        ``cache`` (one per child) keeps the child's fingerprint and tensors across candidates.
+        ``cache`` (one per child) keeps the child's fingerprint and tensors across candidates;
+        ``candidate_print`` is the candidate's fingerprint when the caller has it.
         """
         cache = {} if cache is None else cache
         if "__print__" not in cache:
             cache["__print__"] = fingerprint(child, self.cache)
-        pairs = pair_tensors(child, candidate, cache["__print__"])
+        pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print or fingerprint(candidate, self.cache))
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
             return reason
@@ -244,9 +256,10 @@ class WeightsRanker:
             c_values, permuted = align_units(c_values, p_values)
         return c_values, p_values, permuted
 
-    def evidence(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None) -> dict[str, float] | str:
-        """The evidence dict for one pair, or the reason the candidate is incomparable."""
-        got = self.aligned(child, candidate, cache)
+    def evidence(self, child: Model, candidate: Model, cache: dict[str, Any] | None = None,
+                 candidate_print: Fingerprint | None = None) -> dict[str, float] | str:
+        """The pair evidence (the recovered-graph features are the ranking's), or why the candidate is incomparable."""
+        got = self.aligned(child, candidate, cache, candidate_print)
         if isinstance(got, str):
             return got
         c_values, p_values, permuted = got
@@ -254,6 +267,19 @@ class WeightsRanker:
         ev["permuted_layers"] = float(permuted)
         ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(child.entries, 1))
         return ev
+
+    def graph_applies(self, evidence: Sequence[dict[str, float]]) -> bool:
+        """Whether the recovered graph is asked about these candidates (else it abstains)."""
+        if not self.tree or len(evidence) < GRAPH_MIN_CANDIDATES:
+            return False
+        # the nearest candidate matched only after re-aligning the child's units: fingerprints compare unit
+        # by unit, so the graph cannot see that relation (unrelated candidates get arbitrary matchings)
+        nearest = max(evidence, key=self.score_of)  # pair evidence only: the graph's features are not set yet
+        return nearest.get("permuted_layers", 0.0) == 0
+
+    def without_graph(self) -> WeightsRanker:
+        """The same ranker with the graph abstaining (same coefficients, calibration and cache)."""
+        return WeightsRanker(self.coef, self.calibration, self.align_units, tree=False, cache=self.cache)
 
     def score_of(self, evidence: dict[str, float]) -> float:
         return float(features(evidence) @ np.asarray(self.coef))
@@ -272,9 +298,8 @@ class WeightsRanker:
         for source in candidates:
             cand = open_model(source)
             try:
-                ev = self.evidence(c_model, cand, cache)
-                if self.tree and not isinstance(ev, str):
-                    prints.append(fingerprint(cand, self.cache))
+                cand_print = fingerprint(cand, self.cache)  # aligns the pair, and places it in the graph
+                ev = self.evidence(c_model, cand, cache, cand_print)
             finally:
                 if cand is not source:
                     cand.close()
@@ -283,7 +308,8 @@ class WeightsRanker:
             else:
                 ids.append(cand.id)
                 evidence.append(ev)
-        if self.tree and evidence:
+                prints.append(cand_print)
+        if self.graph_applies(evidence):
             add_recovered_relatives(cache["__print__"], prints, evidence)
         scored = [CandidateScore(i, self.score_of(ev), evidence=ev) for i, ev in zip(ids, evidence)]
         return c_model.id, scored, incomparable
