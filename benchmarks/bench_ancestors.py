@@ -72,12 +72,13 @@ def run(zoo_path: str, splits: tuple[str, ...]) -> dict:
     zoo = Zoo.load(zoo_path)
     tasks = chain_tasks(zoo, splits)
     ranker = WeightsRanker()
+    above = ranker.without_graph().rank  # as `ancestree parent --ancestors`: the graph weighs the first step only
     rows = {}
     for name, older in (("distances only", None), ("with direction check", older_by_direction())):
         counts: Counter[str] = Counter()
         t0 = time.perf_counter()
         for child, ancestors, candidates in tasks:
-            ranking = rank_ancestors(ranker.rank, child, candidates, older=older)
+            ranking = rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above)
             counts[outcome({c.candidate: c.generations for c in ranking.ranking if c.generations}, ancestors)] += 1
         rows[name] = {**{k: counts[k] for k in ("exact", "over", "under", "wrong")},
                       "seconds_per_child": (time.perf_counter() - t0) / max(len(tasks), 1)}
