@@ -36,7 +36,7 @@ from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.lineage.weights import FEATURES, WeightsRanker, add_recovered_relatives, compare, features
+from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features
 
 #: Seed of the row/column index sets of the weight token (independent of the fingerprint's).
 INDEX_SEED = 7
@@ -151,8 +151,7 @@ class PairEncoder:
             f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
             evidence.append({**compare(c_values, p_values), "permuted_layers": float(permuted)})
             prints.append(cand_print)
-        if self.weights.graph_applies(evidence):
-            add_recovered_relatives(cache["__print__"], prints, evidence)
+        self.weights.add_graph_evidence(cache["__print__"], prints, evidence)
         e = [evidence_vector(ev) for ev in evidence]
         stacked = {"weights": np.stack(w) if w else np.zeros((0,)), "features": np.stack(f) if f else np.zeros((0,)),
                    "evidence": np.stack(e) if e else np.zeros((0,))}

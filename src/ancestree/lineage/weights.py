@@ -201,7 +201,7 @@ class WeightsRanker:
         Re-align permuted hidden units of the child before comparing (MLP/CNN chains).
     tree:
         Add the ``recovered_parent`` and ``recovered_link`` evidence (tree recovery over the child and all
-        candidates; each candidate is fingerprinted once more for it). Off, the graph abstains: both are 1
+        candidates, from the fingerprints that align each pair's tensors). Off, the graph abstains: both are 1
         for every candidate, so the ranking rests on the pair evidence and the none threshold still fits.
         It abstains too with fewer than :data:`GRAPH_MIN_CANDIDATES` candidates, or when the child's hidden
         units had to be re-aligned to the nearest candidate (fingerprints are compared unit by unit, so the
@@ -268,6 +268,11 @@ class WeightsRanker:
         ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(child.entries, 1))
         return ev
 
+    def add_graph_evidence(self, child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
+        """Add the recovered-graph features to the candidates' pair evidence, unless the graph abstains."""
+        if self.graph_applies(evidence):
+            add_recovered_relatives(child, candidates, evidence)
+
     def graph_applies(self, evidence: Sequence[dict[str, float]]) -> bool:
         """Whether the recovered graph is asked about these candidates (else it abstains)."""
         if not self.tree or len(evidence) < GRAPH_MIN_CANDIDATES:
@@ -309,8 +314,7 @@ class WeightsRanker:
                 ids.append(cand.id)
                 evidence.append(ev)
                 prints.append(cand_print)
-        if self.graph_applies(evidence):
-            add_recovered_relatives(cache["__print__"], prints, evidence)
+        self.add_graph_evidence(cache["__print__"], prints, evidence)
         scored = [CandidateScore(i, self.score_of(ev), evidence=ev) for i, ev in zip(ids, evidence)]
         return c_model.id, scored, incomparable
 
