@@ -382,3 +382,55 @@ def test_a_float16_fine_tune_makes_no_false_merge(tmp_path: Path) -> None:
         graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
         assert not [e for e in graph.edges(data="relation") if e[2] == "merge"], child
         assert list(graph.predecessors(child)) == [parent]
+
+
+def test_pruned_copies_hang_below_their_dense_source(tmp_path: Path) -> None:
+    """Magnitude-pruning a model at 50, 90 and 97 %: each copy agrees exactly with every less-pruned one on
+    its non-zero weights, so each could be a pruned copy of the one before; the dense source is the answer
+    (it is what people prune). The 97 % copy's source is only its fourth-nearest model, past the few
+    nearest that were tested before."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.zoo import recipes
+    from test_lineage_family import shared_family
+
+    paths = shared_family()["paths"]
+    prints = [fingerprint(paths[n], model_id=n) for n in ("A", "A1", "A2", "A3", "A11", "A12", "A21", "B", "B1")]
+    state = {k: torch.from_numpy(v) for k, v in load_file(str(paths["A"] / "model.safetensors")).items()}
+    for sparsity in (0.5, 0.9, 0.97):
+        copy = tmp_path / f"A-pruned{int(sparsity * 100)}"
+        copy.mkdir()
+        (copy / "config.json").write_text((paths["A"] / "config.json").read_text())
+        save_file({k: v.numpy() for k, v in recipes.prune(state, sparsity).items()}, str(copy / "model.safetensors"))
+        prints.append(fingerprint(copy, model_id=copy.name))
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+    for copy in ("A-pruned50", "A-pruned90", "A-pruned97"):
+        assert [(p, graph.edges[p, copy]["relation"]) for p in graph.predecessors(copy)] == [("A", "pruned")], copy
+
+
+def test_two_merges_of_one_parent_keep_their_own_parents(tmp_path: Path) -> None:
+    """(A1 + A2)/2 and (A1 + A3)/2 among their relatives: the nearest candidates of either merge hold both
+    exact dependencies, and least squares spread the weights over all five models (one merge got a third
+    parent, the other none). Each merge keeps one minimal combination: its own two parents."""
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.fingerprint import fingerprint
+    from test_lineage_family import shared_family
+
+    paths = shared_family()["paths"]
+    names = ("A", "A1", "A2", "A3", "A11", "A12", "A21", "B", "B1")
+    prints = [fingerprint(paths[n], model_id=n) for n in names]
+    states = {n: load_file(str(paths[n] / "model.safetensors")) for n in ("A1", "A2", "A3")}
+    for merge, (a, b) in {"M12": ("A1", "A2"), "M13": ("A1", "A3")}.items():
+        folder = tmp_path / merge
+        folder.mkdir()
+        (folder / "config.json").write_text((paths[a] / "config.json").read_text())
+        save_file({k: (v + states[b][k]) / 2 for k, v in states[a].items()}, str(folder / "model.safetensors"))
+        prints.append(fingerprint(folder, model_id=merge))
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+    for merge, parents in {"M12": {"A1", "A2"}, "M13": {"A1", "A3"}}.items():
+        assert set(graph.predecessors(merge)) == parents, merge
+        assert {graph.edges[p, merge]["relation"] for p in parents} == {"merge"}
+    assert not [c for c in graph if c not in ("M12", "M13") and "merge" in {r for *_, r in graph.in_edges(c, data="relation")}]

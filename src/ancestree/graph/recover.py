@@ -47,6 +47,7 @@ from ancestree.graph.relations import (
     MERGE_RESIDUAL,
     is_duplicate,
     is_pruned_copy,
+    pruning_sources,
     is_quantized_copy,
     merge_coordinates,
     merge_parents,
@@ -228,17 +229,16 @@ class GraphRecovery:
                     leaves.add(c)
                     break
         # pruned copies: more exact zeros, the other weights unchanged
-        for c in nodes:
-            if c in leaves:
-                continue
-            for d, p in near[c][:3]:
-                if p not in leaves and zeros[c] - zeros[p] >= 0.05 and is_pruned_copy(members[p], members[c]):
-                    forced[c] = p
-                    break
+        pool = [i for i in nodes if i not in leaves]
+        sources = np.array(pool, dtype=np.int64)
+        for c in pool:
+            # the densest exact source: pruning a pruned copy further gives what pruning its source would
+            exact = [p for p in pruning_sources(gv.U, c, sources, zeros) if is_pruned_copy(members[p], members[c])]
+            if exact:
+                forced[c] = min(exact, key=lambda p: zeros[p])
         # merges: an exact affine combination of two or more relatives, first among the nearest, then
         # (task arithmetic extrapolates far from its members) among the whole tree on sampled coordinates
         found: dict[int, tuple[list[int], list[float]]] = {}
-        pool = [i for i in nodes if i not in leaves]
         # sampled coordinates of this tree's rows only (the group can be far larger than one tree)
         row = {node: k for k, node in enumerate(nodes)}
         S = gv.U[np.ix_(nodes, merge_coordinates(gv.U.shape[1]))]
@@ -255,8 +255,9 @@ class GraphRecovery:
                 cands = wide(c) if cands is None else cands  # the wide search only when the nearest fail
                 if len(cands) < 2:
                     continue
-                support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0])
-                if residual < merge_tolerance(min(precision[j] for j in [c, *cands])):
+                tolerance = merge_tolerance(min(precision[j] for j in [c, *cands]))
+                support, weights, residual = merge_parents(gv.U, c, cands, near[c][0][0], tolerance)
+                if residual < tolerance:
                     found[c] = (support, weights)
                     break
         merges = resolve_merges(found, lambda base, kids: self._older(gv, base, kids))

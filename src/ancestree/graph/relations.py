@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
+from ancestree.graph.candidates import pair_distances
 from ancestree.relate import relate
 from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO
 
@@ -62,6 +63,23 @@ def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
 
 
+#: How many relatives with fewer exact zeros are tested as a pruned model's source, nearest first. Pruning
+#: moves a model away from all its relatives at once (the zeroed mass counts in every distance), so the
+#: source need not be among the few nearest: an 80 % pruned copy in a `wild` selection zoo had it 9th.
+PRUNED_CANDIDATES = 32
+
+
+def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray) -> list[int]:
+    """Rows of ``pool`` that row ``c`` could be a pruned copy of (at least :data:`PRUNED_ZEROS` fewer exact
+    zeros), nearest first by the rows of ``U``, at most :data:`PRUNED_CANDIDATES`."""
+    with np.errstate(invalid="ignore"):  # NaN zeros (no matched tensor) never qualify
+        fewer = pool[(pool != c) & (zeros[c] - zeros[pool] >= PRUNED_ZEROS)] if zeros[c] >= PRUNED_ZEROS else pool[:0]
+    if not len(fewer):
+        return []
+    d = pair_distances(U, np.column_stack([np.full(len(fewer), c), fewer]))
+    return [int(fewer[k]) for k in np.argsort(d, kind="stable")[:PRUNED_CANDIDATES]]
+
+
 def merge_tolerance(precision_bits: float) -> float:
     """The merge residual bound for weights stored with ``precision_bits`` bits (23 for float32, 10 for
     float16): :data:`MERGE_RESIDUAL` plus three times the rounding residual, at most :data:`MAX_MERGE_RESIDUAL`.
@@ -73,11 +91,14 @@ def merge_tolerance(precision_bits: float) -> float:
     return min(MERGE_RESIDUAL + 3.0 * ROUNDING_RESIDUAL * 2.0 ** -float(precision_bits), MAX_MERGE_RESIDUAL)
 
 
-def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float) -> tuple[list[int], list[float], float]:
+def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float,
+                  tolerance: float | None = None) -> tuple[list[int], list[float], float]:
     """Is ``U[child]`` an affine combination of some ``U[candidates]``? Returns (support, weights, residual).
 
     ``support`` lists every candidate with a weight of magnitude above :data:`MERGE_WEIGHT` (a task-arithmetic
-    merge gives its base a negative weight); the parents are those with positive weights.
+    merge gives its base a negative weight); the parents are those with positive weights. With a
+    ``tolerance`` and a residual below it, the support is one minimal exact combination: candidates are
+    dropped while the residual stays below it (two merges of one parent are both among the candidates).
 
     Merges (weight averaging, task arithmetic) are exact arithmetic on the parents' weights, so a real merge
     leaves a residual at float rounding level while a fine-tune lies far off the span of its relatives.
@@ -87,12 +108,13 @@ def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float
         return [], [], float("inf")
     A = U[candidates].astype(np.float64)
     y = U[child].astype(np.float64)
-    # affine: y - A[0] = sum_i w_i (A[i] - A[0]) with w_0 = 1 - sum(w_i)
-    base = A[0]
-    D = (A[1:] - base).T
-    w_rest, *_ = np.linalg.lstsq(D, y - base, rcond=None)
-    weights = np.r_[1.0 - w_rest.sum(), w_rest]
-    residual = float(np.linalg.norm(A.T @ weights - y)) / scale
+    weights, distance = _affine_fit(A, y)
+    residual = distance / scale
+    if tolerance is not None and residual < tolerance and len(candidates) > 2:
+        kept = _minimal_fit(A, y, tolerance * scale)
+        candidates = [candidates[k] for k in kept]
+        weights, distance = _affine_fit(A[kept], y)
+        residual = distance / scale
     support = [(c, float(w)) for c, w in zip(candidates, weights) if abs(w) > MERGE_WEIGHT]
     return [c for c, _ in support], [w for _, w in support], residual
 
@@ -131,21 +153,28 @@ def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int]) -> list[in
     scale = float(np.linalg.norm(X[order[0]] - y))
     if scale <= 0 or len(order) >= S.shape[1] or _affine_fit(X[order], y)[1] > MERGE_SCREEN * scale:
         return []
-    # Drop members while the fit stays exact: another merge in the pool is a second exact dependency, and
-    # the least-squares weights would spread over both; the members left are one minimal dependency. The
-    # member with the smallest weight is tried first (outside the dependency, weights are ~0), so a step
-    # costs one or two fits instead of one per member.
-    keep = list(order)
+    return [pool[order[k]] for k in _minimal_fit(X[order], y, MERGE_SCREEN * scale)]
+
+
+def _minimal_fit(X: np.ndarray, y: np.ndarray, limit: float) -> list[int]:
+    """Rows of ``X`` whose affine hull still passes within ``limit`` of ``y`` after dropping every row it can.
+
+    Another merge among the rows is a second exact dependency (two merges sharing a parent), and the
+    least-squares weights spread over both; the rows left are one minimal dependency. The row with the
+    smallest weight is tried first (outside the dependency, weights are ~0), so a step costs one or two
+    fits instead of one per row.
+    """
+    keep = list(range(len(X)))
     while len(keep) > 2:
         weights, _ = _affine_fit(X[keep], y)
         for drop in np.argsort(np.abs(weights), kind="stable"):
             trial = keep[:drop] + keep[drop + 1:]
-            if _affine_fit(X[trial], y)[1] <= MERGE_SCREEN * scale:
+            if _affine_fit(X[trial], y)[1] <= limit:
                 keep = trial
                 break
         else:
             break
-    return [pool[k] for k in keep]
+    return keep
 
 
 def _affine_fit(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
@@ -195,4 +224,4 @@ def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
     return out
 
 
-__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "is_quantized_copy", "merge_parents", "resolve_merges"]
+__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "merge_parents", "resolve_merges"]
