@@ -434,3 +434,30 @@ def test_two_merges_of_one_parent_keep_their_own_parents(tmp_path: Path) -> None
         assert set(graph.predecessors(merge)) == parents, merge
         assert {graph.edges[p, merge]["relation"] for p in parents} == {"merge"}
     assert not [c for c in graph if c not in ("M12", "M13") and "merge" in {r for *_, r in graph.in_edges(c, data="relation")}]
+
+
+def test_pruned_copies_of_a_merge_keep_it_as_their_source(tmp_path: Path) -> None:
+    """(A1 + A2)/2 pruned at 20 and 80 %: the merge closes a loop through its parents and is left out of
+    the arborescence, and its pruned copies lost their only parent with it (they came out as roots)."""
+    import torch
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.zoo import recipes
+    from test_lineage_family import shared_family
+
+    paths = shared_family()["paths"]
+    prints = [fingerprint(paths[n], model_id=n) for n in ("A", "A1", "A2", "A3", "A11", "A12", "A21", "B", "B1")]
+    a1, a2 = (load_file(str(paths[n] / "model.safetensors")) for n in ("A1", "A2"))
+    merge = {k: (v + a2[k]) / 2 for k, v in a1.items()}
+    states = {"M": merge, **{f"M-pruned{int(s * 100)}": {k: v.numpy() for k, v in recipes.prune(
+        {k: torch.from_numpy(v) for k, v in merge.items()}, s).items()} for s in (0.2, 0.8)}}
+    for name, state in states.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text((paths["A"] / "config.json").read_text())
+        save_file(state, str(tmp_path / name / "model.safetensors"))
+        prints.append(fingerprint(tmp_path / name, model_id=name))
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+    assert set(graph.predecessors("M")) == {"A1", "A2"}
+    for copy in ("M-pruned20", "M-pruned80"):
+        assert [(p, graph.edges[p, copy]["relation"]) for p in graph.predecessors(copy)] == [("M", "pruned")], copy

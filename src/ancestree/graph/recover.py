@@ -232,10 +232,9 @@ class GraphRecovery:
         pool = [i for i in nodes if i not in leaves]
         sources = np.array(pool, dtype=np.int64)
         for c in pool:
-            # the densest exact source: pruning a pruned copy further gives what pruning its source would
-            exact = [p for p in pruning_sources(gv.U, c, sources, zeros) if is_pruned_copy(members[p], members[c])]
-            if exact:
-                forced[c] = min(exact, key=lambda p: zeros[p])
+            source = next((p for p in pruning_sources(gv.U, c, sources, zeros) if is_pruned_copy(members[p], members[c])), None)
+            if source is not None:
+                forced[c] = source
         # merges: an exact affine combination of two or more relatives, first among the nearest, then
         # (task arithmetic extrapolates far from its members) among the whole tree on sampled coordinates
         found: dict[int, tuple[list[int], list[float]]] = {}
@@ -278,6 +277,10 @@ class GraphRecovery:
                 del inside[c]
         for p, c, data, incoming in chosen:
             self._tree_edge(members, p, c, data, incoming, forced)
+        # a pruned copy of a merge left out of the arborescence keeps its source (it roots its own subtree there)
+        for c, p in forced.items():
+            if p not in core:
+                self.edges_.append(Edge(members[p].id, members[c].id, "pruned", 0.99, "pruned"))
 
     def _arborescence(self, gv, members, core, near, forced, merges) -> list[tuple[int, int, dict, list]]:
         """Edges among the core of one tree: the minimum spanning arborescence of learned costs.

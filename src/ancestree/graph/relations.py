@@ -63,21 +63,32 @@ def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
 
 
-#: How many relatives with fewer exact zeros are tested as a pruned model's source, nearest first. Pruning
-#: moves a model away from all its relatives at once (the zeroed mass counts in every distance), so the
-#: source need not be among the few nearest: an 80 % pruned copy in a `wild` selection zoo had it 9th.
+#: How many relatives with fewer exact zeros are looked at as a pruned model's source, nearest first.
+#: Pruning moves a model away from all its relatives at once (the zeroed mass counts in every distance), so
+#: the source need not be among the few nearest: an 80 % pruned copy in a `wild` selection zoo had it 9th.
 PRUNED_CANDIDATES = 32
 
 
 def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray) -> list[int]:
-    """Rows of ``pool`` that row ``c`` could be a pruned copy of (at least :data:`PRUNED_ZEROS` fewer exact
-    zeros), nearest first by the rows of ``U``, at most :data:`PRUNED_CANDIDATES`."""
+    """Rows of ``pool`` that row ``c`` may be a pruned copy of, densest first (then nearest), for
+    :func:`is_pruned_copy` to confirm.
+
+    Of the :data:`PRUNED_CANDIDATES` nearest rows with at least :data:`PRUNED_ZEROS` fewer exact zeros, those
+    that agree with ``c`` on the sampled entries both keep non-zero (``U`` holds the same weights of every
+    member on one scale per tensor; a loose bound, as the sample only estimates the full test). Densest
+    first: pruning a pruned copy further gives what pruning its source would, and the dense source is what
+    people prune.
+    """
     with np.errstate(invalid="ignore"):  # NaN zeros (no matched tensor) never qualify
         fewer = pool[(pool != c) & (zeros[c] - zeros[pool] >= PRUNED_ZEROS)] if zeros[c] >= PRUNED_ZEROS else pool[:0]
     if not len(fewer):
         return []
-    d = pair_distances(U, np.column_stack([np.full(len(fewer), c), fewer]))
-    return [int(fewer[k]) for k in np.argsort(d, kind="stable")[:PRUNED_CANDIDATES]]
+    near = fewer[np.argsort(pair_distances(U, np.column_stack([np.full(len(fewer), c), fewer])), kind="stable")[:PRUNED_CANDIDATES]]
+    kept = (U[near] != 0) & (U[c] != 0)
+    off = np.sqrt(np.sum(np.where(kept, U[near] - U[c], 0.0) ** 2, axis=1))
+    scale = np.sqrt(np.sum(np.where(kept, U[c], 0.0) ** 2, axis=1))
+    agree = near[off <= 2 * PRUNED_NONZERO_DISTANCE * scale]
+    return [int(p) for p in agree[np.argsort(zeros[agree], kind="stable")]]
 
 
 def merge_tolerance(precision_bits: float) -> float:
