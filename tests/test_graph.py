@@ -461,3 +461,5 @@ def test_pruned_copies_of_a_merge_keep_it_as_their_source(tmp_path: Path) -> Non
     assert set(graph.predecessors("M")) == {"A1", "A2"}
     for copy in ("M-pruned20", "M-pruned80"):
         assert [(p, graph.edges[p, copy]["relation"]) for p in graph.predecessors(copy)] == [("M", "pruned")], copy
+        # out of the arborescence with the merge: a copy of the merge is no parent of the merge's parents
+        assert not list(graph.successors(copy)), copy

@@ -265,10 +265,12 @@ class GraphRecovery:
                 self.edges_.append(Edge(members[p].id, members[c].id, "merge", 0.98, "merge"))
         # merges stay in the arborescence as possible parents (models are fine-tuned from merges), held
         # below their first parent there; their own edges are the merge edges above. A merge on a loop
-        # closed through its other parents is left out of the arborescence (it then has no tree children).
+        # closed through its other parents is left out of the arborescence (it then has no tree children),
+        # and so are its pruned copies (below it, they would otherwise be free to parent its own parents).
         inside = dict(merges)
         while True:
-            core = [i for i in nodes if i not in leaves and (i in inside or i not in merges)]
+            out = set(merges) - set(inside)
+            core = [i for i in nodes if i not in leaves and i not in out and forced.get(i) not in out]
             chosen = self._arborescence(gv, members, core, near, {**forced, **{c: ps[0] for c, ps in inside.items()}}, inside)
             loop = _cycle([(p, c) for p, c, *_ in chosen] + [(p, c) for c, ps in merges.items() for p in ps])
             if not loop.intersection(inside):
@@ -277,7 +279,7 @@ class GraphRecovery:
                 del inside[c]
         for p, c, data, incoming in chosen:
             self._tree_edge(members, p, c, data, incoming, forced)
-        # a pruned copy of a merge left out of the arborescence keeps its source (it roots its own subtree there)
+        # a pruned copy of a merge left out of the arborescence keeps its source
         for c, p in forced.items():
             if p not in core:
                 self.edges_.append(Edge(members[p].id, members[c].id, "pruned", 0.99, "pruned"))
