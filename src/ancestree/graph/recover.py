@@ -58,6 +58,7 @@ from ancestree.graph.relations import (
 from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors, matrix_tensors
 from ancestree.relate import relate, shares_weights, verdict
 from ancestree.relate.evidence import low_rank_limit
+from ancestree.relate.verdict import PRUNED_ZEROS
 
 @dataclass
 class Edge:
@@ -231,8 +232,9 @@ class GraphRecovery:
         # pruned copies: more exact zeros, the other weights unchanged
         pool = [i for i in nodes if i not in leaves]
         sources = np.array(pool, dtype=np.int64)
+        sq = np.einsum("ij,ij->i", gv.U, gv.U) if np.nanmax(zeros[sources], initial=0.0) >= PRUNED_ZEROS else None
         for c in pool:
-            source = next((p for p in pruning_sources(gv.U, c, sources, zeros) if is_pruned_copy(members[p], members[c])), None)
+            source = next((p for p in pruning_sources(gv.U, c, sources, zeros, sq) if is_pruned_copy(members[p], members[c])), None)
             if source is not None:
                 forced[c] = source
         # merges: an exact affine combination of two or more relatives, first among the nearest, then
@@ -270,7 +272,10 @@ class GraphRecovery:
         inside = dict(merges)
         while True:
             out = set(merges) - set(inside)
-            core = [i for i in nodes if i not in leaves and i not in out and forced.get(i) not in out]
+            for c in sorted(forced, key=lambda i: zeros[i]):  # sources before their copies: zeros grow down a chain
+                if forced[c] in out:
+                    out.add(c)
+            core = [i for i in nodes if i not in leaves and i not in out]
             chosen = self._arborescence(gv, members, core, near, {**forced, **{c: ps[0] for c, ps in inside.items()}}, inside)
             loop = _cycle([(p, c) for p, c, *_ in chosen] + [(p, c) for c, ps in merges.items() for p in ps])
             if not loop.intersection(inside):
@@ -280,8 +285,9 @@ class GraphRecovery:
         for p, c, data, incoming in chosen:
             self._tree_edge(members, p, c, data, incoming, forced)
         # a pruned copy of a merge left out of the arborescence keeps its source
+        in_core = set(core)
         for c, p in forced.items():
-            if p not in core:
+            if p not in in_core:
                 self.edges_.append(Edge(members[p].id, members[c].id, "pruned", 0.99, "pruned"))
 
     def _arborescence(self, gv, members, core, near, forced, merges) -> list[tuple[int, int, dict, list]]:

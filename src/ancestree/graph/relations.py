@@ -69,26 +69,30 @@ def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
 PRUNED_CANDIDATES = 32
 
 
-def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray) -> list[int]:
+def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray, sq: np.ndarray | None = None) -> list[int]:
     """Rows of ``pool`` that row ``c`` may be a pruned copy of, densest first (then nearest), for
     :func:`is_pruned_copy` to confirm.
 
     Of the :data:`PRUNED_CANDIDATES` nearest rows with at least :data:`PRUNED_ZEROS` fewer exact zeros, those
     that agree with ``c`` on the sampled entries both keep non-zero (``U`` holds the same weights of every
     member on one scale per tensor; a loose bound, as the sample only estimates the full test). Densest
-    first: pruning a pruned copy further gives what pruning its source would, and the dense source is what
-    people prune.
+    first, in steps of :data:`PRUNED_ZEROS` (float16 and int8 copies hold a few incidental zeros): pruning a
+    pruned copy further gives what pruning its source would, and the dense source is what people prune.
+    ``sq`` (the rows' squared norms, computed once per tree) saves a pass over ``U`` per call.
     """
     with np.errstate(invalid="ignore"):  # NaN zeros (no matched tensor) never qualify
         fewer = pool[(pool != c) & (zeros[c] - zeros[pool] >= PRUNED_ZEROS)] if zeros[c] >= PRUNED_ZEROS else pool[:0]
     if not len(fewer):
         return []
-    near = fewer[np.argsort(pair_distances(U, np.column_stack([np.full(len(fewer), c), fewer])), kind="stable")[:PRUNED_CANDIDATES]]
+    sq = np.einsum("ij,ij->i", U, U) if sq is None else sq
+    # squared distances up to the constant |U[c]|², without copying the candidates' rows
+    d2 = sq[fewer] - 2.0 * (U @ U[c])[fewer]
+    near = fewer[np.argsort(d2, kind="stable")[:PRUNED_CANDIDATES]]
     kept = (U[near] != 0) & (U[c] != 0)
     off = np.sqrt(np.sum(np.where(kept, U[near] - U[c], 0.0) ** 2, axis=1))
     scale = np.sqrt(np.sum(np.where(kept, U[c], 0.0) ** 2, axis=1))
-    agree = near[off <= 2 * PRUNED_NONZERO_DISTANCE * scale]
-    return [int(p) for p in agree[np.argsort(zeros[agree], kind="stable")]]
+    agree = near[off <= 2 * PRUNED_NONZERO_DISTANCE * scale]  # ``near`` is nearest first: stable sorts keep that
+    return [int(p) for p in agree[np.argsort(np.floor(zeros[agree] / PRUNED_ZEROS), kind="stable")]]
 
 
 def merge_tolerance(precision_bits: float) -> float:
