@@ -47,11 +47,11 @@ from ancestree.graph.relations import (
     MERGE_RESIDUAL,
     is_duplicate,
     is_pruned_copy,
-    pruning_sources,
     is_quantized_copy,
     merge_coordinates,
     merge_parents,
     merge_tolerance,
+    pruning_sources,
     resolve_merges,
     wide_merge_candidates,
 )

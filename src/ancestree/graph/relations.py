@@ -13,7 +13,6 @@ from collections.abc import Callable
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
-from ancestree.graph.candidates import pair_distances
 from ancestree.relate import relate
 from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO
 
