@@ -12,6 +12,7 @@ from ancestree.errors import BadInputError
 from ancestree.lineage.detector import DetectorConfig, DetectorRanker, PairEncoder, load_detector, save_detector, train_detector
 from ancestree.lineage.linearized import FeatureRanker, LinearizedRanker, linear_cka, similarity
 from ancestree.lineage.runnable import load_runnable
+from ancestree.lineage.weights import WeightsRanker
 from test_lineage_family import lineage_family  # noqa: F401 - fixture
 
 TREE = {"A1": "A", "A2": "A", "A3": "A", "B1": "B", "B2": "B", "A11": "A1", "A12": "A1", "A21": "A2", "A111": "A11"}
@@ -121,6 +122,14 @@ def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path
     ranker = DetectorRanker(load_detector(tmp_path / "det.pt"))
     result = ranker.rank(paths["A111"], [paths["A11"], paths["B"], paths["CNN"]])
     assert result.ranking[0].candidate == paths["A11"] and paths["CNN"] in result.incomparable
+    # a walk's steps above the first rank without the recovered graph (as the weights ranker's walk does)
+    cands = [paths[c] for c in ("A1", "A11", "A2", "B")]
+    with_graph = ranker.encoder.encode(paths["A111"], cands)[2]["evidence"]
+    above = ranker.without_graph()
+    assert above.encoder.weights.tree is False and above.model is ranker.model
+    without = above.encoder.encode(paths["A111"], cands)[2]["evidence"]
+    plain = PairEncoder(cfg, weights=WeightsRanker(tree=False)).encode(paths["A111"], cands)[2]["evidence"]
+    assert np.array_equal(without, plain) and not np.array_equal(without, with_graph)
     with pytest.raises(BadInputError):
         load_detector(paths["A"] + "/model.safetensors")
     # a detector whose evidence vector has another length (another version's features) is refused by name

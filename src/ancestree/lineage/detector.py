@@ -306,6 +306,14 @@ class DetectorRanker:
              cache: FingerprintCache | str | bool | None = None) -> DetectorRanker:
         return cls(load_detector(path), probe_data, cache)
 
+    def without_graph(self) -> DetectorRanker:
+        """The same detector with the recovered graph abstaining (as :meth:`WeightsRanker.without_graph`);
+        probe features already computed are shared, not recomputed."""
+        ranker = DetectorRanker(self.model)
+        ranker.encoder = PairEncoder(self.model.cfg, self.encoder.probe_data, self.encoder.weights.without_graph())
+        ranker.encoder._features = self.encoder._features
+        return ranker
+
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         check_distinct(child, list(candidates))
         child_id, ids, stacked, incomparable = self.encoder.encode(child, candidates)
