@@ -186,3 +186,31 @@ def test_probe_data_alone_selects_the_data_method(lineage_family: dict, tmp_path
     from ancestree.lineage import rank_parents
 
     assert rank_parents(str(paths["A11"]), [str(paths["A1"]), str(paths["B"])], probe_data=good).method == "linearized-l1"
+
+
+def test_a_child_with_one_nan_weight(lineage_family: dict, tmp_path) -> None:
+    """One NaN entry in a large matrix (a damaged download): the weights method leaves that tensor out and
+    still finds the parent (the low-rank screen of the tree recovery once crashed on it); the data methods
+    refuse such a child by name and list such a candidate as incomparable, instead of ranking NaN scores."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    damaged = tmp_path / "A11-damaged"
+    shutil.copytree(paths["A11"], damaged)
+    state = load_file(damaged / "model.safetensors")
+    name = max((n for n in state if state[n].ndim == 2), key=lambda n: state[n].numel())
+    assert min(state[name].shape) >= 16  # big enough for the low-rank screen
+    state[name][0, 0] = float("nan")
+    save_file(state, str(damaged / "model.safetensors"))
+    cands = [paths[c] for c in ("A1", "A", "B", "A2")]
+    assert WeightsRanker().rank(str(damaged), cands).parent == paths["A1"]
+    with pytest.raises(BadInputError, match="A11-damaged: its outputs on the probe inputs are NaN or infinite"):
+        LinearizedRanker().rank(str(damaged), cands)
+    # the detector's probe-feature tokens of such a child say "unavailable" (zeros); its weight tokens still compare
+    _, _, stacked, _ = PairEncoder(DetectorConfig(dim=32, depth=1, probes=16)).encode(str(damaged), cands)
+    assert not stacked["features"].any() and np.isfinite(stacked["weights"]).all()
+    result = FeatureRanker("cka").rank(paths["A111"], [str(damaged), paths["A1"], paths["B"]])
+    assert "NaN or infinite outputs" in result.incomparable[str(damaged)]
+    assert str(damaged) not in [c.candidate for c in result.ranking]

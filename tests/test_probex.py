@@ -176,3 +176,55 @@ def test_router_splits_a_graph_tree_by_layout() -> None:
     assert sorted(len(t.members) for t in router.trees) == [1, 4]
     assert router.route(sketches["ft1"], "safetensors").members == ["ft0", "ft1", "ft2", "ft3"]
     assert router.route(np.concatenate([root, root]), "onnx").members == ["export"]
+
+
+def test_a_damaged_model_is_named_not_scored(fitted, probex_zoo, tmp_path, capsys):
+    """One NaN entry in a layer (a diverged or damaged checkpoint): `predict` refuses it by name (exit 2), a
+    `search` over a folder holding it ranks the others and names it as skipped, never a NaN score."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.cli.main import run
+
+    _, out = fitted
+    folder = tmp_path / "models"
+    shutil.copytree(probex_zoo / "t0" / "ft03", folder / "good")
+    shutil.copytree(probex_zoo / "t0" / "ft03", folder / "damaged")
+    weights = next((folder / "damaged").glob("*.safetensors"))
+    state = load_file(weights)
+    name = next(n for n, v in state.items() if v.ndim == 2)
+    state[name][1, 2] = np.inf
+    save_file(state, str(weights))
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "predict", str(folder / "damaged"), "--experts", str(out), "--format", "json"])
+    assert exit_info.value.code == 2
+    assert f"damaged: NaN or infinite values in layer {name}" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "search", "red striped circle", "--experts", str(out), "--in", str(folder), "--format", "json"])
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    found = json.loads(captured.out)
+    assert [r["model"] for r in found["results"]] == ["good"] and list(found["damaged"]) == ["damaged"]
+    assert "warning: damaged: NaN or infinite values" in captured.err
+
+
+def test_training_leaves_a_damaged_model_out(probex_zoo, tmp_path):
+    """A train-split model with an infinite weight would turn the tree's expert NaN; it is left out, by name."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(probex_zoo, zoo)
+    weights = next((zoo / "t1" / "ft00").glob("*.safetensors"))
+    state = load_file(weights)
+    state[next(n for n, v in state.items() if v.ndim == 2)][0, 0] = np.nan
+    save_file(state, str(weights))
+    config = with_overrides(OURS, epochs=5, r_u=8, r_v=8, r_t=16)
+    experts = ProbeXExperts(config, sweep_epochs=5, cache_dir=tmp_path / "cache", progress=False).fit(zoo)
+    assert list(experts.skipped_) == ["t1/ft00"] and "NaN or infinite" in experts.skipped_["t1/ft00"]
+    assert len(experts.experts) == 2
+    for tree in ("t0", "t1"):
+        probs = [c["probability"] for c in experts.predict(zoo / tree / "ft01")["classes"]]
+        assert probs and np.all(np.isfinite(probs))

@@ -167,6 +167,18 @@ def test_evidence_serialises_without_nan(tmp_path: Path, parent: Fingerprint) ->
     assert "layers.0.norm.weight" in text
 
 
+def test_a_damaged_tensor_is_left_out_by_name(tmp_path: Path, parent: Fingerprint) -> None:
+    """A copy with one NaN entry: the other tensors still say "same weights", and the evidence (and the
+    verdict's reason) name the tensor left out instead of dropping it silently."""
+    tensors = make_parent()
+    tensors["layers.1.up.weight"][3, 5] = np.nan
+    ev = relate(parent, fp_of(tmp_path, "damaged", tensors))
+    assert ev.non_finite == ["layers.1.up.weight"] and "layers.1.up.weight" not in [l.a for l in ev.layers]
+    v = verdict(ev)
+    assert v.kind == "duplicate" and "1 tensor(s) holding NaN or infinite values left out" in v.reason
+    assert relate(parent, fp_of(tmp_path, "copy", make_parent())).non_finite == []
+
+
 def test_distance_matrix_agrees_with_pairwise_evidence(tmp_path: Path, parent: Fingerprint) -> None:
     from ancestree.relate import rms_distance_matrix
 

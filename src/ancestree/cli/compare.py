@@ -33,6 +33,8 @@ def _print(ev: PairEvidence, v: Verdict) -> None:
     for side, names in (("a", ev.unpaired_a), ("b", ev.unpaired_b)):
         if names:
             console.print(f"only in {side}: {', '.join(names)}")
+    if ev.non_finite:
+        console.print(f"left out (NaN or infinite values on one side): {', '.join(ev.non_finite)}")
     console.print(
         f"overall: relative distance {ev.rel_distance:.4f}, median correlation {_num(ev.correlation, '.3f')}, "
         f"identical {ev.identical_fraction:.1%} of paired parameters"

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
 from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 from ancestree.io import scan_models
@@ -39,6 +39,8 @@ def train(
     config = with_overrides(PRESETS[method], epochs=epochs) if epochs > 0 else PRESETS[method]
     experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output).fit(zoo)
     experts.save(output)
+    for model_id, problem in experts.skipped_.items():
+        err_console.print(f"warning: {model_id}: {problem}; left out of training")
     console.print(f"{len(experts.experts)} expert(s) for {len(experts.router.trees)} tree(s) written to {output}", style="green")
 
 
@@ -81,6 +83,9 @@ def search(
     if not models:
         raise BadInputError(folder, "no models found below this folder")
     record = ProbeXExperts.load(experts).search(text, models, classes)
+    damaged = record.get("damaged", {})
+    for model_id, problem in damaged.items():
+        err_console.print(f"warning: {model_id}: {problem}; skipped")
     if format is OutputFormat.json:
         emit(to_json(record), None)
         return
@@ -88,7 +93,7 @@ def search(
     for rank, r in enumerate(record["results"][:top], 1):
         table.add_row(str(rank), r["model"], f"{r['score']:.4f}")
     console.print(table)
-    skipped = len(models) - len(record["results"])
+    skipped = len(models) - len(record["results"]) - len(damaged)
     if skipped:
         console.print(f"{skipped} model(s) skipped: no expert for their tree")
 

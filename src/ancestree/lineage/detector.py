@@ -113,9 +113,11 @@ class PairEncoder:
             from ancestree.lineage.runnable import load_runnable
 
             try:
-                self._features[key] = None if x is None else load_runnable(source).features(x)
+                f = None if x is None else load_runnable(source).features(x)
             except BadInputError:
-                self._features[key] = None
+                f = None
+            # damaged weights (NaN/inf outputs) give no features: the weight tokens still compare
+            self._features[key] = f if f is None or bool(torch.isfinite(f).all()) else None
         return self._features[key]
 
     def _probe(self, child: str) -> tuple[str, torch.Tensor | None]:

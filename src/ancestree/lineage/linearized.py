@@ -73,6 +73,10 @@ def similarity(metric: str, child: torch.Tensor, other: torch.Tensor) -> float:
     return float(-np.log(max(err, 1e-9)))
 
 
+def _finite(features: torch.Tensor) -> bool:
+    return bool(torch.isfinite(features).all())
+
+
 def _open_runnable(source: Source) -> Runnable:
     if isinstance(source, Runnable):
         return source
@@ -127,13 +131,20 @@ class FeatureRanker:
         c_run = _open_runnable(child)
         x = probe_inputs(c_run, self.probe_data, _card(child))
         f_c = c_run.features(x)
+        if not _finite(f_c):
+            raise BadInputError(c_run.id, "its outputs on the probe inputs are NaN or infinite (damaged weights?), so the "
+                                          "data methods cannot compare it; --method weights leaves damaged tensors out")
         child_feats, out, incomparable = {}, {}, {}
         for source in candidates:
             cand = _open_runnable(source)
             if not c_run.comparable(cand):
                 incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"
                 continue
-            child_feats[cand.id], out[cand.id] = self.candidate_features(c_run, cand, x, f_c)
+            mine, theirs = self.candidate_features(c_run, cand, x, f_c)
+            if not all(map(_finite, (mine, *theirs.values()))):
+                incomparable[cand.id] = "NaN or infinite outputs on the probe inputs (damaged weights): nothing to compare"
+                continue
+            child_feats[cand.id], out[cand.id] = mine, theirs
         return c_run, child_feats, out, incomparable
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:

@@ -45,6 +45,11 @@ class ZooModel:
     tree: Any = None
 
 
+def _damaged_layer(layers: Mapping[str, np.ndarray]) -> str | None:
+    """The first layer holding NaN or infinite values (a diverged or damaged checkpoint), if any."""
+    return next((name for name, values in layers.items() if not np.isfinite(values).all()), None)
+
+
 def read_zoo(zoo: str | Path) -> list[ZooModel]:
     """The models of a zoo folder from its ``truth.json``."""
     from ancestree.graph.model_graph import load_zoo_truth
@@ -171,9 +176,19 @@ class ProbeXExperts:
 
     # -- training -----------------------------------------------------------------------------------
     def fit(self, zoo: str | Path) -> ProbeXExperts:
-        """Cache layers, route, and train (or resume) one expert per tree of ``zoo``."""
+        """Cache layers, route, and train (or resume) one expert per tree of ``zoo``.
+
+        Models whose candidate layers hold NaN or infinite values (a diverged run) are left out of routing
+        and training (one would turn every gradient NaN); ``skipped_`` maps them to the reason.
+        """
         models = [m for m in read_zoo(zoo) if m.split != "test"]
         entries = self.cache.add_all({m.id: m.path for m in models}, progress=self.progress)
+        self.skipped_: dict[str, str] = {}
+        for m in models:
+            damaged = _damaged_layer({n: self.cache.matrix(entries[m.id]["key"], n) for n in entries[m.id]["layers"]})
+            if damaged:
+                self.skipped_[m.id] = f"NaN or infinite values in layer {damaged}"
+        models = [m for m in models if m.id not in self.skipped_]
         sketches = {
             m.id: sketch({n: self.cache.matrix(entries[m.id]["key"], n) for n in entries[m.id]["layers"]}) for m in models
         }
@@ -255,6 +270,9 @@ class ProbeXExperts:
     def route(self, path: str | Path, model_id: str | None = None) -> tuple[Expert | None, dict[str, np.ndarray]]:
         """The expert of the model's tree (or ``None``) and the model's candidate layers."""
         arch, layers = self.read_layers(path, model_id)
+        damaged = _damaged_layer(layers)
+        if damaged:
+            raise BadInputError(path, f"NaN or infinite values in layer {damaged}: ProbeX cannot read this model's weights")
         tree = self.router.route(sketch(layers), arch)
         return (self.experts.get(tree.name) if tree else None), layers
 
@@ -291,16 +309,20 @@ class ProbeXExperts:
         towards every prompt; without, it is the plain cosine. Models with no expert are left out.
         """
         queries = [text] + [c for c in classes or () if c != text]
-        results = []
+        results, damaged = [], {}
         for model_id, path in models:
-            expert, layers = self.route(path, model_id)
+            try:
+                expert, layers = self.route(path, model_id)
+            except BadInputError as exc:  # one damaged model does not end a search over many
+                damaged[model_id] = exc.problem
+                continue
             if expert is None:
                 continue
             cos = self.text_scores(expert, layers, queries)
             score = float(cos[0]) if len(queries) == 1 else float(_softmax(cos * logit_scale(expert))[0])
             results.append({"model": model_id, "score": round(score, 6)})
         results.sort(key=lambda r: -r["score"])
-        return {"query": text, "results": results}
+        return {"query": text, "results": results, **({"damaged": damaged} if damaged else {})}
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

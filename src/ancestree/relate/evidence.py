@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -79,6 +80,7 @@ class PairEvidence:
     layers: list[LayerEvidence]
     unpaired_a: list[str] = field(default_factory=list)
     unpaired_b: list[str] = field(default_factory=list)
+    non_finite: list[str] = field(default_factory=list)  # paired tensors left out: NaN or inf on either side
     coverage_a: float = 0.0  # fraction of a's parameters that are paired
     coverage_b: float = 0.0
     identical_fraction: float = 0.0  # fraction of paired parameters with identical content
@@ -194,7 +196,8 @@ def _weighted(values: list[float], weights: list[float]) -> float:
     return float(np.dot(values, w) / w.sum()) if w.sum() > 0 else 0.0
 
 
-def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment) -> PairEvidence:
+def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment,
+              non_finite: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
     n = [float(l.numel) for l in layers]
     paired_b = sum(fb[l.b].numel for l in layers)
@@ -220,6 +223,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         layers=layers,
         unpaired_a=list(alignment.unpaired_a),
         unpaired_b=list(alignment.unpaired_b),
+        non_finite=list(non_finite),
         coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors), 1),
         coverage_b=paired_b / max(sum(t.numel for t in fb.tensors), 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
@@ -257,8 +261,9 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
         raise IncomparableError(fb.id, f"shares no tensor (by name or shape) with {fa.id}: different architectures?")
     # a tensor holding NaN or inf (a diverged checkpoint) says nothing about lineage: compare the rest
     pairs = [p for p in alignment.pairs if fa[p.a].is_finite and fb[p.b].is_finite]
+    left_out = [p.a for p in alignment.pairs if not (fa[p.a].is_finite and fb[p.b].is_finite)]
     if not pairs:
         bad = fa if not all(t.is_finite for t in fa.tensors) else fb
         raise IncomparableError(bad.id, "holds NaN or infinite values in every tensor the pair shares: nothing to compare")
     layers = [layer_evidence(fa[p.a], fb[p.b], p, ranks) for p in pairs]
-    return summarise(fa, fb, layers, alignment)
+    return summarise(fa, fb, layers, alignment, left_out)
