@@ -219,6 +219,22 @@ def test_wide_merge_search_finds_an_extrapolating_task_arithmetic_merge() -> Non
     assert wide_merge_candidates(S, 8, [i for i in range(len(rows)) if i != 8]) == []
 
 
+def test_two_model_task_arithmetic_is_not_read_through_a_fine_tune() -> None:
+    """M = B + 0.7·(C1 − B) + 0.7·(C2 − B) written four ways, each with one negative weight. A fine-tune
+    written through the other (C2 = (M + 0.4·B − 0.7·C1)/0.7) has a larger total weight, but on ``tiny`` seed 1
+    the direction score of its "base" C1 beat the real base's by more: the forms were 1.26 against 1.33 apart.
+    Merge recipes weigh their models alike; the rewritten form does not (1.43 and 0.57), and that decides."""
+    from ancestree.graph.relations import resolve_merges
+
+    M, B, C1, C2 = 0, 1, 2, 3
+    found = {M: ([C1, C2, B], [0.7, 0.7, -0.4]), B: ([M, C1, C2], [-2.5, 1.75, 1.75]),
+             C1: ([M, B, C2], [1.43, 0.57, -1.0]), C2: ([M, C1, B], [1.43, -1.0, 0.57])}
+    plausible = {B: -0.74, M: -1.48, C2: -3.43, C1: -0.16}  # the direction scores measured there
+    assert resolve_merges(found, lambda base, kids: plausible[base]) == {M: [C1, C2]}
+    # an average stays an average whatever the scores: its rewritten forms have a negative weight
+    assert resolve_merges({0: ([1, 2], [0.5, 0.5]), 1: ([0, 2], [2.0, -1.0])}, lambda b, k: 0.0) == {0: [1, 2]}
+
+
 def test_graph_json_roundtrip_and_tree_numbering() -> None:
     g = graph_from_edges(["b", "a", "z", "y"], [("a", "b", "finetune", 0.9), ("y", "z", "merge", 0.5)])
     assert g.trees() == {"a": 0, "b": 0, "y": 1, "z": 1}
