@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -27,6 +27,37 @@ def check_writable(target: str | Path) -> None:
         raise BadInputError(target, f"cannot write here ({parent} is a file)")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise BadInputError(target, f"cannot write here (no permission to write in {parent})")
+
+
+def check_not_an_input(target: str | Path, inputs: Iterable[str | Path], option: str = "output") -> None:
+    """Refuse an output that is one of ``inputs`` or lies inside an input folder (a model folder, a zoo).
+
+    A slip of tab completion (``-o b.safetensors``) would otherwise replace a model with a report. Paths are
+    compared resolved (relative parts, symlinks) and, for files that exist, by identity (hard links).
+    Call it before any work, with every path the command reads (models found by ``--scan`` included)."""
+    if not target or not str(target).strip():
+        return  # check_writable names an empty output
+    out = Path(target).resolve()
+    for src in inputs:
+        source = Path(src).resolve()
+        if out == source or _same_file(out, source):
+            raise BadInputError(target, f"{option} is one of the inputs (would overwrite it)")
+        if source.is_dir() and out.is_relative_to(source):
+            raise BadInputError(target, f"{option} lies inside the input folder {src} (would change it)")
+
+
+def check_output(target: str | Path, inputs: Iterable[str | Path] = (), option: str = "output") -> None:
+    """Every check an output gets before a command's work: not one of (or inside) its inputs, and writable."""
+    check_not_an_input(target, inputs, option)
+    check_writable(target)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two existing paths are one file (a hard link is not caught by comparing names)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either does not exist (yet)
+        return False
 
 
 @contextmanager

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
 from ancestree.cli.fingerprint import CacheDir, NoCache, cache_from_options
 from ancestree.fingerprint import fingerprint
@@ -50,6 +51,8 @@ def compare(
     no_cache: NoCache = False,
 ) -> None:
     """Say whether B is the same weights as A, a quantized, pruned or low-rank-adapted copy, a fine-tuned relative, or unrelated."""
+    if output:
+        check_output(output, [a, b])
     store = cache_from_options(cache, no_cache)
     ev = relate(fingerprint(a, store), fingerprint(b, store))
     v = verdict(ev)

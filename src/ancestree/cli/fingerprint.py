@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, fingerprint_many, save_fingerprints
@@ -23,19 +24,20 @@ def cache_from_options(cache: str | None, no_cache: bool) -> FingerprintCache | 
     return None if no_cache else FingerprintCache(cache)
 
 
-def gather(paths: list[str] | None, scan: str | None) -> list[tuple[str, str]]:
-    """``(id, path)`` of the models named on the command line and found under ``--scan``."""
+def gather(paths: list[str] | None, scan: list[str] | str | None) -> list[tuple[str, str]]:
+    """``(id, path)`` of the models named on the command line and found under each ``--scan`` folder."""
+    folders = [scan] if isinstance(scan, str) else list(scan or [])
     items = [(p, p) for p in paths or []]
-    if scan:
-        items.extend((model_id, str(path)) for model_id, path in scan_models(scan))
+    for folder in folders:
+        items.extend((model_id, str(path)) for model_id, path in scan_models(folder))
     if not items:
-        raise BadInputError(scan, "no models given (name paths or use --scan DIR)")
+        raise BadInputError(", ".join(folders) or None, "no models given (name paths or use --scan DIR)")
     return items
 
 
 def fingerprint_cmd(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Weight files, model folders or zips.")] = None,
-    scan: Annotated[Optional[str], typer.Option("--scan", help="Also fingerprint every model below this folder.")] = None,
+    scan: Annotated[Optional[list[str]], typer.Option("--scan", help="Also fingerprint every model below this folder; may be repeated.")] = None,
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Save all fingerprints to this .npz file.")] = None,
     cache: CacheDir = None,
     no_cache: NoCache = False,
@@ -43,7 +45,10 @@ def fingerprint_cmd(
 ) -> None:
     """Fingerprint models: per-tensor hashes, exact moments and sketches, in one streaming pass each."""
     store = cache_from_options(cache, no_cache)
-    fps = fingerprint_many(gather(paths, scan), store, progress=format is OutputFormat.text)
+    items = gather(paths, scan)
+    if output:
+        check_output(output, [p for _, p in items])  # before fingerprinting, not after
+    fps = fingerprint_many(items, store, progress=format is OutputFormat.text)
     if output:
         save_fingerprints(fps, output)
     if format is OutputFormat.json:

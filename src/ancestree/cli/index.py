@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ancestree.atomic import check_not_an_input, check_output
 from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
 from ancestree.index.store import DEFAULT_DB
 
@@ -46,6 +47,7 @@ def add(
 
     if not paths and not scan:
         raise BadInputError(None, "give model paths or --scan DIR")
+    check_not_an_input(db, _model_paths(paths or [], scan or []), "--db")
 
     def progress(result) -> None:
         if not quiet:
@@ -64,6 +66,13 @@ def add(
                   highlight=False)
     for line in report.bad:
         err_console.print(f"unreadable: {line}", highlight=False)
+
+
+def _model_paths(paths: list[str], scan: list[str]) -> list[str]:
+    """The paths given and the models found below each scanned folder (what ``add`` will read)."""
+    from ancestree.io import scan_models
+
+    return [*paths, *(str(p) for folder in scan for _, p in scan_models(folder))]
 
 
 @index_app.command("ls")
@@ -120,6 +129,8 @@ def export(
 
     if source not in ("recovered", "declared", "all"):
         raise BadInputError(None, f"--edges must be recovered, declared or all, not {source!r}")
+    if output:  # SQLite keeps the index in the file and its -wal / -shm companions
+        check_output(output, [db, f"{db}-wal", f"{db}-shm"])
     with _open(db) as atlas:
         emit(render(atlas.graph(source), format.value), output)
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
 from ancestree.errors import BadInputError
 
@@ -29,6 +30,8 @@ def parent(
     paths = list(candidates or [])
     if not paths:
         raise BadInputError(child, "no candidates given (use --candidates PATH...)")
+    if output:
+        check_output(output, [child, *paths, *(p for p in (probe_data, detector) if p)])
     result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors,
                           cache=True if cache else None)
     if format is OutputFormat.json or output:

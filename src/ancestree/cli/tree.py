@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ancestree.cli.common import emit, err_console
-from ancestree.atomic import check_writable
+from ancestree.atomic import check_output
 from ancestree.errors import BadInputError
 
 
@@ -39,13 +39,14 @@ SUFFIX_FORMAT = {".json": "json", ".dot": "dot", ".gv": "dot", ".graphml": "grap
                  ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "text"}
 
 
-def collect_sources(paths: list[str], scan: str | None) -> list[tuple[str, Path]]:
-    """``(id, path)`` of every model: paths as given, then models found below ``--scan`` (ids relative to it)."""
+def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tuple[str, Path]]:
+    """``(id, path)`` of every model: paths as given, then models found below each ``--scan`` folder (ids
+    relative to it; the same id found below two folders is refused like a path given twice)."""
     from ancestree.io import scan_models
 
     sources = [(str(p), Path(p)) for p in paths]
-    if scan:
-        sources += list(scan_models(scan))
+    for folder in [scan] if isinstance(scan, str) else scan or []:
+        sources += list(scan_models(folder))
     if not sources:
         raise BadInputError(None, "no models given: pass model paths or --scan DIR")
     seen: dict[str, Path] = {}
@@ -73,7 +74,7 @@ def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, 
 
 def tree(
     paths: Annotated[list[str] | None, typer.Argument(help="Model files or folders (ids are the paths as given).")] = None,
-    scan: Annotated[str | None, typer.Option("--scan", help="Also every model below this folder (ids relative to it).")] = None,
+    scan: Annotated[list[str] | None, typer.Option("--scan", help="Also every model below this folder (ids relative to it); may be repeated.")] = None,
     format: Annotated[TreeFormat | None, typer.Option("--format", "-f", help="Output format (default: text on a terminal, else json; or from -o's suffix).")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
     png: Annotated[str | None, typer.Option("--png", help="Also draw the graph into this PNG file.")] = None,
@@ -91,10 +92,12 @@ def tree(
 
     if output and not format and Path(output).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):
         raise BadInputError(output, "-o writes text formats (json, dot, graphml, mermaid, html); use --png FILE for a picture")
-    for target in (output, png):
-        if target:
-            check_writable(target)  # before the recovery, and before either file is written
     sources = collect_sources(list(paths or []), scan)
+    if output and png and Path(output).resolve() == Path(png).resolve():
+        raise BadInputError(png, "--png and --output name the same file")
+    for target, option in ((output, "--output"), (png, "--png")):
+        if target:  # before the recovery, and before either file is written
+            check_output(target, [p for _, p in sources], option)
     fmt = format.value if format else SUFFIX_FORMAT.get(Path(output).suffix.lower(), "json") if output else (
         "text" if sys.stdout.isatty() else "json")
     if trees is not None and method is Method.ours:
@@ -104,15 +107,18 @@ def tree(
         err_console.print("note: --kurtosis-order only applies to --method mother / mother-lora")
     graph = recover(sources, method, trees, declared, cache, order)
     text = WRITERS[fmt](graph)
+    cards = None
+    if write_cards:  # every card read and checked before anything is printed or written
+        from ancestree.present.cards import plan_cards
+
+        cards = plan_cards(graph, dict(sources), force=force)
     if png:
         from ancestree.present.png import write_png
 
         write_png(graph, png)
     emit(text, output)
-    if write_cards:
-        from ancestree.present.cards import write_cards as write
-
-        for ch in write(graph, {mid: p for mid, p in sources}, force=force):
+    if cards is not None:
+        for ch in cards.apply():
             if ch.action in ("kept", "overwritten"):
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
     for note in graph.notes:

@@ -4,14 +4,19 @@
 knows it (adapter, merge, quantized, finetune); ``pruned`` and ``duplicate`` have no Hub value, so they go to
 ``ancestree_relation`` and the Hub infers its own. A value a card already declares is kept unless ``force``;
 every disagreement is reported either way.
+
+Writing is all or nothing as far as it can be foreseen: :func:`plan_cards` reads and checks every card that
+would change (a README.md that cannot be parsed is a :class:`BadInputError` naming it) before
+:meth:`CardPlan.apply` writes any, each atomically.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ancestree.atomic import write_text
+from ancestree.atomic import check_writable, write_text
+from ancestree.errors import BadInputError
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.io.base import HUB_RELATIONS, card_relation, relation_fields
 
@@ -45,27 +50,59 @@ def _same(a, b) -> bool:
     return norm(a) == norm(b)
 
 
-def write_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False) -> tuple[str, object]:
-    """Update ``folder/README.md``; returns (action, the declared value found)."""
+def load_card(readme: Path):
+    """The :class:`~huggingface_hub.ModelCard` in ``readme``, or :class:`BadInputError` naming it and the problem
+    (front matter that is not valid YAML, not a mapping, or tagged to build Python objects)."""
+    import yaml
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(readme)
+    except yaml.YAMLError as exc:  # ParserError, ScannerError, ConstructorError (e.g. !!python/name tags)
+        raise BadInputError(readme, f"front matter is not valid YAML: {_yaml_problem(exc)}") from None
+    except UnicodeDecodeError:
+        raise BadInputError(readme, "is not UTF-8 text") from None
+    except ValueError as exc:  # huggingface_hub: the block parsed to a list or a string
+        raise BadInputError(readme, f"front matter is not a YAML mapping of keys to values ({exc})") from None
+    except OSError as exc:
+        raise BadInputError(readme, f"cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's message on one line, with the line in README.md (the front matter starts on its line 2)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} (line {mark.line + 2})" if mark is not None else problem
+
+
+def plan_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False) -> tuple[str, object, str | None]:
+    """What updating ``folder/README.md`` would do, writing nothing: (action, the declared value found, the new
+    text, or None when nothing is to be written). Raises :class:`BadInputError` for a card that cannot be read."""
     from huggingface_hub import ModelCard, ModelCardData
 
     readme = folder / "README.md"
-    card = ModelCard.load(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
+    card = load_card(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
     data = card.data.to_dict()
     declared = data.get("base_model")
     if declared and _same(declared, base_model) and card_relation(data) in (None, relation):
         wanted = {"base_model_relation": None, **relation_fields(relation)}
         if all(data.get(key) == value for key, value in wanted.items()):
-            return "unchanged", declared
+            return "unchanged", declared, None
         _set_relation(card, relation)
-        write_text(readme, str(card))
-        return "written", declared
+        return "written", declared, str(card)
     if declared and not force:
-        return "kept", declared
+        return "kept", declared, None
     card.data.base_model = base_model
     _set_relation(card, relation)
-    write_text(readme, str(card))
-    return ("overwritten" if declared else "written"), declared
+    return ("overwritten" if declared else "written"), declared, str(card)
+
+
+def write_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False) -> tuple[str, object]:
+    """Update ``folder/README.md``; returns (action, the declared value found)."""
+    action, declared, text = plan_card(folder, base_model, relation, force)
+    if text is not None:
+        write_text(folder / "README.md", text)
+    return action, declared
 
 
 def _set_relation(card, relation: str) -> None:
@@ -75,21 +112,46 @@ def _set_relation(card, relation: str) -> None:
         setattr(card.data, key, value)
 
 
-def write_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -> list[CardChange]:
-    """Write every non-root model's recovered lineage into its folder's card (files have no card: skipped)."""
-    changes = []
+@dataclass
+class CardPlan:
+    """The cards :func:`plan_cards` found to change, checked and not yet written."""
+
+    changes: list[CardChange]
+    writes: dict[Path, str] = field(default_factory=dict)  # README.md -> its new text
+
+    def apply(self) -> list[CardChange]:
+        """Write every planned card (each atomically) and return the changes."""
+        for readme, text in self.writes.items():
+            write_text(readme, text)
+        return self.changes
+
+
+def plan_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -> CardPlan:
+    """Read and check every card the recovered lineage would change, writing nothing (files have no card:
+    skipped). Raises :class:`BadInputError` for the first card that cannot be parsed or written."""
+    plan = CardPlan([])
     for model in graph.models:
         base, relation = recovered_lineage(graph, model)
         path = paths.get(model)
         if base is None or relation is None:
             continue
         if path is None or not Path(path).is_dir():
-            changes.append(CardChange(model, str(path), "skipped", base, relation, reason="not a model folder"))
+            plan.changes.append(CardChange(model, str(path), "skipped", base, relation, reason="not a model folder"))
             continue
-        action, declared = write_card(Path(path), base, relation, force)
+        action, declared, text = plan_card(Path(path), base, relation, force)
+        if text is not None:
+            readme = Path(path) / "README.md"
+            check_writable(readme)  # a README.md that is a folder, a read-only model folder: before any card
+            plan.writes[readme] = text
         reason = "declared base_model differs from the recovered one" if action in ("kept", "overwritten") else ""
-        changes.append(CardChange(model, str(path), action, base, relation, declared, reason))
-    return changes
+        plan.changes.append(CardChange(model, str(path), action, base, relation, declared, reason))
+    return plan
 
 
-__all__ = ["CardChange", "HUB_RELATIONS", "recovered_lineage", "write_card", "write_cards"]
+def write_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -> list[CardChange]:
+    """Write every non-root model's recovered lineage into its folder's card: all cards are checked first."""
+    return plan_cards(graph, paths, force).apply()
+
+
+__all__ = ["CardChange", "CardPlan", "HUB_RELATIONS", "load_card", "plan_card", "plan_cards", "recovered_lineage",
+           "write_card", "write_cards"]

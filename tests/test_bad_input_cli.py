@@ -1,0 +1,190 @@
+"""Bad input the CLI layer must refuse before any work: outputs that would overwrite an input, model cards that
+cannot be parsed; and ``--scan`` given more than once.
+
+Every case builds small real models in ``tmp_path`` and runs the real entry point, ``ancestree.cli.main.run``,
+in-process, as ``tests/test_bad_input.py`` does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ancestree.cli.main import run
+from conftest import small_tensors, write_hf_folder
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands that cache fingerprints do it under tmp_path, never in the user's cache."""
+    monkeypatch.setenv("ANCESTREE_CACHE", str(tmp_path / "cache"))
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def _finetune(tensors: dict[str, np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """A small fine-tune: every float tensor nudged by 2 % noise, integer buffers kept."""
+    rng = np.random.default_rng(seed)
+    return {k: v + 0.02 * rng.standard_normal(v.shape).astype(v.dtype) if v.dtype == np.float32 else v
+            for k, v in tensors.items()}
+
+
+def _family(root: Path) -> Path:
+    """``root/zoo`` holding three related model folders (a base and two fine-tunes) and ``truth.json``."""
+    base = small_tensors(0)
+    zoo = root / "zoo"
+    for name, tensors in (("base", base), ("ft1", _finetune(base, 1)), ("ft2", _finetune(base, 2))):
+        write_hf_folder(zoo / name, tensors)
+    (zoo / "truth.json").write_text(json.dumps({"models": [{"id": m} for m in ("base", "ft1", "ft2")], "edges": []}))
+    return zoo
+
+
+def _files(root: Path) -> dict[str, str]:
+    """Every file below ``root`` (caches left out) with a hash of its bytes: what a refused command must not change."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and "cache" not in p.relative_to(root).parts}
+
+
+def _index(zoo: Path) -> Path:
+    db = zoo.parent / "atlas.db"
+    with pytest.raises(SystemExit) as exit_info:
+        run(["index", "add", "--scan", str(zoo), "--db", str(db), "-q", "--format", "json"])
+    assert exit_info.value.code in (0, None)
+    return db
+
+
+def _single_files(zoo: Path) -> tuple[Path, Path]:
+    """Two bare weight files (copies of the base's and a fine-tune's weights) beside the zoo."""
+    a, b = zoo.parent / "a.safetensors", zoo.parent / "b.safetensors"
+    a.write_bytes((zoo / "base" / "model.safetensors").read_bytes())
+    b.write_bytes((zoo / "ft1" / "model.safetensors").read_bytes())
+    return a, b
+
+
+#: name -> (argv from the zoo folder, the file a careless output would replace); each must exit 2 untouched.
+OVERWRITES: dict[str, Callable[[Path], list[str]]] = {
+    "tree -o one of the files": lambda z: ["tree", *map(str, _single_files(z)), "--format", "json",
+                                           "-o", str(z.parent / "b.safetensors")],
+    "tree --png one of the files": lambda z: ["tree", *map(str, _single_files(z)), "--png", str(z.parent / "a.safetensors")],
+    "tree -o inside a model folder": lambda z: ["tree", str(z / "base"), str(z / "ft1"), "--format", "json",
+                                                "-o", str(z / "ft1" / "model.safetensors")],
+    "tree -o a new file inside a model folder": lambda z: ["tree", str(z / "base"), str(z / "ft1"), "-o",
+                                                           str(z / "ft1" / "graph.json")],
+    "tree -o by a relative detour": lambda z: ["tree", str(z / "base"), str(z / "ft1"), "-o",
+                                               str(z / "ft2" / ".." / "ft1" / "model.safetensors")],
+    "tree -o through a symlink": lambda z: ["tree", str(z / "base"), str(z / "ft1"), "-o", str(_link(z))],
+    "tree --scan -o inside a found model": lambda z: ["tree", "--scan", str(z), "-o", str(z / "ft2" / "config.json")],
+    "fingerprint -o the input": lambda z: ["fingerprint", str(_single_files(z)[0]), "--format", "json",
+                                           "-o", str(z.parent / "a.safetensors")],
+    "fingerprint --scan -o inside a found model": lambda z: ["fingerprint", "--scan", str(z), "--format", "json",
+                                                             "-o", str(z / "base" / "model.safetensors")],
+    "compare -o the second model": lambda z: ["compare", *map(str, _single_files(z)), "-o", str(z.parent / "b.safetensors")],
+    "parent -o a candidate": lambda z: ["parent", str(z / "ft1"), "-c", str(z / "base"), str(z / "ft2"),
+                                        "-o", str(z / "ft2" / "model.safetensors")],
+    "index export -o the index": lambda z: ["index", "export", "--db", str(_index(z)), "-o", str(z.parent / "atlas.db")],
+    "index add --db inside a model": lambda z: ["index", "add", str(z / "base"), "--db", str(z / "base" / "atlas.db")],
+    "lineage train -o the zoo's truth": lambda z: ["lineage", "train", str(z), "-o", str(z / "truth.json")],
+}
+
+
+def _link(zoo: Path) -> Path:
+    """A symlink beside the zoo that points at a model's weights."""
+    link = zoo.parent / "link.safetensors"
+    link.symlink_to(zoo / "ft1" / "model.safetensors")
+    return link
+
+
+@pytest.mark.parametrize("case", list(OVERWRITES), ids=lambda c: c.replace(" ", "-"))
+def test_output_that_is_an_input_is_refused_before_any_work(case: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    zoo = _family(tmp_path)
+    argv = OVERWRITES[case](zoo)
+    capsys.readouterr()  # what building the inputs printed (an index add)
+    before = _files(tmp_path)
+    status, out, err = _run(argv, capsys)
+    assert status == 2, err
+    assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+    assert "is one of the inputs" in err or "inside the input folder" in err, err
+    assert out == ""
+    assert _files(tmp_path) == before  # no input replaced, nothing new written
+
+
+def test_output_beside_the_inputs_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The check refuses inputs only: an output in the scanned folder, outside every model, is written."""
+    zoo = _family(tmp_path)
+    status, _, err = _run(["tree", "--scan", str(zoo), "-o", str(zoo / "graph.json")], capsys)
+    assert status == 0, err
+    assert {m["id"] for m in json.loads((zoo / "graph.json").read_text())["models"]} == {"base", "ft1", "ft2"}
+
+
+BAD_CARDS = {
+    "invalid YAML": "---\nbase_model: [unclosed\nlicense: mit\n---\n# notes\n",
+    "a list": "---\n- a\n- b\n---\n# list front matter\n",
+    "a plain string": "---\njust text\n---\n",
+    "a python tag": "---\nbase_model: !!python/name:os.system\n---\n",
+}
+
+
+@pytest.mark.parametrize("card", list(BAD_CARDS), ids=lambda c: c.replace(" ", "-"))
+def test_write_cards_refuses_an_unparsable_card_before_writing_anything(card: str, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Every folder gets a bad card in turn; each run exits 2 naming that README.md, prints nothing and writes
+    no card at all (the other folders' cards would have been written: the good run below shows it)."""
+    zoo = _family(tmp_path)
+    refused = 0
+    for bad in ("base", "ft1", "ft2"):
+        for name in ("base", "ft1", "ft2"):
+            (zoo / name / "README.md").unlink(missing_ok=True)
+        (zoo / bad / "README.md").write_text(BAD_CARDS[card])
+        before = _files(tmp_path)
+        status, out, err = _run(["tree", "--scan", str(zoo), "--write-cards", "--format", "json"], capsys)
+        if status == 0:  # this folder came out as the root: its card is not read, nor written
+            assert _files(tmp_path) != before  # ... but the two others' are
+            continue
+        assert status == 2, err
+        assert len(err.strip().splitlines()) == 1 and "internal error" not in err, err
+        assert str(zoo / bad / "README.md") in err and "front matter" in err, err
+        assert out == ""
+        assert _files(tmp_path) == before
+        refused += 1
+    assert refused == 2  # the two models that are not the root
+
+
+def test_write_cards_with_good_cards_writes_every_non_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from huggingface_hub import ModelCard
+
+    zoo = _family(tmp_path)
+    for name in ("base", "ft1", "ft2"):
+        (zoo / name / "README.md").write_text("---\nlicense: mit\n---\n# notes\n")
+    status, out, err = _run(["tree", "--scan", str(zoo), "--write-cards", "--format", "json"], capsys)
+    assert status == 0, err
+    edges = json.loads(out)["edges"]
+    assert len(edges) == 2
+    for e in edges:
+        card = ModelCard.load(zoo / e["child"] / "README.md")
+        assert card.data.base_model == e["parent"] and card.data.license == "mit"
+
+
+@pytest.mark.parametrize("command", ["tree", "fingerprint"])
+def test_scan_may_be_repeated(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    zoo = _family(tmp_path)
+    team_a, team_b = tmp_path / "team_a", tmp_path / "team_b"
+    team_a.mkdir()
+    team_b.mkdir()
+    (zoo / "base").rename(team_a / "base")
+    (zoo / "ft1").rename(team_b / "ft1")
+    status, out, err = _run([command, "--scan", str(team_a), "--scan", str(team_b), "--format", "json"], capsys)
+    assert status == 0, err
+    records = json.loads(out)
+    ids = {m["id"] for m in (records["models"] if command == "tree" else records)}
+    assert ids == {"base", "ft1"}
