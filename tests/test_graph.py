@@ -235,6 +235,38 @@ def test_two_model_task_arithmetic_is_not_read_through_a_fine_tune() -> None:
     assert resolve_merges({0: ([1, 2], [0.5, 0.5]), 1: ([0, 2], [2.0, -1.0])}, lambda b, k: 0.0) == {0: [1, 2]}
 
 
+def test_models_with_nothing_to_compare_are_neither_copies_nor_a_crash(tmp_path: Path) -> None:
+    """Two different diverged checkpoints (NaN in every tensor; an inf in every tensor) once stopped `tree`
+    (the copy tests raised "shares no tensor"); integer-only files (no learned tensor) all had the key of
+    nothing and were joined as duplicates. Each is now a tree of its own; byte-identical files stay copies."""
+    import shutil
+
+    from safetensors.numpy import save_file
+
+    from ancestree.errors import IncomparableError
+    from ancestree.fingerprint import fingerprint
+    from ancestree.relate import relate
+
+    rng = np.random.default_rng(0)
+    base = {f"l{i}.weight": rng.standard_normal((32, 32)).astype(np.float32) for i in range(2)}
+    spiked = {n: v.copy() for n, v in base.items()}
+    for v in spiked.values():
+        v.flat[0] = np.inf
+    files = {"healthy": base, "nan": {n: np.full_like(v, np.nan) for n, v in base.items()}, "inf": spiked,
+             "int_a": {"embed.weight": rng.integers(-128, 127, (64, 16), dtype=np.int8)},
+             "int_b": {"embed.weight": rng.integers(-128, 127, (64, 16), dtype=np.int8)}}
+    for name, tensors in files.items():
+        save_file(tensors, str(tmp_path / f"{name}.safetensors"))
+    shutil.copy(tmp_path / "int_a.safetensors", tmp_path / "int_a_copy.safetensors")
+    prints = [fingerprint(tmp_path / f"{n}.safetensors", model_id=n) for n in [*files, "int_a_copy"]]
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_
+    assert [(p, c, d["relation"]) for p, c, d in graph.graph.edges(data=True)] == [("int_a", "int_a_copy", "duplicate")]
+    assert len(set(graph.trees().values())) == 5
+    by_id = {f.id: f for f in prints}
+    with pytest.raises(IncomparableError, match="no floating-point"):
+        relate(by_id["int_a"], by_id["int_b"])
+
+
 def test_graph_json_roundtrip_and_tree_numbering() -> None:
     g = graph_from_edges(["b", "a", "z", "y"], [("a", "b", "finetune", 0.9), ("y", "z", "merge", 0.5)])
     assert g.trees() == {"a": 0, "b": 0, "y": 1, "z": 1}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from ancestree.errors import BadInputError
 from ancestree.lineage import WeightsRanker, rank_parents
 from ancestree.lineage.ancestors import rank_ancestors
 from ancestree.lineage.permute import align_units
@@ -175,3 +176,21 @@ def test_the_graph_abstains_where_it_cannot_see(lineage_family: dict, child: str
     result = WeightsRanker().rank(str(paths[child]), [str(paths[c]) for c in cands])
     assert result.parent == str(paths[parent]) and result.p_none < 0.05
     assert all(c.evidence.get("recovered_parent", 1.0) == 1.0 for c in result.ranking)
+
+
+def test_the_childs_own_weights_are_no_candidate(lineage_family: dict, tmp_path) -> None:
+    """The child's weight file reached through a symlink is the child itself (refused by name); a byte-identical
+    copy of the child (the same download in two caches) is a copy, not a parent: it is set aside as
+    incomparable with the reason, and the true parent is found (it came out with probability 0 before)."""
+    import shutil
+
+    paths = lineage_family["paths"]
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(paths["A11"] / "model.safetensors")
+    with pytest.raises(BadInputError, match="among its own candidates"):
+        rank_parents(str(paths["A11"]), [str(link), str(paths["A1"])])
+    copy = tmp_path / "copy"
+    shutil.copytree(paths["A11"], copy)
+    result = rank_parents(str(paths["A11"]), [str(copy), str(paths["A1"]), str(paths["A"]), str(paths["B"])])
+    assert result.parent == str(paths["A1"])
+    assert "the child's own weights" in result.incomparable[str(copy)]

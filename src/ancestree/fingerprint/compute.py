@@ -23,7 +23,7 @@ from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.stats import content_digest, content_hashes, flat_view, is_small, moments, small_summary
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
 from ancestree.io import load_model
-from ancestree.io.base import Model, TensorInfo
+from ancestree.io.base import FileInfo, Model, TensorInfo
 
 if TYPE_CHECKING:
     from ancestree.fingerprint.cache import FingerprintCache
@@ -101,9 +101,15 @@ def declared_of(model: Model) -> Declared:
     )
 
 
-def content_key(tensors: Iterable[TensorPrint]) -> str:
-    """A key equal for the same learned values whatever the names, order, format or orientation."""
+def content_key(tensors: Iterable[TensorPrint], files: Sequence[FileInfo] = ()) -> str:
+    """A key equal for the same learned values whatever the names, order, format or orientation.
+
+    A model with no learned (floating-point) tensor, e.g. an integer-only export whose scales live elsewhere,
+    has no values to key on: the hash of nothing would make every such model a duplicate of every other, so
+    its files' bytes are the key (byte-identical files are still duplicates)."""
     parts = sorted(f"{'x'.join(map(str, sorted(t.shape)))}:{t.layout_hash}" for t in tensors)
+    if not parts:
+        parts = ["files:" + ",".join(sorted(f.sha256 for f in files))]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -187,7 +193,7 @@ def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: b
         dtypes=model.dtype_counts,
         declared=declared_of(model),
         tensors=tensors,
-        content_key=content_key(tensors),
+        content_key=content_key(tensors, files),
         spec=spec,
     )
 

@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ancestree.blas import one_blas_thread
+from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
@@ -488,7 +489,10 @@ class GraphRecovery:
         maybe = low_rank_candidates(self.fps_, tree_edges) if self.classify else set()
         for e in self.edges_:
             if id(e) in maybe:
-                kind = verdict(relate(self.fps_[e.parent], self.fps_[e.child])).kind
+                try:
+                    kind = verdict(relate(self.fps_[e.parent], self.fps_[e.child])).kind
+                except IncomparableError:  # linked through finite tensors the pair does not share by alignment
+                    kind = "finetune"
                 if kind in ("adapter", "pruned", "quantized"):
                     e.relation = kind
             conf = self.calibration_.apply(e)

@@ -13,7 +13,8 @@ from collections.abc import Callable
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
-from ancestree.relate import relate
+from ancestree.errors import IncomparableError
+from ancestree.relate import PairEvidence, relate
 from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO
 
 #: Two models whose scale-free distance is below this may be the same weights (checked exactly).
@@ -53,24 +54,33 @@ MERGE_CANDIDATES = 6
 EQUAL_WEIGHTS_PRIOR = 0.5
 
 
+def _copy_evidence(fa: Fingerprint, fb: Fingerprint) -> PairEvidence | None:
+    """Pair evidence for the copy tests (no low-rank cue is needed: the SVDs are skipped); None when the
+    pair has nothing to compare (e.g. every shared tensor of one side holds NaN: no copy can be shown)."""
+    try:
+        return relate(fa, fb, ranks=False)
+    except IncomparableError:
+        return None
+
+
 def is_duplicate(fa: Fingerprint, fb: Fingerprint) -> bool:
     """The same learned values (maybe renamed, transposed or in another format)."""
     if fa.content_key == fb.content_key:
         return True
-    ev = relate(fa, fb, ranks=False)  # no low-rank cue is needed: skip the SVDs
-    return ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9
+    ev = _copy_evidence(fa, fb)
+    return ev is not None and ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9
 
 
 def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     """``child`` is ``parent`` stored at lower precision: they differ by about one rounding step."""
-    ev = relate(parent, child, ranks=False)
-    return ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_b < ev.precision_a
+    ev = _copy_evidence(parent, child)
+    return ev is not None and ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_b < ev.precision_a
 
 
 def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     """``child`` is ``parent`` with a share of weights set to zero and the rest (nearly) unchanged."""
-    ev = relate(parent, child, ranks=False)
-    return ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
+    ev = _copy_evidence(parent, child)
+    return ev is not None and ev.zeros_delta >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE
 
 
 #: How many relatives with fewer exact zeros are looked at as a pruned model's source, nearest first.

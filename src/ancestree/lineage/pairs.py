@@ -88,5 +88,7 @@ def check_distinct(child: Source, candidates: list[Source]) -> None:
         raise BadInputError(name, "no candidates given")
     if not isinstance(child, Model):
         itself = Path(child).resolve()
-        if any(not isinstance(c, Model) and Path(c).resolve() == itself for c in candidates):
+        # by another path too: a symlink to the child's folder or to its weight file
+        if any(not isinstance(c, Model) and (itself == (other := Path(c).resolve()) or itself in other.parents)
+               for c in candidates):
             raise BadInputError(name, "is also among its own candidates")

@@ -188,6 +188,13 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
     }
 
 
+def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
+    """Every tensor equal, name by name and entry by entry: a copy of the file, not a relative. (Equal
+    ``content_key``s are not enough: they also match a copy with its hidden units permuted, which the
+    robustness table asks to rank as a child of the model it was permuted from.)"""
+    return a.names == b.names and bool(a.tensors) and all(t.digest == b[t.name].digest for t in a.tensors)
+
+
 class WeightsRanker:
     """Rank candidate parents of a child from weights alone (any format ancestree reads).
 
@@ -235,7 +242,10 @@ class WeightsRanker:
         cache = {} if cache is None else cache
         if "__print__" not in cache:
             cache["__print__"] = fingerprint(child, self.cache)
-        pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print or fingerprint(candidate, self.cache))
+        candidate_print = candidate_print or fingerprint(candidate, self.cache)
+        if _same_values(candidate_print, cache["__print__"]):
+            return "holds the child's own weights (the same values: a copy of the child, not its parent)"
+        pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print)
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
             return reason

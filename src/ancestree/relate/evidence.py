@@ -256,6 +256,9 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
     """
     if fa.spec != fb.spec:
         raise IncomparableError(fb.id, f"fingerprinted with other sketch settings than {fa.id}; refingerprint both")
+    empty = next((f for f in (fa, fb) if not f.tensors), None)
+    if empty is not None:
+        raise IncomparableError(empty.id, "holds no floating-point (learned) tensor: nothing to compare")
     alignment = alignment if alignment is not None else align(fa, fb)
     if not alignment.pairs:
         raise IncomparableError(fb.id, f"shares no tensor (by name or shape) with {fa.id}: different architectures?")
