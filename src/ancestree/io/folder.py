@@ -7,6 +7,7 @@ as one :class:`Model`; every tensor is still read from its own shard, one at a t
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,22 +33,152 @@ def read_json(path: Path) -> dict[str, Any]:
 #: libyaml's safe loader when PyYAML was built with it (a card parses ~10× faster), else the pure-Python one.
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+#: Front matter longer than this is not read: real cards hold a few hundred bytes of metadata.
+MAX_FRONT_MATTER = 64 * 1024
+
+#: Deepest nesting of lists and mappings read; libyaml's composer recurses in C and crashes the process
+#: (segmentation fault) on some 30,000 levels, which fit in 64 KiB.
+MAX_DEPTH = 32
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+log = logging.getLogger(__name__)
+
+
+class CardProblem(ValueError):
+    """Why (part of) a model card's front matter is ignored."""
+
+
+def card_warning(path: Path, problem: str) -> None:
+    """Report an ignored card or card field; with no logging set up, the one line goes to stderr."""
+    log.warning("warning: %s: %s; ignored", path, problem)
+
+
+def _kind(node: yaml.Node) -> str:
+    """What a YAML node holds, in words for a warning (never its value: it may be huge)."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    kind = node.tag.rsplit(":", 1)[-1]
+    return {"bool": "a boolean", "int": "a number", "float": "a number", "null": "null"}.get(kind, f"a {kind}")
+
+
+def _name(node: yaml.Node) -> str:
+    """A string scalar's value; anything else (number, boolean, list, mapping) is a :class:`CardProblem`."""
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+        return str(node.value)
+    raise CardProblem(f"is {_kind(node)}, not a string")
+
+
+def _names(node: yaml.Node) -> str | list[str]:
+    """A string or a flat list of strings, as the Hub allows for ``base_model`` and ``datasets``."""
+    if not isinstance(node, yaml.SequenceNode):
+        try:
+            return _name(node)
+        except CardProblem:
+            raise CardProblem(f"is {_kind(node)}, not a name or a list of names") from None
+    bad = next((item for item in node.value if not (isinstance(item, yaml.ScalarNode) and item.tag == _STR_TAG)), None)
+    if bad is not None:
+        raise CardProblem(f"is a list holding {_kind(bad)}, not only names")
+    return [str(item.value) for item in node.value]
+
+
+def _name_list(node: yaml.Node) -> list[str]:
+    """``_names`` always as a list (a lone ``datasets: name`` is one dataset, not its characters)."""
+    names = _names(node)
+    return [names] if isinstance(names, str) else names
+
+
+#: The front-matter fields ancestree uses, each with the reader that checks its type; nothing else is kept.
+CARD_FIELDS: dict[str, Callable[[yaml.Node], Any]] = {
+    "base_model": _names,
+    "base_model_relation": _name,
+    "ancestree_relation": _name,
+    "datasets": _name_list,
+}
+
+
+def front_matter(path: Path) -> str | None:
+    """The YAML between the leading ``---`` lines of ``path``, or None when it has none; at most
+    :data:`MAX_FRONT_MATTER` bytes are read, so a huge README costs nothing."""
+    with open(path, "rb") as fh:
+        head = fh.read(MAX_FRONT_MATTER + 8).decode("utf-8", errors="replace")
+    if not head.startswith("---"):
+        return None
+    end = head.find("\n---", 3)
+    if end < 0:
+        if len(head) > MAX_FRONT_MATTER:
+            raise CardProblem(f"front matter is longer than {MAX_FRONT_MATTER // 1024} KiB")
+        return None  # no closing line: not front matter (as before)
+    return head[3:end]
+
+
+def compose(text: str) -> yaml.Node | None:
+    """The YAML node graph of ``text`` without expanding aliases (an alias is the anchored node itself, so a
+    "billion laughs" stays as small as its text), after checking its nesting on the event stream."""
+    depth = 0
+    for event in yaml.parse(text, Loader=_SAFE_LOADER):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise CardProblem(f"front matter nests deeper than {MAX_DEPTH} levels")
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return yaml.compose(text, Loader=_SAFE_LOADER)
+
+
+def card_fields(path: Path, root: yaml.Node) -> dict[str, Any]:
+    """The :data:`CARD_FIELDS` of a composed front matter; a field of the wrong type is left out with a warning."""
+    if not isinstance(root, yaml.MappingNode):
+        raise CardProblem(f"front matter is {_kind(root)}, not a mapping")
+    card: dict[str, Any] = {}
+    budget = MAX_FRONT_MATTER  # characters of kept values: aliases must not multiply them
+    for key, value in root.value:
+        field = key.value if isinstance(key, yaml.ScalarNode) else None
+        if field not in CARD_FIELDS:
+            continue
+        if isinstance(value, yaml.ScalarNode) and value.tag == _NULL_TAG:
+            card.pop(field, None)  # ``base_model:`` with no value declares nothing (a later key wins, as in YAML)
+            continue
+        try:
+            parsed = CARD_FIELDS[field](value)
+        except CardProblem as exc:
+            card_warning(path, f"{field} {exc}")
+            continue
+        budget -= sum(map(len, [parsed] if isinstance(parsed, str) else parsed))
+        if budget < 0:
+            raise CardProblem(f"{field} expands beyond {MAX_FRONT_MATTER // 1024} KiB through YAML aliases")
+        card[field] = parsed
+    return card
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem and the line of the card it is on, in one short line."""
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [exc.__class__.__name__])[0]
+    mark = getattr(exc, "problem_mark", None)
+    # the YAML starts right after the opening "---", on the card's first line
+    return f"{problem[:200]} on line {mark.line + 1}" if mark is not None else problem[:200]
+
 
 def read_card(path: Path) -> dict[str, Any]:
-    """The YAML front matter of a model card ``README.md`` (empty when there is none or it is broken)."""
+    """The fields of :data:`CARD_FIELDS` from a model card ``README.md``'s YAML front matter.
+
+    Empty when there is no card or no front matter. A broken or oversized card does not make the model
+    unreadable: it is ignored with a warning, as is a field of the wrong type (``base_model: {a: 1}``).
+    """
     if not path.is_file():
         return {}
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.startswith("---"):
-        return {}
-    end = text.find("\n---", 3)
-    if end < 0:
-        return {}
     try:
-        data = yaml.load(text[3:end], Loader=_SAFE_LOADER)
-    except yaml.YAMLError:
-        return {}
-    return data if isinstance(data, dict) else {}
+        text = front_matter(path)
+        root = compose(text) if text is not None else None
+        return card_fields(path, root) if root is not None else {}
+    except CardProblem as exc:
+        card_warning(path, str(exc))
+    except yaml.YAMLError as exc:
+        card_warning(path, f"front matter is not valid YAML ({yaml_problem(exc)})")
+    return {}
 
 
 def folder_metadata(folder: Path, fmt: str) -> ModelMeta:

@@ -1,0 +1,112 @@
+"""Hostile or odd inputs to the io layer: model cards, PEFT configs, sparse/meta tensors, symlinked scans.
+
+Every input is written here, small, in ``tmp_path``; the CLI runs in-process through its real entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ancestree.cli.main import run
+from ancestree.errors import BadInputError
+from ancestree.io import load_model
+from conftest import small_tensors, write_hf_folder
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    captured = capsys.readouterr()
+    return int(exit_info.value.code or 0), captured.out, captured.err
+
+
+def _carded(tmp_path: Path, front: str, name: str = "model") -> Path:
+    """A model folder whose README.md has ``front`` as its YAML front matter."""
+    folder = write_hf_folder(tmp_path / name, small_tensors())
+    (folder / "README.md").write_text(f"---\n{front}\n---\n# a model\n", encoding="utf-8")
+    return folder
+
+
+def _laughs(levels: int) -> str:
+    """A "billion laughs": ``levels`` lists of 9 aliases each, 9**levels strings once expanded."""
+    names = "abcdefghijkl"[:levels]
+    lines = ['a: &a ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"{cur}: &{cur} [" + ",".join([f"*{prev}"] * 9) + "]" for prev, cur in zip(names, names[1:])]
+    return "\n".join(lines + [f"base_model: *{names[-1]}"])
+
+
+# -- model cards -------------------------------------------------------------------------------------------
+def test_card_billion_laughs_is_neither_expanded_nor_declared(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _carded(tmp_path, _laughs(6))  # 531,441 strings if expanded: a 3 MB repr before the fix
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING), load_model(folder) as model:
+        assert model.meta.declared_base_model is None
+    assert time.perf_counter() - start < 5
+    assert "base_model is a list holding a list" in caplog.text and "README.md" in caplog.text
+
+
+@pytest.mark.parametrize("value, kind", [("{org: name}", "a mapping"), ("true", "a boolean"), ("3", "a number"),
+                                         ("[[org/a], org/b]", "a list holding a list"), ("[org/a, 3]", "a list holding a number")])
+def test_card_base_model_of_another_type_is_ignored_with_a_warning(
+        value: str, kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    folder = _carded(tmp_path, f"base_model: {value}\nlicense: mit")
+    with caplog.at_level(logging.WARNING):
+        status, out, err = _run(["inspect", str(folder), "--format", "json"], capsys)
+    assert status == 0, err
+    assert json.loads(out)["declared_base_model"] is None  # was the Python repr of the value
+    [message] = caplog.messages
+    assert message.startswith(f"warning: {folder / 'README.md'}: base_model is {kind}") and message.endswith("; ignored")
+
+
+def test_card_warning_is_one_line_on_stderr(tmp_path: Path) -> None:
+    """With no logging set up (the CLI), the warning is one plain line on stderr and the command succeeds."""
+    folder = _carded(tmp_path, "base_model: {org: name}")
+    proc = subprocess.run([sys.executable, "-m", "ancestree", "inspect", str(folder), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["declared_base_model"] is None
+    assert proc.stderr.splitlines() == [f"warning: {folder / 'README.md'}: base_model is a mapping, not a name or a list of names; ignored"]
+
+
+@pytest.mark.parametrize("front, card", [
+    ("base_model: org/a\nbase_model_relation: finetune\ndatasets: shapes", {"base_model": "org/a", "base_model_relation": "finetune", "datasets": ["shapes"]}),
+    ("base_model: [org/a, org/b]\nancestree_relation: merge", {"base_model": ["org/a", "org/b"], "ancestree_relation": "merge"}),
+    ("base_model: '7'\ndatasets: [a, b]", {"base_model": "7", "datasets": ["a", "b"]}),
+    ("base_model: org/a\nbase_model:", {}),
+], ids=["name", "names", "quoted", "null"])
+def test_card_keeps_only_the_fields_used_with_their_types(front: str, card: dict, tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), load_model(_carded(tmp_path, front + "\nlicense: mit\ntags: [x, y]")) as model:
+        # a lone dataset is one name, not the characters of one (probe inputs iterate it)
+        assert model.meta.card == card
+        assert model.meta.declared_base_model == card.get("base_model")
+    assert caplog.text == ""
+
+
+@pytest.mark.parametrize("front, problem", [
+    ("base_model: org/a\n" + "pad: " + "x" * (70 * 1024), "longer than 64 KiB"),
+    ("x: &x " + "y" * 30000 + "\nbase_model: [" + ",".join(["*x"] * 8) + "]", "expands beyond 64 KiB"),
+    ("base_model: [org/a\nlicense: mit", "not valid YAML"),
+    ("- base_model\n- org/a", "front matter is a list, not a mapping"),
+], ids=["oversized", "aliases", "broken", "not-a-mapping"])
+def test_broken_or_oversized_card_leaves_the_model_readable(front: str, problem: str, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING), load_model(_carded(tmp_path, front)) as model:
+        assert model.meta.card == {} and model.parameters > 0
+    assert problem in caplog.text and "README.md" in caplog.text
+
+
+def test_deeply_nested_card_does_not_crash_the_process(tmp_path: Path) -> None:
+    """libyaml's composer recursed until a segmentation fault on ~30,000 levels: run in a child process."""
+    folder = _carded(tmp_path, "base_model: " + "[" * 30000 + "]" * 30000)
+    proc = subprocess.run([sys.executable, "-m", "ancestree", "inspect", str(folder), "--format", "json"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+    assert json.loads(proc.stdout)["declared_base_model"] is None
+    assert "nests deeper than" in proc.stderr
