@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from ancestree.atomic import write_text
+from ancestree.errors import BadInputError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,3 +41,21 @@ def emit(text: str, output: str | None) -> None:
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
+
+
+def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tuple[str, Path]]:
+    """``(id, path)`` of every model: paths as given, then models found below each ``--scan`` folder (ids
+    relative to it; the same id found below two folders is refused like a path given twice)."""
+    from ancestree.io import scan_models
+
+    sources = [(str(p), Path(p)) for p in paths]
+    for folder in [scan] if isinstance(scan, str) else scan or []:
+        sources += list(scan_models(folder))
+    if not sources:
+        raise BadInputError(None, "no models given: pass model paths or --scan DIR")
+    seen: dict[str, Path] = {}
+    for mid, p in sources:
+        if mid in seen:
+            raise BadInputError(p, f"model id {mid!r} given twice")
+        seen[mid] = p
+    return sources

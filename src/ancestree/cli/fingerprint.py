@@ -8,10 +8,9 @@ import typer
 from rich.table import Table
 
 from ancestree.atomic import check_output
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, collect_sources, console, emit, to_json
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, fingerprint_many, save_fingerprints
-from ancestree.io import scan_models
 
 CacheDir = Annotated[Optional[str], typer.Option("--cache", help="Cache directory (default $ANCESTREE_CACHE or ~/.cache/ancestree).")]
 NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the fingerprint cache.")]
@@ -26,13 +25,7 @@ def cache_from_options(cache: str | None, no_cache: bool) -> FingerprintCache | 
 
 def gather(paths: list[str] | None, scan: list[str] | str | None) -> list[tuple[str, str]]:
     """``(id, path)`` of the models named on the command line and found under each ``--scan`` folder."""
-    folders = [scan] if isinstance(scan, str) else list(scan or [])
-    items = [(p, p) for p in paths or []]
-    for folder in folders:
-        items.extend((model_id, str(path)) for model_id, path in scan_models(folder))
-    if not items:
-        raise BadInputError(", ".join(folders) or None, "no models given (name paths or use --scan DIR)")
-    return items
+    return [(model_id, str(path)) for model_id, path in collect_sources(list(paths or []), scan)]
 
 
 def fingerprint_cmd(

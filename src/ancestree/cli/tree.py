@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ancestree.cli.common import emit, err_console
+from ancestree.cli.common import collect_sources, emit, err_console
 from ancestree.atomic import check_output
 from ancestree.errors import BadInputError
 
@@ -37,24 +37,6 @@ class KurtosisOrder(str, Enum):
 #: Output suffix -> format, used when ``-o`` is given without ``--format``.
 SUFFIX_FORMAT = {".json": "json", ".dot": "dot", ".gv": "dot", ".graphml": "graphml", ".mmd": "mermaid",
                  ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "text"}
-
-
-def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tuple[str, Path]]:
-    """``(id, path)`` of every model: paths as given, then models found below each ``--scan`` folder (ids
-    relative to it; the same id found below two folders is refused like a path given twice)."""
-    from ancestree.io import scan_models
-
-    sources = [(str(p), Path(p)) for p in paths]
-    for folder in [scan] if isinstance(scan, str) else scan or []:
-        sources += list(scan_models(folder))
-    if not sources:
-        raise BadInputError(None, "no models given: pass model paths or --scan DIR")
-    seen: dict[str, Path] = {}
-    for mid, p in sources:
-        if mid in seen:
-            raise BadInputError(p, f"model id {mid!r} given twice")
-        seen[mid] = p
-    return sources
 
 
 def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, use_declared: bool, cache: bool,
