@@ -110,3 +110,44 @@ def test_deeply_nested_card_does_not_crash_the_process(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-500:]
     assert json.loads(proc.stdout)["declared_base_model"] is None
     assert "nests deeper than" in proc.stderr
+
+
+# -- PEFT adapter configs ------------------------------------------------------------------------------------
+def _adapter(tmp_path: Path, **config: object) -> Path:
+    """A rank-4 LoRA adapter folder (one Linear module) whose config is ``r=4, lora_alpha=8`` changed by ``config``."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    save_file({"base_model.model.fc.lora_A.weight": rng.standard_normal((4, 6)).astype(np.float32),
+               "base_model.model.fc.lora_B.weight": rng.standard_normal((8, 4)).astype(np.float32)},
+              str(folder / "adapter_model.safetensors"))
+    full = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "base_model_name_or_path": "org/base", **config}
+    (folder / "adapter_config.json").write_text(json.dumps(full))
+    return folder
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"r": "four"}, 'r is "four", not a positive integer'),
+    ({"r": 4.5}, "r is 4.5, not a positive integer"),
+    ({"r": None}, "r is null"),
+    ({"lora_alpha": "eight"}, 'lora_alpha is "eight", not a number'),
+    ({"lora_alpha": None}, "lora_alpha is null, not a number"),
+    ({"rank_pattern": {"fc": "x"}}, "rank_pattern['fc'] is \"x\", not a positive integer"),
+    ({"rank_pattern": [1, 2]}, "rank_pattern is a list"),
+    ({"alpha_pattern": [1, 2]}, "alpha_pattern is a list"),
+    ({"alpha_pattern": {"fc": "x"}}, "alpha_pattern['fc'] is \"x\", not a number"),
+    ({"alpha_pattern": {"fc(": 3}}, "alpha_pattern key 'fc(' is not a valid pattern"),
+    ({"base_model_name_or_path": {"org": "base"}}, "base_model_name_or_path is {\"org\": \"base\"}"),
+    ({"use_rslora": "yes"}, 'use_rslora is "yes", not true or false'),
+], ids=["r-str", "r-float", "r-null", "alpha-str", "alpha-null", "rank-pattern-str", "rank-pattern-list",
+        "alpha-pattern-list", "alpha-pattern-str", "alpha-pattern-regex", "base-dict", "rslora-str"])
+def test_peft_config_of_the_wrong_type_is_bad_input(config: dict, problem: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _adapter(tmp_path, **config)
+    status, out, err = _run(["inspect", str(folder), "--format", "json"], capsys)
+    assert status == 2 and out == "", err
+    [line] = err.strip().splitlines()
+    assert f"{folder / 'adapter_config.json'}: {problem}" in line

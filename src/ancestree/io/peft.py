@@ -11,8 +11,10 @@ and ``meta.extra["deltas"]`` names them.
 
 from __future__ import annotations
 
+import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,61 @@ class LoraPair:
     scale: float
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_rank(value: Any) -> bool:
+    """A positive whole number (``8.0`` from a JSON writer that only knows floats counts as 8)."""
+    return _is_number(value) and value > 0 and float(value).is_integer()
+
+
+def _check_pattern(config: dict[str, Any], key: str, valid: Callable[[Any], bool], wanted: str) -> str | None:
+    """Why ``config[key]`` (``rank_pattern``/``alpha_pattern``) is unusable, or None when it is fine."""
+    patterns = config.get(key)
+    if patterns is None:
+        return None
+    if not isinstance(patterns, dict):
+        return f"{key} is a {type(patterns).__name__}, not a mapping of module patterns to values"
+    for module, value in patterns.items():
+        if not valid(value):
+            return f"{key}[{module!r}] is {_shown(value)}, not {wanted}"
+        try:
+            re.compile(module)
+        except re.error as exc:
+            return f"{key} key {module!r} is not a valid pattern ({exc})"
+    return None
+
+
+#: Scalar fields read from ``adapter_config.json``: (test, what a valid value is). An absent ``r`` or
+#: ``lora_alpha`` means the stored rank; null is refused for them, as PEFT itself fails on it.
+_CONFIG_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "r": (_is_rank, "a positive integer"),
+    "lora_alpha": (_is_number, "a number"),
+    "use_rslora": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "fan_in_fan_out": (lambda v: v is None or isinstance(v, bool), "true or false"),
+    "base_model_name_or_path": (lambda v: v is None or isinstance(v, str), "a model name or path"),
+    "peft_type": (lambda v: v is None or isinstance(v, str), "a PEFT type name"),
+}
+
+
+def check_config(config: dict[str, Any], path: Path) -> None:
+    """Refuse, naming ``path`` and the field, a config value PEFT could not use (``"r": "four"``,
+    ``"lora_alpha": null``, a ``rank_pattern`` that is a list); checked before any arithmetic on them."""
+    for key, (valid, wanted) in _CONFIG_FIELDS.items():
+        if key in config and not valid(config[key]):
+            raise BadInputError(path, f"{key} is {_shown(config[key])}, not {wanted}")
+    for key, valid, wanted in (("rank_pattern", _is_rank, "a positive integer"), ("alpha_pattern", _is_number, "a number")):
+        if problem := _check_pattern(config, key, valid, wanted):
+            raise BadInputError(path, problem)
+
+
+def _shown(value: Any) -> str:
+    """A config value for a one-line message, cut short (it came from the user's file)."""
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def pattern_value(patterns: dict[str, Any], module: str, default: Any) -> Any:
     """PEFT's rule: a pattern key applies to a module whose name ends with it (as a regex) at a dot."""
     for key, value in patterns.items():
@@ -70,6 +127,7 @@ class PeftAdapterModel(Model):
         super().__init__(path, model_id)
         self.meta = folder_metadata(self.path, self.format)
         config = self.meta.adapter_config or {}
+        check_config(config, self.path / "adapter_config.json")
         self._stored = open_adapter_weights(self.path, self.id)
         try:
             self._pairs, self._full = self._match(config)
@@ -114,6 +172,7 @@ class PeftAdapterModel(Model):
         rank = a_shape[0] if a_shape else 0
         if len(b_shape) < 2 or b_shape[1] != rank:
             raise BadInputError(self._stored.path, f"LoRA module {module!r}: A {a_shape} and B {b_shape} do not multiply")
+        # values checked by check_config: numbers where present; absent means the stored rank
         declared = int(pattern_value(config.get("rank_pattern") or {}, module, config.get("r", rank)))
         if declared != rank:
             raise BadInputError(self.path / "adapter_config.json", f"module {module!r} has rank {rank} but the config says {declared}")
