@@ -12,7 +12,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from ancestree.cli.main import run
 from ancestree.errors import BadInputError
@@ -115,7 +117,6 @@ def test_deeply_nested_card_does_not_crash_the_process(tmp_path: Path) -> None:
 # -- PEFT adapter configs ------------------------------------------------------------------------------------
 def _adapter(tmp_path: Path, **config: object) -> Path:
     """A rank-4 LoRA adapter folder (one Linear module) whose config is ``r=4, lora_alpha=8`` changed by ``config``."""
-    import numpy as np
     from safetensors.numpy import save_file
 
     folder = tmp_path / "adapter"
@@ -151,3 +152,40 @@ def test_peft_config_of_the_wrong_type_is_bad_input(config: dict, problem: str, 
     assert status == 2 and out == "", err
     [line] = err.strip().splitlines()
     assert f"{folder / 'adapter_config.json'}: {problem}" in line
+
+
+# -- PyTorch checkpoints: sparse and meta tensors ------------------------------------------------------------
+def _pruned() -> torch.Tensor:
+    w = torch.randn(16, 12, generator=torch.Generator().manual_seed(0))
+    w[w.abs() < 1] = 0  # about two thirds pruned
+    return w
+
+
+@pytest.mark.parametrize("layout", ["coo", "csr", "csc"])
+def test_sparse_tensor_in_a_checkpoint_is_read_dense(layout: str, tmp_path: Path) -> None:
+    import warnings
+
+    w = _pruned()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch: sparse CSR/CSC "in beta"
+        sparse = {"coo": w.to_sparse, "csr": w.to_sparse_csr, "csc": w.to_sparse_csc}[layout]()
+    torch.save({"fc.weight": sparse, "fc.bias": torch.ones(16)}, tmp_path / "pruned.pt")
+    with load_model(tmp_path / "pruned.pt") as model:
+        assert model.tensors["fc.weight"].shape == (16, 12) and model.tensors["fc.weight"].dtype == "float32"
+        np.testing.assert_array_equal(model.read("fc.weight"), w.numpy())
+
+
+def test_meta_tensor_is_refused_by_name_when_listed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect` lists tensors without reading them: it must refuse what `tree` cannot read."""
+    torch.save({"fc.weight": _pruned(), "fc.bias": torch.empty(16, device="meta")}, tmp_path / "meta.pt")
+    status, out, err = _run(["inspect", str(tmp_path / "meta.pt"), "--format", "json"], capsys)
+    assert status == 2 and out == ""
+    assert err.strip().splitlines() == [f"ancestree: error: {tmp_path / 'meta.pt'}: tensor 'fc.bias' holds no data (a meta tensor)"]
+
+
+def test_sparse_tensor_with_indices_outside_its_shape_is_refused(tmp_path: Path) -> None:
+    """torch.load does not check sparse indices; densifying such a tensor would write outside its buffer."""
+    bad = torch.sparse_coo_tensor(torch.tensor([[0, 100], [0, 5]]), torch.tensor([1.0, 2.0]), (4, 4), check_invariants=False)
+    torch.save({"fc.weight": bad}, tmp_path / "bad.pt")
+    with pytest.raises(BadInputError, match=r"sparse tensor 'fc.weight' is malformed \(size is inconsistent with indices"):
+        load_model(tmp_path / "bad.pt")

@@ -111,8 +111,40 @@ def dtype_name(t: torch.Tensor) -> str:
     return {"qint8": "int8", "quint8": "uint8", "qint32": "int32", "quint4x2": "uint4"}.get(name, name)
 
 
+def readable(name: str, t: torch.Tensor, path: Path) -> torch.Tensor:
+    """``t`` when :func:`to_numpy` can read it; a meta tensor (no storage, e.g. left by accelerate's
+    ``init_empty_weights``) or a sparse tensor whose indices fall outside its shape is refused by name."""
+    if t.is_meta:
+        raise BadInputError(path, f"tensor {name!r} holds no data (a meta tensor)")
+    if t.layout != torch.strided:
+        try:
+            check_sparse(t)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            raise BadInputError(path, f"sparse tensor {name!r} is malformed ({_first_line(exc)})") from None
+    return t
+
+
+def check_sparse(t: torch.Tensor) -> None:
+    """Raise unless a sparse tensor's indices fit its shape: ``torch.load`` does not check them, and
+    densifying an unchecked one writes outside the dense buffer."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta": nothing about the file
+        if t.layout == torch.sparse_coo:
+            torch.sparse_coo_tensor(t._indices(), t._values(), t.shape, check_invariants=True)
+            return
+        by_row = t.layout in (torch.sparse_csr, torch.sparse_bsr)
+        compressed, plain = (t.crow_indices(), t.col_indices()) if by_row else (t.ccol_indices(), t.row_indices())
+        torch.sparse_compressed_tensor(compressed, plain, t.values(), t.shape, layout=t.layout, check_invariants=True)
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
-    """Floating values without a copy where numpy has the dtype (a view into the mapped file)."""
+    """Floating values without a copy where numpy has the dtype (a view into the mapped file).
+
+    A sparse tensor (a pruned layer saved with ``to_sparse()``) is read dense: it is the same weight."""
+    if t.layout != torch.strided:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = t.to_dense()
     if t.is_quantized:
         return t.dequantize().numpy()
     if t.dtype in (torch.float32, torch.float64, torch.float16) or not t.is_floating_point():
@@ -127,7 +159,7 @@ class TorchModel(Model):
 
     def __init__(self, path: str | Path, model_id: str | None = None) -> None:
         super().__init__(path, model_id)
-        tensors = dict(flatten(state_dict_of(load_checkpoint(self.path))))
+        tensors = {n: readable(n, t, self.path) for n, t in flatten(state_dict_of(load_checkpoint(self.path)))}
         if not tensors:
             raise BadInputError(self.path, "PyTorch checkpoint holds no tensors")
         self._tensors: dict[str, torch.Tensor] | None = tensors
