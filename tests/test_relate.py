@@ -179,6 +179,23 @@ def test_a_damaged_tensor_is_left_out_by_name(tmp_path: Path, parent: Fingerprin
     assert relate(parent, fp_of(tmp_path, "copy", make_parent())).non_finite == []
 
 
+def test_masks_and_fill_values_are_buffers_not_evidence(tmp_path: Path) -> None:
+    """GPT-2 checkpoints carry a 0/1 causal mask per layer (``attn.bias``) and ``masked_bias = -1e4``; others
+    a triangular mask of float32's minimum. Two unrelated models carrying the same ones looked like
+    fine-tuned relatives (the masks swamped the distances); they are left out, by name, on both sides."""
+    causal = np.tril(np.ones((256, 256), np.float32))[None, None]
+    extra = {**{f"layers.{i}.attn.bias": causal for i in range(3)}, "layers.0.attn.masked_bias": np.float32([-1e4]),
+             "layers.1.attn.mask": np.triu(np.full((64, 64), np.finfo(np.float32).min, np.float32), 1)}
+    a = fp_of(tmp_path, "a", {**make_parent(0), **extra})
+    b = fp_of(tmp_path, "b", {**make_parent(1), **extra})
+    ev = relate(a, b)
+    assert verdict(ev).kind == "unrelated" and sorted(ev.buffers) == sorted(extra)
+    rng = np.random.default_rng(5)  # a fine-tune keeps its parent's masks: still a fine-tune
+    tuned = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in make_parent(0).items()}
+    assert verdict(relate(a, fp_of(tmp_path, "ft", {**tuned, **extra}))).kind == "finetune"
+    assert not any(t.is_buffer_like for t in a.tensors if t.name not in extra)
+
+
 def test_distance_matrix_agrees_with_pairwise_evidence(tmp_path: Path, parent: Fingerprint) -> None:
     from ancestree.relate import rms_distance_matrix
 

@@ -82,8 +82,9 @@ def oriented(t: TensorPrint, transposed: bool) -> np.ndarray:
 
 def sketch_distance(a: np.ndarray, b: np.ndarray) -> float:
     """``‖a − b‖ / (‖a‖ + ‖b‖)``: 0 for equal sketches, about 0.71 for independent ones of equal scale."""
+    a, b = a.astype(np.float64), b.astype(np.float64)  # float32 squares overflow near its limits (masks)
     scale = float(np.linalg.norm(a) + np.linalg.norm(b))
-    return float(np.linalg.norm(a.astype(np.float64) - b)) / scale if scale > 0 else 0.0
+    return float(np.linalg.norm(a - b)) / scale if scale > 0 else 0.0
 
 
 def moment_distances(a: list[TensorPrint], b: list[TensorPrint]) -> np.ndarray:

@@ -36,6 +36,8 @@ def _print(ev: PairEvidence, v: Verdict) -> None:
             console.print(f"only in {side}: {', '.join(names)}")
     if ev.non_finite:
         console.print(f"left out (NaN or infinite values on one side): {', '.join(ev.non_finite)}")
+    if ev.buffers:
+        console.print(f"left out (masks or constants on both sides, not weights): {', '.join(ev.buffers)}")
     console.print(
         f"overall: relative distance {ev.rel_distance:.4f}, median correlation {_num(ev.correlation, '.3f')}, "
         f"identical {ev.identical_fraction:.1%} of paired parameters"

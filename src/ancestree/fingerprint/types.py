@@ -81,6 +81,21 @@ class TensorPrint:
         """False when the tensor holds a NaN or an infinite value (its norm is then NaN or infinite)."""
         return math.isfinite(self.norm)
 
+    @cached_property
+    def is_buffer_like(self) -> bool:
+        """True for a constant tensor, or one holding zeros and a single other value: an attention mask or a
+        fill value a checkpoint carries (GPT-2's 0/1 ``attn.bias``, ``masked_bias = -1e4``, a triangular mask
+        of float32's minimum), not a learned weight. Two unrelated models carry the same one, and its size
+        (and values near float32's limits) would swamp every distance. Read from the exact moments: values
+        ``{0, c}`` with a share ``z`` of zeros have mean ``(1 − z)·c`` and variance ``z·(1 − z)·c²``."""
+        if not self.is_finite or self.numel == 0:
+            return False
+        if self.variance == 0:
+            return True
+        z, c = self.zeros, self.absmax
+        return (0 < z < 1 and math.isclose(abs(self.mean), (1 - z) * c, rel_tol=1e-4)
+                and math.isclose(self.variance, z * (1 - z) * c * c, rel_tol=1e-3))
+
     @property
     def is_matrix(self) -> bool:
         """True when the sketch is 2-D (the tensor has two or more dimensions)."""

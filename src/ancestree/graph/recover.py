@@ -542,7 +542,7 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
     for k, e in enumerate(edges):
         fa, fb = fps[e.parent], fps[e.child]
         shared = [t.name for t in fa.tensors if t.is_matrix and t.name in fb and fb[t.name].sketch.shape == t.sketch.shape
-                  and min(t.sketch.shape) >= 16 and t.is_finite and fb[t.name].is_finite]
+                  and min(t.sketch.shape) >= 16 and t.is_finite and fb[t.name].is_finite and not t.is_buffer_like]
         if not shared:
             out.add(id(e))
             continue

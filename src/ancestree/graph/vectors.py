@@ -145,7 +145,7 @@ def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     """Vectors of fingerprints of one architecture (see the module docstring)."""
     ref = _reference(fps)
-    ref_tensors = matrix_tensors(ref)
+    ref_tensors = [t for t in matrix_tensors(ref) if not t.is_buffer_like]  # masks are no lineage evidence
     n, T = len(fps), len(ref_tensors)
     blocks = [_positions(t.sketch.size) for t in ref_tensors]
     width = sum(len(b) for b in blocks)

@@ -81,6 +81,7 @@ class PairEvidence:
     unpaired_a: list[str] = field(default_factory=list)
     unpaired_b: list[str] = field(default_factory=list)
     non_finite: list[str] = field(default_factory=list)  # paired tensors left out: NaN or inf on either side
+    buffers: list[str] = field(default_factory=list)  # paired tensors left out: masks / constants on both sides
     coverage_a: float = 0.0  # fraction of a's parameters that are paired
     coverage_b: float = 0.0
     identical_fraction: float = 0.0  # fraction of paired parameters with identical content
@@ -197,7 +198,7 @@ def _weighted(values: list[float], weights: list[float]) -> float:
 
 
 def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment,
-              non_finite: Sequence[str] = ()) -> PairEvidence:
+              non_finite: Sequence[str] = (), buffers: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
     n = [float(l.numel) for l in layers]
     paired_b = sum(fb[l.b].numel for l in layers)
@@ -224,6 +225,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         unpaired_a=list(alignment.unpaired_a),
         unpaired_b=list(alignment.unpaired_b),
         non_finite=list(non_finite),
+        buffers=list(buffers),
         coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors), 1),
         coverage_b=paired_b / max(sum(t.numel for t in fb.tensors), 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
@@ -265,8 +267,11 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
     # a tensor holding NaN or inf (a diverged checkpoint) says nothing about lineage: compare the rest
     pairs = [p for p in alignment.pairs if fa[p.a].is_finite and fb[p.b].is_finite]
     left_out = [p.a for p in alignment.pairs if not (fa[p.a].is_finite and fb[p.b].is_finite)]
+    # masks and fill values on both sides are buffers, not weights: unrelated models share them too
+    buffers = [p.a for p in pairs if fa[p.a].is_buffer_like and fb[p.b].is_buffer_like]
+    pairs = [p for p in pairs if not (fa[p.a].is_buffer_like and fb[p.b].is_buffer_like)]
     if not pairs:
         bad = fa if not all(t.is_finite for t in fa.tensors) else fb
         raise IncomparableError(bad.id, "holds NaN or infinite values in every tensor the pair shares: nothing to compare")
     layers = [layer_evidence(fa[p.a], fb[p.b], p, ranks) for p in pairs]
-    return summarise(fa, fb, layers, alignment, left_out)
+    return summarise(fa, fb, layers, alignment, left_out, buffers)

@@ -67,6 +67,7 @@ def verdict(ev: PairEvidence) -> Verdict:
         heads = len(ev.unpaired_a) + len(ev.unpaired_b)
         extra = f"; {heads} tensor(s) present on one side only" if heads else ""
         extra += f"; {len(ev.non_finite)} tensor(s) holding NaN or infinite values left out" if ev.non_finite else ""
+        extra += f"; {len(ev.buffers)} mask or constant tensor(s) left out" if ev.buffers else ""
         return Verdict("duplicate", f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}.")
     corr = ev.correlation
     if (corr != corr or corr < UNRELATED_CORRELATION) and ev.rel_distance > UNRELATED_DISTANCE:
