@@ -189,3 +189,38 @@ def test_sparse_tensor_with_indices_outside_its_shape_is_refused(tmp_path: Path)
     torch.save({"fc.weight": bad}, tmp_path / "bad.pt")
     with pytest.raises(BadInputError, match=r"sparse tensor 'fc.weight' is malformed \(size is inconsistent with indices"):
         load_model(tmp_path / "bad.pt")
+
+
+# -- --scan and symbolic links -------------------------------------------------------------------------------
+def _hf_cache(root: Path) -> Path:
+    """The Hugging Face hub cache layout: content in ``blobs/``, the files of a revision as links to it."""
+    repo = root / "models--org--tiny"
+    write_hf_folder(repo / "blobs_src", small_tensors(3))
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    for name, blob in (("config.json", "b1"), ("model.safetensors", "b2")):
+        (repo / "blobs_src" / name).rename(repo / "blobs" / blob)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob))
+    (repo / "blobs_src").rmdir()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+def test_scan_does_not_follow_folder_links_but_follows_file_links(tmp_path: Path) -> None:
+    from ancestree.io.loader import scan_models
+
+    root = tmp_path / "scan"
+    runs = root / "runs"
+    write_hf_folder(runs / "step100", small_tensors(1))
+    write_hf_folder(runs / "step200", small_tensors(2))
+    (runs / "latest").symlink_to("step200")  # the same checkpoint under another name
+    (runs / "all_runs").symlink_to(Path("..", "runs"))  # a loop back up the tree
+    snapshot = _hf_cache(root / "hub")
+    expected = ["hub/models--org--tiny/snapshots/0123abcd", "runs/step100", "runs/step200"]
+    assert [model_id for model_id, _ in scan_models(root)] == expected
+    (tmp_path / "link").symlink_to(root, target_is_directory=True)  # the folder given may be a link itself
+    assert [model_id for model_id, _ in scan_models(tmp_path / "link")] == expected
+    with load_model(snapshot) as model:  # the linked files are read through their links
+        np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])

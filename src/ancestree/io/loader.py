@@ -121,7 +121,12 @@ def _load_folder(folder: Path, model_id: str) -> Model:
 
 
 def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
-    """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further."""
+    """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further.
+
+    Links to folders met below ``root`` are not followed: in training output they name a folder that is
+    scanned anyway (``latest -> step200``) or an ancestor (a loop). Links to files are followed, as the
+    Hugging Face cache needs (``snapshots/<hash>/model.safetensors -> ../../blobs/<sha>``); ``root`` itself
+    may be a link."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder (models are searched below a folder)")
@@ -136,6 +141,8 @@ def _scan(root: Path, folder: Path) -> Iterator[tuple[str, Path]]:
         if child.name.startswith("."):
             continue
         if child.is_dir():
+            if child.is_symlink():
+                continue  # the same models again, or a loop back up the tree (see scan_models)
             if is_model_folder(child):
                 yield child.relative_to(root).as_posix(), child
             else:
