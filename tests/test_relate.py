@@ -196,6 +196,38 @@ def test_masks_and_fill_values_are_buffers_not_evidence(tmp_path: Path) -> None:
     assert not any(t.is_buffer_like for t in a.tensors if t.name not in extra)
 
 
+@pytest.mark.parametrize("layout", ["tensor", "blocks", "blocks_inv"])
+def test_fp8_copies_with_scales_are_quantized_copies(tmp_path: Path, layout: str) -> None:
+    """FP8 checkpoints store float8 weights with a scale: per tensor (``weight_scale``), or one per 32×32 or
+    128×128 block, as ``weight_scale`` or DeepSeek-V3's ``weight_scale_inv`` (multiplied in all the same).
+    Blocked scales were not applied (relative distance ~2600) and the precision of a scaled float8 read as
+    unknown (64 bits), so such a copy was a "fine-tuned relative"."""
+    from safetensors.torch import save_file as save_torch
+
+    from ancestree.io import load_model
+
+    g = torch.Generator().manual_seed(0)
+    base = {f"layers.{i}.weight": torch.randn(64, 64, generator=g) * 0.05 for i in range(4)}
+    save_torch(base, str(tmp_path / "base.safetensors"))
+    fp8 = {}
+    for name, w in base.items():
+        if layout == "tensor":
+            scale = w.abs().max() / 448
+            spread = scale
+        else:
+            scale = w.abs().reshape(2, 32, 2, 32).amax((1, 3)) / 448
+            spread = scale.repeat_interleave(32, 0).repeat_interleave(32, 1)
+        fp8[name] = (w / spread).to(torch.float8_e4m3fn)
+        fp8[name + ("_scale_inv" if layout == "blocks_inv" else "_scale")] = scale
+    save_torch(fp8, str(tmp_path / "fp8.safetensors"))
+    with load_model(tmp_path / "fp8.safetensors") as m:
+        assert sorted(m.tensors) == sorted(base) and all(m.tensors[n].quantized for n in base)
+        err = max(float(np.abs(m.read(n) - base[n].numpy()).max() / base[n].abs().max()) for n in base)
+    assert err < 0.07  # float8 e4m3 keeps 3 mantissa bits: a relative step of 1/8 at most, half of it in error
+    ev = relate(fingerprint(tmp_path / "base.safetensors"), fingerprint(tmp_path / "fp8.safetensors"))
+    assert verdict(ev).kind == "quantized" and ev.precision_b == 3
+
+
 def test_distance_matrix_agrees_with_pairwise_evidence(tmp_path: Path, parent: Fingerprint) -> None:
     from ancestree.relate import rms_distance_matrix
 

@@ -74,10 +74,24 @@ def _along(param: np.ndarray, values: np.ndarray, axis: int, block_size: int) ->
         param = np.repeat(param, block_size, axis=axis)
         return np.take(param, np.arange(values.shape[axis]), axis=axis)
     if param.ndim == values.ndim:
-        return param
+        return _tile_blocks(param, values.shape)
     shape = [1] * values.ndim
     shape[axis] = -1
     return param.reshape(shape)
+
+
+def _blocked(scale_shape: tuple[int, ...], values_shape: tuple[int, ...]) -> bool:
+    """A scale with one entry per block along every axis (FP8 checkpoints: one per 128×128 block), the last
+    block of an axis possibly short."""
+    return all(0 < s <= v and -(-v // -(-v // s)) == s for s, v in zip(scale_shape, values_shape))
+
+
+def _tile_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A scale of the values' rank spread over its blocks (a broadcasting one is returned as it is)."""
+    for axis, (p, v) in enumerate(zip(param.shape, shape)):
+        if p not in (1, v):
+            param = np.take(np.repeat(param, -(-v // p), axis=axis), np.arange(v), axis=axis)
+    return param
 
 
 def quantize(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, dtype: np.dtype, axis: int | None) -> np.ndarray:
@@ -103,7 +117,7 @@ def resolve_axis(values_shape: tuple[int, ...], scale_shape: tuple[int, ...], pr
     if size == 1:
         return True, None
     if len(scale_shape) == len(values_shape) and len(values_shape) > 1:
-        fits = all(s in (1, v) for s, v in zip(scale_shape, values_shape))
+        fits = all(s in (1, v) for s, v in zip(scale_shape, values_shape)) or _blocked(scale_shape, values_shape)
         return fits, 0 if fits else None
     if len(scale_shape) != 1 or not values_shape:
         return False, None
@@ -138,7 +152,8 @@ def _scale_for(name: str, infos: Mapping[str, TensorInfo], floats: set[str]) -> 
     """``(exposed name, scale name, divisor, zero point name)`` of an integer tensor, if it has a scale."""
     bases = [name[: -len(sfx)] for sfx in VALUE_SUFFIXES if name.endswith(sfx)] + [name]
     for base in bases:
-        for scale_sfx, zp_sfx in (("_scale", "_zero_point"), (".scale", ".zero_point")):
+        # "_scale_inv" (DeepSeek-V3, Qwen FP8): despite the name, also multiplied in
+        for scale_sfx, zp_sfx in (("_scale", "_zero_point"), (".scale", ".zero_point"), ("_scale_inv", "_zero_point")):
             if base + scale_sfx in floats:
                 zp = base + zp_sfx if base + zp_sfx in infos else None
                 return base, base + scale_sfx, 1.0, zp

@@ -31,9 +31,14 @@ def integer_bits(dtype: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _float_stored(t: TensorPrint) -> bool:
+    """Stored in a float dtype: plain, or FP8 with a scale (a scale leaves its relative precision as it is)."""
+    return t.dtype in MANTISSA_BITS and (not t.quantized or t.dtype.startswith("float8"))
+
+
 def precision_bits(t: TensorPrint) -> float:
     """Effective bits of precision of a stored tensor (higher is finer); 64 when unknown."""
-    if t.dtype in MANTISSA_BITS and not t.quantized:
+    if _float_stored(t):
         return float(MANTISSA_BITS[t.dtype])
     bits = integer_bits(t.dtype)
     if bits is not None:
@@ -43,7 +48,7 @@ def precision_bits(t: TensorPrint) -> float:
 
 def quantization_noise(t: TensorPrint) -> float:
     """Expected RMS error that storing ``t`` in its dtype adds (one rounding step, uniform error)."""
-    if t.dtype in MANTISSA_BITS and not t.quantized:
+    if _float_stored(t):
         return FLOAT_ROUNDING * t.rms * 2.0 ** -MANTISSA_BITS[t.dtype]
     bits = integer_bits(t.dtype)
     if bits is None or bits < 2:
