@@ -94,6 +94,7 @@ OVERWRITES: dict[str, Callable[[Path], list[str]]] = {
     "index export -o the index": lambda z: ["index", "export", "--db", str(_index(z)), "-o", str(z.parent / "atlas.db")],
     "index add --db inside a model": lambda z: ["index", "add", str(z / "base"), "--db", str(z / "base" / "atlas.db")],
     "lineage train -o the zoo's truth": lambda z: ["lineage", "train", str(z), "-o", str(z / "truth.json")],
+    "probex train -o inside a model": lambda z: ["probex", "train", str(z), "-o", str(z / "ft1" / "experts")],
 }
 
 
@@ -132,6 +133,9 @@ BAD_CARDS = {
     "a list": "---\n- a\n- b\n---\n# list front matter\n",
     "a plain string": "---\njust text\n---\n",
     "a python tag": "---\nbase_model: !!python/name:os.system\n---\n",
+    # 300 bytes that expand to 531,441 strings: the card is written back in full, which expanded them
+    "a billion laughs": "---\na: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{c}: &{c} [{','.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcde", "bcdef")) + "tags: *f\n---\n",
 }
 
 

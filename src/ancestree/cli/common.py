@@ -59,3 +59,13 @@ def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tupl
             raise BadInputError(p, f"model id {mid!r} given twice")
         seen[mid] = p
     return sources
+
+
+def check_not_in_zoo(output: str | Path, zoo: str | Path) -> None:
+    """An output may go into a zoo folder, but must not replace its truth.json or land in one of its models."""
+    from ancestree.atomic import check_not_an_input
+    from ancestree.io import scan_models
+
+    if Path(zoo).is_dir():  # otherwise the command names the missing zoo
+        check_not_an_input(output, [Path(zoo) / "truth.json", *(p for _, p in scan_models(zoo))])
+

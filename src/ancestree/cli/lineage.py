@@ -19,21 +19,12 @@ def train(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
 ) -> None:
     """Train on the train split of ZOO's families (cross-generation and "none of these" tasks), on CPU."""
-    from ancestree.cli.common import err_console
+    from ancestree.cli.common import check_not_in_zoo, err_console
     from ancestree.lineage.detector import fit_on_zoo
 
-    _check_not_in_zoo(output, zoo)
+    check_not_in_zoo(output, zoo)
     fit_on_zoo(zoo, output, epochs=epochs, max_tasks=max_tasks, seed=seed, log=lambda m: err_console.print(m))
     err_console.print(f"wrote {output}")
-
-
-def _check_not_in_zoo(output: str, zoo: str) -> None:
-    """The detector may go into the zoo folder, but must not replace its truth.json or land in a model."""
-    from ancestree.atomic import check_not_an_input
-    from ancestree.io import scan_models
-
-    if Path(zoo).is_dir():  # otherwise training names the missing zoo
-        check_not_an_input(output, [Path(zoo) / "truth.json", *(p for _, p in scan_models(zoo))])
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
+from ancestree.cli.common import OutputFormat, check_not_in_zoo, console, emit, err_console, to_json
 from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 from ancestree.io import scan_models
@@ -35,6 +35,7 @@ def train(
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / "experts.json").is_file()
                                                     and not (output / "cache").is_dir())):
         raise BadInputError(output, "is not an (unfinished) experts folder; give a new or empty folder")
+    check_not_in_zoo(output, zoo)
     check_writable(output / "experts.json")
     config = with_overrides(PRESETS[method], epochs=epochs) if epochs > 0 else PRESETS[method]
     experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output).fit(zoo)

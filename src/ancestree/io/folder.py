@@ -129,6 +129,23 @@ def compose(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=_SAFE_LOADER)
 
 
+def check_expansion(root: yaml.Node, budget: int = MAX_FRONT_MATTER) -> None:
+    """Raise :class:`CardProblem` when the front matter's scalars, aliases expanded, exceed ``budget``
+    characters (a card rewritten in full, as ``--write-cards`` does, would expand them). Counting walks the
+    node graph with aliases as the shared nodes they are, and stops as soon as the budget is spent."""
+    stack, left = [root], budget
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.ScalarNode):
+            left -= len(node.value) + 1
+            if left < 0:
+                raise CardProblem(f"front matter expands beyond {budget // 1024} KiB through YAML aliases")
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+
+
 def card_fields(path: Path, root: yaml.Node) -> dict[str, Any]:
     """The :data:`CARD_FIELDS` of a composed front matter; a field of the wrong type is left out with a warning."""
     if not isinstance(root, yaml.MappingNode):

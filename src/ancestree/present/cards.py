@@ -56,23 +56,26 @@ def load_card(readme: Path):
     import yaml
     from huggingface_hub import ModelCard
 
+    from ancestree.io.folder import CardProblem, check_expansion, compose, front_matter, yaml_problem
+
     try:
+        # checked as the readers check cards (size, nesting), and whole: the card is written back in full,
+        # so a "billion laughs" of aliases would be expanded there
+        text = front_matter(readme)
+        root = compose(text) if text is not None else None
+        if root is not None:
+            check_expansion(root)
         return ModelCard.load(readme)
+    except CardProblem as exc:
+        raise BadInputError(readme, str(exc)) from None
     except yaml.YAMLError as exc:  # ParserError, ScannerError, ConstructorError (e.g. !!python/name tags)
-        raise BadInputError(readme, f"front matter is not valid YAML: {_yaml_problem(exc)}") from None
+        raise BadInputError(readme, f"front matter is not valid YAML: {yaml_problem(exc)}") from None
     except UnicodeDecodeError:
         raise BadInputError(readme, "is not UTF-8 text") from None
     except ValueError as exc:  # huggingface_hub: the block parsed to a list or a string
         raise BadInputError(readme, f"front matter is not a YAML mapping of keys to values ({exc})") from None
     except OSError as exc:
         raise BadInputError(readme, f"cannot read it ({exc.strerror or exc.__class__.__name__})") from None
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """PyYAML's message on one line, with the line in README.md (the front matter starts on its line 2)."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} (line {mark.line + 2})" if mark is not None else problem
 
 
 def plan_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False) -> tuple[str, object, str | None]:
