@@ -136,6 +136,17 @@ def _sharded_missing(tmp: Path) -> Path:
     return folder
 
 
+def _sharded_outside(tmp: Path) -> Path:
+    """An index naming a shard in another folder (here a real weight file, which was read)."""
+    tensors = small_tensors()
+    write_hf_folder(tmp / "other", {"layer.1.weight": tensors.pop("layer.1.weight")})
+    folder = write_hf_folder(tmp / "sharded", tensors)
+    (folder / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    weight_map = {"layer.0.weight": "model-00001-of-00002.safetensors", "layer.1.weight": "../other/model.safetensors"}
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
 def _peft(config: bytes, weights: dict[str, np.ndarray] | None) -> Case:
     def make(tmp: Path) -> Path:
         folder = tmp / "adapter"
@@ -216,6 +227,7 @@ CASES: dict[str, Case] = {
     "peft without weights": _peft(b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4}', None),
     "peft lora_A without lora_B": _peft(b'{"peft_type": "LORA", "r": 2, "lora_alpha": 4}', _LORA_A),
     "sharded index names missing shard": _sharded_missing,
+    "sharded index names a shard outside the folder": _sharded_outside,
     "sharded index not json": _folder({"model.safetensors.index.json": b"{oops", "model.safetensors": _SAFE, "config.json": b"{}"}),
     "folder with no weights": _folder({"config.json": b"{}", "notes.txt": b"hello"}),
     "folder with broken weights": _folder({"config.json": b"{}", "model.safetensors": b"\x01" * 64}),

@@ -192,3 +192,11 @@ def test_scan_may_be_repeated(command: str, tmp_path: Path, capsys: pytest.Captu
     records = json.loads(out)
     ids = {m["id"] for m in (records["models"] if command == "tree" else records)}
     assert ids == {"base", "ft1"}
+
+
+def test_fingerprint_output_must_be_an_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fingerprint -o x.json` wrote an npz archive under a .json name; the name is refused before any work."""
+    zoo = _family(tmp_path)
+    status, out, err = _run(["fingerprint", str(zoo / "base"), "-o", str(tmp_path / "prints.json")], capsys)
+    assert status == 2 and "prints.json: --output takes a .npz file" in err and not (tmp_path / "prints.json").exists()
+    assert _run(["fingerprint", str(zoo / "base"), "-o", str(tmp_path / "prints.npz")], capsys)[0] == 0

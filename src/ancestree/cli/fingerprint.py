@@ -40,6 +40,8 @@ def fingerprint_cmd(
     store = cache_from_options(cache, no_cache)
     items = gather(paths, scan)
     if output:
+        if not output.endswith(".npz"):  # the file is always an npz archive: another name would mislead
+            raise BadInputError(output, "--output takes a .npz file (fingerprints are arrays); --format json prints their summaries")
         check_output(output, [p for _, p in items])  # before fingerprinting, not after
     fps = fingerprint_many(items, store, progress=format is OutputFormat.text)
     if output:

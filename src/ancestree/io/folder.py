@@ -216,6 +216,10 @@ def shard_files(folder: Path, index_file: Path) -> list[Path]:
     if not isinstance(weight_map, dict) or not weight_map:
         raise BadInputError(index_file, "sharded index has no weight_map")
     shards = sorted({str(v) for v in weight_map.values()})
+    # shards live in the model's folder (names only; the files may be links, as in the Hugging Face cache)
+    outside = [s for s in shards if Path(s).is_absolute() or ".." in Path(s).parts]
+    if outside:
+        raise BadInputError(index_file, f"names shard {outside[0]!r} outside the model's folder")
     missing = [s for s in shards if not (folder / s).is_file()]
     if missing:
         raise BadInputError(index_file, f"names shard {missing[0]!r} which does not exist")
