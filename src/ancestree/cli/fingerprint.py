@@ -40,9 +40,9 @@ def fingerprint_cmd(
     store = cache_from_options(cache, no_cache)
     items = gather(paths, scan)
     if output:
+        check_output(output, [p for _, p in items])  # before fingerprinting, not after
         if not output.endswith(".npz"):  # the file is always an npz archive: another name would mislead
             raise BadInputError(output, "--output takes a .npz file (fingerprints are arrays); --format json prints their summaries")
-        check_output(output, [p for _, p in items])  # before fingerprinting, not after
     fps = fingerprint_many(items, store, progress=format is OutputFormat.text)
     if output:
         save_fingerprints(fps, output)
