@@ -214,3 +214,23 @@ def test_a_child_with_one_nan_weight(lineage_family: dict, tmp_path) -> None:
     result = FeatureRanker("cka").rank(paths["A111"], [str(damaged), paths["A1"], paths["B"]])
     assert "NaN or infinite outputs" in result.incomparable[str(damaged)]
     assert str(damaged) not in [c.candidate for c in result.ranking]
+
+
+def test_data_methods_read_pytorch_checkpoints_like_every_other_command(lineage_family: dict, tmp_path) -> None:
+    """A child saved as ``pytorch_model.bin`` with its state under ``"state_dict"`` and a matrix stored sparse:
+    the runnable model for the data methods is built through the same readers as everything else (its own
+    ``torch.load`` took the nesting for a tensor)."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    child = tmp_path / "A11-bin"
+    shutil.copytree(paths["A11"], child)
+    state = load_file(str(child / "model.safetensors"))
+    (child / "model.safetensors").unlink()
+    sparse = next(n for n, v in state.items() if v.ndim == 2)
+    torch.save({"state_dict": {n: v.to_sparse() if n == sparse else v for n, v in state.items()}}, child / "pytorch_model.bin")
+    assert torch.equal(load_runnable(str(child)).params()[sparse], state[sparse])
+    result = LinearizedRanker().rank(str(child), [paths[c] for c in ("A1", "A", "B")])
+    assert result.ranking and all(np.isfinite(c.score) for c in result.ranking)

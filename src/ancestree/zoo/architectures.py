@@ -178,9 +178,7 @@ def load_state(folder: Path) -> dict[str, torch.Tensor]:
         from ancestree.zoo.save import dequantize_int8
 
         return {k: v.float() for k, v in dequantize_int8(raw).items()}
-    if (folder / "pytorch_model.bin").is_file():
-        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        return {k: v.float() for k, v in state.items()}
+    # everything else (PyTorch pickles too: nested state dicts, sparse or meta tensors) through the readers
     from ancestree.io import load_model
 
     with load_model(folder) as model:
