@@ -114,6 +114,17 @@ def test_torch_zip_checkpoint_unwraps_flattens_and_maps(tmp_path: Path) -> None:
         assert model.read("dec.b").dtype == np.float32
 
 
+def test_tied_weights_count_once(tmp_path: Path) -> None:
+    """GPT-2's output head is its token embedding (one storage, two keys in ``pytorch_model.bin``): counted
+    once in ``parameters``, as ``transformers`` counts it; a head that is a copy counts twice."""
+    w = torch.randn(50, 16)
+    torch.save({"wte.weight": w, "lm_head.weight": w, "h.weight": torch.randn(16, 16)}, tmp_path / "tied.bin")
+    torch.save({"wte.weight": w, "lm_head.weight": w.clone(), "h.weight": torch.randn(16, 16)}, tmp_path / "copy.bin")
+    with load_model(tmp_path / "tied.bin") as tied, load_model(tmp_path / "copy.bin") as copy:
+        assert tied.parameters == 800 + 256 and copy.parameters == 2 * 800 + 256
+        assert sorted(tied.tensors) == sorted(copy.tensors)  # both names stay listed
+
+
 def test_torch_legacy_format_and_model_wrapper(tmp_path: Path) -> None:
     sd = {"fc.weight": torch.randn(3, 2), "fc.bias": torch.randn(3)}
     torch.save({"model": sd}, tmp_path / "legacy.bin", _use_new_zipfile_serialization=False)

@@ -152,6 +152,20 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to(torch.float32).numpy()  # bfloat16, float8: numpy has no native dtype
 
 
+def tied_names(tensors: dict[str, torch.Tensor]) -> set[str]:
+    """Names whose tensor is the same memory as an earlier name's (tied weights: one storage, two keys)."""
+    seen: set[tuple] = set()
+    tied: set[str] = set()
+    for name, t in tensors.items():
+        if t.layout != torch.strided or t.device.type == "meta":
+            continue
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), t.dtype)
+        if key in seen:
+            tied.add(name)
+        seen.add(key)
+    return tied
+
+
 class TorchModel(Model):
     """One PyTorch checkpoint file."""
 
@@ -163,6 +177,7 @@ class TorchModel(Model):
         if not tensors:
             raise BadInputError(self.path, "PyTorch checkpoint holds no tensors")
         self._tensors: dict[str, torch.Tensor] | None = tensors
+        self._tied = tied_names(tensors)
         infos = {n: TensorInfo(n, tuple(t.shape), dtype_name(t), quantized=t.is_quantized) for n, t in tensors.items()}
         self._infos = list(infos.values())
         self._quant = pair_by_name(infos)  # int8 + scale pairs (e.g. bitsandbytes .SCB) read as one tensor
@@ -170,6 +185,14 @@ class TorchModel(Model):
 
     def _list(self) -> list[TensorInfo]:
         return fold(self._infos, self._quant)
+
+    @property
+    def parameters(self) -> int:
+        """As stored, a tied tensor (an output head sharing the embedding's memory) counted once, as
+        ``transformers`` counts it; both names stay listed, so the file still aligns with a copy that
+        saved the head under its own name."""
+        tied = sum(self.tensors[n].numel for n in self._tied if n in self.tensors and self.tensors[n].learned)
+        return super().parameters - tied
 
     def _read(self, name: str) -> np.ndarray:
         return read_folded(name, self._quant, self._read_stored)
