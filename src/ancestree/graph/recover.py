@@ -78,7 +78,10 @@ class GraphRecovery:
     midway between the highest correlation of unrelated models, 0.135, and the lowest of a true edge, 0.499,
     on the ``lineage`` zoo and ``tiny`` seeds 4–6),
     ``neighbours`` (k of the nearest-neighbour candidate search), ``use_declared`` (declared base models as a
-    prior), ``declared_bonus`` (how much a declaration lowers an edge's cost, in angle-distance units),
+    prior), ``declared_bonus`` (how much a declaration lowers an edge's cost, in angle-distance units: 2
+    trusts a card against a sibling up to e ≈ 2.7 times nearer in squared angle; on the selection zoos
+    (``wild`` seeds 1–4, ``tiny`` seeds 4–6, ``lineage``, all with cards) 1 / 2 / 3 / 5 differ only on
+    ``wild`` seed 4: 0.906 / 0.912 / 0.912 / 0.912, so the smallest of the plateau),
     ``direction_weight`` (weight of ``−log P_dir`` in the edge cost, and of the root vote; chosen on the
     ``lineage`` zoo and ``tiny`` seeds 4–6: without the root vote 0.05 from 0.05, 0.1, 0.2, 0.4; with it
     0.01 / 0.02 / 0.03 / 0.05 / 0.1 / 0.2 give lineage 0.893 / 0.900 / 0.893 / 0.886 / 0.861 / 0.814, tiny
@@ -93,7 +96,7 @@ class GraphRecovery:
         related: float = 0.3,
         neighbours: int = 10,
         use_declared: bool = True,
-        declared_bonus: float = 1.0,
+        declared_bonus: float = 2.0,
         direction_weight: float = 0.02,
         direction: DirectionModel | None = None,
         calibration: Calibration | None = None,
