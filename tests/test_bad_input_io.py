@@ -224,3 +224,20 @@ def test_scan_does_not_follow_folder_links_but_follows_file_links(tmp_path: Path
     assert [model_id for model_id, _ in scan_models(tmp_path / "link")] == expected
     with load_model(snapshot) as model:  # the linked files are read through their links
         np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])
+
+
+def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:
+    """A folder of links to models kept elsewhere (a hand-made collection) is scanned through its links, each
+    target once; links back into the collection or above it are still not followed."""
+    from ancestree.io.loader import scan_models
+
+    elsewhere = tmp_path / "elsewhere"
+    write_hf_folder(elsewhere / "bert", small_tensors(1))
+    write_hf_folder(elsewhere / "group" / "gpt", small_tensors(2))
+    root = tmp_path / "collection"
+    root.mkdir()
+    (root / "bert").symlink_to(elsewhere / "bert")
+    (root / "bert-again").symlink_to(elsewhere / "bert")  # the same target twice: scanned once
+    (root / "group").symlink_to(elsewhere / "group")
+    (root / "loop").symlink_to(tmp_path)  # an ancestor of the collection
+    assert [model_id for model_id, _ in scan_models(root)] == ["bert", "group/gpt"]

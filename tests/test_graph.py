@@ -265,6 +265,16 @@ def test_models_with_nothing_to_compare_are_neither_copies_nor_a_crash(tmp_path:
     by_id = {f.id: f for f in prints}
     with pytest.raises(IncomparableError, match="no floating-point"):
         relate(by_id["int_a"], by_id["int_b"])
+    # fingerprints cached before such models were keyed by their files carry the hash of nothing: no copies
+    from dataclasses import replace
+
+    from ancestree.fingerprint import NOTHING_KEY
+    from ancestree.graph.relations import is_duplicate
+
+    old = [replace(by_id[n], content_key=NOTHING_KEY) for n in ("int_a", "int_b")]
+    assert not is_duplicate(*old) and is_duplicate(by_id["int_a"], by_id["int_a_copy"])
+    graph = GraphRecovery(use_declared=False).fit(old).graph_
+    assert not graph.graph.edges
 
 
 def test_graph_json_roundtrip_and_tree_numbering() -> None:

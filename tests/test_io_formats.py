@@ -114,6 +114,20 @@ def test_torch_zip_checkpoint_unwraps_flattens_and_maps(tmp_path: Path) -> None:
         assert model.read("dec.b").dtype == np.float32
 
 
+def test_block_scales_only_for_square_block_layouts() -> None:
+    """DeepSeek-V3 stores a (7168, 2112) FP8 matrix with (56, 17) scales: 128×128 blocks, the last column
+    block short; each value takes the scale of its block. Shapes that fit no one block side are refused."""
+    from ancestree.io.quant import _block_size, _tile_blocks
+
+    assert _block_size((56, 17), (7168, 2112)) == 128 and _block_size((2, 2), (64, 64)) == 32
+    assert _block_size((1, 256), (256, 512)) is None and _block_size((3, 5), (7, 9)) is None
+    assert not resolve_axis((256, 512), (1, 256))[0] and resolve_axis((7168, 2112), (56, 17))[0]
+    scales = np.arange(56 * 17, dtype=np.float32).reshape(56, 17)
+    tiled = _tile_blocks(scales, (7168, 2112))
+    assert tiled.shape == (7168, 2112) and tiled[127, 127] == scales[0, 0] and tiled[128, 128] == scales[1, 1]
+    assert tiled[-1, -1] == scales[-1, -1] and tiled[0, 2048] == scales[0, 16]
+
+
 def test_tied_weights_count_once(tmp_path: Path) -> None:
     """GPT-2's output head is its token embedding (one storage, two keys in ``pytorch_model.bin``): counted
     once in ``parameters``, as ``transformers`` counts it; a head that is a copy counts twice."""

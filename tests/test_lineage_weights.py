@@ -194,3 +194,16 @@ def test_the_childs_own_weights_are_no_candidate(lineage_family: dict, tmp_path)
     result = rank_parents(str(paths["A11"]), [str(copy), str(paths["A1"]), str(paths["A"]), str(paths["B"])])
     assert result.parent == str(paths["A1"])
     assert "the child's own weights" in result.incomparable[str(copy)]
+    # the same weights converted to a PyTorch checkpoint (its own tensor order), and a checkpoint kept in a folder
+    # below the child's (a Trainer run: run/checkpoint-500/), which is a candidate like any other
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(paths["A11"] / "model.safetensors"))
+    torch.save(dict(reversed(list(state.items()))), tmp_path / "A11.bin")
+    run = tmp_path / "run"
+    shutil.copytree(paths["A11"], run)
+    shutil.copytree(paths["A1"], run / "checkpoint-500")
+    result = rank_parents(str(run), [str(tmp_path / "A11.bin"), str(run / "checkpoint-500"), str(paths["A"]), str(paths["B"])])
+    assert "the child's own weights" in result.incomparable[str(tmp_path / "A11.bin")]
+    assert result.parent == str(run / "checkpoint-500")

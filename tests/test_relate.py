@@ -189,11 +189,23 @@ def test_masks_and_fill_values_are_buffers_not_evidence(tmp_path: Path) -> None:
     a = fp_of(tmp_path, "a", {**make_parent(0), **extra})
     b = fp_of(tmp_path, "b", {**make_parent(1), **extra})
     ev = relate(a, b)
-    assert verdict(ev).kind == "unrelated" and sorted(ev.buffers) == sorted(extra)
+    # a one-element fill value is no buffer (a learned scalar is constant too); vectors take no part in distances
+    assert verdict(ev).kind == "unrelated" and sorted(ev.buffers) == sorted(n for n in extra if "masked_bias" not in n)
     rng = np.random.default_rng(5)  # a fine-tune keeps its parent's masks: still a fine-tune
     tuned = {k: (v + 0.01 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in make_parent(0).items()}
     assert verdict(relate(a, fp_of(tmp_path, "ft", {**tuned, **extra}))).kind == "finetune"
     assert not any(t.is_buffer_like for t in a.tensors if t.name not in extra)
+    # masks are no parameters to cover: a copy with one gain nudged is still a duplicate, for the tree too
+    from ancestree.graph.relations import is_duplicate
+
+    nudged = {**make_parent(0), **extra}
+    nudged["layers.0.norm.weight"] = nudged["layers.0.norm.weight"] + np.float32(1e-3)
+    near = fp_of(tmp_path, "near", nudged)
+    assert verdict(relate(a, near)).kind == "duplicate" and is_duplicate(a, near)
+    # models sharing nothing but masks: named as such
+    only = fp_of(tmp_path, "only", {"layers.0.attn.bias": causal[0, 0], "other.weight": np.ones((3, 7), np.float32)})
+    with pytest.raises(IncomparableError, match="shares only masks or constant tensors"):
+        relate(fp_of(tmp_path, "mask", {"layers.0.attn.bias": causal[0, 0]}), only)
 
 
 @pytest.mark.parametrize("layout", ["tensor", "blocks", "blocks_inv"])

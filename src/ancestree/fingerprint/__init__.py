@@ -13,6 +13,7 @@ from ancestree.fingerprint.sketch import index_set, take_sketch
 from ancestree.fingerprint.store import from_bytes, load_fingerprints, save_fingerprints, to_bytes
 from ancestree.fingerprint.types import (
     FINGERPRINT_VERSION,
+    NOTHING_KEY,
     Declared,
     Fingerprint,
     SketchSpec,
@@ -22,6 +23,7 @@ from ancestree.fingerprint.types import (
 __all__ = [
     "CACHE_ENV",
     "FINGERPRINT_VERSION",
+    "NOTHING_KEY",
     "Declared",
     "Fingerprint",
     "FingerprintCache",

@@ -20,6 +20,10 @@ from ancestree.io.base import inspect_record
 #: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
 FINGERPRINT_VERSION = 2  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1
 
+#: The ``content_key`` of a fingerprint with no learned tensor before such keys hashed the files (the hash of
+#: nothing, still in older caches and indexes): it identifies no content, so it makes no copies.
+NOTHING_KEY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
 #: Global seed of the sketch index sets. Two fingerprints are comparable only with the same seed and sizes.
 SKETCH_SEED = 20240917
 
@@ -88,7 +92,7 @@ class TensorPrint:
         of float32's minimum), not a learned weight. Two unrelated models carry the same one, and its size
         (and values near float32's limits) would swamp every distance. Read from the exact moments: values
         ``{0, c}`` with a share ``z`` of zeros have mean ``(1 − z)·c`` and variance ``z·(1 − z)·c²``."""
-        if not self.is_finite or self.numel == 0:
+        if not self.is_finite or self.numel < 2:  # a learned scalar is constant too
             return False
         if self.variance == 0:
             return True
@@ -185,6 +189,10 @@ class Fingerprint:
         """
         kept = [t for t in self.tensors if t.is_finite]
         return self if len(kept) == len(self.tensors) else replace(self, tensors=kept)
+
+    def same_content(self, other: Fingerprint) -> bool:
+        """The same learned values (equal ``content_key``s that identify something)."""
+        return self.content_key == other.content_key and self.content_key != NOTHING_KEY
 
     def nbytes(self) -> int:
         """Approximate memory of the sketches (the bulk of a fingerprint)."""

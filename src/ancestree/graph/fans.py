@@ -78,8 +78,8 @@ def _update_fits(pairs: Sequence[tuple[Fingerprint, Fingerprint]]) -> list[float
     by_shape: dict[tuple[int, ...], tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}
     for k, (child, parent) in enumerate(pairs):
         for t in child.tensors:
-            if (t.is_matrix and t.is_finite and not t.is_buffer_like and t.name in parent
-                    and parent[t.name].sketch.shape == t.sketch.shape and parent[t.name].is_finite):
+            if (t.is_matrix and t.is_finite and t.name in parent and parent[t.name].sketch.shape == t.sketch.shape
+                    and parent[t.name].is_finite and not (t.is_buffer_like and parent[t.name].is_buffer_like)):
                 rows, cs, ps = by_shape.setdefault(t.sketch.shape, ([], [], []))
                 rows.append(k)
                 cs.append(t.sketch)

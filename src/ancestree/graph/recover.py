@@ -197,7 +197,7 @@ class GraphRecovery:
 
         by_key: dict[str, int] = {}
         for i, f in enumerate(members):
-            if f.content_key in by_key:
+            if f.content_key in by_key and f.same_content(members[by_key[f.content_key]]):
                 parent[find(i)] = find(by_key[f.content_key])
             else:
                 by_key[f.content_key] = i
@@ -545,7 +545,8 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
     for k, e in enumerate(edges):
         fa, fb = fps[e.parent], fps[e.child]
         shared = [t.name for t in fa.tensors if t.is_matrix and t.name in fb and fb[t.name].sketch.shape == t.sketch.shape
-                  and min(t.sketch.shape) >= 16 and t.is_finite and fb[t.name].is_finite and not t.is_buffer_like]
+                  and min(t.sketch.shape) >= 16 and t.is_finite and fb[t.name].is_finite
+                  and not (t.is_buffer_like and fb[t.name].is_buffer_like)]
         if not shared:
             out.add(id(e))
             continue

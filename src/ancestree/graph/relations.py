@@ -65,7 +65,7 @@ def _copy_evidence(fa: Fingerprint, fb: Fingerprint) -> PairEvidence | None:
 
 def is_duplicate(fa: Fingerprint, fb: Fingerprint) -> bool:
     """The same learned values (maybe renamed, transposed or in another format)."""
-    if fa.content_key == fb.content_key:
+    if fa.same_content(fb):
         return True
     ev = _copy_evidence(fa, fb)
     return ev is not None and ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9

@@ -145,7 +145,10 @@ def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     """Vectors of fingerprints of one architecture (see the module docstring)."""
     ref = _reference(fps)
-    ref_tensors = [t for t in matrix_tensors(ref) if not t.is_buffer_like]  # masks are no lineage evidence
+    # masks are no lineage evidence: a matrix left out when it is one in every member (as pair evidence
+    # leaves out a pair of them; a zero-initialised matrix trained in some members stays)
+    ref_tensors = [t for t in matrix_tensors(ref) if not (t.is_buffer_like and all(
+        f[t.name].is_buffer_like for f in fps if t.name in f))]
     n, T = len(fps), len(ref_tensors)
     blocks = [_positions(t.sketch.size) for t in ref_tensors]
     width = sum(len(b) for b in blocks)

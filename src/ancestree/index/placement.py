@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ancestree.fingerprint import Fingerprint
+from ancestree.fingerprint import NOTHING_KEY, Fingerprint
 from ancestree.index.neighbours import NeighbourIndex
 from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import shares_weights
@@ -186,8 +186,9 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
                     links[fp.id].add(other)
                 elif tree_of.get(other) is not None:
                     joins[fp.id].add(int(tree_of[other]))
-        for row in store.models("content_key = ? AND tree IS NOT NULL", (fp.content_key,)):
-            joins[fp.id].add(int(row["tree"]))
+        if fp.content_key != NOTHING_KEY:  # the same values already indexed: join their tree
+            for row in store.models("content_key = ? AND tree IS NOT NULL", (fp.content_key,)):
+                joins[fp.id].add(int(row["tree"]))
     return joins, links, checked
 
 

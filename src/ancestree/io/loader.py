@@ -123,8 +123,9 @@ def _load_folder(folder: Path, model_id: str) -> Model:
 def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further.
 
-    Links to folders met below ``root`` are not followed: in training output they name a folder that is
-    scanned anyway (``latest -> step200``) or an ancestor (a loop). Links to files are followed, as the
+    A link to a folder is followed only to a folder outside ``root`` that the scan has not met: in training
+    output links name a folder scanned anyway (``latest -> step200``) or an ancestor (a loop), while a hand-made
+    folder of links to models elsewhere is a common way to gather them. Links to files are followed, as the
     Hugging Face cache needs (``snapshots/<hash>/model.safetensors -> ../../blobs/<sha>``); ``root`` itself
     may be a link."""
     root = Path(root)
@@ -133,20 +134,29 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     if is_model_folder(root):
         yield ".", root
         return
-    yield from _scan(root, root)
+    yield from _scan(root, root, {root.resolve()})
 
 
-def _scan(root: Path, folder: Path) -> Iterator[tuple[str, Path]]:
+def _outside(target: Path, top: Path) -> bool:
+    """Whether a resolved folder lies outside ``top``: neither below it nor one of its ancestors."""
+    return target != top and top not in target.parents and target not in top.parents
+
+
+def _scan(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path]]:
+    """``seen`` holds the resolved folders met so far: each is scanned once, whatever the links to it."""
+    top = root.resolve()
     for child in sorted(folder.iterdir()):
         if child.name.startswith("."):
             continue
         if child.is_dir():
-            if child.is_symlink():
+            target = child.resolve()
+            if target in seen or (child.is_symlink() and not _outside(target, top)):
                 continue  # the same models again, or a loop back up the tree (see scan_models)
+            seen.add(target)
             if is_model_folder(child):
                 yield child.relative_to(root).as_posix(), child
             else:
-                yield from _scan(root, child)
+                yield from _scan(root, child, seen)
         elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
             yield child.relative_to(root).as_posix(), child
 

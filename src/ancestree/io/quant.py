@@ -80,17 +80,24 @@ def _along(param: np.ndarray, values: np.ndarray, axis: int, block_size: int) ->
     return param.reshape(shape)
 
 
-def _blocked(scale_shape: tuple[int, ...], values_shape: tuple[int, ...]) -> bool:
-    """A scale with one entry per block along every axis (FP8 checkpoints: one per 128×128 block), the last
-    block of an axis possibly short."""
-    return all(0 < s <= v and -(-v // -(-v // s)) == s for s, v in zip(scale_shape, values_shape))
+def _block_size(scale_shape: tuple[int, ...], values_shape: tuple[int, ...]) -> int | None:
+    """The side ``b`` of square blocks with one scale each (FP8 checkpoints: 128×128), the last block of an
+    axis possibly short: every axis then has ``ceil(v / b)`` scales. None when the shapes are no such layout."""
+    if len(scale_shape) != len(values_shape) or not all(0 < s <= v for s, v in zip(scale_shape, values_shape)):
+        return None
+    b = max(-(-v // s) for s, v in zip(scale_shape, values_shape))
+    return b if b > 1 and all(s == -(-v // b) for s, v in zip(scale_shape, values_shape)) else None
 
 
 def _tile_blocks(param: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """A scale of the values' rank spread over its blocks (a broadcasting one is returned as it is)."""
-    for axis, (p, v) in enumerate(zip(param.shape, shape)):
-        if p not in (1, v):
-            param = np.take(np.repeat(param, -(-v // p), axis=axis), np.arange(v), axis=axis)
+    if all(p in (1, v) for p, v in zip(param.shape, shape)):
+        return param
+    b = _block_size(param.shape, shape)
+    if b is None:
+        raise ValueError(f"a scale of shape {param.shape} fits no block layout of values {shape}")
+    for axis, v in enumerate(shape):
+        param = np.take(np.repeat(param, b, axis=axis), np.arange(v), axis=axis)
     return param
 
 
@@ -117,7 +124,7 @@ def resolve_axis(values_shape: tuple[int, ...], scale_shape: tuple[int, ...], pr
     if size == 1:
         return True, None
     if len(scale_shape) == len(values_shape) and len(values_shape) > 1:
-        fits = all(s in (1, v) for s, v in zip(scale_shape, values_shape)) or _blocked(scale_shape, values_shape)
+        fits = all(s in (1, v) for s, v in zip(scale_shape, values_shape)) or _block_size(scale_shape, values_shape) is not None
         return fits, 0 if fits else None
     if len(scale_shape) != 1 or not values_shape:
         return False, None

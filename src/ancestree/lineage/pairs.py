@@ -88,7 +88,8 @@ def check_distinct(child: Source, candidates: list[Source]) -> None:
         raise BadInputError(name, "no candidates given")
     if not isinstance(child, Model):
         itself = Path(child).resolve()
-        # by another path too: a symlink to the child's folder or to its weight file
-        if any(not isinstance(c, Model) and (itself == (other := Path(c).resolve()) or itself in other.parents)
+        # by another path too: a symlink to the child's folder or to one of its weight files (a folder below
+        # the child's is no copy: a Trainer run keeps its checkpoints there, run/checkpoint-500/)
+        if any(not isinstance(c, Model) and (itself == (other := Path(c).resolve()) or (other.is_file() and other.parent == itself))
                for c in candidates):
             raise BadInputError(name, "is also among its own candidates")

@@ -189,10 +189,11 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
 
 
 def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
-    """Every tensor equal, name by name and entry by entry: a copy of the file, not a relative. (Equal
+    """Every tensor equal, name by name and entry by entry, in any order (a .bin keeps its state dict's order,
+    safetensors sorts): a copy of the file, not a relative. (Equal
     ``content_key``s are not enough: they also match a copy with its hidden units permuted, which the
     robustness table asks to rank as a child of the model it was permuted from.)"""
-    return a.names == b.names and bool(a.tensors) and all(t.digest == b[t.name].digest for t in a.tensors)
+    return bool(a.tensors) and {t.name: t.digest for t in a.tensors} == {t.name: t.digest for t in b.tensors}
 
 
 class WeightsRanker:

@@ -184,14 +184,15 @@ class ProbeXExperts:
         models = [m for m in read_zoo(zoo) if m.split != "test"]
         entries = self.cache.add_all({m.id: m.path for m in models}, progress=self.progress)
         self.skipped_: dict[str, str] = {}
-        for m in models:
-            damaged = _damaged_layer({n: self.cache.matrix(entries[m.id]["key"], n) for n in entries[m.id]["layers"]})
+        sketches = {}
+        for m in models:  # each model's layers read once: checked, then sketched for the router
+            layers = {n: self.cache.matrix(entries[m.id]["key"], n) for n in entries[m.id]["layers"]}
+            damaged = _damaged_layer(layers)
             if damaged:
                 self.skipped_[m.id] = f"NaN or infinite values in layer {damaged}"
+            else:
+                sketches[m.id] = sketch(layers)
         models = [m for m in models if m.id not in self.skipped_]
-        sketches = {
-            m.id: sketch({n: self.cache.matrix(entries[m.id]["key"], n) for n in entries[m.id]["layers"]}) for m in models
-        }
         clusters = graph_clusters({m.id: m.path for m in models}, self.cache.root / "fingerprints") if self.clustering == "graph" else None
         self.router.fit(sketches, {m.id: entries[m.id]["arch"] for m in models}, clusters)
         by_id = {m.id: m for m in models}

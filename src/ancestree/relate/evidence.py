@@ -201,6 +201,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
               non_finite: Sequence[str] = (), buffers: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
     n = [float(l.numel) for l in layers]
+    masked = sum(fa[name].numel for name in buffers)
     paired_b = sum(fb[l.b].numel for l in layers)
     matrices = [l for l in layers if l.is_matrix]
     # Distances pool the matrices (all tensors if there are none): gains and biases have large means and
@@ -226,8 +227,9 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         unpaired_b=list(alignment.unpaired_b),
         non_finite=list(non_finite),
         buffers=list(buffers),
-        coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors), 1),
-        coverage_b=paired_b / max(sum(t.numel for t in fb.tensors), 1),
+        # masks left out are no parameters to cover (a pair of buffers has one size on both sides)
+        coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors) - masked, 1),
+        coverage_b=paired_b / max(sum(t.numel for t in fb.tensors) - masked, 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
         distance=math.sqrt(sq_diff / max(n_pooled, 1)),
         rel_distance=math.sqrt(sq_diff / sq_a) if sq_a > 0 else 0.0,
@@ -270,6 +272,8 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
     # masks and fill values on both sides are buffers, not weights: unrelated models share them too
     buffers = [p.a for p in pairs if fa[p.a].is_buffer_like and fb[p.b].is_buffer_like]
     pairs = [p for p in pairs if not (fa[p.a].is_buffer_like and fb[p.b].is_buffer_like)]
+    if not pairs and buffers:
+        raise IncomparableError(fb.id, f"shares only masks or constant tensors with {fa.id}: nothing to compare")
     if not pairs:
         bad = fa if not all(t.is_finite for t in fa.tensors) else fb
         raise IncomparableError(bad.id, "holds NaN or infinite values in every tensor the pair shares: nothing to compare")
