@@ -46,6 +46,11 @@ def test_platt_scaling_recovers_a_known_calibration() -> None:
     assert cal.by_kind["quantized"] == pytest.approx(8 / 10)
     table = reliability([float(p) for p in truth_p], correct)
     assert table["ece"] < 0.05 and sum(b["n"] for b in table["bins"]) == 4000
+    # more exact edges from other zoos sharpen the rates and leave the tree edges' scaling as it is
+    more = Calibration().fit(kinds, [*scores, *[1.0] * 8], [*correct, *[True] * 7, False],
+                             (["quantized"] * 90 + ["tree"] * 50 + ["duplicate"] * 40, [True] * 90 + [False] * 50 + [True] * 40))
+    assert (more.a, more.b) == (cal.a, cal.b)
+    assert more.by_kind["quantized"] == pytest.approx(98 / 100) and more.by_kind["duplicate"] == pytest.approx(41 / 42)
 
 
 def test_train_cli_writes_loadable_models_and_a_reliability_table(tiny_zoo: Path, tmp_path: Path,

@@ -35,8 +35,13 @@ class Calibration:
             return float(self.by_kind.get(edge.kind, edge.score))
         return float(1.0 / (1.0 + np.exp(-(self.a * _logit(edge.score) + self.b))))
 
-    def fit(self, kinds: list[str], scores: list[float], correct: list[bool]) -> Calibration:
-        """Fit on edges of held-out zoos: their kind, raw score and whether they were right."""
+    def fit(self, kinds: list[str], scores: list[float], correct: list[bool],
+            more_exact: tuple[list[str], list[bool]] = ([], [])) -> Calibration:
+        """Fit on edges of held-out zoos: their kind, raw score and whether they were right.
+
+        ``more_exact`` (kinds, right) are further edges counted for the rates of the exact kinds only: a
+        rate is a share, and a handful of edges shrinks it far (six right duplicates of six gave 0.875),
+        while the tree edges' scaling depends on the zoos it is fitted on."""
         from sklearn.linear_model import LogisticRegression
 
         kinds_a, scores_a, y = np.asarray(kinds), np.asarray(scores, dtype=np.float64), np.asarray(correct, dtype=bool)
@@ -44,11 +49,14 @@ class Calibration:
         if tree.sum() >= 4 and 0 < y[tree].sum() < tree.sum():
             lr = LogisticRegression(C=10.0).fit(_logit(scores_a[tree]).reshape(-1, 1), y[tree])
             self.a, self.b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-        for kind in set(kinds_a[~tree].tolist()):
-            sel = kinds_a == kind
+        exact_kinds = np.concatenate([kinds_a[~tree], np.asarray(more_exact[0], dtype=kinds_a.dtype)])
+        exact_y = np.concatenate([y[~tree], np.asarray(more_exact[1], dtype=bool)])
+        for kind in set(exact_kinds[exact_kinds != "tree"].tolist()):
+            sel = exact_kinds == kind
             # Laplace-smoothed share of right edges of this kind
-            self.by_kind[kind] = float((y[sel].sum() + 1) / (sel.sum() + 2))
+            self.by_kind[kind] = float((exact_y[sel].sum() + 1) / (sel.sum() + 2))
         self.meta["edges"] = int(len(y))
+        self.meta["exact_edges"] = int((exact_kinds != "tree").sum())
         return self
 
     def to_dict(self) -> dict:

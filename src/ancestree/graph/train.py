@@ -76,15 +76,20 @@ def edge_outcomes(zoo: str | Path, cache: FingerprintCache | None = None, **para
     return kinds, scores, correct, conf
 
 
-def fit_calibration(zoos: Sequence[str | Path], cache: FingerprintCache | None = None, **params) -> Calibration:
-    kinds, scores, correct = [], [], []
-    for z in zoos:
+def fit_calibration(zoos: Sequence[str | Path], cache: FingerprintCache | None = None,
+                    rate_zoos: Sequence[str | Path] = (), **params) -> Calibration:
+    """Fit the calibration on ``zoos``; the exact kinds' rates also count the edges of ``rate_zoos``."""
+    kinds, scores, correct, more_kinds, more_correct = [], [], [], [], []
+    for z in [*zoos, *rate_zoos]:
         k, s, c, _ = edge_outcomes(z, cache, calibration=Calibration(), **params)
-        kinds += k
-        scores += s
-        correct += c
-    cal = Calibration().fit(kinds, scores, correct)
+        if z in zoos:
+            kinds, scores, correct = kinds + k, scores + s, correct + c
+        else:
+            more_kinds, more_correct = more_kinds + k, more_correct + c
+    cal = Calibration().fit(kinds, scores, correct, (more_kinds, more_correct))
     cal.meta["zoos"] = [Path(z).name for z in zoos]
+    if rate_zoos:
+        cal.meta["rate_zoos"] = [Path(z).name for z in rate_zoos]
     return cal
 
 
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("zoos", nargs="+")
     parser.add_argument("-o", "--output")
     parser.add_argument("--cache", default=None)
+    parser.add_argument("--rates-from", nargs="*", default=[], help="more zoos whose exact edges count for the rates only")
     args = parser.parse_args(argv)
     cache = FingerprintCache(args.cache) if args.cache else None
     if args.what == "reliability":
@@ -104,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             conf += p
         print(json.dumps(reliability(conf, correct), indent=2))
         return
-    model = fit_direction(args.zoos, cache) if args.what == "direction" else fit_calibration(args.zoos, cache)
+    model = fit_direction(args.zoos, cache) if args.what == "direction" else fit_calibration(args.zoos, cache, args.rates_from)
     text = json.dumps(model.to_dict(), indent=2)
     if args.output:
         model.save(args.output)
