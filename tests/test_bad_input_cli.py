@@ -192,6 +192,17 @@ def test_scan_may_be_repeated(command: str, tmp_path: Path, capsys: pytest.Captu
     records = json.loads(out)
     ids = {m["id"] for m in (records["models"] if command == "tree" else records)}
     assert ids == {"base", "ft1"}
+    # two runs that each keep a "final" model: both named with their folder in front, not refused; a folder
+    # scanned twice (or inside another scanned one) gives each model once
+    import shutil
+
+    shutil.copytree(team_b / "ft1", team_a / "ft1")
+    status, out, err = _run([command, "--scan", str(team_a), "--scan", str(team_b), "--scan", str(team_b),
+                             "--format", "json"], capsys)
+    assert status == 0, err
+    records = json.loads(out)
+    ids = {m["id"] for m in (records["models"] if command == "tree" else records)}
+    assert ids == {"base", f"{team_a.as_posix()}/ft1", f"{team_b.as_posix()}/ft1"}
 
 
 def test_fingerprint_output_must_be_an_npz(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

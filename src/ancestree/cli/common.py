@@ -45,12 +45,12 @@ def emit(text: str, output: str | None) -> None:
 
 def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tuple[str, Path]]:
     """``(id, path)`` of every model: paths as given, then models found below each ``--scan`` folder (ids
-    relative to it; the same id found below two folders is refused like a path given twice)."""
-    from ancestree.io import scan_models
+    relative to it; one found below two folders gets its folder in front, see
+    :func:`~ancestree.io.scan_folders`; an id that still names two models is refused)."""
+    from ancestree.io import scan_folders
 
     sources = [(str(p), Path(p)) for p in paths]
-    for folder in [scan] if isinstance(scan, str) else scan or []:
-        sources += list(scan_models(folder))
+    sources += scan_folders([scan] if isinstance(scan, str) else scan or [])
     if not sources:
         raise BadInputError(None, "no models given: pass model paths or --scan DIR")
     seen: dict[str, Path] = {}

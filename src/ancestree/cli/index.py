@@ -70,9 +70,9 @@ def add(
 
 def _model_paths(paths: list[str], scan: list[str]) -> list[str]:
     """The paths given and the models found below each scanned folder (what ``add`` will read)."""
-    from ancestree.io import scan_models
+    from ancestree.io import scan_folders
 
-    return [*paths, *(str(p) for folder in scan for _, p in scan_models(folder))]
+    return [*paths, *(str(p) for _, p in scan_folders(scan))]
 
 
 @index_app.command("ls")

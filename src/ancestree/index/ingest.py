@@ -103,15 +103,17 @@ PathLike = str | os.PathLike[str]
 
 def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterable[PathLike] = ()) -> list[tuple[str, str]]:
     """``(name, absolute path)`` for each model: the path as given (or a given ``(name, path)`` pair), and
-    for each ``scan`` folder, every model below it named by its path relative to the folder."""
-    from ancestree.io import scan_models
+    for each ``scan`` folder, every model below it named by its path relative to the folder (with the folder
+    in front when two folders hold the same relative path: :func:`~ancestree.io.scan_folders`)."""
+    from ancestree.io import scan_folders
 
     items = [(str(p[0]), str(Path(p[1]).resolve())) if isinstance(p, tuple) else (str(p), str(Path(p).resolve()))
              for p in paths]
+    scan = list(scan)
     for folder in scan:
         if not Path(folder).is_dir():
             raise BadInputError(folder, "not a folder (--scan needs a folder to search for models)")
-        items.extend((str(name), str(Path(path).resolve())) for name, path in scan_models(folder))
+    items.extend((str(name), str(Path(path).resolve())) for name, path in scan_folders(scan))
     seen: set[str] = set()
     unique = []
     for name, path in items:

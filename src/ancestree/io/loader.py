@@ -11,7 +11,8 @@ import pickle
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from ancestree.errors import BadInputError
@@ -135,6 +136,22 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
         yield ".", root
         return
     yield from _scan(root, root, {root.resolve()})
+
+
+def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
+    """:func:`scan_models` over several folders, each model once (by its resolved path). An id found below two
+    folders (``runA/final`` and ``runB/final`` both give ``final``) is named with its folder, as given, in front,
+    so that every id names one model."""
+    found: list[tuple[str, str, Path]] = []
+    reached: set[Path] = set()
+    for folder in folders:
+        for mid, path in scan_models(folder):
+            if path.resolve() not in reached:  # overlapping folders: the first name wins
+                reached.add(path.resolve())
+                found.append((str(folder), mid, path))
+    counts = Counter(mid for _, mid, _ in found)
+    return [(mid if counts[mid] == 1 else Path(folder, mid).as_posix() if mid != "." else Path(folder).as_posix(), path)
+            for folder, mid, path in found]
 
 
 def _outside(target: Path, top: Path) -> bool:
