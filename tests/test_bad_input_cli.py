@@ -211,3 +211,28 @@ def test_fingerprint_output_must_be_an_npz(tmp_path: Path, capsys: pytest.Captur
     status, out, err = _run(["fingerprint", str(zoo / "base"), "-o", str(tmp_path / "prints.json")], capsys)
     assert status == 2 and "prints.json: --output takes a .npz file" in err and not (tmp_path / "prints.json").exists()
     assert _run(["fingerprint", str(zoo / "base"), "-o", str(tmp_path / "prints.npz")], capsys)[0] == 0
+
+
+def test_eval_of_json_nested_too_deeply_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """json's decoder recurses per level: 100,000 nested brackets were an internal error (RecursionError)."""
+    zoo = _family(tmp_path)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    status, out, err = _run(["eval", str(deep), str(zoo / "truth.json")], capsys)
+    assert status == 2 and "deep.json: JSON nested too deeply" in err and "internal" not in err
+
+
+def test_brackets_in_model_names_are_printed_as_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Folder names are printed everywhere; rich read "sweep[lr=1e-4]" as a style (shown as "sweep") and
+    "runs[/b]" as a closing tag (an internal error in tree, index add and index ls)."""
+    zoo = _family(tmp_path)
+    (zoo / "base").rename(zoo / "sweep[lr=1e-4]")
+    (zoo / "runs[").mkdir()
+    (zoo / "ft2").rename(zoo / "runs[" / "b]")
+    status, out, err = _run(["tree", "--scan", str(zoo), "--format", "text"], capsys)
+    assert status == 0, err
+    assert "sweep[lr=1e-4]" in out and "runs[/b]" in out
+    db = tmp_path / "atlas.db"
+    assert _run(["index", "add", "--scan", str(zoo), "--db", str(db)], capsys)[0] == 0
+    status, out, err = _run(["index", "ls", "--db", str(db)], capsys)
+    assert status == 0 and "runs[/b]" in out and "sweep[lr=1e-4]" in out, err

@@ -13,8 +13,10 @@ from rich.console import Console
 from ancestree.atomic import write_text
 from ancestree.errors import BadInputError
 
-console = Console()
-err_console = Console(stderr=True)
+# no markup: model ids and paths are printed everywhere, and "sweep[lr=1e-4]" or "runs[/b]" are names, not
+# styles (the second made rich raise); styled words are rich Text with a style
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 class OutputFormat(str, Enum):

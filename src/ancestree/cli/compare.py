@@ -6,6 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
@@ -24,7 +25,7 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def _print(ev: PairEvidence, v: Verdict) -> None:
-    console.print(f"[bold]{v.label}[/]: {v.reason}")
+    console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
     table = Table("layer", "shape", "rel. distance", "correlation", "rank of diff.", "identical", title=f"{ev.a}  vs  {ev.b}")
     for l in ev.layers:
         name = l.a if l.a == l.b else f"{l.a} ↔ {l.b}{' (T)' if l.transposed else ''}"

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ancestree.atomic import check_not_an_input, check_output
 from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
@@ -106,8 +107,8 @@ def show(
     if format is OutputFormat.json:
         emit(to_json(record), None)
         return
-    console.print(f"[bold]{record['name']}[/bold]  {record['format']}, {record['parameters']:,} parameters, "
-                  f"tree {record['tree']}\n{record['path']}", highlight=False)
+    console.print(Text.assemble((record["name"], "bold"), f"  {record['format']}, {record['parameters']:,} parameters, "
+                                f"tree {record['tree']}\n{record['path']}"), highlight=False)
     for title, key, other in (("parents", "parents", "parent"), ("children", "children", "child")):
         table = Table(title, "relation", "confidence", "source", title=title, title_justify="left")
         for e in record[key]:

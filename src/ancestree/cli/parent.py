@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
@@ -49,7 +50,7 @@ def _print(result) -> None:
     table.add_row("(none of these)", "", f"{result.p_none:.3f}", "")
     console.print(table)
     for cand, reason in result.incomparable.items():
-        console.print(f"[yellow]incomparable[/]: {cand}: {reason}")
+        console.print(Text.assemble(("incomparable", "yellow"), f": {cand}: {reason}"))
 
 
 def register(app: typer.Typer) -> None:

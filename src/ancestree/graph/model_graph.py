@@ -134,6 +134,8 @@ class ModelGraph:
             data = json.loads(p.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise BadInputError(path, f"not valid JSON: {exc}") from None
+        except RecursionError:  # json's decoder recurses per nesting level
+            raise BadInputError(path, "JSON nested too deeply to be a model graph") from None
         return cls.from_dict(data, str(path))
 
 
@@ -151,8 +153,8 @@ def load_zoo_truth(folder: str | Path) -> dict[str, Any]:
         ids = [str(m["id"]) for m in truth["models"]]
         if not isinstance(truth["edges"], list) or not all(isinstance(e, dict) for e in truth["edges"]):
             raise TypeError("'edges' is not a list of objects")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BadInputError(path, f"malformed truth.json ({exc.__class__.__name__}: {exc})") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise BadInputError(path, f"malformed truth.json ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     missing = [m for m in ids if not (folder / m).exists()]
     if missing:
         raise BadInputError(path, f"lists {len(missing)} model(s) missing from the zoo folder (first: {missing[0]})")

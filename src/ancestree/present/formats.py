@@ -100,7 +100,8 @@ def to_text(graph: ModelGraph, width: int = 120) -> str:
     from rich.console import Console
     from rich.tree import Tree
 
-    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None)
+    # no markup: model ids are folder names, and "sweep[lr=1e-4]" or "runs[/b]" are names, not styles
+    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None, markup=False)
     for t, members in enumerate(graph.tree_members()):
         sub = graph.graph.subgraph(members)
         roots = [m for m in members if sub.in_degree(m) == 0]

@@ -83,8 +83,8 @@ def create_app(db: str | os.PathLike[str], experts: str | os.PathLike[str] | Non
                 "trees": len(reader.atlas.store.trees()), "experts": probex is not None, "version": __version__}
 
     @app.get("/api/models", summary="Indexed models, by name")
-    def models(tree: Annotated[int | None, Query(ge=0, description="Only this tree.")] = None,
-               limit: Limit = 100, offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    def models(tree: Annotated[int | None, Query(ge=0, le=2**62, description="Only this tree.")] = None,
+               limit: Limit = 100, offset: Annotated[int, Query(ge=0, le=2**62)] = 0) -> dict[str, Any]:
         store = reader.atlas.store
         rows = store.models("tree = ?", (tree,)) if tree is not None else store.models()
         return {"total": len(rows), "models": [_public(r) for r in rows[offset:offset + limit]]}
