@@ -228,3 +228,38 @@ def test_training_leaves_a_damaged_model_out(probex_zoo, tmp_path):
     for tree in ("t0", "t1"):
         probs = [c["probability"] for c in experts.predict(zoo / tree / "ft01")["classes"]]
         assert probs and np.all(np.isfinite(probs))
+
+
+def test_truth_with_odd_classes_or_splits_is_refused_by_name(probex_zoo, tmp_path):
+    """`classes` given as one string was read letter by letter; an unknown split trained no expert and said
+    so only by "0 experts"."""
+    import shutil
+
+    from ancestree.errors import BadInputError
+    from ancestree.probex.experts import read_zoo
+
+    zoo = tmp_path / "zoo"
+    shutil.copytree(probex_zoo, zoo)
+    truth = json.loads((zoo / "truth.json").read_text())
+    for change, problem in (({"classes": "red plain cross"}, "classes must be a list of names"),
+                            ({"classes": [1, 2]}, "classes must be a list of names"),
+                            ({"split": "training"}, "has split 'training'")):
+        edited = {**truth, "models": [{**truth["models"][3], **change}, *truth["models"][4:]]}
+        (zoo / "truth.json").write_text(json.dumps(edited))
+        with pytest.raises(BadInputError, match=problem):
+            read_zoo(zoo)
+
+
+def test_training_again_over_a_damaged_expert_retrains_it(fitted, probex_zoo, tmp_path):
+    """An expert cut off on disk (an interrupted copy, a full disk) in the folder a training resumes from was
+    an internal error; it is trained again."""
+    import shutil
+
+    _, out = fitted
+    folder = tmp_path / "experts"
+    shutil.copytree(out, folder)
+    weights = next(folder.glob("expert-*/weights.pt"))
+    weights.write_bytes(weights.read_bytes()[:300])
+    config = with_overrides(OURS, epochs=5, r_u=8, r_v=8, r_t=16)
+    again = ProbeXExperts(config, sweep_epochs=5, resume_dir=folder, progress=False).fit(probex_zoo)
+    assert len(again.experts) == 2 and weights.stat().st_size > 300

@@ -57,10 +57,26 @@ def read_zoo(zoo: str | Path) -> list[ZooModel]:
     zoo = Path(zoo)
     data = load_zoo_truth(zoo)
     try:
-        return [ZooModel(m["id"], zoo / m["id"], tuple(m.get("classes") or ()), m.get("split"), m.get("tree"))
-                for m in data["models"]]
+        models = [ZooModel(m["id"], zoo / m["id"], _classes(m), m.get("split"), m.get("tree")) for m in data["models"]]
     except (AttributeError, TypeError) as exc:
         raise BadInputError(zoo / "truth.json", f"malformed truth.json: {exc.__class__.__name__}: {exc}") from None
+    odd = next((m for m in models if m.split not in SPLITS), None)
+    if odd is not None:  # an unknown split trained nothing and said so only by "0 experts"
+        raise BadInputError(zoo / "truth.json", f"model {odd.id!r} has split {odd.split!r}; expected one of "
+                                                f"{', '.join(s for s in SPLITS if s)} (or none)")
+    return models
+
+
+#: The splits a zoo's models may be in (None: not for learning, e.g. a root).
+SPLITS = ("train", "val", "test", "root", None)
+
+
+def _classes(model: dict) -> tuple[str, ...]:
+    """A model's ``classes``: a list of names (a lone string would be read letter by letter)."""
+    classes = model.get("classes") or ()
+    if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+        raise TypeError(f"model {model.get('id')!r}: classes must be a list of names, not {json.dumps(classes)[:80]}")
+    return tuple(classes)
 
 
 @dataclass
@@ -384,7 +400,10 @@ class ProbeXExperts:
         folder = self.resume_dir / _slug(name) if self.resume_dir else None
         if folder is None or not (folder / "expert.json").is_file():
             return None
-        expert = self._load_expert(folder)
+        try:
+            expert = self._load_expert(folder)
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError):
+            return None  # cut off or damaged (an interrupted run, a full disk): trained again, then overwritten
         same = expert.tree == name and expert.members == [m.id for m in members]
         return expert if same and expert.probex.config == self.config else None
 
