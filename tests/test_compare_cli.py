@@ -100,3 +100,25 @@ def test_python_dash_m_compare(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["verdict"]["kind"] == "duplicate"
+
+
+def test_compare_an_adapter_folder_with_models(tiny_zoo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A PEFT adapter folder holds weight differences: compared with its own base's weights it came out
+    "unrelated" (relative distance 6). It is an adapter declared for that base, of unknown relation to
+    another model it fits, and unrelated to a model it does not fit."""
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    adapters = {e["child"]: e["parent"] for e in truth["edges"] if e["relation"] == "adapter"
+                and (tiny_zoo / e["child"] / "adapter_config.json").is_file()}
+    child, base = sorted(adapters.items())[0]
+    arch = {m["id"]: m.get("architecture") for m in truth["models"]}
+    same = next(m for m in sorted(arch) if arch[m] == arch[base] and m not in (base, child) and m not in adapters)
+    other = next(m for m in sorted(arch) if arch[m] not in (arch[base], None) and m not in adapters)
+
+    def kind(a: str, b: str) -> str:
+        with pytest.raises(SystemExit) as exc:
+            run(["compare", str(tiny_zoo / a), str(tiny_zoo / b), "--format", "json"])
+        assert exc.value.code == 0
+        return json.loads(capsys.readouterr().out)["verdict"]["kind"]
+
+    assert kind(child, base) == "adapter" and kind(base, child) == "adapter"
+    assert kind(child, same) == "unknown" and kind(child, other) == "unrelated"

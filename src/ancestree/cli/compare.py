@@ -12,7 +12,7 @@ from ancestree.atomic import check_output
 from ancestree.cli.common import OutputFormat, console, emit, to_json
 from ancestree.cli.fingerprint import CacheDir, NoCache, cache_from_options
 from ancestree.fingerprint import fingerprint
-from ancestree.relate import PairEvidence, Verdict, relate, verdict
+from ancestree.relate import PairEvidence, Verdict, adapter_verdict, relate, verdict
 
 
 def compare_record(ev: PairEvidence, v: Verdict) -> dict[str, Any]:
@@ -57,7 +57,17 @@ def compare(
     if output:
         check_output(output, [a, b])
     store = cache_from_options(cache, no_cache)
-    ev = relate(fingerprint(a, store), fingerprint(b, store))
+    fa, fb = fingerprint(a, store), fingerprint(b, store)
+    adapted = adapter_verdict(fa, fb)  # an adapter's weight differences are not compared with weights
+    if adapted is not None:
+        v, evidence = adapted
+        if format is OutputFormat.json or output:
+            emit(to_json({"a": fa.id, "b": fb.id, "verdict": {"kind": v.kind, "label": v.label, "reason": v.reason},
+                          "evidence": evidence}), output)
+        else:
+            console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
+        return
+    ev = relate(fa, fb)
     v = verdict(ev)
     if format is OutputFormat.json or output:
         emit(to_json(compare_record(ev, v)), output)

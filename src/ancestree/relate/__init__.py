@@ -8,6 +8,6 @@
 from ancestree.relate.evidence import LayerEvidence, PairEvidence, relate
 from ancestree.relate.matrix import rms_distance_matrix
 from ancestree.relate.precision import precision_bits, quantization_noise
-from ancestree.relate.verdict import KINDS, Verdict, shares_weights, verdict
+from ancestree.relate.verdict import KINDS, Verdict, adapter_verdict, shares_weights, verdict
 
-__all__ = ["KINDS", "LayerEvidence", "PairEvidence", "Verdict", "precision_bits", "quantization_noise", "relate", "rms_distance_matrix", "shares_weights", "verdict"]
+__all__ = ["KINDS", "LayerEvidence", "PairEvidence", "Verdict", "adapter_verdict", "precision_bits", "quantization_noise", "relate", "rms_distance_matrix", "shares_weights", "verdict"]

@@ -7,6 +7,8 @@ numbers across many models and calibrates them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
 
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
@@ -20,6 +22,7 @@ KINDS = {
     "adapter": "low-rank adapter",
     "finetune": "fine-tuned relative",
     "unrelated": "unrelated",
+    "unknown": "relation unknown",
 }
 
 # Independently trained networks have independent weights: the correlation of matching entries is ~0 and
@@ -94,3 +97,34 @@ def shares_weights(a: Fingerprint, b: Fingerprint, ranks: bool = True) -> bool:
         return verdict(relate(a, b, ranks=ranks)).kind != "unrelated"
     except IncomparableError:
         return False
+
+
+def adapter_verdict(fa: Fingerprint, fb: Fingerprint) -> tuple[Verdict, dict[str, Any]] | None:
+    """The verdict, and its evidence, when exactly one of the pair is a PEFT adapter folder, else None.
+
+    An adapter holds weight *differences* (``B·A`` per changed matrix), not weights: comparing them with a
+    model's weights says nothing (they came out "unrelated"). What the pair can show is whether the adapter
+    fits the model (the model has every tensor it changes, with the same shape) and whether the adapter
+    declares it as its base (``base_model_name_or_path``); which of several models of one architecture it
+    was trained on is not in the differences (``tree`` finds it when the merged model is among the inputs).
+    """
+    if fa.declared.adapter == fb.declared.adapter:
+        return None
+    adapter, model = (fa, fb) if fa.declared.adapter else (fb, fa)
+    missing = [t.name for t in adapter.tensors if t.name not in model or model[t.name].shape != t.shape]
+    base = adapter.declared.base_model
+    declared = [str(n) for n in (base if isinstance(base, list) else [base] if base else [])]
+    named = any(n == model.id or PurePath(n).name == PurePath(model.id).name for n in declared)
+    ranks = sorted(set(adapter.declared.lora_ranks))
+    evidence = {"adapter": adapter.id, "model": model.id, "declared_base": base, "ranks": ranks,
+                "changed_tensors": len(adapter.tensors), "missing_in_model": missing}
+    what = f"{adapter.id} is a LoRA adapter (rank {', '.join(map(str, ranks)) or '?'}, {len(adapter.tensors)} changed tensors)"
+    if missing:
+        return Verdict("unrelated", f"{what}; {model.id} lacks {len(missing)} of them with that shape "
+                                    f"(first: {missing[0]}), so the adapter does not apply to it."), evidence
+    if named:
+        return Verdict("adapter", f"{what} declared for {model.id}, which has every tensor it changes."), evidence
+    return Verdict("unknown", f"{what}; it fits {model.id} (every tensor it changes, same shapes) but declares "
+                              f"{', '.join(declared) or 'no base'}: the differences fit every model of this "
+                              "architecture, so only a declaration or a merged copy ties it to one."), evidence
+
