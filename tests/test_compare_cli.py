@@ -122,3 +122,23 @@ def test_compare_an_adapter_folder_with_models(tiny_zoo: Path, capsys: pytest.Ca
 
     assert kind(child, base) == "adapter" and kind(base, child) == "adapter"
     assert kind(child, same) == "unknown" and kind(child, other) == "unrelated"
+
+
+def test_parent_of_an_adapter_folder_is_the_base_it_declares(tiny_zoo: Path) -> None:
+    """Ranked on its weight differences against weights, an adapter's own base got "none of these" at 0.9999.
+    The base it declares, and fits, is its parent; without it, a model it only fits is no more likely than
+    none; a model it does not fit is incomparable."""
+    from ancestree.lineage import rank_parents
+
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    adapters = {e["child"]: e["parent"] for e in truth["edges"] if e["relation"] == "adapter"
+                and (tiny_zoo / e["child"] / "adapter_config.json").is_file()}
+    child, base = sorted(adapters.items())[0]
+    arch = {m["id"]: m.get("architecture") for m in truth["models"]}
+    same = [m for m in sorted(arch) if arch[m] == arch[base] and m not in (base, child) and m not in adapters][:2]
+    other = next(m for m in sorted(arch) if arch[m] not in (arch[base], None) and m not in adapters)
+    path = lambda m: str(tiny_zoo / m)  # noqa: E731
+    result = rank_parents(path(child), [path(m) for m in (*same, base, other)])
+    assert result.parent == path(base) and result.ranking[0].probability > 0.9
+    assert "does not apply" in result.incomparable[path(other)]
+    assert rank_parents(path(child), [path(m) for m in same]).parent is None

@@ -51,6 +51,7 @@ from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
+from ancestree.relate import adapter_verdict
 from ancestree.relate.update import effective_rank, scaled_residual
 
 #: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
@@ -186,6 +187,11 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
         "effective_rank": float(np.mean(ranks)) if ranks else 1.0,
         "kurtosis_drop": float(np.mean(kurt)) if kurt else 0.0,
     }
+
+
+#: Score of the base an adapter declares (against 0 for "none of these" and for a candidate it only fits):
+#: the declared base then takes ~0.97 with two others, the confidence ``tree`` gives a declared adapter edge.
+DECLARED_ADAPTER_SCORE = float(np.log(97.0))
 
 
 def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
@@ -331,8 +337,31 @@ class WeightsRanker:
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         """Candidates best first with calibrated probabilities; ``.parent`` is None when none is plausible."""
+        if open_model(child).meta.adapter_config is not None:
+            return self.rank_adapter(child, candidates)
         child_id, scored, incomparable = self.score_candidates(child, candidates)
         return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
+
+    def rank_adapter(self, child: Source, candidates: Sequence[Source]) -> Ranking:
+        """The base of a PEFT adapter folder among ``candidates``: its weight differences fit every model of one
+        architecture (:func:`~ancestree.relate.adapter_verdict`), so the candidate it declares as its base
+        (``base_model_name_or_path``) is the parent, with the tree's confidence in a declared adapter; a
+        candidate it only fits is as likely as "none of these"; one it does not fit is incomparable."""
+        check_distinct(child, list(candidates))
+        adapter = fingerprint(child, self.cache)
+        scored, incomparable = [], {}
+        for source in candidates:
+            cand = fingerprint(source, self.cache)
+            found = adapter_verdict(adapter, cand)
+            if found is None:
+                incomparable[cand.id] = "another adapter (weight differences); an adapter's base is a model"
+            elif found[0].kind == "unrelated":
+                incomparable[cand.id] = found[0].reason
+            else:
+                declared = found[0].kind == "adapter"
+                scored.append(CandidateScore(cand.id, DECLARED_ADAPTER_SCORE if declared else 0.0,
+                                             evidence={"declared_base": float(declared)}))
+        return make_ranking(adapter.id, self.method, scored, Calibration(1.0, 0.0), incomparable)
 
     def fit(self, tasks: Sequence[tuple[Sequence[dict[str, float]], int | None]]) -> WeightsRanker:
         """Learn coefficients and the none score from tasks ``(evidence of each candidate, true index or None)``.
