@@ -263,3 +263,13 @@ def test_training_again_over_a_damaged_expert_retrains_it(fitted, probex_zoo, tm
     config = with_overrides(OURS, epochs=5, r_u=8, r_v=8, r_t=16)
     again = ProbeXExperts(config, sweep_epochs=5, resume_dir=folder, progress=False).fit(probex_zoo)
     assert len(again.experts) == 2 and weights.stat().st_size > 300
+
+
+def test_a_clip_text_encoder_moved_away_is_named(tmp_path):
+    """Experts trained with `--text-encoder clip:FOLDER` load it when a query needs encoding; the folder gone
+    was an internal error (OSError from the loader)."""
+    from ancestree.errors import BadInputError
+    from ancestree.probex.text import ClipTextEncoder
+
+    with pytest.raises(BadInputError, match="gone-clip: no such CLIP folder"):
+        ClipTextEncoder(tmp_path / "gone-clip").encode(["red plain square"])

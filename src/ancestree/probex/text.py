@@ -85,8 +85,14 @@ class ClipTextEncoder:
             from transformers import CLIPTextModelWithProjection, CLIPTokenizer
 
             _quiet_loading()
-            self._tok = CLIPTokenizer.from_pretrained(self.path, local_files_only=True)
-            self._model = CLIPTextModelWithProjection.from_pretrained(self.path, local_files_only=True).eval()
+            if not self.path.is_dir():
+                raise BadInputError(self.path, "no such CLIP folder: the experts' text encoder was moved or deleted")
+            try:
+                self._tok = CLIPTokenizer.from_pretrained(self.path, local_files_only=True)
+                self._model = CLIPTextModelWithProjection.from_pretrained(self.path, local_files_only=True).eval()
+            except (OSError, ValueError) as exc:  # moved or deleted since the experts were trained with it
+                first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:160]
+                raise BadInputError(self.path, f"cannot load this CLIP text encoder (the experts' text encoder): {first}") from None
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
