@@ -147,6 +147,18 @@ def _sharded_outside(tmp: Path) -> Path:
     return folder
 
 
+def _onnx_external_missing(tmp: Path) -> Path:
+    """An ONNX model whose weights live in a side file that is gone (inspect listed it; tree refused it)."""
+    import onnx
+
+    path = tmp / "ext" / "model.onnx"
+    path.parent.mkdir()
+    _onnx(path)
+    onnx.save_model(onnx.load(str(path)), str(path), save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    (path.parent / "model.onnx.data").unlink()
+    return path
+
+
 def _peft(config: bytes, weights: dict[str, np.ndarray] | None) -> Case:
     def make(tmp: Path) -> Path:
         folder = tmp / "adapter"
@@ -204,6 +216,7 @@ CASES: dict[str, Case] = {
     "onnx not protobuf": _write("m.onnx", b"this is plainly not a protobuf message, just text\n" * 4),
     "onnx truncated": _truncated("m.onnx", _onnx, 0.6),
     "onnx protobuf without graph": _write("g.onnx", b"\x08\x07"),  # ir_version only
+    "onnx external data missing": _onnx_external_missing,
     "corrupt zip": _write("m.zip", b"PK\x03\x04" + bytes(range(256)) * 4),
     "zip with ../ member": _zip("evil.zip", {"../outside.safetensors": _SAFE}),
     "zip with absolute member": _zip("abs.zip", {"/tmp/abs.safetensors": _SAFE}),

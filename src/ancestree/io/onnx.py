@@ -243,6 +243,9 @@ class OnnxModel(Model):
 
     # -- the Model interface ------------------------------------------------------------------------
     def _list(self) -> list[TensorInfo]:
+        for tensor in self._constants.values():  # side files checked when listed: inspect refuses what tree cannot read
+            if tensor.data_location == TensorProto.EXTERNAL:
+                self._external_span(tensor)
         used = self._used()
         infos = [info for name, info in self._stored.items() if name not in self._hidden or name in used]
         folded = fold(infos, self._specs)
@@ -272,8 +275,9 @@ class OnnxModel(Model):
         except (ValueError, TypeError) as exc:
             raise BadInputError(self.path, f"tensor {name!r} cannot be decoded ({exc})") from None
 
-    def _with_external_data(self, tensor: TensorProto) -> TensorProto:
-        """A copy of ``tensor`` with its bytes read from the side file (kept out of the loaded proto)."""
+    def _external_span(self, tensor: TensorProto) -> tuple[Path, int, int]:
+        """``(side file, offset, length)`` of a tensor stored outside the model file, each checked: a location
+        inside the model's folder, a file that exists and holds those bytes."""
         info = {e.key: e.value for e in tensor.external_data}
         location = Path(info.get("location", ""))
         if not location.parts or location.is_absolute() or ".." in location.parts:
@@ -286,6 +290,11 @@ class OnnxModel(Model):
         length = int(length) if length is not None else size - offset
         if offset < 0 or offset + length > size:
             raise BadInputError(side, f"tensor {tensor.name!r} needs bytes {offset}..{offset + length}, file has {size}")
+        return side, offset, length
+
+    def _with_external_data(self, tensor: TensorProto) -> TensorProto:
+        """A copy of ``tensor`` with its bytes read from the side file (kept out of the loaded proto)."""
+        side, offset, length = self._external_span(tensor)
         copy = TensorProto()
         copy.CopyFrom(tensor)
         del copy.external_data[:]
