@@ -45,7 +45,6 @@ from ancestree.graph.model_graph import ModelGraph
 from ancestree.graph.relations import (
     DUPLICATE_DISTANCE,
     MERGE_CANDIDATES,
-    MERGE_RESIDUAL,
     is_duplicate,
     is_pruned_copy,
     is_quantized_copy,

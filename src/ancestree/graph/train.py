@@ -21,7 +21,7 @@ from ancestree.graph.calibration import Calibration, reliability
 from ancestree.graph.direction import DirectionModel, pair_features
 from ancestree.graph.evaluate import _duplicate_rep
 from ancestree.graph.model_graph import ModelGraph
-from ancestree.graph.vectors import arch_key, group_by_architecture, group_vectors
+from ancestree.graph.vectors import group_by_architecture, group_vectors
 
 #: Relations whose direction the model learns (copies are oriented by exact tests, not by statistics).
 LEARNED = ("finetune", "adapter")

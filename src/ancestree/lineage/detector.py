@@ -33,7 +33,6 @@ from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
-from ancestree.io.base import Model
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features
