@@ -9,6 +9,7 @@ never change the meaning of an existing one.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -139,12 +140,30 @@ class Declared:
     files: list[dict[str, Any]] = field(default_factory=list)  # [{"name", "size", "mtime"}]
 
     @property
+    def base_names(self) -> list[str]:
+        """The declared base model(s) as a list of names (a card may give one name or a list)."""
+        base = self.base_model
+        return [str(n) for n in base] if isinstance(base, list) else [str(base)] if base else []
+
+    @property
     def size(self) -> int:
         return sum(int(f.get("size", 0)) for f in self.files)
 
     @property
     def mtime(self) -> float:
         return max((float(f.get("mtime", 0.0)) for f in self.files), default=0.0)
+
+
+def resolve_name(name: str, ids: Sequence[str]) -> str | None:
+    """The id among ``ids`` a declared name refers to: the same id, or the same last path component(s)."""
+    if name in ids:
+        return name
+    clean = name.strip().rstrip("/")
+    for candidate in ids:
+        c = candidate.rstrip("/")
+        if c.endswith("/" + clean) or clean.endswith("/" + c) or c.split("/")[-1] == clean.split("/")[-1]:
+            return candidate
+    return None
 
 
 @dataclass(eq=False)  # identity equality: compare ``content_key`` for content

@@ -10,18 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ancestree.fingerprint import Fingerprint
-
-
-def resolve(name: str, ids: Sequence[str]) -> str | None:
-    """The input id a declared name refers to: the same id, or the same last path component(s)."""
-    if name in ids:
-        return name
-    clean = name.strip().rstrip("/")
-    for candidate in ids:
-        c = candidate.rstrip("/")
-        if c.endswith("/" + clean) or clean.endswith("/" + c) or c.split("/")[-1] == clean.split("/")[-1]:
-            return candidate
-    return None
+from ancestree.fingerprint.types import resolve_name as resolve
 
 
 def declared_parents(fps: Sequence[Fingerprint], ids: Sequence[str] | None = None) -> dict[str, list[str]]:
@@ -29,9 +18,7 @@ def declared_parents(fps: Sequence[Fingerprint], ids: Sequence[str] | None = Non
     ids = list(ids) if ids is not None else [f.id for f in fps]
     out: dict[str, list[str]] = {}
     for f in fps:
-        base = f.declared.base_model
-        names = base if isinstance(base, list) else ([base] if base else [])
-        found = [r for r in (resolve(n, ids) for n in names) if r is not None and r != f.id]
+        found = [r for r in (resolve(n, ids) for n in f.declared.base_names) if r is not None and r != f.id]
         if found:
             out[f.id] = found
     return out

@@ -7,11 +7,11 @@ numbers across many models and calibrates them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
+from ancestree.fingerprint.types import resolve_name
 from ancestree.relate.evidence import PairEvidence
 
 #: Verdict kinds, most specific first, with their human labels. Kinds reuse the contract's relation names.
@@ -112,11 +112,10 @@ def adapter_verdict(fa: Fingerprint, fb: Fingerprint) -> tuple[Verdict, dict[str
         return None
     adapter, model = (fa, fb) if fa.declared.adapter else (fb, fa)
     missing = [t.name for t in adapter.tensors if t.name not in model or model[t.name].shape != t.shape]
-    base = adapter.declared.base_model
-    declared = [str(n) for n in (base if isinstance(base, list) else [base] if base else [])]
-    named = any(n == model.id or PurePath(n).name == PurePath(model.id).name for n in declared)
+    declared = adapter.declared.base_names
+    named = any(resolve_name(n, [model.id]) for n in declared)  # as the tree resolves declared bases
     ranks = sorted(set(adapter.declared.lora_ranks))
-    evidence = {"adapter": adapter.id, "model": model.id, "declared_base": base, "ranks": ranks,
+    evidence = {"adapter": adapter.id, "model": model.id, "declared_base": adapter.declared.base_model, "ranks": ranks,
                 "changed_tensors": len(adapter.tensors), "missing_in_model": missing}
     what = f"{adapter.id} is a LoRA adapter (rank {', '.join(map(str, ranks)) or '?'}, {len(adapter.tensors)} changed tensors)"
     if missing:
