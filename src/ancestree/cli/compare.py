@@ -17,7 +17,15 @@ from ancestree.relate import PairEvidence, Verdict, adapter_verdict, relate, ver
 
 def compare_record(ev: PairEvidence, v: Verdict) -> dict[str, Any]:
     """The JSON of ``compare``: the verdict, the model-level evidence and one record per layer pair."""
-    return {"a": ev.a, "b": ev.b, "verdict": {"kind": v.kind, "label": v.label, "reason": v.reason}, "evidence": ev.to_dict()}
+    return _record(ev.a, ev.b, v, ev.to_dict())
+
+
+def _record(a: str, b: str, v: Verdict, evidence: dict[str, Any]) -> dict[str, Any]:
+    return {"a": a, "b": b, "verdict": {"kind": v.kind, "label": v.label, "reason": v.reason}, "evidence": evidence}
+
+
+def _print_verdict(v: Verdict) -> None:
+    console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
 
 
 def _num(x: float | None, fmt: str) -> str:
@@ -25,7 +33,7 @@ def _num(x: float | None, fmt: str) -> str:
 
 
 def _print(ev: PairEvidence, v: Verdict) -> None:
-    console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
+    _print_verdict(v)
     table = Table("layer", "shape", "rel. distance", "correlation", "rank of diff.", "identical", title=f"{ev.a}  vs  {ev.b}")
     for l in ev.layers:
         name = l.a if l.a == l.b else f"{l.a} ↔ {l.b}{' (T)' if l.transposed else ''}"
@@ -62,10 +70,9 @@ def compare(
     if adapted is not None:
         v, evidence = adapted
         if format is OutputFormat.json or output:
-            emit(to_json({"a": fa.id, "b": fb.id, "verdict": {"kind": v.kind, "label": v.label, "reason": v.reason},
-                          "evidence": evidence}), output)
+            emit(to_json(_record(fa.id, fb.id, v, evidence)), output)
         else:
-            console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
+            _print_verdict(v)
         return
     ev = relate(fa, fb)
     v = verdict(ev)
