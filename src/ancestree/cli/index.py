@@ -45,17 +45,19 @@ def add(
 ) -> None:
     """Fingerprint new models (skipping indexed ones) and place them in the graph incrementally."""
     from ancestree.errors import BadInputError
+    from ancestree.index.ingest import resolve_items
 
     if not paths and not scan:
         raise BadInputError(None, "give model paths or --scan DIR")
-    check_not_an_input(db, _model_paths(paths or [], scan or []), "--db")
+    items = resolve_items(paths or [], scan or [])  # the folders are walked once, for the check and the add
+    check_not_an_input(db, [path for _, path in items], "--db")
 
     def progress(result) -> None:
         if not quiet:
             err_console.print(f"{result.status:>5}  {result.name}", highlight=False)
 
     with _open(db, read_only=False, create=True) as atlas:
-        report = atlas.add(paths or [], scan or [], dask=dask, threads=threads, on_model=progress)
+        report = atlas.add(items, dask=dask, threads=threads, on_model=progress)
     summary = report.summary()
     if format is OutputFormat.json:
         emit(to_json(summary), None)
@@ -67,13 +69,6 @@ def add(
                   highlight=False)
     for line in report.bad:
         err_console.print(f"unreadable: {line}", highlight=False)
-
-
-def _model_paths(paths: list[str], scan: list[str]) -> list[str]:
-    """The paths given and the models found below each scanned folder (what ``add`` will read)."""
-    from ancestree.io import scan_folders
-
-    return [*paths, *(str(p) for _, p in scan_folders(scan))]
 
 
 @index_app.command("ls")
