@@ -154,6 +154,17 @@ class Declared:
         return max((float(f.get("mtime", 0.0)) for f in self.files), default=0.0)
 
 
+def both_buffers(a: TensorPrint, b: TensorPrint) -> bool:
+    """A pair of masks or fill values (:attr:`TensorPrint.is_buffer_like` on both sides): unrelated models
+    carry the same ones, so the pair is left out of every comparison."""
+    return a.is_buffer_like and b.is_buffer_like
+
+
+def comparable_pair(a: TensorPrint, b: TensorPrint) -> bool:
+    """Whether a pair of tensors takes part in comparisons: finite on both sides, and not a pair of buffers."""
+    return a.is_finite and b.is_finite and not both_buffers(a, b)
+
+
 def resolve_name(name: str, ids: Sequence[str]) -> str | None:
     """The id among ``ids`` a declared name refers to: the same id, or the same last path component(s)."""
     if name in ids:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint
+from ancestree.fingerprint.types import comparable_pair
 from ancestree.relate.update import effective_ranks, scaled_residual_rows
 
 #: Weight of the difference's effective rank against the scale-fitted residual in :func:`update_fit`.
@@ -78,8 +79,8 @@ def _update_fits(pairs: Sequence[tuple[Fingerprint, Fingerprint]]) -> list[float
     by_shape: dict[tuple[int, ...], tuple[list[int], list[np.ndarray], list[np.ndarray]]] = {}
     for k, (child, parent) in enumerate(pairs):
         for t in child.tensors:
-            if (t.is_matrix and t.is_finite and t.name in parent and parent[t.name].sketch.shape == t.sketch.shape
-                    and parent[t.name].is_finite and not (t.is_buffer_like and parent[t.name].is_buffer_like)):
+            if (t.is_matrix and t.name in parent and parent[t.name].sketch.shape == t.sketch.shape
+                    and comparable_pair(t, parent[t.name])):
                 rows, cs, ps = by_shape.setdefault(t.sketch.shape, ([], [], []))
                 rows.append(k)
                 cs.append(t.sketch)

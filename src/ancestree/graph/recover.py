@@ -35,6 +35,7 @@ from scipy.sparse.csgraph import connected_components
 from ancestree.blas import one_blas_thread
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
+from ancestree.fingerprint.types import comparable_pair
 from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
 from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
@@ -544,8 +545,7 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
     for k, e in enumerate(edges):
         fa, fb = fps[e.parent], fps[e.child]
         shared = [t.name for t in fa.tensors if t.is_matrix and t.name in fb and fb[t.name].sketch.shape == t.sketch.shape
-                  and min(t.sketch.shape) >= 16 and t.is_finite and fb[t.name].is_finite
-                  and not (t.is_buffer_like and fb[t.name].is_buffer_like)]
+                  and min(t.sketch.shape) >= 16 and comparable_pair(t, fb[t.name])]
         if not shared:
             out.add(id(e))
             continue

@@ -9,8 +9,8 @@ relative to model ``a`` (the first argument): ``rel_distance = ‖W_b − W_a‖
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from ancestree.align import Alignment, TensorPair, align, oriented
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint, TensorPrint
+from ancestree.fingerprint.types import both_buffers
 from ancestree.relate.precision import precision_bits, quantization_noise
 from ancestree.relate.update import squared_singular_values
 
@@ -270,8 +271,8 @@ def relate(fa: Fingerprint, fb: Fingerprint, alignment: Alignment | None = None,
     pairs = [p for p in alignment.pairs if fa[p.a].is_finite and fb[p.b].is_finite]
     left_out = [p.a for p in alignment.pairs if not (fa[p.a].is_finite and fb[p.b].is_finite)]
     # masks and fill values on both sides are buffers, not weights: unrelated models share them too
-    buffers = [p.a for p in pairs if fa[p.a].is_buffer_like and fb[p.b].is_buffer_like]
-    pairs = [p for p in pairs if not (fa[p.a].is_buffer_like and fb[p.b].is_buffer_like)]
+    buffers = [p.a for p in pairs if both_buffers(fa[p.a], fb[p.b])]
+    pairs = [p for p in pairs if not both_buffers(fa[p.a], fb[p.b])]
     if not pairs and buffers:
         raise IncomparableError(fb.id, f"shares only masks or constant tensors with {fa.id}: nothing to compare")
     if not pairs:
