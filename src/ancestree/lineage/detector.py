@@ -18,6 +18,7 @@ Saved as a state dict plus a JSON config in one ``torch.save`` file, loadable wi
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Sequence
@@ -105,6 +106,12 @@ class PairEncoder:
         self.cfg, self.probe_data = cfg, probe_data
         self.weights = weights or WeightsRanker()
         self._features: dict[tuple[str, str], torch.Tensor | None] = {}
+
+    def without_graph(self) -> PairEncoder:
+        """The same encoder with the recovered graph abstaining; probe features computed so far are shared."""
+        encoder = PairEncoder(self.cfg, self.probe_data, self.weights.without_graph())
+        encoder._features = self._features
+        return encoder
 
     def _run(self, source: str, probe_key: str, x: torch.Tensor | None) -> torch.Tensor | None:
         key = (source, probe_key)
@@ -308,11 +315,9 @@ class DetectorRanker:
         return cls(load_detector(path), probe_data, cache)
 
     def without_graph(self) -> DetectorRanker:
-        """The same detector with the recovered graph abstaining (as :meth:`WeightsRanker.without_graph`);
-        probe features already computed are shared, not recomputed."""
-        ranker = DetectorRanker(self.model)
-        ranker.encoder = PairEncoder(self.model.cfg, self.encoder.probe_data, self.encoder.weights.without_graph())
-        ranker.encoder._features = self.encoder._features
+        """The same detector with the recovered graph abstaining (as :meth:`WeightsRanker.without_graph`)."""
+        ranker = copy.copy(self)
+        ranker.encoder = self.encoder.without_graph()
         return ranker
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:

@@ -194,6 +194,16 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
 DECLARED_ADAPTER_SCORE = float(np.log(97.0))
 
 
+def _is_adapter(source: Source) -> bool:
+    """Whether ``source`` is a PEFT adapter folder (its config read; a model opened here is closed again)."""
+    model = open_model(source)
+    try:
+        return model.meta.adapter_config is not None
+    finally:
+        if model is not source:
+            model.close()
+
+
 def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
     """Every tensor equal, name by name and entry by entry, in any order (a .bin keeps its state dict's order,
     safetensors sorts): a copy of the file, not a relative. (Equal
@@ -337,7 +347,7 @@ class WeightsRanker:
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         """Candidates best first with calibrated probabilities; ``.parent`` is None when none is plausible."""
-        if open_model(child).meta.adapter_config is not None:
+        if _is_adapter(child):
             return self.rank_adapter(child, candidates)
         child_id, scored, incomparable = self.score_candidates(child, candidates)
         return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
