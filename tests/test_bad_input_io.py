@@ -241,3 +241,37 @@ def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) ->
     (root / "group").symlink_to(elsewhere / "group")
     (root / "loop").symlink_to(tmp_path)  # an ancestor of the collection
     assert [model_id for model_id, _ in scan_models(root)] == ["bert", "group/gpt"]
+
+
+# -- zips holding more than one model -----------------------------------------------------------------------
+def _zip_folders(zip_path: Path, folders: dict[str, Path], extra: dict[str, str] | None = None) -> Path:
+    """A zip holding each folder under its archive name, plus ``extra`` text members."""
+    import zipfile
+
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name, folder in folders.items():
+            for f in folder.iterdir():
+                zf.write(f, f"{name}/{f.name}")
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
+    return zip_path
+
+
+@pytest.mark.parametrize("prefix", ["", "models/"])
+def test_zip_of_several_model_folders_is_refused_naming_them(prefix: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    folders = {f"{prefix}{n}": write_hf_folder(tmp_path / n, small_tensors(i)) for i, n in enumerate(["a", "b"])}
+    archive = _zip_folders(tmp_path / "two.zip", folders)
+    code, out, err = _run(["inspect", str(archive)], capsys)
+    assert (code, out) == (2, "")
+    assert err.count("\n") == 1 and str(archive) in err
+    assert "2 models" in err and f"{prefix}a" in err and f"{prefix}b" in err and "--scan" in err
+    assert "no weight files" not in err
+
+
+def test_zip_of_one_model_folder_beside_a_readme_is_read(tmp_path: Path) -> None:
+    archive = _zip_folders(tmp_path / "one.zip", {"model": write_hf_folder(tmp_path / "m", small_tensors())},
+                           {"README.md": "# one model\n"})
+    with load_model(archive) as model:
+        assert model.format == "zip:safetensors" and model.meta.extra["zip_member"] == "model"
+        assert set(model.tensors) == set(small_tensors())

@@ -7,7 +7,8 @@ bytes actually inflated, in case the sizes in the directory lie. Members go into
 owned by the returned model and removed by ``close()`` (or when the model is garbage collected).
 
 The extracted content is opened with :func:`~ancestree.io.loader.load_model` (a single top-level folder is
-entered first), so every format and folder layout works inside a zip. The returned model keeps
+entered first, and a model folder found below the top when the top holds no weights), so every format and
+folder layout works inside a zip; a zip holding several models is refused, naming them. The returned model keeps
 ``model_id``; its ``format`` is ``"zip:<inner format>"`` (e.g. ``"zip:safetensors"``), ``meta.files`` names the
 zip itself, and ``meta.extra["zip_member"]`` the folder or file inside the archive that holds the model.
 """
@@ -85,6 +86,31 @@ def inner_root(folder: Path) -> Path:
         folder = entries[0]
 
 
+#: How many model names a "several models" message lists before counting the rest.
+_NAMED = 4
+
+
+def model_root(folder: Path, workdir: Path, path: Path) -> Path:
+    """The one model below ``folder``: itself when it holds weights, else the only model a scan finds there.
+
+    Weights directly in ``folder`` are one model (a zip of loose weight files or shards is one checkpoint),
+    as for any folder given by path. Otherwise the folder is scanned as ``--scan`` would: one model is
+    entered (``model/`` beside a ``README.md``); several are refused by name, since a zip is one model and
+    guessing which one was meant would silently drop the others."""
+    from ancestree.io.loader import scan_models, weight_files  # the loader imports this module lazily
+
+    if weight_files(folder):
+        return folder
+    found = [p for _, p in scan_models(folder)]
+    if len(found) == 1:
+        return found[0]
+    if len(found) > 1:
+        names = [p.relative_to(workdir).as_posix() for p in found]
+        listed = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
+        raise BadInputError(path, f"zip holds {len(found)} models ({listed}), not one; unzip it and pass the folder with --scan")
+    return folder  # no model at all: loading the folder says what is missing
+
+
 def open_zip(path: str | Path, model_id: str | None = None) -> Model:
     """Extract ``path`` safely and open the model inside it; see the module docstring."""
     from ancestree.io.loader import load_model  # the loader imports this module lazily
@@ -102,7 +128,7 @@ def open_zip(path: str | Path, model_id: str | None = None) -> Model:
             if sum(m.file_size for m in members) > free:
                 raise BadInputError(path, f"not enough disk space to extract the zip ({free:,} bytes free)")
             extract(zf, members, workdir, path, limit)
-        root = inner_root(workdir)
+        root = model_root(inner_root(workdir), workdir, path)
         inner = load_model(root, model_id)
     except BadInputError as exc:
         shutil.rmtree(workdir, ignore_errors=True)
