@@ -459,3 +459,38 @@ def test_a_diverged_run_is_retrained_at_half_the_rate_and_the_truth_says_so(tmp_
     assert "lr_used" not in recipe[0.1]
     for m in truth["models"]:
         assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "z" / m["id"] / "model.safetensors")).values())
+
+
+@pytest.mark.parametrize("marker", ["settings", "truth"])
+def test_a_zoo_inside_a_zoo_is_refused(marker: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The outer zoo as ``make_zoo`` leaves it while running (its settings record) or when copied without its
+    hidden folder (only ``truth.json``); nothing may be written below it."""
+    from ancestree.cli.main import run
+    from ancestree.zoo.make import RECORDS
+
+    outer = tmp_path / "zoo"
+    if marker == "settings":
+        (outer / RECORDS).mkdir(parents=True)
+        (outer / RECORDS / "settings.json").write_text('{"declare_fraction": 0.5, "preset": "micro", "seed": 0}\n')
+    else:
+        outer.mkdir()
+        (outer / "truth.json").write_text(json.dumps({"preset": "micro", "seed": 0, "models": [], "edges": []}))
+    before = sorted(outer.rglob("*"))
+    for inner in (outer / "sub", outer / "a" / "b"):
+        with pytest.raises(SystemExit) as exit_:
+            run(["zoo", "make", str(inner), "--preset", "micro", "--workers", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1
+        assert str(inner) in err and "inside the zoo" in err and str(outer.resolve()) in err
+    assert sorted(outer.rglob("*")) == before
+
+
+def test_only_a_zoo_truth_marks_a_zoo(tmp_path: Path) -> None:
+    from ancestree.zoo.make import is_zoo
+
+    (tmp_path / "truth.json").write_text(json.dumps({"models": [], "edges": []}))  # an eval's ground truth
+    assert not is_zoo(tmp_path)
+    (tmp_path / "truth.json").write_text("not json")
+    assert not is_zoo(tmp_path)
+    (tmp_path / "truth.json").write_text(json.dumps({"preset": "micro", "models": [], "edges": []}))
+    assert is_zoo(tmp_path)

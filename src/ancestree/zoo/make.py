@@ -350,6 +350,26 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
         write_text(path, json.dumps(settings, sort_keys=True) + "\n")
 
 
+def is_zoo(folder: Path) -> bool:
+    """Whether ``folder`` is a zoo: one being made (its settings record) or a finished one (a ``truth.json``
+    with the ``preset`` a zoo's truth carries, so that any other ground-truth file does not count)."""
+    if (folder / RECORDS / "settings.json").is_file():
+        return True
+    try:
+        return "preset" in json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        return False
+
+
+def _check_not_nested(out: Path) -> None:
+    """Refuse a zoo inside another: scanning the outer zoo would find the inner zoo's models too, which its
+    truth does not list and whose cards declare parents of the same names (``m0000``...): false conflicts."""
+    outer = next((folder for folder in out.resolve().parents if is_zoo(folder)), None)
+    if outer is not None:
+        raise BadInputError(out, f"is inside the zoo {outer}; a zoo within a zoo is scanned as part of the outer one: "
+                                 "give a folder outside it")
+
+
 def make_zoo(
     out: str | Path,
     preset: str = "tiny",
@@ -369,6 +389,7 @@ def make_zoo(
     if out.is_dir() and any(out.iterdir()) and not (out / RECORDS / "settings.json").is_file():
         # only an empty folder or one of our own (interrupted) zoos: never write over someone's files
         raise BadInputError(out, "is not empty and holds no ancestree zoo; give a new or empty folder")
+    _check_not_nested(out)
     plan = build_plan(preset, seed, declare_fraction)
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, {"preset": preset, "seed": seed, "declare_fraction": declare_fraction})
