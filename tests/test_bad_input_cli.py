@@ -236,3 +236,32 @@ def test_brackets_in_model_names_are_printed_as_names(tmp_path: Path, capsys: py
     assert _run(["index", "add", "--scan", str(zoo), "--db", str(db)], capsys)[0] == 0
     status, out, err = _run(["index", "ls", "--db", str(db)], capsys)
     assert status == 0 and "runs[/b]" in out and "sweep[lr=1e-4]" in out, err
+
+
+# -- eval: a relation is part of every edge --------------------------------------------------------------
+def _graph_file(path: Path, edges: list[dict]) -> Path:
+    path.write_text(json.dumps({"models": [{"id": m} for m in "abc"], "edges": edges}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("bare_side", ["predicted", "truth"])
+def test_eval_refuses_edges_without_a_relation(bare_side: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """No silent relation accuracy of 0: the file whose edges lack ``relation`` is named, exit 2."""
+    full = _graph_file(tmp_path / "full.json", [{"parent": "a", "child": "b", "relation": "finetune"},
+                                                {"parent": "a", "child": "c", "relation": "quantized"}])
+    bare = _graph_file(tmp_path / "bare.json", [{"parent": "a", "child": "b", "relation": "finetune"},
+                                                {"parent": "a", "child": "c"}])
+    argv = ["eval", str(bare), str(full)] if bare_side == "predicted" else ["eval", str(full), str(bare)]
+    code, out, err = _run(argv, capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1
+    assert str(bare) in err and "'relation'" in err and "a -> c" in err
+
+
+def test_eval_scores_an_unknown_relation_as_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = _graph_file(tmp_path / "truth.json", [{"parent": "a", "child": "b", "relation": "finetune"},
+                                                  {"parent": "a", "child": "c", "relation": "quantized"}])
+    pred = _graph_file(tmp_path / "pred.json", [{"parent": "a", "child": "b", "relation": "finetune"},
+                                                {"parent": "a", "child": "c", "relation": "unknown"}])
+    code, out, _ = _run(["eval", str(pred), str(truth), "--format", "json"], capsys)
+    scores = json.loads(out)
+    assert code == 0 and scores["edge_f1"] == 1.0 and scores["relation_accuracy"] == 0.5

@@ -17,9 +17,9 @@ def eval_graph(
     format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")] = OutputFormat.text,
 ) -> None:
     """Edge precision / recall / F1, direction, tree, relation and MoTHer-style accuracy."""
-    from ancestree.graph import ModelGraph, evaluate
+    from ancestree.graph.evaluate import evaluate, load_scored
 
-    pred_graph, true_graph = ModelGraph.load(predicted), ModelGraph.load(truth)
+    pred_graph, true_graph = load_scored(predicted), load_scored(truth)
     if not set(pred_graph.models) & set(true_graph.models):
         raise BadInputError(predicted, f"shares no model id with {truth} (were both made from the same folder, "
                                        "with ids relative to it?)")

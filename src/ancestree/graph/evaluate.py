@@ -7,11 +7,14 @@ first rewritten onto the truth's duplicate classes (each class represented by it
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
+from ancestree.errors import BadInputError
 from ancestree.graph.model_graph import ModelGraph
 
 
@@ -79,6 +82,22 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b else 1.0
 
 
+def load_scored(path: str) -> ModelGraph:
+    """A graph JSON file to score, every edge naming its relation; :class:`BadInputError` otherwise.
+
+    The contract's tree JSON gives each edge a ``relation`` (``"unknown"`` when it is not known), but
+    :meth:`ModelGraph.load` reads a missing one as ``"unknown"``: scoring such a file would report a relation
+    accuracy of 0 that measures nothing, so it is refused instead."""
+    graph = ModelGraph.load(path)  # checks the file first: the second read below cannot fail on its content
+    edges = json.loads(Path(path).read_text(encoding="utf-8"))["edges"]
+    bare = [e for e in edges if "relation" not in e]
+    if bare:
+        first = f"{bare[0]['parent']} -> {bare[0]['child']}"
+        raise BadInputError(path, f"{len(bare)} of {len(edges)} edges have no 'relation' (first: {first}); every edge "
+                                  "of a tree JSON names one (\"unknown\" when it is not known)")
+    return graph
+
+
 def evaluate(pred: ModelGraph, truth: ModelGraph) -> Scores:
     """Compare ``pred`` with ``truth`` (models missing from ``pred`` count as isolated)."""
     from sklearn.metrics import adjusted_rand_score  # here, not at import: every `tree` would pay ~0.6 s
@@ -125,4 +144,4 @@ def evaluate(pred: ModelGraph, truth: ModelGraph) -> Scores:
     )
 
 
-__all__ = ["Scores", "evaluate"]
+__all__ = ["Scores", "evaluate", "load_scored"]
