@@ -6,9 +6,12 @@ Exit status: 0 success; 2 bad usage or bad input (one line on stderr naming the 
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 import typer
@@ -87,6 +90,32 @@ def expand_multi_values(args: list[str]) -> list[str]:
     return out
 
 
+#: Exit status when the reader of our output went away (``ancestree index ls | head -1``): 128 + SIGPIPE, as a
+#: Unix tool killed by that signal exits.
+CLOSED_PIPE = 141
+
+
+def _closed_pipe(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, a write to a closed pipe (typer turns one into
+    ``sys.exit(1)`` inside its handler, so the pipe error is the exit's context)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.EPIPE:
+            return True
+        seen = seen.__context__
+    return False
+
+
+def _exit_on_closed_pipe() -> NoReturn:
+    """Stop quietly: no message, and the interpreter's last flush of stdout goes to /dev/null instead of
+    failing again on the closed pipe (it would print 'Exception ignored ... BrokenPipeError')."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+    except (AttributeError, OSError, ValueError):  # no real stdout: nothing left to flush there
+        pass
+    sys.exit(CLOSED_PIPE)
+
+
 def run(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -96,6 +125,11 @@ def run(argv: list[str] | None = None) -> None:
     args = expand_multi_values(args)
     try:
         result = app(args=args, prog_name="ancestree", standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's flush at exit
+    except SystemExit as exc:
+        if _closed_pipe(exc):
+            _exit_on_closed_pipe()
+        raise
     except _EXITS as exc:
         sys.exit(exc.exit_code)
     except _HELP_ON_NO_ARGS as exc:  # bare `ancestree` or a bare group: the help is the answer
@@ -112,6 +146,8 @@ def run(argv: list[str] | None = None) -> None:
         print(f"ancestree: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except Exception as exc:  # noqa: BLE001 - the last line of defence promised by the contract
+        if _closed_pipe(exc):  # e.g. the flush above
+            _exit_on_closed_pipe()
         if debug:
             traceback.print_exc()
         print(f"ancestree: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for a traceback)", file=sys.stderr)
