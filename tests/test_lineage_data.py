@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +18,30 @@ from ancestree.lineage.detector import DetectorConfig, DetectorRanker, PairEncod
 from ancestree.lineage.linearized import FeatureRanker, LinearizedRanker, linear_cka, similarity
 from ancestree.lineage.runnable import load_runnable
 from ancestree.lineage.weights import WeightsRanker
-from test_lineage_family import lineage_family  # noqa: F401 - fixture
+from test_lineage_family import CLASSES, MLP, lineage_family, shared_family  # noqa: F401 - fixture
+
+def _train_tiny(paths: dict[str, str], cfg: DetectorConfig, epochs: int = 15):
+    """A detector trained on a few tasks of the family (seconds), and the encoder that encoded them."""
+    encoder = PairEncoder(cfg)
+    tasks = [("A11", ["A1", "A2", "B", "B1"], "A1"), ("A12", ["A1", "A3", "B2"], "A1"), ("B1", ["B", "A"], "B"),
+             ("A21", ["A1", "A3", "B1"], None), ("A2", ["A", "B"], "A"), ("B2", ["A", "A1"], None)]
+    encoded = []
+    for child, cands, truth in tasks:
+        _, ids, stacked, _ = encoder.encode(paths[child], [paths[c] for c in cands])
+        assert stacked["weights"].shape == (len(cands), 2 * cfg.layers, cfg.side, cfg.side)
+        encoded.append((stacked, None if truth is None else ids.index(paths[truth])))
+    return train_detector(encoded, cfg, epochs=epochs), encoder
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_detector() -> str:
+    """A detector file trained on the family's MLPs with few epochs, once per test process (removed at exit)."""
+    paths = {k: str(v) for k, v in shared_family()["paths"].items()}
+    out = Path(tempfile.mkdtemp(prefix="ancestree-detector-"))
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
+    save_detector(_train_tiny(paths, DetectorConfig(dim=32, depth=1, probes=16), epochs=3)[0], out / "det.pt")
+    return str(out / "det.pt")
+
 
 TREE = {"A1": "A", "A2": "A", "A3": "A", "B1": "B", "B2": "B", "A11": "A1", "A12": "A1", "A21": "A2", "A111": "A11"}
 GEN = {"A": 0, "B": 0, "A1": 1, "A2": 1, "A3": 1, "B1": 1, "B2": 1, "A11": 2, "A12": 2, "A21": 2, "A111": 3}
@@ -107,15 +135,7 @@ def test_transformers_model_built_offline_from_config(tmp_path) -> None:
 def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:
     paths = {k: str(v) for k, v in lineage_family["paths"].items()}
     cfg = DetectorConfig(dim=32, depth=1, probes=16)
-    encoder = PairEncoder(cfg)
-    tasks = [("A11", ["A1", "A2", "B", "B1"], "A1"), ("A12", ["A1", "A3", "B2"], "A1"), ("B1", ["B", "A"], "B"),
-             ("A21", ["A1", "A3", "B1"], None), ("A2", ["A", "B"], "A"), ("B2", ["A", "A1"], None)]
-    encoded = []
-    for child, cands, truth in tasks:
-        _, ids, stacked, _ = encoder.encode(paths[child], [paths[c] for c in cands])
-        assert stacked["weights"].shape == (len(cands), 2 * cfg.layers, cfg.side, cfg.side)
-        encoded.append((stacked, None if truth is None else ids.index(paths[truth])))
-    model = train_detector(encoded, cfg, epochs=15)
+    model = _train_tiny(paths, cfg)[0]
     save_detector(model, tmp_path / "det.pt")
     blob = torch.load(tmp_path / "det.pt", weights_only=True)
     assert json.loads(blob["config"])["dim"] == 32
@@ -234,3 +254,51 @@ def test_data_methods_read_pytorch_checkpoints_like_every_other_command(lineage_
     assert torch.equal(load_runnable(str(child)).params()[sparse], state[sparse])
     result = LinearizedRanker().rank(str(child), [paths[c] for c in ("A1", "A", "B")])
     assert result.ranking and all(np.isfinite(c.score) for c in result.ranking)
+
+
+def _adapter_of(base: Path, folder: Path) -> Path:
+    """A PEFT LoRA adapter folder trained briefly on ``base`` (a sibling folder it names as its base)."""
+    from safetensors.torch import load_file
+
+    from ancestree.zoo import recipes, save
+    from ancestree.zoo.architectures import make_config
+
+    config = make_config("ancestree-mlp", 10, **MLP)
+    spec = recipes.TrainSpec(steps=10, lr=3e-3, optimizer="adam", batch_size=32, n_per_class=10)
+    _, adapter_config, adapter_state, _, _ = recipes.lora(config, load_file(str(base / "model.safetensors")), "digits",
+                                                          CLASSES[:5], spec, 9, 2, base.name)
+    folder.mkdir()
+    save.write_adapter(folder, adapter_config, adapter_state)
+    return folder
+
+
+@pytest.mark.parametrize("method", ["detector", "linearized-l1", "baseline-cka"])
+def test_an_adapter_child_gets_the_adapter_check_in_every_method(lineage_family: dict, tmp_path, method: str) -> None:
+    """A PEFT adapter folder holds weight differences: the detector ranked them against weights as a model
+    (its base at 0.29, about as likely as anything), the data methods failed on a missing config.json. Every
+    method now takes the weights method's adapter check (its declared base) and says so in a note."""
+    from ancestree.lineage import rank_parents
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    adapter = _adapter_of(Path(paths["A"]), tmp_path / "A-adapter")
+    cands = [paths[c] for c in ("B", "A", "A1")]
+    probe = tmp_path / "probe.npy"
+    np.save(probe, np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32))
+    result = rank_parents(str(adapter), cands, method=method, probe_data=probe, detector=tiny_detector())
+    assert result.parent == paths["A"] and result.ranking[0].probability > 0.9 and result.method == "weights"
+    assert len(result.notes) == 1 and method.replace("detector", "the detector") in result.notes[0]["problem"]
+    assert result.to_dict()["notes"] == result.notes
+
+
+def test_parent_cli_prints_notes_on_stderr(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ancestree.cli.main import run
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    adapter = _adapter_of(Path(paths["A"]), tmp_path / "A-adapter")
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", str(adapter), "--candidates", paths["A"], paths["B"], "--detector", tiny_detector(),
+             "--format", "json", "--no-cache"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and json.loads(out)["parent"] == paths["A"]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {adapter}: a PEFT adapter folder")

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ancestree.atomic import check_output
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
 from ancestree.errors import BadInputError
 
 
@@ -35,6 +35,8 @@ def parent(
         check_output(output, [child, *paths, *(p for p in (probe_data, detector) if p)])
     result = rank_parents(child, paths, method=method, probe_data=probe_data, detector=detector, ancestors=ancestors,
                           cache=True if cache else None)
+    for note in result.notes:  # on stderr in every format: stdout stays the result
+        err_console.print(f"warning: {note['model']}: {note['problem']}", soft_wrap=True)
     if format is OutputFormat.json or output:
         emit(to_json(result.to_dict(with_evidence=evidence)), output)
         return

@@ -36,7 +36,7 @@ from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features
+from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features, is_adapter, rank_adapter_instead
 
 #: Seed of the row/column index sets of the weight token (independent of the fingerprint's).
 INDEX_SEED = 7
@@ -322,6 +322,8 @@ class DetectorRanker:
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         check_distinct(child, list(candidates))
+        if is_adapter(child):  # its tensors are weight differences: no weight token of a model to score
+            return rank_adapter_instead("the detector", child, candidates, self.encoder.weights.cache)
         child_id, ids, stacked, incomparable = self.encoder.encode(child, candidates)
         if not ids:
             return make_ranking(child_id, self.method, [], Calibration(), incomparable)

@@ -32,6 +32,7 @@ from ancestree.lineage.permute import align_units
 from ancestree.lineage.probe import probe_inputs
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.lineage.runnable import Runnable, load_runnable
+from ancestree.lineage.weights import is_adapter, rank_adapter_instead
 
 METRICS = ("l1", "l2", "cka")
 
@@ -148,6 +149,8 @@ class FeatureRanker:
         return c_run, child_feats, out, incomparable
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
+        if is_adapter(child):  # cannot be run alone, and run on each candidate it would differ from each by the same step
+            return rank_adapter_instead(self.method, child, candidates)
         c_run, f_c, feats, incomparable = self.features_by_alpha(child, candidates)
         alpha = self._alphas()[0]
         scored = [CandidateScore(cid, similarity(self.metric, f_c[cid], f[alpha])) for cid, f in feats.items()]

@@ -4,7 +4,8 @@ A method turns each comparable candidate into one *score* (higher = more plausib
 probabilities are a softmax over the scores with a calibrated temperature plus one virtual "none of these"
 candidate whose score is a calibrated threshold: ``parent`` is null exactly when that virtual candidate is
 the most probable. Candidates that cannot be compared with the child at all (another architecture) are
-listed apart as incomparable, never ranked as merely unlikely.
+listed apart as incomparable, never ranked as merely unlikely. Warnings about how far a ranking can be
+trusted (a small probe set, a method that did not apply) travel with it as ``notes``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,11 @@ class Ranking:
     ranking: list[CandidateScore]
     p_none: float
     incomparable: dict[str, str] = field(default_factory=dict)
+    #: ``{"model": file or id, "problem": one line}`` each: what the CLI prints as warnings on stderr
+    notes: list[dict[str, str]] = field(default_factory=list)
+
+    def note(self, model: str, problem: str) -> None:
+        self.notes.append({"model": str(model), "problem": problem})
 
     @property
     def parent(self) -> str | None:
@@ -75,8 +81,9 @@ class Ranking:
         return {c.candidate: c.score for c in self.ranking}
 
     def to_dict(self, with_evidence: bool = False) -> dict[str, Any]:
-        """The contract's JSON record, plus ``method``, ``none_probability`` and ``incomparable``."""
-        return {
+        """The contract's JSON record, plus ``method``, ``none_probability``, ``incomparable`` and ``notes``
+        (only when there are any, as in ``tree``'s JSON)."""
+        out = {
             "child": self.child,
             "parent": self.parent,
             "ranking": [c.to_dict(with_evidence) for c in self.ranking],
@@ -84,6 +91,9 @@ class Ranking:
             "none_probability": round(self.p_none, 6),
             "incomparable": [{"candidate": k, "reason": v} for k, v in self.incomparable.items()],
         }
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
 
 
 def make_ranking(child: str, method: str, scored: list[CandidateScore], calibration: Calibration,

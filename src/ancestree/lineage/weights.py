@@ -194,7 +194,7 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
 DECLARED_ADAPTER_SCORE = float(np.log(97.0))
 
 
-def _is_adapter(source: Source) -> bool:
+def is_adapter(source: Source) -> bool:
     """Whether ``source`` is a PEFT adapter folder (its config read; a model opened here is closed again)."""
     model = open_model(source)
     try:
@@ -202,6 +202,17 @@ def _is_adapter(source: Source) -> bool:
     finally:
         if model is not source:
             model.close()
+
+
+def rank_adapter_instead(method: str, child: Source, candidates: Sequence[Source],
+                         cache: FingerprintCache | str | bool | None = None) -> Ranking:
+    """For a method that compares whole models (the detector, the data methods): a PEFT adapter folder holds
+    weight differences, which that method would rank against weights as if they were a model; its parent is
+    found by the adapter check (:meth:`WeightsRanker.rank_adapter`) instead, with a note saying so."""
+    ranking = WeightsRanker(cache=cache).rank_adapter(child, candidates)
+    ranking.note(ranking.child, f"a PEFT adapter folder (weight differences, not a model): {method} does not apply; "
+                                "ranked by the weights method's adapter check (the base it declares and fits)")
+    return ranking
 
 
 def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
@@ -347,7 +358,7 @@ class WeightsRanker:
 
     def rank(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         """Candidates best first with calibrated probabilities; ``.parent`` is None when none is plausible."""
-        if _is_adapter(child):
+        if is_adapter(child):
             return self.rank_adapter(child, candidates)
         child_id, scored, incomparable = self.score_candidates(child, candidates)
         return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
