@@ -142,3 +142,44 @@ def test_parent_of_an_adapter_folder_is_the_base_it_declares(tiny_zoo: Path) -> 
     assert result.parent == path(base) and result.ranking[0].probability > 0.9
     assert "does not apply" in result.incomparable[path(other)]
     assert rank_parents(path(child), [path(m) for m in same]).parent is None
+
+
+# -- pairs with nothing to measure: a verdict line, never "nan" ---------------------------------------------
+def _constant(value: float) -> dict[str, np.ndarray]:
+    return {k: np.full(v.shape, value, np.float32) for k, v in weights(0).items()}
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+@pytest.mark.parametrize("constant_first", [True, False])
+def test_compare_with_a_constant_model_says_there_is_no_evidence(value: float, constant_first: bool, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A model of zeros (or one fill value) against a trained one: every distance would only measure the trained
+    side, so the verdict says there is no evidence rather than "pruned" or "median r = nan"."""
+    save_file(_constant(value), str(tmp_path / "const.safetensors"))
+    save_file(weights(1), str(tmp_path / "trained.safetensors"))
+    pair = [str(tmp_path / "const.safetensors"), str(tmp_path / "trained.safetensors")]
+    pair = pair if constant_first else pair[::-1]
+    code, out, _ = call(["compare", *pair], capsys)
+    assert code == 0 and "nan" not in out.lower()
+    assert out.splitlines()[0].startswith("relation unknown: no evidence to compare")
+    code, out, _ = call(["compare", *pair, "--format", "json"], capsys)
+    record = json.loads(out)
+    assert record["verdict"]["kind"] == "unknown" and record["evidence"]["varying_layers"] == 0
+
+
+def test_a_pair_without_evidence_does_not_share_weights(tmp_path: Path) -> None:
+    from ancestree.fingerprint import fingerprint
+    from ancestree.relate import shares_weights
+
+    save_file(_constant(0.0), str(tmp_path / "zeros.safetensors"))
+    save_file(weights(1), str(tmp_path / "trained.safetensors"))
+    a, b = fingerprint(tmp_path / "zeros.safetensors"), fingerprint(tmp_path / "trained.safetensors")
+    assert not shares_weights(a, b) and not shares_weights(b, a)
+
+
+def test_compare_of_tensors_too_small_to_correlate_prints_no_nan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        save_file({"w": rng.standard_normal((4, 4)).astype(np.float32)}, str(tmp_path / f"{name}.safetensors"))
+    code, out, _ = call(["compare", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")], capsys)
+    assert code == 0 and "nan" not in out.lower() and "too small to correlate" in out

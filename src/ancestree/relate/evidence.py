@@ -31,6 +31,9 @@ NOISE_MARGIN = 3.0
 #: Low-rank cues only mean something on sketches with at least this many rows and columns.
 MIN_RANK_SIDE = 16
 
+#: The median correlation counts layers whose sketch has at least this many values (fewer are noise).
+MIN_CORRELATION_VALUES = 64
+
 
 def low_rank_limit(side: int) -> int:
     """The largest rank of a difference that reads as a low-rank (LoRA) update of a ``side``-wide matrix.
@@ -89,7 +92,7 @@ class PairEvidence:
     distance: float = 0.0  # parameter-weighted RMS distance over paired matrices (all tensors if none)
     rel_distance: float = 0.0  # ‖ΔW‖ / ‖W_a‖ over the same
     mean_layer_distance: float = 0.0  # MoTHer-style: mean over matrices of per-layer RMS distance
-    correlation: float = float("nan")  # median per-layer correlation (layers with >= 64 sketch entries)
+    correlation: float = float("nan")  # median per-layer correlation (sketches of >= MIN_CORRELATION_VALUES)
     precision_a: float = 0.0  # parameter-weighted mean bits of precision
     precision_b: float = 0.0
     quant_ratio: float | None = None  # median over changed layers; ~1 for a rounded copy
@@ -105,10 +108,17 @@ class PairEvidence:
     def low_rank_fraction(self) -> float:
         return self.low_rank_matrices / self.changed_matrices if self.changed_matrices else 0.0
 
+    @property
+    def varying_layers(self) -> int:
+        """Paired tensors that vary on both sides (a finite correlation). A pair with a constant side (all
+        zeros, one fill value) has a distance that only measures the other side's size: no lineage evidence."""
+        return sum(1 for l in self.layers if math.isfinite(l.correlation))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: NaN becomes ``None``; shapes become lists."""
         out = asdict(self)
         out["low_rank_fraction"] = self.low_rank_fraction
+        out["varying_layers"] = self.varying_layers
         return _clean(out)
 
 
@@ -212,7 +222,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     sq_a = sum(l.numel * l.rms_a**2 for l in pooled)
     sq_b = sum(l.numel * l.rms_b**2 for l in pooled)
     n_pooled = sum(l.numel for l in pooled)
-    corrs = [l.correlation for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= 64]
+    corrs = [l.correlation for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= MIN_CORRELATION_VALUES]
     changed = [l for l in layers if not l.identical]
     ratios = [l.quant_ratio for l in changed if l.quant_ratio is not None]
     # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).

@@ -12,7 +12,7 @@ from typing import Any
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.fingerprint.types import resolve_name
-from ancestree.relate.evidence import PairEvidence
+from ancestree.relate.evidence import MIN_CORRELATION_VALUES, PairEvidence
 
 #: Verdict kinds, most specific first, with their human labels. Kinds reuse the contract's relation names.
 KINDS = {
@@ -72,9 +72,13 @@ def verdict(ev: PairEvidence) -> Verdict:
         extra += f"; {len(ev.non_finite)} tensor(s) holding NaN or infinite values left out" if ev.non_finite else ""
         extra += f"; {len(ev.buffers)} mask or constant tensor(s) left out" if ev.buffers else ""
         return Verdict("duplicate", f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}.")
+    if not ev.varying_layers:  # zeros or constants against anything: every cue below would be vacuous
+        return Verdict("unknown", f"no evidence to compare: each of the {len(ev.layers)} paired tensors is constant "
+                                  "(all zeros or one value) in at least one model, so neither correlation nor "
+                                  "distance can tell how the weights are related.")
     corr = ev.correlation
     if (corr != corr or corr < UNRELATED_CORRELATION) and ev.rel_distance > UNRELATED_DISTANCE:
-        return Verdict("unrelated", f"matching weights are uncorrelated (median r = {corr:.2f}) and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
+        return Verdict("unrelated", f"matching weights are {_correlated(corr, 'uncorrelated')} and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
     if ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
         return Verdict("quantized", f"model {coarse} is stored coarser ({min(ev.precision_a, ev.precision_b):.0f} vs {max(ev.precision_a, ev.precision_b):.0f} bits) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
@@ -84,17 +88,25 @@ def verdict(ev: PairEvidence) -> Verdict:
     if ev.changed_matrices and ev.low_rank_fraction >= LOW_RANK_SHARE:
         return Verdict("adapter", f"{ev.low_rank_matrices} of {ev.changed_matrices} changed matrices differ by a low-rank update (rank ≤ {ev.max_rank}), as a merged LoRA does.")
     if corr == corr and corr >= UNRELATED_CORRELATION or ev.rel_distance <= UNRELATED_DISTANCE:
-        return Verdict("finetune", f"weights are correlated (median r = {corr:.2f}) with relative distance {ev.rel_distance:.3f} and full-rank differences: one was trained from the other or both from a common ancestor.")
-    return Verdict("unrelated", f"no shared structure: median r = {corr:.2f}, relative distance {ev.rel_distance:.2f}.")
+        return Verdict("finetune", f"weights are {_correlated(corr, 'correlated')} with relative distance {ev.rel_distance:.3f} and full-rank differences: one was trained from the other or both from a common ancestor.")
+    return Verdict("unrelated", f"no shared structure: weights are {_correlated(corr, 'uncorrelated')}, relative distance {ev.rel_distance:.2f}.")
+
+
+def _correlated(corr: float, word: str) -> str:
+    """``"correlated (median r = 0.93)"``; when no tensor has enough values for a correlation (the median
+    is NaN), say so instead of printing ``nan``."""
+    if corr == corr:
+        return f"{word} (median r = {corr:.2f})"
+    return f"too small to correlate (no varying tensor has {MIN_CORRELATION_VALUES} sketch values)"
 
 
 def shares_weights(a: Fingerprint, b: Fingerprint, ranks: bool = True) -> bool:
-    """Whether the pair evidence of ``a`` and ``b`` says they are relatives (any verdict but ``unrelated``);
-    False for models with nothing to compare. ``ranks=False`` skips the per-matrix SVDs (the low-rank cues)."""
+    """Whether the pair evidence of ``a`` and ``b`` says they are relatives (any verdict but ``unrelated`` and
+    ``unknown``); False for models with nothing to compare. ``ranks=False`` skips the per-matrix SVDs (the low-rank cues)."""
     from ancestree.relate.evidence import relate
 
     try:
-        return verdict(relate(a, b, ranks=ranks)).kind != "unrelated"
+        return verdict(relate(a, b, ranks=ranks)).kind not in ("unrelated", "unknown")  # unknown: no evidence
     except IncomparableError:
         return False
 
