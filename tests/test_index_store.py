@@ -8,6 +8,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +141,47 @@ def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path) -> None:
         assert len(rows) == total and all(r["placed"] for r in rows)
         # the six families come back as six trees of six models
         assert sorted(t["size"] for t in atlas.store.trees()) == [6] * 6
+
+
+@contextmanager
+def unwritable(path: Path) -> Iterator[None]:
+    """``path`` (a file or folder) made read-only for real: by its mode, or for root (whom modes do not stop)
+    with the immutable attribute; skips when neither stops a write here."""
+    mode = path.stat().st_mode
+    immutable = os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    if not immutable:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    try:
+        try:
+            (path / "probe").touch() if path.is_dir() else path.open("ab").close()
+        except OSError:
+            yield
+        else:
+            pytest.skip("cannot make a file read-only here")
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(path)], check=True)
+        path.chmod(mode)
+
+
+def test_an_index_that_cannot_be_written_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from ancestree.cli.main import run
+
+    model, child = family(tmp_path / "zoo", "a", 4, 1)
+    db = tmp_path / "ro" / "atlas.db"
+    with Atlas(db) as atlas:
+        atlas.add([model])
+    for name in ("atlas.db-wal", "atlas.db-shm"):  # closed cleanly: the journal files are gone
+        assert not (db.parent / name).exists()
+    # its folder (where SQLite makes the -wal and -shm files), for it or for a new index; the file itself
+    cases = [(db.parent, db), (db.parent, db.parent / "new.db"), (db, db)]
+    for locked, target in cases:
+        with unwritable(locked):
+            with pytest.raises(SystemExit) as exit_:
+                run(["index", "add", str(child), "--db", str(target)])
+            err = capsys.readouterr().err
+            assert exit_.value.code == 2 and f"{target}: cannot be written" in err, err
+            assert "not an ancestree index" not in err and len(err.strip().splitlines()) == 1
+            if target == db:  # reading it still works
+                with Atlas(db, read_only=True) as atlas:
+                    assert [r["name"] for r in atlas.ls()] == [str(model)]

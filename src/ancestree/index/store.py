@@ -44,6 +44,13 @@ SCHEMA_VERSION = 3
 #: Default index file (``--db``).
 DEFAULT_DB = "ancestree.db"
 
+#: SQLite error names (and their extended forms) saying the file, or the folder its WAL journal goes into,
+#: cannot be opened or written: a read-only file, folder or file system, not something else than an index.
+UNWRITABLE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")
+
+#: SQLite error names saying another connection holds the file.
+BUSY = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -167,7 +174,7 @@ class IndexStore:
             if self.read_only:
                 conn = self._connect_read_only(timeout)
             else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._make_folder()
                 conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None)
                 self._refuse_foreign(conn)  # before WAL mode: that pragma is written into the file
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -177,8 +184,27 @@ class IndexStore:
             conn.row_factory = sqlite3.Row
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
-            raise BadInputError(self.path, f"not an ancestree index ({exc})") from None
+            raise self._problem(exc, "not an ancestree index") from None
         return conn
+
+    def _make_folder(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only file system, a file where a folder should be
+            raise BadInputError(self.path.parent, f"cannot make the index's folder ({exc.strerror})") from None
+
+    def _problem(self, exc: sqlite3.Error, otherwise: str) -> BadInputError:
+        """The one-line problem of an SQLite error met while opening the index: cannot be written (or read),
+        held by another process, or ``otherwise`` (the error says the file is no index we can use)."""
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(UNWRITABLE):
+            if self.read_only:
+                return BadInputError(self.path, f"cannot be read ({exc})")
+            return BadInputError(self.path, f"cannot be written ({exc}; the index writes the file and, beside it, "
+                                            "its -wal and -shm files)")
+        if name.startswith(BUSY):
+            return BadInputError(self.path, f"is held by another process ({exc})")
+        return BadInputError(self.path, f"{otherwise} ({exc})")
 
     def _connect_read_only(self, timeout: float) -> sqlite3.Connection:
         """``mode=ro``; in a folder we may not write to (no WAL shared-memory file can be made), the file is
@@ -203,7 +229,7 @@ class IndexStore:
                 cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as exc:
             self._check_version()  # an index of another schema version says so
-            raise BadInputError(self.path, f"cannot create the index tables ({exc})") from None
+            raise self._problem(exc, "cannot create the index tables") from None
 
     def _check_version(self) -> None:
         try:
