@@ -302,3 +302,39 @@ def test_parent_cli_prints_notes_on_stderr(lineage_family: dict, tmp_path, capsy
     assert exc.value.code == 0 and json.loads(out)["parent"] == paths["A"]
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"warning: {adapter}: a PEFT adapter folder")
+
+
+def test_probe_data_too_small_for_a_metric_is_refused_and_a_small_set_warned(lineage_family: dict, tmp_path,
+                                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """One probe input ran silently: linear CKA of one centred input is 0 for every candidate (two inputs give
+    exactly 1 for any pair), so the ranking was a tie presented as an answer. CKA and the detector's Gram
+    matrices refuse fewer than 3 inputs by file; a set below 32 inputs is ranked with a warning."""
+    from ancestree.cli.main import run
+    from ancestree.lineage import rank_parents
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    rows = np.random.default_rng(0).normal(size=(64, 3, 16, 16)).astype(np.float32)
+    files = {}
+    for n in (1, 2, 4, 64):
+        files[n] = tmp_path / f"probe{n}.npy"
+        np.save(files[n], rows[:n])
+    cands = [paths[c] for c in ("A1", "A2", "B")]
+    for method in ("baseline-cka", "linearized-cka", "detector"):
+        for n in (1, 2):
+            with pytest.raises(BadInputError, match=f"probe{n}.npy: probe data has {n} inputs?; .* needs at least 3"):
+                rank_parents(paths["A11"], cands, method=method, probe_data=files[n], detector=tiny_detector())
+    for method in ("linearized-l1", "baseline-cka", "detector"):
+        small = rank_parents(paths["A11"], cands, method=method, probe_data=files[4], detector=tiny_detector())
+        assert small.ranking and small.notes == [{"model": str(files[4]), "problem": small.notes[0]["problem"]}]
+        assert "only 4 probe inputs" in small.notes[0]["problem"]
+        assert not rank_parents(paths["A11"], cands, method=method, probe_data=files[64], detector=tiny_detector()).notes
+    assert "1 input;" in str(pytest.raises(BadInputError, LinearizedRanker("cka", probe_data=rows[:1]).rank, paths["A11"], cands).value)
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", paths["A11"], "--candidates", *cands, "--method", "baseline-cka", "--probe-data", str(files[1])])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and str(files[1]) in err[0] and "Traceback" not in err[0]
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", paths["A11"], "--candidates", *cands, "--probe-data", str(files[4]), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert exc.value.code == 0 and json.loads(out)["ranking"]
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"warning: {files[4]}: only 4 probe inputs: with fewer than 32 ")

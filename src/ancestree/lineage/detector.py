@@ -35,6 +35,7 @@ from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.lineage.pairs import Source, check_distinct, open_model
+from ancestree.lineage.probe import MIN_CENTRED, require_inputs, small_probe_note
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.lineage.weights import FEATURES, WeightsRanker, compare, features, is_adapter, rank_adapter_instead
 
@@ -324,13 +325,18 @@ class DetectorRanker:
         check_distinct(child, list(candidates))
         if is_adapter(child):  # its tensors are weight differences: no weight token of a model to score
             return rank_adapter_instead("the detector", child, candidates, self.encoder.weights.cache)
+        probe_data = self.encoder.probe_data
+        require_inputs(probe_data, MIN_CENTRED, "the detector's feature token (Gram matrices over the inputs)")
         child_id, ids, stacked, incomparable = self.encoder.encode(child, candidates)
         if not ids:
             return make_ranking(child_id, self.method, [], Calibration(), incomparable)
         with torch.no_grad():
             scores, none = self.model(*_tensors(stacked))
         scored = [CandidateScore(i, float(s)) for i, s in zip(ids, scores)]
-        return make_ranking(child_id, self.method, scored, Calibration(1.0, float(none)), incomparable)
+        ranking = make_ranking(child_id, self.method, scored, Calibration(1.0, float(none)), incomparable)
+        if note := small_probe_note(probe_data, used=self.model.cfg.probes):
+            ranking.note(*note)
+        return ranking
 
 
 def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConfig | None = None, epochs: int = 30,

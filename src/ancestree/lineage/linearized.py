@@ -29,7 +29,7 @@ import torch
 from ancestree.errors import BadInputError
 from ancestree.lineage.pairs import Source, check_distinct
 from ancestree.lineage.permute import align_units
-from ancestree.lineage.probe import probe_inputs
+from ancestree.lineage.probe import MIN_CENTRED, probe_inputs, require_inputs, small_probe_note
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.lineage.runnable import Runnable, load_runnable
 from ancestree.lineage.weights import is_adapter, rank_adapter_instead
@@ -129,6 +129,8 @@ class FeatureRanker:
     def features_by_alpha(self, child: Source, candidates: Sequence[Source]):
         """``(child runnable, {candidate id: child features}, {candidate id: {α: features}}, incomparable)``."""
         check_distinct(child, list(candidates))
+        if self.metric == "cka":  # l1 and l2 compare input by input: one input is few but computable
+            require_inputs(self.probe_data, MIN_CENTRED, "linear CKA")
         c_run = _open_runnable(child)
         x = probe_inputs(c_run, self.probe_data, _card(child))
         f_c = c_run.features(x)
@@ -154,7 +156,10 @@ class FeatureRanker:
         c_run, f_c, feats, incomparable = self.features_by_alpha(child, candidates)
         alpha = self._alphas()[0]
         scored = [CandidateScore(cid, similarity(self.metric, f_c[cid], f[alpha])) for cid, f in feats.items()]
-        return make_ranking(c_run.id, self.method, scored, self.calibration, incomparable)
+        ranking = make_ranking(c_run.id, self.method, scored, self.calibration, incomparable)
+        if note := small_probe_note(self.probe_data):
+            ranking.note(*note)
+        return ranking
 
 
 class LinearizedRanker(FeatureRanker):
