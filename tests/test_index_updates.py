@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
+from ancestree.cli.main import run
+from ancestree.errors import BadInputError
 from ancestree.fingerprint import fingerprint
-from ancestree.index import IndexStore
+from ancestree.index import Atlas, IndexStore
+from ancestree.index.atlas import Outcome
 from conftest import small_tensors, write_hf_folder
 
 
@@ -25,3 +32,80 @@ def test_output_piped_into_head_exits_quietly(tmp_path: Path) -> None:
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(30) in (0, 141) and err == "", err
+
+
+def fine_tunes(root: Path, name: str, seed: int, children: int, side: int = 32) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of a root model and ``children`` fine-tune-like copies of it (root + 5 % noise)."""
+    rng = np.random.default_rng(seed)
+    base = {f"layer.{i}.weight": rng.standard_normal((side, side)).astype(np.float32) for i in range(3)}
+    out = [(name, write_hf_folder(root / name, base))]
+    for c in range(children):
+        tensors = {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+        out.append((f"{name}-ft{c}", write_hf_folder(root / f"{name}-ft{c}", tensors)))
+    return out
+
+
+def consistent(atlas: Atlas) -> dict[str, int | None]:
+    """Checks the atlas holds together (every model placed, each tree's size and root right); returns the trees."""
+    rows = atlas.ls()
+    tree_of = {r["name"]: r["tree"] for r in rows}
+    assert all(r["placed"] and r["tree"] is not None for r in rows), rows
+    for t in atlas.store.trees():
+        members = [n for n, tree in tree_of.items() if tree == t["id"]]
+        assert t["size"] == len(members) and (t["root"] is None or t["root"] in members), t
+    for e in atlas.edges("recovered"):
+        assert tree_of[e.parent] == tree_of[e.child], e
+    return tree_of
+
+
+def test_a_model_reuploaded_under_its_name_is_updated(tmp_path: Path) -> None:
+    items = fine_tunes(tmp_path / "hub", "a", 1, 2) + fine_tunes(tmp_path / "hub", "b", 2, 1)
+    heard: list[Outcome] = []
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(items)
+        assert {e.parent for e in atlas.edges("recovered") if e.child.startswith("a-ft")} <= {"a", "a-ft0", "a-ft1"}
+        assert atlas.show("a")["children"]  # the fine-tunes hang below a's weights
+        # `a` is uploaded again with other weights: new ones, related to nothing indexed
+        rng = np.random.default_rng(9)
+        write_hf_folder(tmp_path / "hub" / "a", {f"layer.{i}.weight": rng.standard_normal((32, 32)).astype(np.float32)
+                                                 for i in range(3)})
+        report = atlas.add(items, on_model=heard.append)
+        assert report.updated == ["a"] and report.added == [] and len(report.skipped) == len(items) - 1
+        assert [o.status for o in heard].count("updated") == 1 and report.summary()["updated"] == 1
+        assert sorted(r["name"] for r in atlas.ls()) == sorted(n for n, _ in items)  # no second `a@...`
+        fresh = fingerprint(tmp_path / "hub" / "a", model_id="a")
+        assert atlas.model("a")["content_key"] == fresh.content_key
+        shown = atlas.show("a")
+        assert shown["parents"] == [] and shown["children"] == [] and shown["lineage"] == ["a"]
+        tree_of = consistent(atlas)
+        assert tree_of["a-ft0"] == tree_of["a-ft1"] != tree_of["a"]  # the children, re-examined, stay together
+        edges = {(e.parent, e.child, e.relation) for e in atlas.edges("recovered")}
+    with Atlas(tmp_path / "fresh.db") as atlas:  # what an index made from the files as they are now says
+        atlas.add(items)
+        assert {(e.parent, e.child, e.relation) for e in atlas.edges("recovered")} == edges
+
+
+def test_a_name_reuploaded_as_a_copy_becomes_an_alias(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    items = fine_tunes(tmp_path / "hub", "a", 4, 2)
+    db = str(tmp_path / "atlas.db")
+    with Atlas(db) as atlas:
+        atlas.add(items)
+    # a genuine duplicate (the same files under another name) is skipped: its line and the summary agree
+    shutil.copytree(tmp_path / "hub" / "a-ft0", tmp_path / "hub" / "copy")
+    monkeypatch.chdir(tmp_path / "hub")  # models named as given: a, a-ft0, ...
+    with pytest.raises(SystemExit):
+        run(["index", "add", *(name for name, _ in items), "copy", "--db", db])
+    out, err = capsys.readouterr()
+    assert "added 0, updated 0, skipped 4 already indexed" in out
+    assert [line.split()[0] for line in err.splitlines()] == ["skipped"] * 4, err
+    assert "skipped  copy  (the very same files as a-ft0)" in err
+    # `a` uploaded again as a copy of its fine-tune a-ft1: indexed once, under a-ft1; a's children placed again
+    shutil.copy(tmp_path / "hub" / "a-ft1" / "model.safetensors", tmp_path / "hub" / "a" / "model.safetensors")
+    with Atlas(db) as atlas:
+        report = atlas.add(items)
+        assert report.updated == ["a"] and sorted(r["name"] for r in atlas.ls()) == ["a-ft0", "a-ft1"]
+        with pytest.raises(BadInputError, match="indexed as a-ft1"):
+            atlas.show("a")
+        consistent(atlas)
+        assert atlas.store.trees()[0]["size"] == 2

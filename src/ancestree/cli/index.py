@@ -52,9 +52,10 @@ def add(
     items = resolve_items(paths or [], scan or [])  # the folders are walked once, for the check and the add
     check_not_an_input(db, [path for _, path in items], "--db")
 
-    def progress(result) -> None:
+    def progress(outcome) -> None:  # the words and counts of the summary line
         if not quiet:
-            err_console.print(f"{result.status:>5}  {result.name}", highlight=False)
+            detail = f"  ({outcome.detail})" if outcome.detail and outcome.status != "unreadable" else ""
+            err_console.print(f"{outcome.status:>10}  {outcome.name}{detail}", highlight=False)
 
     with _open(db, read_only=False, create=True) as atlas:
         report = atlas.add(items, dask=dask, threads=threads, on_model=progress)
@@ -64,7 +65,8 @@ def add(
         return
     joined = (f" into {summary['trees_touched']} indexed trees ({summary['placed_locally']} by their neighbourhood,"
               f" {summary['recovered_again']} models re-examined)" if summary["trees_touched"] else "")
-    console.print(f"added {summary['added']}, skipped {summary['skipped']} already indexed, {len(report.bad)} unreadable; "
+    console.print(f"added {summary['added']}, updated {summary['updated']}, skipped {summary['skipped']} already indexed, "
+                  f"{len(report.bad)} unreadable; "
                   f"placed {summary['placed']}{joined} in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
                   highlight=False)
     for line in report.bad:

@@ -32,6 +32,7 @@ class AddReport:
     """What ``index add`` did."""
 
     added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)  # indexed names whose files changed: fingerprinted and placed again
     skipped: list[str] = field(default_factory=list)  # already indexed (same files)
     bad: list[str] = field(default_factory=list)  # "path: problem" lines
     placement: Placement | None = None
@@ -39,10 +40,20 @@ class AddReport:
 
     def summary(self) -> dict[str, Any]:
         p = self.placement or Placement()
-        return {"added": len(self.added), "skipped": len(self.skipped), "bad": self.bad,
+        return {"added": len(self.added), "updated": len(self.updated), "skipped": len(self.skipped), "bad": self.bad,
                 "placed": len(p.placed), "recovered_again": p.members, "trees_touched": p.trees_touched,
                 "placed_locally": p.local, "fallbacks": p.fallbacks,
                 "ingest_seconds": round(self.ingest_seconds, 3), "place_seconds": round(p.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``index add`` did with one model: ``status`` is added, updated, skipped or unreadable, as counted
+    in :class:`AddReport`; ``detail`` says why when it was skipped or unreadable, or what an update found."""
+
+    name: str
+    status: str
+    detail: str = ""
 
 
 class Atlas:
@@ -62,12 +73,15 @@ class Atlas:
 
     # -- writing ------------------------------------------------------------------------------------
     def add(self, paths: Iterable[PathLike | tuple[str, PathLike]] = (), scan: Iterable[PathLike] = (),
-            dask: str | None = None, threads: int = 1, on_model: Callable[[Ingested], None] | None = None) -> AddReport:
+            dask: str | None = None, threads: int = 1, on_model: Callable[[Outcome], None] | None = None) -> AddReport:
         """Index new models (each committed on its own) and place them in the graph.
 
         ``paths`` holds model paths (named as given) or ``(name, path)`` pairs; every model below a ``scan``
-        folder is named by its path relative to the folder. Models whose files are already indexed are skipped by a ``stat`` of their files, or, at another
-        path, by the hash of their files. ``dask`` is a scheduler address: workers read the files.
+        folder is named by its path relative to the folder. A model's name is its identity: models whose files
+        are already indexed are skipped by a ``stat`` of their files, or, at another path, by the hash of their
+        files (indexed once, the other name kept as an alias); an indexed name whose files changed is updated
+        (fingerprinted again, its edges dropped, placed again with the children that hung below its old
+        weights). ``dask`` is a scheduler address: workers read the files. ``on_model`` hears of each model.
         """
         items = resolve_items(paths, scan)
         report = AddReport()
@@ -77,10 +91,11 @@ class Atlas:
         status = "failed"
         try:
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
+            named: set[str] = set()  # names given to models in this run
             for result in results:
-                self._store_one(result, run, report)
+                outcome = self._store_one(result, run, report, named)
                 if on_model is not None:
-                    on_model(result)
+                    on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
             report.placement = place(self.store)
             status = "done"
@@ -88,24 +103,42 @@ class Atlas:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))
         return report
 
-    def _store_one(self, result: Ingested, run: int, report: AddReport) -> None:
+    def _store_one(self, result: Ingested, run: int, report: AddReport, named: set[str]) -> Outcome:
         if result.status == "bad":
             report.bad.append(result.error or result.path)
-            return
+            return Outcome(result.name, "unreadable", result.error or "")
         if result.status == "known":
             report.skipped.append(result.name)
-            return
+            return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None
+        fp = from_bytes(result.fingerprint, result.path)[0]
+        # a name indexed before this run names the same model: its files changed (re-uploaded); a name taken in
+        # this run by another path names two models given the same name: both kept, distinctly
+        existing = self.store.model(fp.id) if fp.id not in named else None
+        named.add(fp.id)
         same = self.store.by_file_hash(result.file_hash)
-        if same is not None:  # the very same files at another path: remember the path, index nothing new
+        if same is not None and same["name"] != fp.id:  # the very same files as another model: remember the path
+            if existing is not None:  # this name held other weights, and now holds a copy of that model's
+                self.store.remove_model(int(existing["id"]))
+                report.updated.append(fp.id)
+            else:
+                report.skipped.append(result.name)
+            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
+            status = "updated" if existing is not None else "skipped"
+            return Outcome(result.name, status, f"the very same files as {same['name']}")
+        if same is not None:  # its own files, touched or moved: remember their new stat
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
             report.skipped.append(result.name)
-            return
-        fp = from_bytes(result.fingerprint, result.path)[0]
-        if self.store.name_taken(fp.id):  # another model already goes by this name: keep both, distinctly
+            return Outcome(result.name, "skipped", "already indexed")
+        if existing is not None:
+            self.store.update_model(int(existing["id"]), fp, result.path, result.file_hash, result.stat_key, run)
+            report.updated.append(fp.id)
+            return Outcome(fp.id, "updated", "its files changed")
+        if self.store.name_taken(fp.id):  # another model of this run already goes by this name: keep both, distinctly
             fp.id = f"{fp.id}@{result.file_hash[:8]}"
         self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)
         report.added.append(fp.id)
+        return Outcome(fp.id, "added")
 
     def place(self) -> Placement:
         """Place models committed but not yet placed (after an interrupted run)."""
@@ -161,4 +194,4 @@ class Atlas:
         return self.store.edges(source)
 
 
-__all__ = ["AddReport", "Atlas"]
+__all__ = ["AddReport", "Atlas", "Outcome"]

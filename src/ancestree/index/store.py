@@ -295,17 +295,54 @@ class IndexStore:
 
     def add_model(self, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None, run: int | None) -> int:
         """Insert and commit one model (not yet placed in the graph); returns its row id."""
-        base = fp.declared.base_model
         with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO models (name, path, file_hash, stat_key, content_key, format, parameters, declared_base,"
-                " declared_relation, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (fp.id, path, file_hash, stat_key, fp.content_key, fp.format, int(fp.parameters),
-                 json.dumps(base) if base is not None else None, fp.declared.relation, time.time(), run),
-            )
+            cur.execute("INSERT INTO models (name, path, file_hash, stat_key, content_key, format, parameters, declared_base,"
+                        " declared_relation, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (fp.id, *_content_row(fp, path, file_hash, stat_key, run)))
             model = int(cur.lastrowid)
             cur.execute("INSERT INTO prints VALUES (?, ?, ?)", (model, to_bytes([fp]), to_blob(embed(fp))))
             return model
+
+    def update_model(self, model: int, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None,
+                     run: int | None) -> list[str]:
+        """Replace the content of an indexed model (its files changed under the same name) and commit: its
+        edges go, and it and its recovered children are left to be placed again; returns the children."""
+        with self.transaction() as cur:
+            children = self._unplace(model, cur)
+            cur.execute("UPDATE models SET path = ?, file_hash = ?, stat_key = ?, content_key = ?, format = ?,"
+                        " parameters = ?, declared_base = ?, declared_relation = ?, added = ?, run = ? WHERE id = ?",
+                        (*_content_row(fp, path, file_hash, stat_key, run), model))
+            cur.execute("UPDATE prints SET fingerprint = ?, embedding = ? WHERE model = ?",
+                        (to_bytes([fp]), to_blob(embed(fp)), model))
+            return children
+
+    def remove_model(self, model: int) -> list[str]:
+        """Remove an indexed model and commit; its recovered children are left to be placed again (returned)."""
+        with self.transaction() as cur:
+            children = self._unplace(model, cur)
+            cur.execute("DELETE FROM models WHERE id = ?", (model,))  # cascades to its print, edges and aliases
+            return children
+
+    def _unplace(self, model: int, cur: sqlite3.Cursor) -> list[str]:
+        """Take ``model`` and its recovered children out of the graph (inside the caller's transaction): the
+        model's own edges (its declared ones are read again from its new files), the children's recovered
+        parents, their trees; paths found holding its old files are forgotten. Returns the children's names."""
+        rows = cur.execute("SELECT DISTINCT c.id, c.name FROM edges e JOIN models c ON c.id = e.child"
+                           " WHERE e.parent = ? AND e.source = 'recovered' AND c.id != ?", (model, model)).fetchall()
+        ids = [model, *(int(r[0]) for r in rows)]
+        marks = ",".join("?" * len(ids))
+        trees = [r[0] for r in cur.execute(f"SELECT DISTINCT tree FROM models WHERE id IN ({marks}) AND tree IS NOT NULL", ids)]
+        cur.execute("DELETE FROM edges WHERE parent = ? AND source = 'recovered'", (model,))
+        cur.execute("DELETE FROM edges WHERE child = ?", (model,))
+        cur.execute(f"DELETE FROM edges WHERE source = 'recovered' AND child IN ({marks})", ids)
+        cur.execute(f"UPDATE models SET tree = NULL, placed = 0 WHERE id IN ({marks})", ids)
+        cur.execute("DELETE FROM aliases WHERE model = ?", (model,))
+        for tree in trees:  # what is left of each tree keeps its row; a root taken out leaves it without one
+            cur.execute("DELETE FROM trees WHERE id = ? AND NOT EXISTS (SELECT 1 FROM models WHERE tree = ?)", (tree, tree))
+            cur.execute("UPDATE trees SET size = (SELECT count(*) FROM models WHERE tree = ?),"
+                        " root = CASE WHEN root IN (SELECT id FROM models WHERE tree = ?) THEN root END WHERE id = ?",
+                        (tree, tree, tree))
+        return [r[1] for r in rows]
 
     def embeddings(self) -> tuple[list[str], list[int | None], np.ndarray]:
         """Names, trees and the ``(N, DIM)`` embedding matrix of every model (for nearest-neighbour search)."""
@@ -487,6 +524,13 @@ class IndexStore:
         cur.execute("DELETE FROM edges WHERE source = 'recovered'")
         cur.execute("UPDATE models SET tree = NULL, placed = 0")
         cur.execute("DELETE FROM trees")
+
+
+def _content_row(fp: Fingerprint, path: str, file_hash: str, stat_key: str | None, run: int | None) -> tuple[Any, ...]:
+    """The columns of a model row that its files decide (all but its name), in the order the statements use."""
+    base = fp.declared.base_model
+    return (path, file_hash, stat_key, fp.content_key, fp.format, int(fp.parameters),
+            json.dumps(base) if base is not None else None, fp.declared.relation, time.time(), run)
 
 
 def _model_dict(row: sqlite3.Row) -> dict[str, Any]:
