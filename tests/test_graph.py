@@ -388,33 +388,62 @@ def test_a_renamed_export_is_aligned_to_its_relative_not_to_an_unrelated_referen
     assert graph.parents("b.onnx") == ["b"] or graph.parents("b") == ["b.onnx"]
 
 
-def test_a_declared_base_far_from_its_child_joins_its_tree_only_when_the_weights_agree() -> None:
-    """A child that moved a long way keeps a weight correlation of ~0.25 with its parent: below the tree
-    threshold (0.3), above pair evidence's unrelated line (0.2). Its card joins the two; a card naming an
-    unrelated model (correlation ~0) joins nothing and is reported."""
-    from dataclasses import replace
-
+def _weights_fp(mid: str, ws: dict[str, np.ndarray], declared=None):
+    """A fingerprint of in-memory weights (no file)."""
     from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
     from ancestree.fingerprint.compute import content_key, tensor_print
     from ancestree.io.base import TensorInfo
 
+    tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
+    return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, declared or Declared(), tps, content_key(tps))
+
+
+def _random_weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {f"l{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(4)}
+
+
+def _moved(ws: dict[str, np.ndarray], keep: float, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Weights that kept correlation ``keep`` with ``ws`` (same scale)."""
+    return {n: (keep * w + np.sqrt(1 - keep ** 2) * rng.standard_normal(w.shape)).astype(np.float32) for n, w in ws.items()}
+
+
+def test_a_child_that_moved_far_joins_its_tree_by_the_pair_evidence_and_a_card_naming_a_stranger_joins_nothing() -> None:
+    """A child that moved a long way keeps a weight correlation of ~0.25 with its parent: below the tree
+    threshold (0.3), above pair evidence's unrelated line (0.2): the pair verdict (``compare``'s) joins the
+    two, with or without a card. A card naming an unrelated model (correlation ~0) joins nothing and is
+    reported."""
+    from dataclasses import replace
+
+    from ancestree.fingerprint import Declared
+
     rng = np.random.default_rng(1)
-
-    def fp(mid: str, ws: dict[str, np.ndarray]) -> Fingerprint:
-        tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in ws.items()]
-        return Fingerprint(mid, "npz", sum(w.size for w in ws.values()), {"float32": 0}, Declared(), tps, content_key(tps))
-
-    def root() -> dict[str, np.ndarray]:
-        return {f"l{i}.weight": rng.standard_normal((64, 64)).astype(np.float32) for i in range(4)}
-
-    parent, stranger = root(), root()
-    far = {n: (0.25 * w + np.sqrt(1 - 0.25 ** 2) * rng.standard_normal(w.shape)).astype(np.float32) for n, w in parent.items()}
-    fps = [fp("parent", parent), fp("stranger", stranger), fp("far", far)]
-    assert GraphRecovery().fit(fps).graph_.parents("far") == []
+    parent, stranger = _random_weights(rng), _random_weights(rng)
+    fps = [_weights_fp("parent", parent), _weights_fp("stranger", stranger), _weights_fp("far", _moved(parent, 0.25, rng))]
+    alone = GraphRecovery().fit(fps).graph_
+    assert alone.parents("far") == ["parent"] and alone.parents("stranger") == [] and alone.trees()["stranger"] != alone.trees()["far"]
     joined = GraphRecovery().fit(fps[:2] + [replace(fps[2], declared=Declared(base_model="parent"))]).graph_
     assert joined.parents("far") == ["parent"] and not joined.notes
     lied = GraphRecovery().fit(fps[:2] + [replace(fps[2], declared=Declared(base_model="stranger"))]).graph_
-    assert lied.parents("far") == [] and lied.notes[0]["declared_base_model"] == ["stranger"]
+    assert lied.parents("far") == ["parent"] and lied.notes[0]["declared_base_model"] == ["stranger"]
+    barely = GraphRecovery().fit(fps[:2] + [_weights_fp("gone", _moved(parent, 0.05, rng))]).graph_
+    assert barely.parents("gone") == []  # nothing of the parent left to see
+
+
+def test_a_far_moved_child_with_a_family_of_its_own_stays_in_its_parents_tree() -> None:
+    """A fine-tune at a learning rate that nearly diverged moves far from its parent (correlation 0.5) and
+    then gets many children of its own: every model's nearest neighbours lie on its own side, so the
+    neighbour pairs alone split the family in two trees; the most correlated pairs across them join it."""
+    rng = np.random.default_rng(2)
+    root = _random_weights(rng)
+    far = _moved(root, 0.5, rng)
+    fps = [_weights_fp("root", root), _weights_fp("far", far)]
+    fps += [_weights_fp(f"r{i}", _moved(root, 0.97, rng)) for i in range(12)]
+    fps += [_weights_fp(f"f{i}", _moved(far, 0.97, rng)) for i in range(12)]
+    graph = GraphRecovery(neighbours=10).fit(fps).graph_
+    assert len(set(graph.trees().values())) == 1
+    # one edge crosses between the two sides (random weights carry no direction to say which way)
+    side = {m: m == "far" or m.startswith("f") for m in graph.models}
+    assert sum(side[p] != side[c] for p, c, _ in graph.edges()) == 1
 
 
 def test_a_float16_fine_tune_makes_no_false_merge(tmp_path: Path) -> None:

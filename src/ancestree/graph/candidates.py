@@ -44,6 +44,21 @@ def candidate_pairs(U: np.ndarray, k: int) -> np.ndarray:
     return pairs
 
 
+def bridging_pairs(Z: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, in different components of ``labels`` where one is among the other's ``k``
+    most correlated models (nearest rows of the standardised sketches ``Z``).
+
+    Neighbours by distance miss a model that moved far from its parent (a fine-tune at a learning rate that
+    nearly diverged) when its own children crowd its neighbour list; its weights still correlate with the
+    parent's, so the correlation geometry finds the link. Only pairs across components are returned: they
+    can join trees, never re-decide one.
+    """
+    if len(np.unique(labels)) < 2:
+        return np.empty((0, 2), dtype=np.int64)
+    pairs = candidate_pairs(Z, k)
+    return pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
+
+
 def pair_distances(U: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Exact Euclidean distances of the candidate pairs (in chunks to bound memory)."""
     out = np.empty(len(pairs))
@@ -63,4 +78,4 @@ def pair_correlations(Z: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return out
 
 
-__all__ = ["candidate_pairs", "pair_correlations", "pair_distances", "project"]
+__all__ = ["bridging_pairs", "candidate_pairs", "pair_correlations", "pair_distances", "project"]

@@ -38,7 +38,7 @@ from ancestree.fingerprint import Fingerprint
 from ancestree.fingerprint.types import comparable_pair
 from ancestree.graph.arborescence import minimum_arborescence
 from ancestree.graph.calibration import Calibration
-from ancestree.graph.candidates import candidate_pairs, pair_correlations, pair_distances
+from ancestree.graph.candidates import bridging_pairs, candidate_pairs, pair_correlations, pair_distances
 from ancestree.graph.direction import DirectionModel, pair_features
 from ancestree.graph.fans import NEAR_COST, ROOT_NEAR_COST, lift_to_grandparents, root_above
 from ancestree.graph.metadata import declared_parents, report_conflicts
@@ -170,10 +170,12 @@ class GraphRecovery:
             codes = np.array([i * n + j for i, j in declared], dtype=np.int64)
             for k in np.flatnonzero(~related & np.isin(pairs[:, 0] * n + pairs[:, 1], codes)):
                 related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
-        graph = coo_matrix((np.ones(related.sum()), (pairs[related, 0], pairs[related, 1])), shape=(n, n))
-        _, labels = connected_components(graph, directed=False)
+        pairs, dist = pairs[related], dist[related]
+        bridges = self._bridges(gv, members, reps, _components(pairs, n))
+        pairs, dist = np.vstack([pairs, bridges]), np.r_[dist, pair_distances(gv.U, bridges)]
+        labels = _components(pairs, n)
         neighbours: dict[int, list[tuple[float, int]]] = defaultdict(list)
-        for (i, j), d in zip(pairs[related], dist[related]):
+        for (i, j), d in zip(pairs, dist):
             neighbours[i].append((float(d), int(j)))
             neighbours[j].append((float(d), int(i)))
         for lst in neighbours.values():
@@ -183,6 +185,21 @@ class GraphRecovery:
                 nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
                 if len(nodes) > 1:
                     self._fit_tree(gv, members, nodes, neighbours)
+
+    def _bridges(self, gv: GroupVectors, members: list[Fingerprint], reps: list[int], labels: np.ndarray) -> np.ndarray:
+        """Related pairs across the components of ``labels`` among the most correlated models (the
+        representatives of duplicates only): a model that moved far from its parent stays in its tree.
+
+        A pair correlated above ``related`` joins as any pair does; one in the band below it joins when the
+        full pair evidence (the verdict of ``compare``) calls the two relatives, as a declared pair does."""
+        rows = np.array([i for i, r in enumerate(reps) if r == i], dtype=np.int64)
+        local = bridging_pairs(gv.Z[rows], labels[rows], BRIDGE_NEIGHBOURS * self.neighbours)
+        pairs = rows[local].reshape(-1, 2)
+        corr = pair_correlations(gv.Z, pairs)
+        related = corr > self.related
+        for k in np.flatnonzero(~related & (corr > BRIDGE_CHECK)):
+            related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
+        return pairs[related]
 
     def _collapse_duplicates(self, gv: GroupVectors, members: list[Fingerprint], pairs: np.ndarray, dist: np.ndarray) -> list[int]:
         """Union duplicates; returns the representative row of every row (and records duplicate edges)."""
@@ -512,6 +529,18 @@ class GraphRecovery:
 #: measured on ``model-j`` (trees of 201): 64 voters found 1 of its 3 roots, 128 and 256 found 2, as all 200.
 ROOT_VOTES = 256
 
+#: How many times ``neighbours`` of its most correlated models a model is checked against for a link
+#: that joins two trees (:meth:`GraphRecovery._bridges`); only pairs across trees are kept, so a larger
+#: value costs one wider neighbour query and never re-decides a tree.
+BRIDGE_NEIGHBOURS = 3
+
+#: Sketch correlation above which a pair across trees that is not ``related`` gets the full pair evidence
+#: (:meth:`GraphRecovery._bridges`). It bounds the cost, the verdict decides: unrelated models of the
+#: selection zoos correlate up to 0.135 (``lineage``) and are all "unrelated" by the verdict; the children of a
+#: model that moved far in ``wild`` seed 3 correlate with it at 0.17-0.27 and are relatives by the verdict
+#: (relative distance 0.52-0.75, against 1.04 and more for unrelated pairs).
+BRIDGE_CHECK = 0.1
+
 #: Pairs per call of the direction features in a vote (bounds the memory of a large tree's vote).
 VOTE_CHUNK = 1 << 15
 
@@ -580,6 +609,12 @@ def _delta_vector(gv: GroupVectors, members: list[Fingerprint], deltas: dict) ->
             found += 1
         offset += size
     return out if found else None
+
+
+def _components(pairs: np.ndarray, n: int) -> np.ndarray:
+    """Connected-component label of each of ``n`` rows linked by ``pairs``."""
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
 
 
 #: Which file of a duplicate class is most likely the original (formats of :mod:`ancestree.io`): the
