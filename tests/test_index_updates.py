@@ -109,3 +109,31 @@ def test_a_name_reuploaded_as_a_copy_becomes_an_alias(tmp_path: Path, capsys: py
             atlas.show("a")
         consistent(atlas)
         assert atlas.store.trees()[0]["size"] == 2
+
+
+def test_declared_bases_resolve_as_tree_resolves_them(tmp_path: Path) -> None:
+    """A card's ``base_model: org/base`` names the model indexed as ``base``, also when ``base`` holds the very
+    same files as a model indexed before it (an alias), and when two names end in ``/base`` (the first, as in
+    `tree`)."""
+    from ancestree.graph.metadata import declared_parents
+
+    hub = tmp_path / "hub"
+    (_, base_dir), (_, ft) = fine_tunes(hub, "base", 5, 1)
+    shutil.copytree(base_dir, hub / "aaa-mirror")  # indexed first: `base` becomes its alias
+    write_hf_folder(hub / "child", small_tensors(6), {"base_model": "org/base"})
+    write_hf_folder(hub / "runs" / "x" / "base-ft0", small_tensors(7))  # a second name ending in /base-ft0
+    write_hf_folder(hub / "kid", small_tensors(8), {"base_model": "org/base-ft0"})
+    items = [("aaa-mirror", hub / "aaa-mirror"), ("base", base_dir), ("base-ft0", ft), ("runs/x/base-ft0", hub / "runs" / "x" / "base-ft0")]
+    fps = [fingerprint(p, model_id=n) for n, p in [*items, ("child", hub / "child"), ("kid", hub / "kid")]]
+    tree = declared_parents(fps)
+    assert tree == {"child": ["base"], "kid": ["base-ft0"]}
+    for batches in ([items + [("child", hub / "child"), ("kid", hub / "kid")]],  # one run
+                    [[("child", hub / "child"), ("kid", hub / "kid"), *items[:1]], items[1:]]):  # the bases later
+        db = tmp_path / f"atlas{len(batches)}.db"
+        with Atlas(db) as atlas:
+            for batch in batches:
+                atlas.add(batch)
+            declared = {e.child: e.parent for e in atlas.edges("declared")}
+            assert declared == {"child": "aaa-mirror", "kid": "base-ft0"}, batches  # base: the same files as aaa-mirror
+            assert atlas.show("child")["parents"] == [{"parent": "aaa-mirror", "child": "child", "relation": "unknown",
+                                                       "confidence": 1.0, "source": "declared"}]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
-from ancestree.index.placement import Placement, place, rebuild
+from ancestree.index.placement import Placement, declared_edges, place, rebuild
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class Outcome:
     name: str
     status: str
     detail: str = ""
+    same_as: str | None = None  # the indexed model holding the very same files (the name became its alias)
 
 
 class Atlas:
@@ -92,12 +93,15 @@ class Atlas:
         try:
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
             named: set[str] = set()  # names given to models in this run
+            aliased: set[str] = set()
             for result in results:
                 outcome = self._store_one(result, run, report, named)
+                aliased.update([outcome.same_as] if outcome.same_as else [])
                 if on_model is not None:
                     on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
             report.placement = place(self.store)
+            self._link_declared(aliased)
             status = "done"
         finally:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))
@@ -125,7 +129,7 @@ class Atlas:
                 report.skipped.append(result.name)
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
             status = "updated" if existing is not None else "skipped"
-            return Outcome(result.name, status, f"the very same files as {same['name']}")
+            return Outcome(result.name, status, f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
             report.skipped.append(result.name)
@@ -139,6 +143,14 @@ class Atlas:
         self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)
         report.added.append(fp.id)
         return Outcome(fp.id, "added")
+
+    def _link_declared(self, models: set[str]) -> None:
+        """The declared edges of models naming ``models`` by a name found only now (an alias): placing a model
+        writes its declared edges, but a name found holding the same files as an indexed model places nothing."""
+        if models:
+            edges = declared_edges(self.store, models)
+            with self.store.transaction() as cur:
+                self.store.set_declared(edges, cur)
 
     def place(self) -> Placement:
         """Place models committed but not yet placed (after an interrupted run)."""

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ancestree.fingerprint import NOTHING_KEY, Fingerprint
+from ancestree.fingerprint.types import resolve_name
 from ancestree.index.neighbours import NeighbourIndex
 from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import shares_weights
@@ -106,27 +107,45 @@ def declared_edges(store: IndexStore, names: Iterable[str]) -> list[Edge]:
 
     edges = []
     wanted = set(names)
-    for row in store.models("declared_base IS NOT NULL"):
+    rows = store.models("declared_base IS NOT NULL")
+    resolve = DeclaredNames(store) if rows else None
+    for row in rows:
         bases = row["declared_base"]
         bases = bases if isinstance(bases, list) else [bases]
         relation = row["declared_relation"] if row["declared_relation"] in RELATIONS else None
         if relation is None:
             relation = "merge" if len(bases) > 1 else "unknown"
         for base in bases:
-            parent = resolve_name(store, str(base))
+            parent = resolve(str(base)) if resolve else None
             if parent and parent != row["name"] and (row["name"] in wanted or parent in wanted):
                 edges.append(Edge(parent, row["name"], relation, 1.0, "declared"))
     return edges
 
 
-def resolve_name(store: IndexStore, declared: str) -> str | None:
-    """The indexed model a declared base names: the same name, else the one name ending in ``/declared``."""
-    if store.name_taken(declared):
-        return declared
-    tail = declared.rstrip("/").rsplit("/", 1)[-1]
-    rows = store.conn.execute("SELECT name FROM models WHERE name = ? OR name LIKE ? ESCAPE '\\'",
-                              (tail, "%/" + tail.replace("%", "\\%").replace("_", "\\_"))).fetchall()
-    return rows[0][0] if len(rows) == 1 else None
+def _last_part(name: str) -> str:
+    """A name's last path component, trimmed: every name :func:`resolve_name` matches shares it."""
+    return name.strip().rstrip("/").rsplit("/", 1)[-1].strip()
+
+
+class DeclaredNames:
+    """The indexed model a declared base name refers to, resolved as ``tree`` resolves it
+    (:func:`~ancestree.fingerprint.types.resolve_name`) among the indexed names and their aliases (another
+    name found holding the very same files stands for the model indexed with them).
+
+    The names are grouped by last path component, so each look-up compares the few names sharing it.
+    """
+
+    def __init__(self, store: IndexStore) -> None:
+        self.model: dict[str, str] = {}
+        for name, model in store.names():
+            self.model.setdefault(name, model)
+        self.by_last: dict[str, list[str]] = {}
+        for name in self.model:
+            self.by_last.setdefault(_last_part(name), []).append(name)
+
+    def __call__(self, declared: str) -> str | None:
+        found = resolve_name(declared, self.by_last.get(_last_part(declared), []))
+        return self.model[found] if found is not None else None
 
 
 class Prints:
@@ -443,4 +462,4 @@ def rebuild(store: IndexStore) -> Placement:
 
 __all__ = ["FAR_NEIGHBOURS", "LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
            "declared_edges", "groups", "local_edges", "neighbourhood", "place", "place_locally", "rebuild", "recover",
-           "recovery", "related", "resolve_name", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]
+           "recovery", "DeclaredNames", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]

@@ -361,6 +361,13 @@ class IndexStore:
                                 (name,)).fetchone()
         return row[0] if row else None
 
+    def names(self) -> list[tuple[str, str]]:
+        """``(name, model)`` for every indexed model (its own name, in the order they were indexed), then for
+        every other name found holding the very same files as one (an alias)."""
+        rows = self.conn.execute("SELECT name, name FROM models UNION ALL SELECT * FROM (SELECT a.name, m.name FROM aliases a"
+                                 " JOIN models m ON m.id = a.model WHERE a.name IS NOT NULL ORDER BY a.rowid)")
+        return [(r[0], r[1]) for r in rows]
+
     def models(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Model rows (without fingerprints) as dicts, ordered by name; ``where`` is an SQL condition."""
         sql = f"SELECT {', '.join(MODEL_COLUMNS)} FROM models {'WHERE ' + where if where else ''} ORDER BY name"
