@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,12 +26,13 @@ def _train_tiny(paths: dict[str, str], cfg: DetectorConfig, epochs: int = 15):
     encoder = PairEncoder(cfg)
     tasks = [("A11", ["A1", "A2", "B", "B1"], "A1"), ("A12", ["A1", "A3", "B2"], "A1"), ("B1", ["B", "A"], "B"),
              ("A21", ["A1", "A3", "B1"], None), ("A2", ["A", "B"], "A"), ("B2", ["A", "A1"], None)]
-    encoded = []
+    encoded, layouts = [], []
     for child, cands, truth in tasks:
-        _, ids, stacked, _ = encoder.encode(paths[child], [paths[c] for c in cands])
-        assert stacked["weights"].shape == (len(cands), 2 * cfg.layers, cfg.side, cfg.side)
-        encoded.append((stacked, None if truth is None else ids.index(paths[truth])))
-    return train_detector(encoded, cfg, epochs=epochs), encoder
+        got = encoder.encode(paths[child], [paths[c] for c in cands])
+        assert got.inputs["weights"].shape == (len(cands), 2 * cfg.layers, cfg.side, cfg.side)
+        encoded.append((got.inputs, None if truth is None else got.ids.index(paths[truth])))
+        layouts += got.layouts
+    return train_detector(encoded, cfg, epochs=epochs, layouts=layouts), encoder
 
 
 @functools.lru_cache(maxsize=1)
@@ -144,11 +146,11 @@ def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path
     assert result.ranking[0].candidate == paths["A11"] and paths["CNN"] in result.incomparable
     # a walk's steps above the first rank without the recovered graph (as the weights ranker's walk does)
     cands = [paths[c] for c in ("A1", "A11", "A2", "B")]
-    with_graph = ranker.encoder.encode(paths["A111"], cands)[2]["evidence"]
+    with_graph = ranker.encoder.encode(paths["A111"], cands).inputs["evidence"]
     above = ranker.without_graph()
     assert above.encoder.weights.tree is False and above.model is ranker.model
-    without = above.encoder.encode(paths["A111"], cands)[2]["evidence"]
-    plain = PairEncoder(cfg, weights=WeightsRanker(tree=False)).encode(paths["A111"], cands)[2]["evidence"]
+    without = above.encoder.encode(paths["A111"], cands).inputs["evidence"]
+    plain = PairEncoder(cfg, weights=WeightsRanker(tree=False)).encode(paths["A111"], cands).inputs["evidence"]
     assert np.array_equal(without, plain) and not np.array_equal(without, with_graph)
     with pytest.raises(BadInputError):
         load_detector(paths["A"] + "/model.safetensors")
@@ -229,7 +231,7 @@ def test_a_child_with_one_nan_weight(lineage_family: dict, tmp_path) -> None:
     with pytest.raises(BadInputError, match="A11-damaged: its outputs on the probe inputs are NaN or infinite"):
         LinearizedRanker().rank(str(damaged), cands)
     # the detector's probe-feature tokens of such a child say "unavailable" (zeros); its weight tokens still compare
-    _, _, stacked, _ = PairEncoder(DetectorConfig(dim=32, depth=1, probes=16)).encode(str(damaged), cands)
+    stacked = PairEncoder(DetectorConfig(dim=32, depth=1, probes=16)).encode(str(damaged), cands).inputs
     assert not stacked["features"].any() and np.isfinite(stacked["weights"]).all()
     result = FeatureRanker("cka").rank(paths["A111"], [str(damaged), paths["A1"], paths["B"]])
     assert "NaN or infinite outputs" in result.incomparable[str(damaged)]
@@ -338,3 +340,65 @@ def test_probe_data_too_small_for_a_metric_is_refused_and_a_small_set_warned(lin
     out, err = capsys.readouterr()
     assert exc.value.code == 0 and json.loads(out)["ranking"]
     assert len(err.strip().splitlines()) == 1 and err.startswith(f"warning: {files[4]}: only 4 probe inputs: with fewer than 32 ")
+
+
+def _noisy_copy(source: Path, folder: Path, seed: int, noise: float) -> Path:
+    """``source`` with every weight moved by ``noise`` of its spread (a stand-in fine-tune or, large, a stranger)."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir()
+    g = torch.Generator().manual_seed(seed)
+    state = {k: v + noise * v.std() * torch.randn(v.shape, generator=g) for k, v in load_file(str(source / "model.safetensors")).items()}
+    save_file(state, str(folder / "model.safetensors"))
+    shutil.copy(source / "config.json", folder / "config.json")
+    return folder
+
+
+def test_a_detector_refuses_a_child_of_a_layout_it_was_not_trained_on(lineage_family: dict, tmp_path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A detector trained on the family's MLPs ranked a CNN child's CNN candidates with probabilities, no word
+    said. It keeps the weight layouts it trained on and refuses by file, naming both; old files still rank."""
+    from ancestree.cli.main import run
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    cnn = Path(paths["CNN"])
+    child, stranger = _noisy_copy(cnn, tmp_path / "cnn-child", 1, 0.05), _noisy_copy(cnn, tmp_path / "cnn-other", 2, 2.0)
+    cands, detector = [str(cnn), str(stranger)], tiny_detector()
+    trained = load_detector(detector).trained_on
+    assert trained is not None and [n for n, _ in trained.layouts[0]] == ["fc1.weight", "fc2.weight", "fc2.weight", "head.weight"]
+    with pytest.raises(BadInputError, match=f"det.pt: trained on weight matrices fc1.weight 48x768, .*; {re.escape(str(child))}'s "
+                                            "are fc1.weight 16x16, .*features.0.weight 8x3x3x3, .*use --method weights"):
+        DetectorRanker.load(detector).rank(str(child), cands)
+    with pytest.raises(SystemExit) as exc:
+        run(["parent", str(child), "--candidates", *cands, "--detector", detector, "--no-cache"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and detector in err[0] and "Traceback" not in err[0]
+    # a file saved before the layouts were kept ranks as it did
+    blob = torch.load(detector, weights_only=True)
+    del blob["trained_on"]
+    torch.save(blob, tmp_path / "old.pt")
+    assert load_detector(tmp_path / "old.pt").trained_on is None
+    assert len(DetectorRanker.load(tmp_path / "old.pt").rank(str(child), cands).ranking) == 2
+
+
+def test_a_detector_ranks_trained_shapes_under_other_names_with_a_note(lineage_family: dict, tmp_path) -> None:
+    """Weights named otherwise but shaped as in training (a wrapper prefix) are ranked, with a note; a
+    candidate whose pairing changes the matrices the detector reads (another head) is set apart."""
+    from safetensors.torch import load_file, save_file
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    child = tmp_path / "A11-wrapped"
+    child.mkdir()
+    save_file({f"model.{k}": v for k, v in load_file(paths["A11"] + "/model.safetensors").items()}, str(child / "model.safetensors"))
+    shutil.copy(paths["A11"] + "/config.json", child / "config.json")
+    other_head = tmp_path / "A1-16"
+    other_head.mkdir()
+    state = load_file(paths["A1"] + "/model.safetensors")
+    state["head.weight"], state["head.bias"] = torch.zeros(16, state["head.weight"].shape[1]), torch.zeros(16)
+    save_file(state, str(other_head / "model.safetensors"))
+    shutil.copy(paths["A1"] + "/config.json", other_head / "config.json")
+    result = DetectorRanker.load(tiny_detector()).rank(str(child), [paths["A1"], paths["B"], str(other_head)])
+    assert [c.candidate for c in result.ranking] == [paths["A1"], paths["B"]]
+    assert result.incomparable[str(other_head)].startswith("beyond the detector: trained on weight matrices fc1.weight 48x768")
+    assert len(result.notes) == 1 and result.notes[0]["model"] == tiny_detector()
+    assert "model.fc1.weight 48x768" in result.notes[0]["problem"]

@@ -21,10 +21,10 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -58,14 +58,25 @@ class DetectorConfig:
 
 
 # -- inputs --------------------------------------------------------------------------------------------------
+#: The weight matrices a weight token is made of: ``(name, shape)`` of each of the K picks, in order.
+Layout = tuple[tuple[str, tuple[int, ...]], ...]
+
+
+def picked_layers(c_values: dict[str, np.ndarray], cfg: DetectorConfig) -> list[str]:
+    """The K evenly spaced weight matrices (in network order) of the child's aligned arrays."""
+    names = [n for n, v in c_values.items() if v.ndim >= 2]
+    return [names[int(i)] for i in np.linspace(0, len(names) - 1, cfg.layers).round()] if names else []
+
+
+def layout(c_values: dict[str, np.ndarray], cfg: DetectorConfig) -> Layout:
+    """What the weight token of these arrays is made of (the detector stores the layouts it trained on)."""
+    return tuple((name, tuple(int(d) for d in c_values[name].shape)) for name in picked_layers(c_values, cfg))
+
+
 def weight_token(c_values: dict[str, np.ndarray], p_values: dict[str, np.ndarray], cfg: DetectorConfig) -> np.ndarray:
     """``(2K, S, S)``: the same sub-matrix of K evenly spaced weight matrices, child and candidate channels."""
-    names = [n for n, v in c_values.items() if v.ndim >= 2]
     out = np.zeros((2 * cfg.layers, cfg.side, cfg.side), dtype=np.float32)
-    if not names:
-        return out
-    picks = [names[int(i)] for i in np.linspace(0, len(names) - 1, cfg.layers).round()]
-    for k, name in enumerate(picks):
+    for k, name in enumerate(picked_layers(c_values, cfg)):
         c, p = as_matrix(c_values[name]), as_matrix(p_values[name])
         rows, cols = index_set(c.shape[0], cfg.side, INDEX_SEED), index_set(c.shape[1], cfg.side, INDEX_SEED)
         scale = float(np.std(c)) or 1.0
@@ -95,8 +106,62 @@ def feature_token(f_c: torch.Tensor | None, f_p: torch.Tensor | None, cfg: Detec
     return out
 
 
+def _shown(lay: Layout) -> str:
+    """``fc1.weight 48x768, fc2.weight 48x48``: each picked matrix once, in order."""
+    return ", ".join(dict.fromkeys(f"{n} {'x'.join(map(str, shape))}" for n, shape in lay)) or "no weight matrix"
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """The weight layouts a detector was trained on. Its weight token is K matrices picked by position and
+    cut to a fixed sub-matrix: on matrices of other shapes it still produces numbers, but ones it never
+    learned to read (a detector trained on MLPs ranked a CNN's candidates with confident nonsense)."""
+
+    layouts: tuple[Layout, ...]
+
+    def problem(self, lay: Layout, whose: str = "these are") -> str | None:
+        """Why a pair of this layout is beyond the detector (no trained layout has its shapes), or None."""
+        if any(_shapes(t) == _shapes(lay) for t in self.layouts):
+            return None
+        near = min(self.layouts, key=lambda t: sum(a != b for a, b in zip(_shapes(t), _shapes(lay))))
+        more = f" (or {len(self.layouts) - 1} other layouts)" if len(self.layouts) > 1 else ""
+        return f"trained on weight matrices {_shown(near)}{more}; {whose} {_shown(lay)}"
+
+    def renamed(self, lay: Layout) -> Layout | None:
+        """The trained layout of the same shapes when ``lay`` has them under other names (an ONNX export's,
+        another architecture's of the same sizes), else None."""
+        if lay in self.layouts:
+            return None
+        return next((t for t in self.layouts if _shapes(t) == _shapes(lay)), None)
+
+    def to_json(self) -> str:
+        return json.dumps([[[n, list(shape)] for n, shape in lay] for lay in self.layouts])
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainedOn:
+        return cls(tuple(tuple((str(n), tuple(int(d) for d in shape)) for n, shape in lay) for lay in json.loads(text)))
+
+
+def _shapes(lay: Layout) -> tuple[tuple[int, ...], ...]:
+    return tuple(shape for _, shape in lay)
+
+
 def evidence_vector(ev: dict[str, float]) -> np.ndarray:
     return np.append(features(ev), -np.log(max(ev["distance"], 1e-6))).astype(np.float32)
+
+
+class Encoded(NamedTuple):
+    """One child against its candidates: the detector's inputs for each comparable candidate."""
+
+    child: str
+    ids: list[str]  # comparable candidates, in the order of the stacked inputs
+    inputs: dict[str, np.ndarray]  # "weights", "features", "evidence", one row per candidate
+    incomparable: dict[str, str]
+    layouts: list[Layout]  # what each candidate's weight token is made of
+
+    def take(self, keep: Sequence[int]) -> dict[str, np.ndarray]:
+        """The stacked inputs of the candidates at positions ``keep`` only."""
+        return {k: v[list(keep)] for k, v in self.inputs.items()}
 
 
 class PairEncoder:
@@ -140,13 +205,13 @@ class PairEncoder:
         x = probe_inputs(run, self.probe_data, card)[: self.cfg.probes]
         return json.dumps(card.get("datasets", [])) + str(self.probe_data), x
 
-    def encode(self, child: Source, candidates: Sequence[Source]) -> tuple[str, list[str], dict[str, np.ndarray], dict[str, str]]:
-        """``(child id, comparable candidate ids, stacked inputs, incomparable)``."""
+    def encode(self, child: Source, candidates: Sequence[Source]) -> Encoded:
+        """The inputs of every comparable candidate, and the incomparable ones with their reason."""
         c_model = open_model(child)
         probe_key, x = self._probe(str(getattr(child, "path", child)))
         f_c = self._run(str(getattr(child, "path", child)), probe_key, x)
         cache: dict[str, Any] = {}
-        ids, w, f, evidence, prints, incomparable = [], [], [], [], [], {}
+        ids, w, f, evidence, prints, layouts, incomparable = [], [], [], [], [], [], {}
         for source in candidates:
             cand = open_model(source)
             cand_print = fingerprint(cand, self.weights.cache)
@@ -157,6 +222,7 @@ class PairEncoder:
             c_values, p_values, permuted = got
             ids.append(cand.id)
             w.append(weight_token(c_values, p_values, self.cfg))
+            layouts.append(layout(c_values, self.cfg))
             f.append(feature_token(f_c, self._run(str(getattr(source, "path", source)), probe_key, x), self.cfg))
             evidence.append({**compare(c_values, p_values), "permuted_layers": float(permuted)})
             prints.append(cand_print)
@@ -164,7 +230,7 @@ class PairEncoder:
         e = [evidence_vector(ev) for ev in evidence]
         stacked = {"weights": np.stack(w) if w else np.zeros((0,)), "features": np.stack(f) if f else np.zeros((0,)),
                    "evidence": np.stack(e) if e else np.zeros((0,))}
-        return c_model.id, ids, stacked, incomparable
+        return Encoded(c_model.id, ids, stacked, incomparable, layouts)
 
 
 # -- the network ----------------------------------------------------------------------------------------------
@@ -200,6 +266,8 @@ class LineageDetector(nn.Module):
         # orders of magnitude, which made training collapse to the prior).
         self.register_buffer("ev_mean", torch.zeros(cfg.evidence))
         self.register_buffer("ev_std", torch.ones(cfg.evidence))
+        #: the weight layouts of its training pairs (None: a file saved before they were recorded)
+        self.trained_on: TrainedOn | None = None
 
     def forward(self, weights: torch.Tensor, feats: torch.Tensor, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores ``(n,)`` of ``n`` candidates and the none score ``()``."""
@@ -217,16 +285,21 @@ def _tensors(stacked: dict[str, np.ndarray]) -> tuple[torch.Tensor, ...]:
 
 # -- training, saving, ranking --------------------------------------------------------------------------------
 def train_detector(encoded: Sequence[tuple[dict[str, np.ndarray], int | None]], cfg: DetectorConfig | None = None,
-                   epochs: int = 30, lr: float = 5e-4, seed: int = 0, log=None) -> LineageDetector:
-    """Train on encoded tasks ``(inputs of the candidates, index of the right answer or None)``."""
+                   epochs: int = 30, lr: float = 5e-4, seed: int = 0, log=None,
+                   layouts: Iterable[Layout] = ()) -> LineageDetector:
+    """Train on encoded tasks ``(inputs of the candidates, index of the right answer or None)``; ``layouts``
+    (:attr:`Encoded.layouts` of those tasks) are kept as what it was trained on, and checked when it ranks."""
     cfg = cfg or DetectorConfig()
     torch.manual_seed(seed)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small only loses to thread hand-offs on a shared CPU
     try:
-        return _train(encoded, cfg, epochs, lr, seed, log)
+        model = _train(encoded, cfg, epochs, lr, seed, log)
     finally:
         torch.set_num_threads(threads)
+    seen = sorted(set(layouts))
+    model.trained_on = TrainedOn(tuple(seen)) if seen else None
+    return model
 
 
 def _loss(model: LineageDetector, item) -> torch.Tensor:
@@ -274,11 +347,14 @@ def _train(encoded, cfg: DetectorConfig, epochs: int, lr: float, seed: int, log)
 
 
 def save_detector(model: LineageDetector, path: str | Path) -> None:
-    """One file: ``{"config": json, "state_dict": tensors}`` (loadable with ``weights_only=True``)."""
+    """One file: ``{"config": json, "state_dict": tensors, "trained_on": json}`` (loadable with ``weights_only=True``)."""
     import io
 
     buffer = io.BytesIO()
-    torch.save({"config": model.cfg.to_json(), "state_dict": model.state_dict()}, buffer)
+    blob = {"config": model.cfg.to_json(), "state_dict": model.state_dict()}
+    if model.trained_on is not None:
+        blob["trained_on"] = model.trained_on.to_json()
+    torch.save(blob, buffer)
     write_bytes(path, buffer.getvalue())
 
 
@@ -291,6 +367,8 @@ def load_detector(path: str | Path) -> LineageDetector:
                                       f"this version has {DetectorConfig.evidence}): train it again with `ancestree lineage train`")
         model = LineageDetector(cfg)
         model.load_state_dict(blob["state_dict"])
+        if "trained_on" in blob:  # older files lack it: they rank unchecked, as before
+            model.trained_on = TrainedOn.from_json(blob["trained_on"])
     except FileNotFoundError:
         raise BadInputError(path, "no such detector file") from None
     except BadInputError:
@@ -306,14 +384,15 @@ class DetectorRanker:
     method = "detector"
 
     def __init__(self, model: LineageDetector, probe_data: str | Path | np.ndarray | None = None,
-                 cache: FingerprintCache | str | bool | None = None) -> None:
+                 cache: FingerprintCache | str | bool | None = None, source: str | Path | None = None) -> None:
         self.model = model
         self.encoder = PairEncoder(model.cfg, probe_data, WeightsRanker(cache=cache))
+        self.source = source  # the detector file, named when it cannot rank a child
 
     @classmethod
     def load(cls, path: str | Path, probe_data: str | Path | np.ndarray | None = None,
              cache: FingerprintCache | str | bool | None = None) -> DetectorRanker:
-        return cls(load_detector(path), probe_data, cache)
+        return cls(load_detector(path), probe_data, cache, source=path)
 
     def without_graph(self) -> DetectorRanker:
         """The same detector with the recovered graph abstaining (as :meth:`WeightsRanker.without_graph`)."""
@@ -327,16 +406,44 @@ class DetectorRanker:
             return rank_adapter_instead("the detector", child, candidates, self.encoder.weights.cache)
         probe_data = self.encoder.probe_data
         require_inputs(probe_data, MIN_CENTRED, "the detector's feature token (Gram matrices over the inputs)")
-        child_id, ids, stacked, incomparable = self.encoder.encode(child, candidates)
-        if not ids:
-            return make_ranking(child_id, self.method, [], Calibration(), incomparable)
+        got = self.encoder.encode(child, candidates)
+        keep, incomparable, notes = self._within_training(got)
+        if not keep:
+            return make_ranking(got.child, self.method, [], Calibration(), incomparable)
         with torch.no_grad():
-            scores, none = self.model(*_tensors(stacked))
-        scored = [CandidateScore(i, float(s)) for i, s in zip(ids, scores)]
-        ranking = make_ranking(child_id, self.method, scored, Calibration(1.0, float(none)), incomparable)
-        if note := small_probe_note(probe_data, used=self.model.cfg.probes):
-            ranking.note(*note)
+            scores, none = self.model(*_tensors(got.take(keep)))
+        scored = [CandidateScore(got.ids[i], float(s)) for i, s in zip(keep, scores)]
+        ranking = make_ranking(got.child, self.method, scored, Calibration(1.0, float(none)), incomparable)
+        for note in [*notes, small_probe_note(probe_data, used=self.model.cfg.probes)]:
+            if note:
+                ranking.note(*note)
         return ranking
+
+    def _within_training(self, got: Encoded) -> tuple[list[int], dict[str, str], list[tuple[str, str]]]:
+        """``(positions of the candidates whose weight layout it was trained on, incomparable, notes)``.
+
+        A pair of another layout is set apart as incomparable; when that leaves no candidate, the child is
+        beyond the detector and :class:`BadInputError` names the file and the mismatch: its scores would
+        be numbers it never learned to read, not a ranking. Other names on trained shapes are ranked, with
+        a note. A file saved before layouts were recorded is not checked."""
+        trained = self.model.trained_on
+        if trained is None:
+            return list(range(len(got.ids))), dict(got.incomparable), []
+        keep, incomparable, notes = [], dict(got.incomparable), []
+        for i, (cid, lay) in enumerate(zip(got.ids, got.layouts)):
+            if problem := trained.problem(lay, "this pair's are"):
+                incomparable[cid] = f"beyond the detector: {problem}"
+                continue
+            keep.append(i)
+            if (same := trained.renamed(lay)) and not notes:
+                notes.append((str(self.source or "detector"), f"trained on weight matrices {_shown(same)}; {got.child}'s of "
+                                                              f"the same shapes are {_shown(lay)}: ranked as if they were those"))
+        if got.ids and not keep:
+            mismatch = trained.problem(got.layouts[0], f"{got.child}'s are")
+            raise BadInputError(self.source, f"{mismatch}: it cannot rank "
+                                             "this child's candidates (train one on models of its architecture with "
+                                             "`ancestree lineage train`, or use --method weights)")
+        return keep, incomparable, notes
 
 
 def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConfig | None = None, epochs: int = 30,
@@ -355,13 +462,14 @@ def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConf
         raise BadInputError(zoo, "has no parent-detection tasks in its train split (make one with "
                                  "`ancestree zoo make DIR --preset lineage`)")
     tasks = [tasks[i] for i in np.random.default_rng(seed).permutation(len(tasks))[:max_tasks]]
-    encoder, encoded, start = PairEncoder(cfg), [], time.perf_counter()
+    encoder, encoded, layouts, start = PairEncoder(cfg), [], [], time.perf_counter()
     for n, task in enumerate(tasks):
-        _, ids, stacked, _ = encoder.encode(task.child, list(task.candidates))
-        encoded.append((stacked, None if task.truth is None else ids.index(task.truth)))
+        got = encoder.encode(task.child, list(task.candidates))
+        encoded.append((got.inputs, None if task.truth is None else got.ids.index(task.truth)))
+        layouts += got.layouts
         if log and (n + 1) % 50 == 0:
             log(f"encoded {n + 1}/{len(tasks)} tasks ({time.perf_counter() - start:.0f} s)")
-    model = train_detector(encoded, cfg, epochs=epochs, seed=seed, log=log)
+    model = train_detector(encoded, cfg, epochs=epochs, seed=seed, log=log, layouts=layouts)
     if out is not None:
         save_detector(model, out)
     return model
