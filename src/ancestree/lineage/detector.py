@@ -13,7 +13,9 @@ For each (child, candidate) pair three tokens are encoded:
 A transformer runs over ``[CLS, weight, feature, evidence]`` per candidate; a linear head on CLS gives the
 candidate's score; a learned "no parent" token through the same head gives the none score; the softmax
 over candidates + none is trained with cross-entropy on zoo tasks (:mod:`ancestree.lineage.tasks`).
-Saved as a state dict plus a JSON config in one ``torch.save`` file, loadable with ``weights_only=True``.
+Saved as a state dict plus a JSON config in one ``torch.save`` file, loadable with ``weights_only=True``,
+with the weight layouts it was trained on (:class:`TrainedOn`): a child whose matrices have other shapes is
+refused by name rather than scored with numbers the detector never learned to read.
 """
 
 from __future__ import annotations
