@@ -560,3 +560,14 @@ def test_pruned_copies_of_a_merge_keep_it_as_their_source(tmp_path: Path, monkey
         assert [(p, graph.edges[p, copy]["relation"]) for p in graph.predecessors(copy)] == [(source, "pruned")], copy
         # out of the arborescence with the merge: a copy of the merge is no parent of the merge's parents
         assert set(graph.successors(copy)) <= set(sources), copy
+
+
+@pytest.mark.parametrize("size, n", [(4, 30), (16, 300)])
+def test_many_unrelated_small_models_stay_apart(size: int, n: int) -> None:
+    """Models of one small matrix each: a 4×4 one is too small to sketch (no vector entries: the neighbour
+    search had nothing to index and crashed beyond 22 models); 16×16 ones correlate by chance up to ~0.25,
+    which the pair verdict alone would call relatives."""
+    rng = np.random.default_rng(3)
+    fps = [_weights_fp(f"m{i:03d}", {"w": rng.standard_normal((size, size)).astype(np.float32)}) for i in range(n)]
+    graph = GraphRecovery().fit(fps).graph_
+    assert len(graph.models) == n and graph.edges() == []

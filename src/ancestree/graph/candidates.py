@@ -28,7 +28,7 @@ def project(X: np.ndarray, dim: int = PROJECTION_DIM, seed: int = 0) -> np.ndarr
 def candidate_pairs(U: np.ndarray, k: int) -> np.ndarray:
     """Unordered pairs ``(i, j)``, ``i < j``, where one is among the other's ``k`` nearest neighbours."""
     n = len(U)
-    if n < 2:
+    if n < 2 or U.shape[1] == 0:  # no vector entries (no matrix large enough to sketch): nothing is near
         return np.empty((0, 2), dtype=np.int64)
     k = min(k, n - 1)
     if n <= 2 * k + 2:  # small groups: every pair
