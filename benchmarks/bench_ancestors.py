@@ -5,8 +5,9 @@
 For every fine-tuned model of the zoo's given splits with two or more ancestors, all of them fine-tunes
 (no merge or copy on the way up), the candidates are all its ancestors plus relatives that are not (its
 siblings, uncles, cousins: the models a walk can go wrong on) and two models of other families of the
-same architecture, 10 in all. The walk (weights-only ranking) is run twice, on distances alone and with
-the direction check of :func:`ancestree.lineage.ancestors.older_by_direction`, and each result is
+same architecture, 10 in all. The walk (:func:`ancestree.lineage.api.walk_ancestors` with the weights
+ranker, as ``parent --ancestors``) is run twice, on distances alone and with the direction check of
+:func:`ancestree.lineage.ancestors.older_by_direction`, and each result is
 classed as: ``exact`` (every ancestor at its generation, nothing else), ``over`` (the chain right, then one
 or more models that are not ancestors), ``under`` (a right chain that stops short), ``wrong`` (the rest).
 
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ancestree.lineage.ancestors import older_by_direction, rank_ancestors
+from ancestree.lineage.ancestors import older_by_direction
+from ancestree.lineage.api import walk_ancestors
 from ancestree.lineage.tasks import Zoo
 from ancestree.lineage.weights import WeightsRanker
 
@@ -72,13 +74,12 @@ def run(zoo_path: str, splits: tuple[str, ...]) -> dict:
     zoo = Zoo.load(zoo_path)
     tasks = chain_tasks(zoo, splits)
     ranker = WeightsRanker()
-    above = ranker.without_graph().rank  # as `ancestree parent --ancestors`: the graph weighs the first step only
     rows = {}
     for name, older in (("distances only", None), ("with direction check", older_by_direction())):
         counts: Counter[str] = Counter()
         t0 = time.perf_counter()
         for child, ancestors, candidates in tasks:
-            ranking = rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above)
+            ranking = walk_ancestors(ranker, child, candidates, older)  # as `ancestree parent --ancestors`
             counts[outcome({c.candidate: c.generations for c in ranking.ranking if c.generations}, ancestors)] += 1
         rows[name] = {**{k: counts[k] for k in ("exact", "over", "under", "wrong")},
                       "seconds_per_child": (time.perf_counter() - t0) / max(len(tasks), 1)}
