@@ -111,6 +111,29 @@ def test_a_name_reuploaded_as_a_copy_becomes_an_alias(tmp_path: Path, capsys: py
         assert atlas.store.trees()[0]["size"] == 2
 
 
+def test_a_reuploaded_name_leaves_its_old_files_to_the_copy_that_holds_them(tmp_path: Path) -> None:
+    """``a2`` holds the very same files as ``a`` (indexed as an alias of it). When ``a`` is uploaded again
+    with other weights, the old files are still there under ``a2``: they stay indexed under that name, with
+    their place in the graph and their children (the alias was dropped with ``a``'s old content)."""
+    items = fine_tunes(tmp_path / "hub", "a", 5, 2)
+    shutil.copytree(tmp_path / "hub" / "a", tmp_path / "hub" / "a2")
+    items.append(("a2", tmp_path / "hub" / "a2"))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(items)
+        assert atlas.store.alias_of("a2") == "a"
+        children = sorted(c["child"] for c in atlas.show("a")["children"])
+        write_hf_folder(tmp_path / "hub" / "a", small_tensors(11))  # other weights under the name `a`
+        report = atlas.add(items)
+        assert report.updated == ["a"] and report.added == []
+        assert sorted(r["name"] for r in atlas.ls()) == ["a", "a-ft0", "a-ft1", "a2"]
+        assert atlas.store.alias_of("a2") is None
+        assert atlas.model("a2")["content_key"] == fingerprint(tmp_path / "hub" / "a2").content_key
+        assert sorted(c["child"] for c in atlas.show("a2")["children"]) == children and children
+        assert atlas.show("a")["children"] == []
+        consistent(atlas)
+        assert atlas.add(items).skipped == [n for n, _ in items]  # nothing left to do
+
+
 def test_declared_bases_resolve_as_tree_resolves_them(tmp_path: Path) -> None:
     """A card's ``base_model: org/base`` names the model indexed as ``base``, also when ``base`` holds the very
     same files as a model indexed before it (an alias), and when two names end in ``/base`` (the first, as in

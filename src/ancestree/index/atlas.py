@@ -120,15 +120,19 @@ class Atlas:
         # this run by another path names two models given the same name: both kept, distinctly
         existing = self.store.model(fp.id) if fp.id not in named else None
         named.add(fp.id)
+        # its old files held under another name too (an alias) live on under that name; this one starts afresh
+        handed = self.store.hand_over(int(existing["id"])) if existing is not None else None
+        existing = None if handed is not None else existing
         same = self.store.by_file_hash(result.file_hash)
         if same is not None and same["name"] != fp.id:  # the very same files as another model: remember the path
             if existing is not None:  # this name held other weights, and now holds a copy of that model's
                 self.store.remove_model(int(existing["id"]))
+            if existing is not None or handed is not None:
                 report.updated.append(fp.id)
             else:
                 report.skipped.append(result.name)
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
-            status = "updated" if existing is not None else "skipped"
+            status = "updated" if existing is not None or handed is not None else "skipped"
             return Outcome(result.name, status, f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
@@ -141,6 +145,9 @@ class Atlas:
         if self.store.name_taken(fp.id):  # another model of this run already goes by this name: keep both, distinctly
             fp.id = f"{fp.id}@{result.file_hash[:8]}"
         self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)
+        if handed is not None:
+            report.updated.append(fp.id)
+            return Outcome(fp.id, "updated", f"its files changed; the old ones stay indexed as {handed}")
         report.added.append(fp.id)
         return Outcome(fp.id, "added")
 

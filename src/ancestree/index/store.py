@@ -316,6 +316,21 @@ class IndexStore:
                         (to_bytes([fp]), to_blob(embed(fp)), model))
             return children
 
+    def hand_over(self, model: int) -> str | None:
+        """Give an indexed model's row to another name found holding the very same files (an alias), before the
+        model's own name takes other content, and commit: the alias keeps that content, its place in the graph
+        and the other aliases (they hold the same files); returns the alias's name, None when there is none
+        (the caller then updates or removes the row)."""
+        with self.transaction() as cur:
+            own = cur.execute("SELECT name FROM models WHERE id = ?", (model,)).fetchone()[0]
+            row = cur.execute("SELECT path, stat_key, name FROM aliases WHERE model = ? AND name IS NOT NULL AND name != ?"
+                              " ORDER BY rowid LIMIT 1", (model, own)).fetchone()
+            if row is None:
+                return None
+            cur.execute("DELETE FROM aliases WHERE model = ? AND (path = ? OR name = ?)", (model, row[0], own))
+            cur.execute("UPDATE models SET name = ?, path = ?, stat_key = ? WHERE id = ?", (row[2], row[0], row[1], model))
+            return str(row[2])
+
     def remove_model(self, model: int) -> list[str]:
         """Remove an indexed model and commit; its recovered children are left to be placed again (returned)."""
         with self.transaction() as cur:
