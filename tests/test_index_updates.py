@@ -160,3 +160,30 @@ def test_declared_bases_resolve_as_tree_resolves_them(tmp_path: Path) -> None:
             assert declared == {"child": "aaa-mirror", "kid": "base-ft0"}, batches  # base: the same files as aaa-mirror
             assert atlas.show("child")["parents"] == [{"parent": "aaa-mirror", "child": "child", "relation": "unknown",
                                                        "confidence": 1.0, "source": "declared"}]
+
+
+def test_a_card_naming_an_alias_is_linked_even_when_placement_is_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``c``'s card names ``b2``, which turns up in a later run holding the very same files as ``b``. The
+    declared edge b -> c is written with the alias: a run stopped during placement (Ctrl-C) lost it for
+    good, since the next run skips ``b2`` as indexed."""
+    import ancestree.index.atlas as atlas_module
+
+    hub = tmp_path / "hub"
+    base = small_tensors(21)
+    write_hf_folder(hub / "b", base)
+    write_hf_folder(hub / "c", {k: v + np.float32(0.05) * v for k, v in base.items()}, {"base_model": "b2"})
+    db = tmp_path / "atlas.db"
+    with Atlas(db) as atlas:
+        atlas.add(scan=[hub])
+    write_hf_folder(hub / "b2", base)
+
+    def stopped(store):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(atlas_module, "place", stopped)
+    with Atlas(db) as atlas, pytest.raises(KeyboardInterrupt):
+        atlas.add(scan=[hub])
+    monkeypatch.undo()
+    with Atlas(db) as atlas:
+        assert atlas.add(scan=[hub]).skipped == ["b", "b2", "c"]
+        assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("b", "c")]

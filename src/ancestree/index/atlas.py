@@ -93,15 +93,12 @@ class Atlas:
         try:
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
             named: set[str] = set()  # names given to models in this run
-            aliased: set[str] = set()
             for result in results:
                 outcome = self._store_one(result, run, report, named)
-                aliased.update([outcome.same_as] if outcome.same_as else [])
                 if on_model is not None:
                     on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
             report.placement = place(self.store)
-            self._link_declared(aliased)
             status = "done"
         finally:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))
@@ -131,7 +128,11 @@ class Atlas:
                 report.updated.append(fp.id)
             else:
                 report.skipped.append(result.name)
-            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
+            # models whose cards name this model by the name found only now are linked with it, in one
+            # transaction: placing writes a model's declared edges, but an alias is never placed, and a run
+            # stopped before placement would leave them unlinked for good (the next run skips the name)
+            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name,
+                                 then=lambda cur: self.store.set_declared(declared_edges(self.store, {same["name"]}), cur))
             status = "updated" if existing is not None or handed is not None else "skipped"
             return Outcome(result.name, status, f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
@@ -150,14 +151,6 @@ class Atlas:
             return Outcome(fp.id, "updated", f"its files changed; the old ones stay indexed as {handed}")
         report.added.append(fp.id)
         return Outcome(fp.id, "added")
-
-    def _link_declared(self, models: set[str]) -> None:
-        """The declared edges of models naming ``models`` by a name found only now (an alias): placing a model
-        writes its declared edges, but a name found holding the same files as an indexed model places nothing."""
-        if models:
-            edges = declared_edges(self.store, models)
-            with self.store.transaction() as cur:
-                self.store.set_declared(edges, cur)
 
     def place(self) -> Placement:
         """Place models committed but not yet placed (after an interrupted run)."""

@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -366,9 +366,13 @@ class IndexStore:
         vectors = np.stack([from_blob(r[2]) for r in rows]) if rows else np.zeros((0, DIM), np.float32)
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 
-    def add_alias(self, path: str, model: int, stat_key: str | None, name: str | None = None) -> None:
+    def add_alias(self, path: str, model: int, stat_key: str | None, name: str | None = None,
+                  then: Callable[[sqlite3.Cursor], None] | None = None) -> None:
+        """Remember another path (and name) holding ``model``'s files; ``then`` writes more in the same transaction."""
         with self.transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (path, model, stat_key, name))
+            if then is not None:
+                then(cur)
 
     def alias_of(self, name: str) -> str | None:
         """The indexed model whose files another name was found holding (None when ``name`` is no alias)."""
