@@ -275,3 +275,20 @@ def test_zip_of_one_model_folder_beside_a_readme_is_read(tmp_path: Path) -> None
     with load_model(archive) as model:
         assert model.format == "zip:safetensors" and model.meta.extra["zip_member"] == "model"
         assert set(model.tensors) == set(small_tensors())
+
+
+def test_zip_of_loose_shards_in_a_folder_beside_a_readme_is_one_model(tmp_path: Path) -> None:
+    """Shard files without an index, in one folder beside a README: one checkpoint, as when the same shards
+    lie at the top of the zip (the folder scan listed each shard as a model and the zip was refused)."""
+    from safetensors.numpy import save_file
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    tensors = small_tensors()
+    names = sorted(tensors)
+    half = len(names) // 2
+    save_file({n: tensors[n] for n in names[:half]}, str(shards / "model-00001-of-00002.safetensors"))
+    save_file({n: tensors[n] for n in names[half:]}, str(shards / "model-00002-of-00002.safetensors"))
+    archive = _zip_folders(tmp_path / "sharded.zip", {"model": shards}, {"README.md": "# one model\n"})
+    with load_model(archive) as model:
+        assert set(model.tensors) == set(tensors)

@@ -104,6 +104,9 @@ def model_root(folder: Path, workdir: Path, path: Path) -> Path:
     found = [p for _, p in scan_models(folder)]
     if len(found) == 1:
         return found[0]
+    loose = {p.parent for p in found if p.is_file()}
+    if len(found) > 1 and len(loose) == 1 and all(p.is_file() for p in found):
+        return loose.pop()  # loose weight files in one folder (shards without an index): one checkpoint, as at the top
     if len(found) > 1:
         names = [p.relative_to(workdir).as_posix() for p in found]
         listed = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
