@@ -153,6 +153,24 @@ def test_independent_seeds_are_unrelated(tmp_path: Path, parent: Fingerprint, se
     assert verdict(ev).kind == "unrelated"
 
 
+def test_small_unrelated_models_correlated_by_chance_stay_unrelated(tmp_path: Path) -> None:
+    """Between independent 16×16 matrices the correlation deviates by 1/16 by chance: among 100 such models
+    the most correlated pair passes the plain 0.2 line, and is still not a relative; a real fine-tune of one
+    of them (correlation ~0.9) is."""
+    rng = np.random.default_rng(0)
+    ws = rng.standard_normal((100, 16, 16)).astype(np.float32)
+    flat = ws.reshape(100, -1) - ws.reshape(100, -1).mean(1, keepdims=True)
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    corr = flat @ flat.T - 2 * np.eye(100)
+    i, j = np.unravel_index(np.argmax(corr), corr.shape)
+    a, b = fp_of(tmp_path, "a", {"w": ws[i]}), fp_of(tmp_path, "b", {"w": ws[j]})
+    ev = relate(a, b)
+    assert ev.correlation > 0.2 and ev.chance_correlation == pytest.approx(1 / 16)
+    assert verdict(ev).kind == "unrelated"
+    child = fp_of(tmp_path, "child", {"w": ws[i] + 0.5 * rng.standard_normal((16, 16)).astype(np.float32)})
+    assert verdict(relate(a, child)).kind == "finetune"
+
+
 def test_mismatched_architectures_raise(tmp_path: Path, parent: Fingerprint) -> None:
     other = fp_of(tmp_path, "other", {"conv.weight": np.ones((3, 5, 7), np.float32)})
     with pytest.raises(IncomparableError):

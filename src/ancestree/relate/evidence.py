@@ -103,6 +103,7 @@ class PairEvidence:
     max_rank: int = 0  # largest difference rank among changed matrices
     kurtosis_delta: float = 0.0  # mean over matrices of kurtosis_a - kurtosis_b (direction cue)
     norm_ratio: float = 1.0  # ‖W_b‖ / ‖W_a‖ over paired matrices (weight decay shrinks children)
+    chance_correlation: float = 0.0  # deviation of one layer's correlation between independent weights: 1/√(median sketch size)
 
     @property
     def low_rank_fraction(self) -> float:
@@ -222,7 +223,8 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     sq_a = sum(l.numel * l.rms_a**2 for l in pooled)
     sq_b = sum(l.numel * l.rms_b**2 for l in pooled)
     n_pooled = sum(l.numel for l in pooled)
-    corrs = [l.correlation for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= MIN_CORRELATION_VALUES]
+    counted = [l for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= MIN_CORRELATION_VALUES]
+    corrs = [l.correlation for l in counted]
     changed = [l for l in layers if not l.identical]
     ratios = [l.quant_ratio for l in changed if l.quant_ratio is not None]
     # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).
@@ -256,6 +258,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         max_rank=max((l.diff_rank or 0 for l in rankable), default=0),
         kurtosis_delta=float(np.mean(kurt)) if kurt else 0.0,
         norm_ratio=math.sqrt(sq_b / sq_a) if sq_a > 0 else 1.0,
+        chance_correlation=1.0 / math.sqrt(float(np.median([_sketch_size(fa[l.a]) for l in counted]))) if counted else 0.0,
     )
 
 

@@ -31,6 +31,10 @@ KINDS = {
 # relative distance above UNRELATED_DISTANCE nothing of a shared ancestor is left to see.
 UNRELATED_CORRELATION = 0.2
 UNRELATED_DISTANCE = 0.8
+# Small tensors correlate by chance: between independent weights a layer's sketch correlation deviates by
+# 1/√(values), 0.06 for a 16×16 matrix, so 0.2 is 3 deviations there. A correlation counts only when it
+# also stands CHANCE_DEVIATIONS above chance (0.25 for 16×16; large layers keep the 0.2 line).
+CHANCE_DEVIATIONS = 4.0
 
 # A rounded copy differs by about one storage step of the coarser dtype: quant_ratio ≈ 1 (0.2–2 in
 # practice: per-channel schemes round finer than the per-tensor step assumed). A fine-tune in the same
@@ -77,7 +81,8 @@ def verdict(ev: PairEvidence) -> Verdict:
                                   "(all zeros or one value) in at least one model, so neither correlation nor "
                                   "distance can tell how the weights are related.")
     corr = ev.correlation
-    if (corr != corr or corr < UNRELATED_CORRELATION) and ev.rel_distance > UNRELATED_DISTANCE:
+    correlated = corr == corr and corr >= max(UNRELATED_CORRELATION, CHANCE_DEVIATIONS * ev.chance_correlation)
+    if not correlated and ev.rel_distance > UNRELATED_DISTANCE:
         return Verdict("unrelated", f"matching weights are {_correlated(corr, 'uncorrelated')} and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
     if ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
@@ -87,7 +92,7 @@ def verdict(ev: PairEvidence) -> Verdict:
         return Verdict("pruned", f"model {side} has {abs(ev.zeros_delta):.1%} more exact zeros and agrees with the other on its non-zero weights (relative difference {ev.nonzero_rel_distance:.3f}).")
     if ev.changed_matrices and ev.low_rank_fraction >= LOW_RANK_SHARE:
         return Verdict("adapter", f"{ev.low_rank_matrices} of {ev.changed_matrices} changed matrices differ by a low-rank update (rank ≤ {ev.max_rank}), as a merged LoRA does.")
-    if corr == corr and corr >= UNRELATED_CORRELATION or ev.rel_distance <= UNRELATED_DISTANCE:
+    if correlated or ev.rel_distance <= UNRELATED_DISTANCE:
         return Verdict("finetune", f"weights are {_correlated(corr, 'correlated')} with relative distance {ev.rel_distance:.3f} and full-rank differences: one was trained from the other or both from a common ancestor.")
     return Verdict("unrelated", f"no shared structure: weights are {_correlated(corr, 'uncorrelated')}, relative distance {ev.rel_distance:.2f}.")
 
