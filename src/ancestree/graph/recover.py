@@ -168,8 +168,7 @@ class GraphRecovery:
         # full pair evidence says the two share weights; a card naming an unrelated model joins nothing
         if declared:  # only declared pairs are looked at: the loop stays off the path of a zoo without cards
             codes = np.array([i * n + j for i, j in declared], dtype=np.int64)
-            for k in np.flatnonzero(~related & np.isin(pairs[:, 0] * n + pairs[:, 1], codes)):
-                related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
+            _confirm_by_evidence(members, pairs, related, ~related & np.isin(pairs[:, 0] * n + pairs[:, 1], codes))
         pairs, dist = pairs[related], dist[related]
         bridges = self._bridges(gv, members, reps, _components(pairs, n))
         pairs, dist = np.vstack([pairs, bridges]), np.r_[dist, pair_distances(gv.U, bridges)]
@@ -199,8 +198,7 @@ class GraphRecovery:
         pairs = rows[local].reshape(-1, 2)
         corr = pair_correlations(gv.Z, pairs)
         related = corr > self.related
-        for k in np.flatnonzero(~related & (corr > max(BRIDGE_CHECK, CHANCE_SDS * _chance_correlation(gv)))):
-            related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
+        _confirm_by_evidence(members, pairs, related, ~related & (corr > max(BRIDGE_CHECK, CHANCE_SDS * _chance_correlation(gv))))
         return pairs[related]
 
     def _collapse_duplicates(self, gv: GroupVectors, members: list[Fingerprint], pairs: np.ndarray, dist: np.ndarray) -> list[int]:
@@ -624,6 +622,13 @@ def _chance_correlation(gv: GroupVectors) -> float:
     widths = np.diff(gv.offsets)
     widths = widths[widths > 0]
     return float(np.sqrt(np.sum(1.0 / widths)) / len(widths)) if len(widths) else 1.0
+
+
+def _confirm_by_evidence(members: list[Fingerprint], pairs: np.ndarray, related: np.ndarray, check: np.ndarray) -> None:
+    """Set ``related`` (in place) for the pairs marked in ``check`` that the full pair evidence calls relatives
+    (:func:`~ancestree.relate.shares_weights`, without the per-matrix SVDs)."""
+    for k in np.flatnonzero(check):
+        related[k] = shares_weights(members[int(pairs[k, 0])], members[int(pairs[k, 1])], ranks=False)
 
 
 def _components(pairs: np.ndarray, n: int) -> np.ndarray:
