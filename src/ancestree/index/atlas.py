@@ -119,12 +119,13 @@ class Atlas:
         named.add(fp.id)
         # its old files held under another name too (an alias) live on under that name; this one starts afresh
         handed = self.store.hand_over(int(existing["id"])) if existing is not None else None
+        renewed = existing is not None  # this name held other files before
         existing = None if handed is not None else existing
         same = self.store.by_file_hash(result.file_hash)
         if same is not None and same["name"] != fp.id:  # the very same files as another model: remember the path
             if existing is not None:  # this name held other weights, and now holds a copy of that model's
                 self.store.remove_model(int(existing["id"]))
-            if existing is not None or handed is not None:
+            if renewed:
                 report.updated.append(fp.id)
             else:
                 report.skipped.append(result.name)
@@ -133,8 +134,7 @@ class Atlas:
             # stopped before placement would leave them unlinked for good (the next run skips the name)
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name,
                                  then=lambda cur: self.store.set_declared(declared_edges(self.store, {same["name"]}), cur))
-            status = "updated" if existing is not None or handed is not None else "skipped"
-            return Outcome(result.name, status, f"the very same files as {same['name']}", same["name"])
+            return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
             report.skipped.append(result.name)
