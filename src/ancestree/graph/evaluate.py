@@ -7,15 +7,13 @@ first rewritten onto the truth's duplicate classes (each class represented by it
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
 from ancestree.errors import BadInputError
-from ancestree.graph.model_graph import ModelGraph
+from ancestree.graph.model_graph import ModelGraph, read_graph_json
 
 
 @dataclass
@@ -88,8 +86,9 @@ def load_scored(path: str) -> ModelGraph:
     The contract's tree JSON gives each edge a ``relation`` (``"unknown"`` when it is not known), but
     :meth:`ModelGraph.load` reads a missing one as ``"unknown"``: scoring such a file would report a relation
     accuracy of 0 that measures nothing, so it is refused instead."""
-    graph = ModelGraph.load(path)  # checks the file first: the second read below cannot fail on its content
-    edges = json.loads(Path(path).read_text(encoding="utf-8"))["edges"]
+    data = read_graph_json(path)
+    graph = ModelGraph.from_dict(data, path)  # checks the shape: edges is a list of objects
+    edges = data["edges"]
     bare = [e for e in edges if "relation" not in e]
     if bare:
         first = f"{bare[0]['parent']} -> {bare[0]['child']}"

@@ -127,16 +127,21 @@ class ModelGraph:
     @classmethod
     def load(cls, path: str | Path) -> ModelGraph:
         """Read a graph JSON file; :class:`BadInputError` when it is missing or malformed."""
-        p = Path(path)
-        if not p.is_file():
-            raise BadInputError(path, "is a folder, not a graph JSON file" if p.is_dir() else "no such file")
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadInputError(path, f"not valid JSON: {exc}") from None
-        except RecursionError:  # json's decoder recurses per nesting level
-            raise BadInputError(path, "JSON nested too deeply to be a model graph") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(read_graph_json(path), str(path))
+
+
+def read_graph_json(path: str | Path) -> Any:
+    """The parsed content of a graph JSON file (:meth:`ModelGraph.from_dict` checks its shape);
+    :class:`BadInputError` when it is missing or not JSON."""
+    p = Path(path)
+    if not p.is_file():
+        raise BadInputError(path, "is a folder, not a graph JSON file" if p.is_dir() else "no such file")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInputError(path, f"not valid JSON: {exc}") from None
+    except RecursionError:  # json's decoder recurses per nesting level
+        raise BadInputError(path, "JSON nested too deeply to be a model graph") from None
 
 
 def load_zoo_truth(folder: str | Path) -> dict[str, Any]:
@@ -171,4 +176,4 @@ def graph_from_edges(models: Iterable[str], edges: Iterable[tuple[str, str, str,
     return g
 
 
-__all__ = ["RELATIONS", "ModelGraph", "graph_from_edges", "load_zoo_truth"]
+__all__ = ["RELATIONS", "ModelGraph", "graph_from_edges", "load_zoo_truth", "read_graph_json"]
