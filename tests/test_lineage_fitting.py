@@ -55,14 +55,17 @@ def test_calibration_puts_the_none_score_between_present_and_removed_parents() -
         fit_calibration([])
 
 
-# The family's fine-tunes (child -> parent); copies of A1 and the LoRA-merged child of A are distractors.
+# The family's fine-tunes (child -> parent); the derived children of A1 and the LoRA-merged child of A are
+# distractors, except that a none task holds no copy of an ancestor: int8-rounded or with its hidden units
+# reordered, A1 is still A1 (the weights method aligns units), so naming it is right, not a miss.
 FIT_ON = ("A1", "A11", "A2", "B1")
 JUDGE_ON = ("A3", "A12", "A21", "A111", "B2")
+COPIES = ("A1-int8", "A1-permuted")
 
 
 def _tasks(family: dict, children: tuple[str, ...]) -> list[tuple[str, list[str], str | None]]:
     """Per child: its parent among every other MLP model (no descendants, no other ancestors), and the
-    same with the parent removed (no ancestor left: the answer is none)."""
+    same with the parent removed (no ancestor left, nor a copy of one: the answer is none)."""
     parent = family["parent"]
 
     def ancestors(x: str) -> list[str]:
@@ -76,7 +79,8 @@ def _tasks(family: dict, children: tuple[str, ...]) -> list[tuple[str, list[str]
     for c in children:
         excluded = {c, *ancestors(c), *(d for d in parent if c in ancestors(d))}
         pool = [n for n in family["paths"] if n != "CNN" and n not in excluded]
-        tasks += [(c, [parent[c], *pool], parent[c]), (c, pool, None)]
+        no_copies = [n for n in pool if not (n in COPIES and parent[n] in ancestors(c))]
+        tasks += [(c, [parent[c], *pool], parent[c]), (c, no_copies, None)]
     return tasks
 
 
@@ -98,7 +102,8 @@ def test_weights_ranker_fit_generalises_to_children_it_never_saw(lineage_family:
             assert ranking.ranking[0].candidate == str(paths[truth]), child
         labels.append(truth is None)
         p_none.append(ranking.p_none)
-    # fitted on 8 tasks the none threshold is rough (0.80 measured); it must still order the tasks
+    # fitted on 8 tasks the none threshold is rough (AUROC 0.96 measured on an AMD EPYC; 0.52 when the
+    # none tasks held copies of the parent); it must still order the tasks
     assert roc_auc_score(labels, p_none) >= 0.7
 
 
