@@ -187,3 +187,26 @@ def test_a_card_naming_an_alias_is_linked_even_when_placement_is_stopped(tmp_pat
     with Atlas(db) as atlas:
         assert atlas.add(scan=[hub]).skipped == ["b", "b2", "c"]
         assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("b", "c")]
+
+
+@pytest.mark.parametrize("mirror", ["aaa-mirror/a", "zzz-mirror/a"])
+def test_a_card_follows_the_name_it_declares_when_that_name_is_uploaded_again(tmp_path: Path, mirror: str) -> None:
+    """``b``'s card declares ``org/a``; ``mirror`` holds the very same files as ``org/a`` (indexed first, or
+    as an alias of it). When ``org/a`` is uploaded again with other weights, the card names the new ``org/a``:
+    ``b`` has that one declared parent, not also the old files' holder, after the add and after a rebuild."""
+    hub = tmp_path / "hub"
+    base = small_tensors(21)
+    write_hf_folder(hub / "org" / "a", base)
+    shutil.copytree(hub / "org" / "a", hub / mirror)
+    write_hf_folder(hub / "b", {k: v + np.float32(0.05) * v for k, v in base.items()}, {"base_model": "org/a"})
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[hub])
+        first = "aaa-mirror/a" if mirror.startswith("aaa") else "org/a"  # the name indexed; the other is its alias
+        assert [(e.parent, e.child) for e in atlas.edges("declared")] == [(first, "b")]
+        write_hf_folder(hub / "org" / "a", small_tensors(11))
+        atlas.add(scan=[hub])
+        assert sorted(r["name"] for r in atlas.ls()) == sorted(["b", mirror, "org/a"])
+        assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("org/a", "b")]
+        assert [p["parent"] for p in atlas.show("b")["parents"] if p["source"] == "declared"] == ["org/a"]
+        atlas.rebuild()
+        assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("org/a", "b")]

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
-from ancestree.index.placement import Placement, declared_edges, place, rebuild
+from ancestree.index.placement import Placement, declared_edges, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
 if TYPE_CHECKING:
@@ -93,12 +93,16 @@ class Atlas:
         try:
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
             named: set[str] = set()  # names given to models in this run
+            renamed = False  # a name came to stand for other files (or for files at all) in this run
             for result in results:
                 outcome = self._store_one(result, run, report, named)
+                renamed |= result.status not in ("bad", "known")
                 if on_model is not None:
                     on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
             report.placement = place(self.store)
+            if renamed and not report.placement.placed:  # placing resolves the cards again; nothing was placed
+                sync_declared(self.store)
             status = "done"
         finally:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))

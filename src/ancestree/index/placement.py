@@ -101,12 +101,13 @@ def recover(fingerprints: Sequence[Fingerprint]) -> ModelGraph:
     return recovery().fit(list(fingerprints)).graph_
 
 
-def declared_edges(store: IndexStore, names: Iterable[str]) -> list[Edge]:
-    """Declared edges touching ``names``: their own declared bases and models declaring them as base."""
+def declared_edges(store: IndexStore, names: Iterable[str] | None = None) -> list[Edge]:
+    """Declared edges touching ``names`` (default: all): their own declared bases and models declaring them
+    as base, resolved against the names indexed now."""
     from ancestree.graph.model_graph import RELATIONS
 
     edges = []
-    wanted = set(names)
+    wanted = None if names is None else set(names)
     rows = store.models("declared_base IS NOT NULL")
     resolve = DeclaredNames(store) if rows else None
     for row in rows:
@@ -117,8 +118,19 @@ def declared_edges(store: IndexStore, names: Iterable[str]) -> list[Edge]:
             relation = "merge" if len(bases) > 1 else "unknown"
         for base in bases:
             parent = resolve(str(base)) if resolve else None
-            if parent and parent != row["name"] and (row["name"] in wanted or parent in wanted):
+            if parent and parent != row["name"] and (wanted is None or row["name"] in wanted or parent in wanted):
                 edges.append(Edge(parent, row["name"], relation, 1.0, "declared"))
+    return edges
+
+
+def sync_declared(store: IndexStore) -> list[Edge]:
+    """Resolve every card's declared base against the names indexed now and store exactly those edges (one
+    transaction); returns them. A name can come to stand for other files (a re-upload, an alias handed its
+    old files): an edge resolved through its old holder would otherwise stay beside the new one, and a card
+    declaring one base would show two."""
+    edges = declared_edges(store)
+    with store.transaction() as cur:
+        store.replace_declared(edges, cur)
     return edges
 
 
@@ -424,7 +436,8 @@ def place(store: IndexStore, names: Sequence[str] | None = None) -> Placement:
         return Placement(seconds=time.perf_counter() - start)
     space = store.embeddings()
     prints = Prints(store)
-    declared = declared_edges(store, names)
+    wanted = set(names)
+    declared = [e for e in sync_declared(store) if e.parent in wanted or e.child in wanted]
     joins, links, checked = candidate_trees(store, names, space, declared, prints)
     engine = recovery()
     engines = (engine, recovery(SETTLED_BONUS, engine))
@@ -455,11 +468,11 @@ def rebuild(store: IndexStore) -> Placement:
     members = [fp.id for fp in fps]
     with store.transaction() as cur:
         store.clear_recovered(cur)
-    write_graph(store, members, graph)
+    write_graph(store, members, graph, sync_declared(store))
     return Placement(placed=members, members=len(members), trees_touched=len(graph.tree_members()),
                      seconds=time.perf_counter() - start)
 
 
 __all__ = ["FAR_NEIGHBOURS", "LOCAL_LIMIT", "LOCAL_NEIGHBOURS", "NEIGHBOURS", "Placement", "affected_trees", "candidate_trees",
            "declared_edges", "groups", "local_edges", "neighbourhood", "place", "place_locally", "rebuild", "recover",
-           "recovery", "DeclaredNames", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]
+           "recovery", "DeclaredNames", "sync_declared", "write_graph", "Prints", "SURE_COSINE", "find_loop", "splice", "LOOP_REPAIRS"]

@@ -501,6 +501,16 @@ class IndexStore:
             cur.execute("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, 'declared')",
                         (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
 
+    def replace_declared(self, edges: Iterable[Edge], cur: sqlite3.Cursor) -> None:
+        """Make ``edges`` the declared edges (inside the caller's transaction): others go, missing ones come."""
+        wanted = list(edges)
+        ids = self.ids_by_name({n for e in wanted for n in (e.parent, e.child)})
+        keep = {(ids[e.parent], ids[e.child]) for e in wanted}
+        stored = cur.execute("SELECT parent, child FROM edges WHERE source = 'declared'").fetchall()
+        cur.executemany("DELETE FROM edges WHERE parent = ? AND child = ? AND source = 'declared'",
+                        [(r[0], r[1]) for r in stored if (r[0], r[1]) not in keep])
+        self.set_declared(wanted, cur)
+
     def parents(self, name: str, source: str = "recovered") -> list[str]:
         """Names of the parents of ``name`` (one indexed lookup by child)."""
         sql = ("SELECT p.name FROM models c JOIN edges e ON e.child = c.id JOIN models p ON p.id = e.parent"
