@@ -304,17 +304,16 @@ class IndexStore:
             return model
 
     def update_model(self, model: int, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None,
-                     run: int | None) -> list[str]:
+                     run: int | None) -> None:
         """Replace the content of an indexed model (its files changed under the same name) and commit: its
-        edges go, and it and its recovered children are left to be placed again; returns the children."""
+        edges go, and it and its recovered children are left to be placed again."""
         with self.transaction() as cur:
-            children = self._unplace(model, cur)
+            self._unplace(model, cur)
             cur.execute("UPDATE models SET path = ?, file_hash = ?, stat_key = ?, content_key = ?, format = ?,"
                         " parameters = ?, declared_base = ?, declared_relation = ?, added = ?, run = ? WHERE id = ?",
                         (*_content_row(fp, path, file_hash, stat_key, run), model))
             cur.execute("UPDATE prints SET fingerprint = ?, embedding = ? WHERE model = ?",
                         (to_bytes([fp]), to_blob(embed(fp)), model))
-            return children
 
     def hand_over(self, model: int) -> str | None:
         """Give an indexed model's row to another name found holding the very same files (an alias), before the
@@ -331,18 +330,17 @@ class IndexStore:
             cur.execute("UPDATE models SET name = ?, path = ?, stat_key = ? WHERE id = ?", (row[2], row[0], row[1], model))
             return str(row[2])
 
-    def remove_model(self, model: int) -> list[str]:
-        """Remove an indexed model and commit; its recovered children are left to be placed again (returned)."""
+    def remove_model(self, model: int) -> None:
+        """Remove an indexed model and commit; its recovered children are left to be placed again."""
         with self.transaction() as cur:
-            children = self._unplace(model, cur)
+            self._unplace(model, cur)
             cur.execute("DELETE FROM models WHERE id = ?", (model,))  # cascades to its print, edges and aliases
-            return children
 
-    def _unplace(self, model: int, cur: sqlite3.Cursor) -> list[str]:
+    def _unplace(self, model: int, cur: sqlite3.Cursor) -> None:
         """Take ``model`` and its recovered children out of the graph (inside the caller's transaction): the
         model's own edges (its declared ones are read again from its new files), the children's recovered
-        parents, their trees; paths found holding its old files are forgotten. Returns the children's names."""
-        rows = cur.execute("SELECT DISTINCT c.id, c.name FROM edges e JOIN models c ON c.id = e.child"
+        parents, their trees; paths found holding its old files are forgotten."""
+        rows = cur.execute("SELECT DISTINCT c.id FROM edges e JOIN models c ON c.id = e.child"
                            " WHERE e.parent = ? AND e.source = 'recovered' AND c.id != ?", (model, model)).fetchall()
         ids = [model, *(int(r[0]) for r in rows)]
         marks = ",".join("?" * len(ids))
@@ -357,7 +355,6 @@ class IndexStore:
             cur.execute("UPDATE trees SET size = (SELECT count(*) FROM models WHERE tree = ?),"
                         " root = CASE WHEN root IN (SELECT id FROM models WHERE tree = ?) THEN root END WHERE id = ?",
                         (tree, tree, tree))
-        return [r[1] for r in rows]
 
     def embeddings(self) -> tuple[list[str], list[int | None], np.ndarray]:
         """Names, trees and the ``(N, DIM)`` embedding matrix of every model (for nearest-neighbour search)."""
