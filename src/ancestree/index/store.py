@@ -397,10 +397,9 @@ class IndexStore:
         if names is None:
             return {r[0]: r[1] for r in self.conn.execute("SELECT name, id FROM models")}
         out: dict[str, int] = {}
-        for name in names:
-            row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
-            if row is not None:
-                out[name] = int(row[0])
+        for chunk in _chunks(list(dict.fromkeys(names)), 500):
+            marks = ",".join("?" * len(chunk))
+            out.update((r[0], int(r[1])) for r in self.conn.execute(f"SELECT name, id FROM models WHERE name IN ({marks})", chunk))
         return out
 
     def fingerprints(self, names: Iterable[str] | None = None) -> list[Fingerprint]:
@@ -499,14 +498,15 @@ class IndexStore:
                         (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
 
     def replace_declared(self, edges: Iterable[Edge], cur: sqlite3.Cursor) -> None:
-        """Make ``edges`` the declared edges (inside the caller's transaction): others go, missing ones come."""
+        """Make ``edges`` the declared edges (inside the caller's transaction): others go, missing ones come;
+        a few bulk statements, whatever the number of edges."""
         wanted = list(edges)
         ids = self.ids_by_name({n for e in wanted for n in (e.parent, e.child)})
-        keep = {(ids[e.parent], ids[e.child]) for e in wanted}
-        stored = cur.execute("SELECT parent, child FROM edges WHERE source = 'declared'").fetchall()
-        cur.executemany("DELETE FROM edges WHERE parent = ? AND child = ? AND source = 'declared'",
-                        [(r[0], r[1]) for r in stored if (r[0], r[1]) not in keep])
-        self.set_declared(wanted, cur)
+        keep = {(ids[e.parent], ids[e.child]): e for e in wanted}
+        stored = {(int(r[0]), int(r[1])) for r in cur.execute("SELECT parent, child FROM edges WHERE source = 'declared'")}
+        cur.executemany("DELETE FROM edges WHERE parent = ? AND child = ? AND source = 'declared'", sorted(stored - keep.keys()))
+        cur.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?, ?, ?, 'declared')",
+                        [(p, c, e.relation, float(e.confidence)) for (p, c), e in keep.items() if (p, c) not in stored])
 
     def parents(self, name: str, source: str = "recovered") -> list[str]:
         """Names of the parents of ``name`` (one indexed lookup by child)."""
