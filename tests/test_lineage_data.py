@@ -292,6 +292,24 @@ def test_an_adapter_child_gets_the_adapter_check_in_every_method(lineage_family:
     assert result.to_dict()["notes"] == result.notes
 
 
+@pytest.mark.parametrize("method", ["weights", "detector", "linearized-l1", "baseline-cka"])
+def test_an_adapter_among_the_candidates_is_incomparable_in_every_method(lineage_family: dict, tmp_path, method: str) -> None:
+    """A PEFT adapter given as a candidate parent holds low-rank updates, not a network: the data methods
+    stopped the whole ranking (exit 2, "no config.json"), the weights method called it another architecture.
+    Every method now ranks the other candidates and lists the adapter as incomparable, naming its base."""
+    from ancestree.lineage import rank_parents
+
+    paths = {k: str(v) for k, v in lineage_family["paths"].items()}
+    adapter = str(_adapter_of(Path(paths["A"]), tmp_path / "A-adapter"))
+    probe = tmp_path / "probe.npy"
+    np.save(probe, np.random.default_rng(0).normal(size=(16, 3, 16, 16)).astype(np.float32))
+    result = rank_parents(paths["A1"], [paths["B"], adapter, paths["A"]], method=method, probe_data=probe,
+                          detector=tiny_detector() if method == "detector" else None)
+    assert sorted(c.candidate for c in result.ranking) == sorted([paths["A"], paths["B"]])
+    assert list(result.incomparable) == [adapter] and "a PEFT adapter" in result.incomparable[adapter]
+    assert "A" in result.incomparable[adapter].split("updates of ")[1]
+
+
 def test_parent_cli_prints_notes_on_stderr(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     from ancestree.cli.main import run
 

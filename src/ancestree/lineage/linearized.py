@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ancestree.errors import BadInputError
-from ancestree.lineage.pairs import Source, check_distinct
+from ancestree.lineage.pairs import Source, adapter_config_of, adapter_reason, check_distinct
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.probe import MIN_CENTRED, probe_inputs, require_inputs, small_probe_note
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
@@ -139,6 +139,9 @@ class FeatureRanker:
                                           "data methods cannot compare it; --method weights leaves damaged tensors out")
         child_feats, out, incomparable = {}, {}, {}
         for source in candidates:
+            if not isinstance(source, Runnable) and (reason := adapter_reason(adapter_config_of(source))):
+                incomparable[getattr(source, "id", None) or str(source)] = reason  # nothing to run
+                continue
             cand = _open_runnable(source)
             if not c_run.comparable(cand):
                 incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"

@@ -64,8 +64,31 @@ def coverage(child: Model, pairs: list[TensorPair]) -> float:
     return sum(child.tensors[p.child].numel for p in pairs) / total if total else 0.0
 
 
+def adapter_config_of(source: Source) -> dict | None:
+    """The ``adapter_config.json`` of a PEFT adapter folder, None for a whole model (a model opened here is
+    closed again)."""
+    model = open_model(source)
+    try:
+        return model.meta.adapter_config
+    finally:
+        if model is not source:
+            model.close()
+
+
+def adapter_reason(config: dict | None) -> str | None:
+    """Why a PEFT adapter (its ``config``) cannot stand as a candidate parent; None for a whole model
+    (``config`` None). It holds low-rank updates, not a network; its base, or the adapter merged into it, can."""
+    if config is None:
+        return None
+    base = config.get("base_model_name_or_path")
+    return ("a PEFT adapter (low-rank updates" + (f" of {base}" if base else "") + "), not a whole model: give its base, "
+            "or the adapter merged into it, as the candidate")
+
+
 def incomparable_reason(child: Model, candidate: Model, pairs: list[TensorPair]) -> str | None:
     """Why ``candidate`` cannot be compared with ``child``, or None when it can."""
+    if child.meta.adapter_config is None and (reason := adapter_reason(candidate.meta.adapter_config)):
+        return reason
     cov = coverage(child, pairs)
     if cov >= MIN_COVERAGE:
         return None

@@ -48,7 +48,8 @@ from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import Fingerprint, SketchSpec
 from ancestree.graph import GraphRecovery
 from ancestree.io.base import Model
-from ancestree.lineage.pairs import Source, TensorPair, check_distinct, incomparable_reason, open_model, pair_tensors
+from ancestree.lineage.pairs import (Source, TensorPair, adapter_config_of, check_distinct, incomparable_reason, open_model,
+                                     pair_tensors)
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.relate import adapter_verdict
@@ -196,12 +197,7 @@ DECLARED_ADAPTER_SCORE = float(np.log(97.0))
 
 def is_adapter(source: Source) -> bool:
     """Whether ``source`` is a PEFT adapter folder (its config read; a model opened here is closed again)."""
-    model = open_model(source)
-    try:
-        return model.meta.adapter_config is not None
-    finally:
-        if model is not source:
-            model.close()
+    return adapter_config_of(source) is not None
 
 
 def rank_adapter_instead(method: str, child: Source, candidates: Sequence[Source],
