@@ -103,6 +103,29 @@ def test_cards_written_readable_and_not_overwritten(tmp_path: Path) -> None:
     assert again.data.base_model == "ft" and again.data.base_model_relation == "quantized" and again.data.license == "mit"
 
 
+def test_a_card_naming_the_recovered_base_otherwise_agrees(tmp_path: Path) -> None:
+    """A card declaring ``hub/org/base`` (a PEFT adapter records the path it was loaded from) for the model
+    scanned as ``org/base`` names the recovered parent as ``tree`` resolves cards: no conflict is reported,
+    its spelling stays and only the relation is added; a card naming another model is still kept and reported."""
+    from huggingface_hub import ModelCard
+
+    from ancestree.present.cards import write_cards
+
+    folders = {m: tmp_path / m for m in ("org/base", "org/ft", "org/other", "org/kid")}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    (folders["org/ft"] / "README.md").write_text("---\nbase_model: hub/org/base\nlicense: mit\n---\n# ft\n")
+    (folders["org/kid"] / "README.md").write_text("---\nbase_model: org/other\n---\n# kid\n")
+    g = graph_from_edges(list(folders), [("org/base", "org/ft", "finetune", 0.9), ("org/base", "org/other", "finetune", 0.9),
+                                         ("org/ft", "org/kid", "finetune", 0.9)])
+    changes = {c.model: c for c in write_cards(g, folders)}
+    assert changes["org/ft"].action == "written" and not changes["org/ft"].reason
+    card = ModelCard.load(folders["org/ft"] / "README.md")
+    assert card.data.base_model == "hub/org/base" and card.data.base_model_relation == "finetune" and card.data.license == "mit"
+    assert changes["org/kid"].action == "kept" and changes["org/kid"].reason
+    assert ModelCard.load(folders["org/kid"] / "README.md").data.base_model == "org/other"
+
+
 def test_cards_use_only_hub_relation_values(tmp_path: Path) -> None:
     """The Hub knows adapter/merge/quantized/finetune; a pruned copy or a duplicate gets its base_model and
     ancestree_relation, no base_model_relation (the Hub infers its own), and reads back as declared."""

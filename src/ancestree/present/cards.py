@@ -12,11 +12,13 @@ would change (a README.md that cannot be parsed is a :class:`BadInputError` nami
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ancestree.atomic import check_writable, write_text
 from ancestree.errors import BadInputError
+from ancestree.fingerprint.types import resolve_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.io.base import HUB_RELATIONS, card_relation, relation_fields
 
@@ -45,9 +47,14 @@ def recovered_lineage(graph: ModelGraph, model: str) -> tuple[str | list[str] | 
     return (parents if len(parents) > 1 else parents[0]), relation
 
 
-def _same(a, b) -> bool:
-    norm = lambda v: sorted(v) if isinstance(v, list) else ([v] if v else [])  # noqa: E731
-    return norm(a) == norm(b)
+def _same(declared, recovered, ids: Sequence[str] = ()) -> bool:
+    """Whether a card's declared base names the recovered one(s): the same strings, or names that resolve to
+    them among ``ids`` as ``tree`` resolves a card (``hub/org/base`` for the model scanned as ``org/base``)."""
+    norm = lambda v: sorted(map(str, v)) if isinstance(v, list) else ([str(v)] if v else [])  # noqa: E731
+    if norm(declared) == norm(recovered):
+        return True
+    resolved = [resolve_name(name, ids) for name in norm(declared)] if ids else []
+    return bool(resolved) and None not in resolved and sorted(resolved) == norm(recovered)  # type: ignore[type-var]
 
 
 def load_card(readme: Path):
@@ -78,16 +85,19 @@ def load_card(readme: Path):
         raise BadInputError(readme, f"cannot read it ({exc.strerror or exc.__class__.__name__})") from None
 
 
-def plan_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False) -> tuple[str, object, str | None]:
+def plan_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False,
+              ids: Sequence[str] = ()) -> tuple[str, object, str | None]:
     """What updating ``folder/README.md`` would do, writing nothing: (action, the declared value found, the new
-    text, or None when nothing is to be written). Raises :class:`BadInputError` for a card that cannot be read."""
+    text, or None when nothing is to be written). A declared base naming ``base_model`` otherwise (resolved among
+    ``ids``, the graph's models) agrees with it and keeps its spelling. Raises :class:`BadInputError` for a card
+    that cannot be read."""
     from huggingface_hub import ModelCard, ModelCardData
 
     readme = folder / "README.md"
     card = load_card(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
     data = card.data.to_dict()
     declared = data.get("base_model")
-    if declared and _same(declared, base_model) and card_relation(data) in (None, relation):
+    if declared and _same(declared, base_model, ids) and card_relation(data) in (None, relation):
         wanted = {"base_model_relation": None, **relation_fields(relation)}
         if all(data.get(key) == value for key, value in wanted.items()):
             return "unchanged", declared, None
@@ -141,7 +151,7 @@ def plan_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -
         if path is None or not Path(path).is_dir():
             plan.changes.append(CardChange(model, str(path), "skipped", base, relation, reason="not a model folder"))
             continue
-        action, declared, text = plan_card(Path(path), base, relation, force)
+        action, declared, text = plan_card(Path(path), base, relation, force, graph.models)
         if text is not None:
             readme = Path(path) / "README.md"
             check_writable(readme)  # a README.md that is a folder, a read-only model folder: before any card
