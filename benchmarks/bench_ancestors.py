@@ -1,6 +1,6 @@
 """Cross-generation walks (``ancestree parent --ancestors``): the whole chain of ancestors, or not.
 
-    python benchmarks/bench_ancestors.py [ZOO ...] [--splits val,test] [--json FILE]
+    python benchmarks/bench_ancestors.py [ZOO ...] [--splits val,test] [--json FILE] [--detector FILE]
 
 For every fine-tuned model of the zoo's given splits with two or more ancestors, all of them fine-tunes
 (no merge or copy on the way up), the candidates are all its ancestors plus relatives that are not (its
@@ -70,12 +70,16 @@ def outcome(found: dict[str, int], ancestors: list[str]) -> str:
     return "wrong"
 
 
-def run(zoo_path: str, splits: tuple[str, ...]) -> dict:
+def run(zoo_path: str, splits: tuple[str, ...], detector: str | None = None) -> dict:
     zoo = Zoo.load(zoo_path)
     tasks = chain_tasks(zoo, splits)
-    ranker = WeightsRanker()
+    walks = [("distances only", WeightsRanker(), None), ("with direction check", WeightsRanker(), older_by_direction())]
+    if detector:  # the learned detector on every step, with the same direction check (as `--detector --ancestors`)
+        from ancestree.lineage.detector import DetectorRanker
+
+        walks.append(("detector, direction check", DetectorRanker.load(detector), older_by_direction()))
     rows = {}
-    for name, older in (("distances only", None), ("with direction check", older_by_direction())):
+    for name, ranker, older in walks:
         counts: Counter[str] = Counter()
         t0 = time.perf_counter()
         for child, ancestors, candidates in tasks:
@@ -105,8 +109,9 @@ def main() -> None:
     ap.add_argument("zoos", nargs="*", default=["/work/zoos/vthr", "/work/zoos/wild"])
     ap.add_argument("--splits", default="train,val,test", help="splits whose children are walked")
     ap.add_argument("--json", help="also write the raw numbers here")
+    ap.add_argument("--detector", help="also walk with this detector (ancestree lineage train ZOO -o FILE)")
     args = ap.parse_args()
-    results = [run(z, tuple(args.splits.split(","))) for z in args.zoos]
+    results = [run(z, tuple(args.splits.split(",")), args.detector) for z in args.zoos]
     print(table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
