@@ -126,6 +126,23 @@ def test_zoo_tasks_follow_the_protocol(tiny_zoo: Path) -> None:
     assert make_tasks(zoo, splits=("test",), n_candidates=6) == []  # every tiny model is in the train split
 
 
+def test_zoo_tasks_with_older_ancestors_keep_the_nearest_as_the_answer(tiny_zoo: Path) -> None:
+    """``older=True`` adds, for a sought ancestor with ancestors of its own, a task holding those too (what each
+    step of an ``--ancestors`` walk asks); the answer stays the nearest ancestor, the plain tasks are unchanged."""
+    zoo = Zoo.load(tiny_zoo)
+    plain = make_tasks(zoo, splits=("train",), n_candidates=6)
+    tasks = make_tasks(zoo, splits=("train",), n_candidates=6, older=True)
+    older = [t for t in tasks if t.variant == "older"]
+    assert older and [t for t in tasks if t.variant == "plain"] == plain
+    for t in older:
+        child = Path(t.child).name
+        ancestors = zoo.ancestors(child)
+        names = [Path(c).name for c in t.candidates]
+        assert len(set(names)) == 6 and not (set(names) & (zoo.descendants(child) | {child}))
+        assert {n for n in names if n in ancestors} <= set(ancestors[t.generations - 1:])  # no nearer ancestor
+        assert len([n for n in names if n in ancestors]) >= 2 and Path(t.truth).name == ancestors[t.generations - 1]
+
+
 def test_zoo_with_a_malformed_truth_file_is_bad_input(tiny_zoo: Path, tmp_path: Path) -> None:
     truth = json.loads((tiny_zoo / "truth.json").read_text())
     for m in truth["models"]:

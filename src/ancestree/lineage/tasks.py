@@ -88,9 +88,15 @@ class Zoo:
 
 def make_tasks(zoo: Zoo, splits: tuple[str, ...] = ("test",), generations: tuple[int, ...] = (1, 2, 3),
                n_candidates: int = 10, none: bool = True, candidate_splits: tuple[str, ...] | None = None,
-               relations: tuple[str, ...] = ("finetune",), seed: int = 0) -> list[Task]:
-    """Tasks for children of ``splits`` (candidates from ``candidate_splits``, default every split)."""
+               relations: tuple[str, ...] = ("finetune",), seed: int = 0, older: bool = False) -> list[Task]:
+    """Tasks for children of ``splits`` (candidates from ``candidate_splits``, default every split).
+
+    ``older``: also, for each task whose ancestor has ancestors of its own, a task (variant ``"older"``) with
+    them among the candidates too; the answer stays the nearest ancestor. An ``--ancestors`` walk asks this
+    at every step, and a ranker that never saw an older ancestor beside the sought one splits its belief
+    between them."""
     rng = np.random.default_rng(seed)
+    shuffle_older = np.random.default_rng([seed, 1])  # its own stream: the plain tasks stay as they were
     tasks = []
     for cid, m in sorted(zoo.models.items()):
         if m["split"] not in splits or m.get("relation") not in relations:
@@ -116,4 +122,9 @@ def make_tasks(zoo: Zoo, splits: tuple[str, ...] = ("test",), generations: tuple
             tasks.append(Task(zoo.path(cid), tuple(cands[i] for i in order), target, k))
             if none:
                 tasks.append(Task(zoo.path(cid), tuple(distract[i] for i in rng.permutation(n_candidates)), None, k))
+            elders = [zoo.path(a) for a in ancestors[k:]][: n_candidates - 1]
+            if older and elders:
+                cands = [target, *elders, *distract[: n_candidates - 1 - len(elders)]]
+                order = shuffle_older.permutation(len(cands))
+                tasks.append(Task(zoo.path(cid), tuple(cands[i] for i in order), target, k, "older"))
     return tasks
