@@ -459,11 +459,16 @@ def fit_on_zoo(zoo: str | Path, out: str | Path | None = None, cfg: DetectorConf
         check_writable(out)  # before minutes of training, not after
     cfg = cfg or DetectorConfig()
     z = Zoo.load(zoo)
-    tasks = make_tasks(z, splits=("train",), candidate_splits=("train",), seed=seed)
-    if not tasks:
+    tasks = make_tasks(z, splits=("train",), candidate_splits=("train",), seed=seed, older=True)
+    plain = [t for t in tasks if t.variant == "plain"]
+    if not plain:
         raise BadInputError(zoo, "has no parent-detection tasks in its train split (make one with "
                                  "`ancestree zoo make DIR --preset lineage`)")
-    tasks = [tasks[i] for i in np.random.default_rng(seed).permutation(len(tasks))[:max_tasks]]
+    # max_tasks of the paper's tasks, plus a third as many with older ancestors beside the sought one (the
+    # steps of an --ancestors walk): in place of paper tasks they cost 2-6 points of top-1
+    elders = [t for t in tasks if t.variant == "older"]
+    tasks = ([plain[i] for i in np.random.default_rng(seed).permutation(len(plain))[:max_tasks]]
+             + [elders[i] for i in np.random.default_rng([seed, 1]).permutation(len(elders))[: max_tasks // 3]])
     encoder, encoded, layouts, start = PairEncoder(cfg), [], [], time.perf_counter()
     for n, task in enumerate(tasks):
         got = encoder.encode(task.child, list(task.candidates))
