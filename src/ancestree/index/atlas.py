@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
-from ancestree.index.placement import Placement, declared_edges, place, rebuild, sync_declared
+from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
 
 if TYPE_CHECKING:
@@ -93,16 +93,12 @@ class Atlas:
         try:
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
             named: set[str] = set()  # names given to models in this run
-            renamed = False  # a name came to stand for other files (or for files at all) in this run
             for result in results:
                 outcome = self._store_one(result, run, report, named)
-                renamed |= result.status not in ("bad", "known")
                 if on_model is not None:
                     on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
-            report.placement = place(self.store)
-            if renamed and not report.placement.placed:  # placing resolves the cards again; nothing was placed
-                sync_declared(self.store)
+            report.placement = place(self.store)  # resolves every card again against the names indexed now
             status = "done"
         finally:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))
@@ -133,11 +129,11 @@ class Atlas:
                 report.updated.append(fp.id)
             else:
                 report.skipped.append(result.name)
-            # models whose cards name this model by the name found only now are linked with it, in one
-            # transaction: placing writes a model's declared edges, but an alias is never placed, and a run
-            # stopped before placement would leave them unlinked for good (the next run skips the name)
+            # cards are resolved again with the name found only now, in one transaction: placing resolves them
+            # too, but an alias is never placed, and a run stopped before placement would leave a card naming
+            # it unlinked for good (the next run skips the name)
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name,
-                                 then=lambda cur: self.store.set_declared(declared_edges(self.store, {same["name"]}), cur))
+                                 then=lambda cur: sync_declared(self.store, cur))
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
             self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)

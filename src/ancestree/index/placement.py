@@ -39,6 +39,8 @@ from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import shares_weights
 
 if TYPE_CHECKING:  # the graph package is imported when a graph is recovered, not when the index is opened
+    import sqlite3
+
     from ancestree.graph import GraphRecovery
     from ancestree.graph.model_graph import ModelGraph
 
@@ -123,14 +125,17 @@ def declared_edges(store: IndexStore, names: Iterable[str] | None = None) -> lis
     return edges
 
 
-def sync_declared(store: IndexStore) -> list[Edge]:
-    """Resolve every card's declared base against the names indexed now and store exactly those edges (one
-    transaction); returns them. A name can come to stand for other files (a re-upload, an alias handed its
-    old files): an edge resolved through its old holder would otherwise stay beside the new one, and a card
-    declaring one base would show two."""
+def sync_declared(store: IndexStore, cur: sqlite3.Cursor | None = None) -> list[Edge]:
+    """Resolve every card's declared base against the names indexed now and store exactly those edges (in
+    its own transaction, or in the caller's ``cur``); returns them. A name can come to stand for other files
+    (a re-upload, an alias handed its old files): an edge resolved through its old holder would otherwise
+    stay beside the new one, and a card declaring one base would show two."""
     edges = declared_edges(store)
-    with store.transaction() as cur:
+    if cur is not None:
         store.replace_declared(edges, cur)
+        return edges
+    with store.transaction() as own:
+        store.replace_declared(edges, own)
     return edges
 
 
