@@ -142,8 +142,7 @@ class Declared:
     @property
     def base_names(self) -> list[str]:
         """The declared base model(s) as a list of names (a card may give one name or a list)."""
-        base = self.base_model
-        return [str(n) for n in base] if isinstance(base, list) else [str(base)] if base else []
+        return base_names(self.base_model)
 
     @property
     def size(self) -> int:
@@ -152,6 +151,11 @@ class Declared:
     @property
     def mtime(self) -> float:
         return max((float(f.get("mtime", 0.0)) for f in self.files), default=0.0)
+
+
+def base_names(value: Any) -> list[str]:
+    """A card's ``base_model`` value (one name, a list of names, or nothing) as a list of names."""
+    return [str(n) for n in value] if isinstance(value, list) else [str(value)] if value else []
 
 
 def both_buffers(a: TensorPrint, b: TensorPrint) -> bool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ancestree.fingerprint import NOTHING_KEY, Fingerprint
-from ancestree.fingerprint.types import resolve_name
+from ancestree.fingerprint.types import base_names, resolve_name
 from ancestree.index.neighbours import NeighbourIndex
 from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import shares_weights
@@ -113,13 +113,12 @@ def declared_edges(store: IndexStore, names: Iterable[str] | None = None) -> lis
     rows = store.models("declared_base IS NOT NULL")
     resolve = DeclaredNames(store) if rows else None
     for row in rows:
-        bases = row["declared_base"]
-        bases = bases if isinstance(bases, list) else [bases]
+        bases = base_names(row["declared_base"])
         relation = row["declared_relation"] if row["declared_relation"] in RELATIONS else None
         if relation is None:
             relation = "merge" if len(bases) > 1 else "unknown"
         for base in bases:
-            parent = resolve(str(base)) if resolve else None
+            parent = resolve(base) if resolve else None
             if parent and parent != row["name"] and (wanted is None or row["name"] in wanted or parent in wanted):
                 edges.append(Edge(parent, row["name"], relation, 1.0, "declared"))
     return edges

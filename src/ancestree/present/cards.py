@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ancestree.atomic import check_writable, write_text
 from ancestree.errors import BadInputError
-from ancestree.fingerprint.types import resolve_name
+from ancestree.fingerprint.types import base_names, resolve_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.io.base import HUB_RELATIONS, card_relation, relation_fields
 
@@ -50,11 +50,11 @@ def recovered_lineage(graph: ModelGraph, model: str) -> tuple[str | list[str] | 
 def _same(declared, recovered, ids: Sequence[str] = ()) -> bool:
     """Whether a card's declared base names the recovered one(s): the same strings, or names that resolve to
     them among ``ids`` as ``tree`` resolves a card (``hub/org/base`` for the model scanned as ``org/base``)."""
-    norm = lambda v: sorted(map(str, v)) if isinstance(v, list) else ([str(v)] if v else [])  # noqa: E731
-    if norm(declared) == norm(recovered):
+    names, wanted = sorted(base_names(declared)), sorted(base_names(recovered))
+    if names == wanted:
         return True
-    resolved = [resolve_name(name, ids) for name in norm(declared)] if ids else []
-    return bool(resolved) and None not in resolved and sorted(resolved) == norm(recovered)  # type: ignore[type-var]
+    resolved = [resolve_name(name, ids) for name in names] if ids else []
+    return bool(resolved) and None not in resolved and sorted(resolved) == wanted  # type: ignore[type-var]
 
 
 def load_card(readme: Path):
