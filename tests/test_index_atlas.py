@@ -106,6 +106,16 @@ def _perturbed_copy(model: Path, out: Path) -> Path:
     return out
 
 
+def _assert_same_tree_ids(db: Path, exported: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """`index export` numbers trees as `index ls` and `index show` do (the index's own tree ids)."""
+    code, out, _ = cli(["index", "ls", "--db", str(db), "--format", "json"], capsys)
+    listed = {row["name"]: row["tree"] for row in json.loads(out)}
+    assert code == 0 and {m["id"]: m["tree"] for m in exported["models"]} == listed
+    some = exported["models"][0]
+    code, out, _ = cli(["index", "show", some["id"], "--db", str(db), "--format", "json"], capsys)
+    assert json.loads(out)["tree"] == some["tree"]
+
+
 def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "cli.db"
     shutil.copy(tiny_atlas, db)
@@ -119,6 +129,7 @@ def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path:
     code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json"], capsys)
     exported = json.loads(out)
     assert {(e["parent"], e["child"]) for e in exported["edges"]} == {(e["parent"], e["child"]) for e in tiny_tree["edges"]}
+    _assert_same_tree_ids(db, exported, capsys)
     for fmt in ("graphml", "dot", "mermaid", "html"):  # the package's writers, on the atlas's graph
         code, _, _ = cli(["index", "export", "--db", str(db), "--format", fmt, "-o", str(tmp_path / f"g.{fmt}")], capsys)
         text = (tmp_path / f"g.{fmt}").read_text()
@@ -128,6 +139,8 @@ def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path:
     assert nx.read_graphml(tmp_path / "g.graphml").number_of_edges() == len(tiny_tree["edges"])
     code, out, _ = cli(["index", "rebuild", "--db", str(db), "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["models"] == len(tiny_tree["models"])
+    code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json"], capsys)
+    _assert_same_tree_ids(db, json.loads(out), capsys)  # a rebuild makes new tree rows: export follows them
     with Atlas(db, read_only=True) as atlas:
         assert {(e.parent, e.child, e.relation) for e in atlas.edges("recovered")} == {
             (e["parent"], e["child"], e["relation"]) for e in tiny_tree["edges"]}

@@ -1,9 +1,10 @@
 """The Model Graph: models (nodes) and lineage edges, as a thin wrapper over a ``networkx.DiGraph``.
 
 Node attributes: ``format``, ``parameters`` and anything else a writer may show (``declared_base_model``,
-``extra``). Edge attributes: ``relation`` (one of :data:`RELATIONS`) and ``confidence``. Tree ids are not
-stored: they are the weakly connected components, numbered stably by their smallest model id, so the same
-graph always prints the same tree numbers.
+``extra``). Edge attributes: ``relation`` (one of :data:`RELATIONS`) and ``confidence``. Tree ids are the
+weakly connected components, numbered stably by their smallest model id, so the same graph always prints the
+same tree numbers; a graph read from a store that keeps its own tree ids (the atlas) gives every node a
+``tree`` attribute, and those are printed instead, so that every view of the store names a tree alike.
 """
 
 from __future__ import annotations
@@ -56,15 +57,23 @@ class ModelGraph:
         return [n for n in self.models if self.graph.in_degree(n) == 0]
 
     def trees(self) -> dict[str, int]:
-        """Model id -> tree id; trees are weakly connected components numbered by their smallest id."""
+        """Model id -> tree id: the nodes' own ``tree`` attributes when every node has one, else the weakly
+        connected components numbered by their smallest id."""
+        stored = nx.get_node_attributes(self.graph, "tree")
+        if stored and len(stored) == len(self.graph):
+            return {m: int(t) for m, t in stored.items()}
         comps = sorted((sorted(c) for c in nx.weakly_connected_components(self.graph)), key=lambda c: c[0])
         return {m: i for i, comp in enumerate(comps) for m in comp}
 
-    def tree_members(self) -> list[list[str]]:
+    def tree_groups(self) -> list[tuple[int, list[str]]]:
+        """``(tree id, sorted members)`` per tree, by tree id."""
         out: dict[int, list[str]] = {}
         for m, t in self.trees().items():
             out.setdefault(t, []).append(m)
-        return [sorted(out[t]) for t in sorted(out)]
+        return [(t, sorted(out[t])) for t in sorted(out)]
+
+    def tree_members(self) -> list[list[str]]:
+        return [members for _, members in self.tree_groups()]
 
     def __len__(self) -> int:
         return self.graph.number_of_nodes()

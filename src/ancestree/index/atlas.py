@@ -190,12 +190,15 @@ class Atlas:
                 "parents": parents, "children": children, "lineage": path}
 
     def graph(self, source: str = "recovered") -> ModelGraph:
-        """The atlas as a :class:`ModelGraph` (recovered edges by default; ``declared`` or ``all``)."""
+        """The atlas as a :class:`ModelGraph` (recovered edges by default, numbered by the index's tree ids;
+        ``declared`` or ``all``: numbered by their own connected components)."""
         from ancestree.graph.model_graph import ModelGraph
 
         g = ModelGraph()
         for row in self.store.models():
-            attrs = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
+            attrs: dict[str, object] = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
+            if source == "recovered" and row["tree"] is not None:  # the ids `index ls` and `show` print
+                attrs["tree"] = row["tree"]
             g.add_model(row["name"], row["format"], row["parameters"], **attrs)
         for e in self.store.edges(None if source == "all" else source):
             if not g.graph.has_edge(e.parent, e.child):

@@ -39,7 +39,7 @@ def _dot_label(lines: list[str]) -> str:
 def to_dot(graph: ModelGraph) -> str:
     """Graphviz DOT: one cluster per tree, edges labelled with relation and confidence."""
     lines = ["digraph model_graph {", "  rankdir=TB;", '  node [shape=box, style="rounded"];']
-    for t, members in enumerate(graph.tree_members()):
+    for t, members in graph.tree_groups():
         lines.append(f"  subgraph cluster_{t} {{")
         lines.append(f'    label="tree {t}";')
         for m in members:
@@ -83,7 +83,7 @@ def to_mermaid(graph: ModelGraph) -> str:
     """A Mermaid flowchart (renders in GitHub Markdown), one subgraph per tree."""
     ids = {m: _mermaid_id(i) for i, m in enumerate(graph.models)}
     lines = ["flowchart TD"]
-    for t, members in enumerate(graph.tree_members()):
+    for t, members in graph.tree_groups():
         lines.append(f'  subgraph tree{t}["tree {t}"]')
         for m in members:
             lines.append(f'    {ids[m]}["{_mermaid_label(m)}"]')
@@ -102,7 +102,7 @@ def to_text(graph: ModelGraph, width: int = 120) -> str:
 
     # no markup: model ids are folder names, and "sweep[lr=1e-4]" or "runs[/b]" are names, not styles
     console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None, markup=False)
-    for t, members in enumerate(graph.tree_members()):
+    for t, members in graph.tree_groups():
         sub = graph.graph.subgraph(members)
         roots = [m for m in members if sub.in_degree(m) == 0]
         top = Tree(f"tree {t} ({len(members)} model{'s' if len(members) != 1 else ''})")
