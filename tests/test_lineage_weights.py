@@ -207,3 +207,23 @@ def test_the_childs_own_weights_are_no_candidate(lineage_family: dict, tmp_path)
     result = rank_parents(str(run), [str(tmp_path / "A11.bin"), str(run / "checkpoint-500"), str(paths["A"]), str(paths["B"])])
     assert "the child's own weights" in result.incomparable[str(tmp_path / "A11.bin")]
     assert result.parent == str(run / "checkpoint-500")
+
+
+def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:
+    """The walk's rule, on rankings written out by hand: the child's ranking gives its parent 0.35 and its
+    grandparent 0.2 against 0.4 for "none" (the detector splits probability between ancestors so). "None"
+    is the single most probable answer, yet an ancestor is more likely than not: the walk goes on."""
+    from ancestree.lineage.result import CandidateScore, Ranking
+
+    table = {"child": ({"P": 0.35, "G": 0.2, "U": 0.05}, 0.4), "P": ({"G": 0.7, "U": 0.1}, 0.2), "G": ({"U": 0.3}, 0.7)}
+
+    def rank(model: str, candidates: list[str]) -> Ranking:
+        probs, p_none = table[model]
+        scored = sorted((CandidateScore(c, probs[c], probs[c]) for c in candidates), key=lambda c: -c.score)
+        return Ranking(model, "by hand", scored, p_none, {})
+
+    assert rank("child", ["P", "G", "U"]).parent is None
+    result = rank_ancestors(rank, "child", ["P", "G", "U"], older=None)
+    assert {c.candidate: c.generations for c in result.ranking} == {"P": 1, "G": 2, "U": None}
+    table["child"] = ({"P": 0.3, "G": 0.15, "U": 0.05}, 0.5)  # an ancestor no likelier than none: no walk
+    assert all(c.generations is None for c in rank_ancestors(rank, "child", ["P", "G", "U"], older=None).ranking)
