@@ -213,3 +213,16 @@ def test_fingerprint_many_keeps_order_and_ids(tmp_path: Path) -> None:
     fps = fingerprint_many([("first", a), b], progress=False)
     assert [f.id for f in fps] == ["first", str(b)]
     assert fps[1].format == "safetensors"
+
+
+def test_resolve_name_prefers_the_declaring_models_folder_and_refuses_ties() -> None:
+    from ancestree.fingerprint.types import resolve_name
+
+    ids = ["runs/a/m4", "runs/b/m4", "hub/org/base", "m9"]
+    assert resolve_name("m9", ids) == "m9"
+    assert resolve_name("org/base", ids) == "hub/org/base"  # the name's whole path ends the id
+    assert resolve_name("m4", ids, near="runs/b/m7") == "runs/b/m4"
+    assert resolve_name("m4", ids, near="runs/a/m7") == "runs/a/m4"
+    assert resolve_name("m4", ids) is None and resolve_name("m4", ids, near="other/m7") is None  # ambiguous
+    assert resolve_name("m4", ids, same=lambda i: "one model") == "runs/a/m4"  # two names of one model
+    assert resolve_name("x/base", ["a/base", "b/x/base"]) == "b/x/base"  # a whole-path match beats a last part

@@ -128,3 +128,40 @@ def test_nan_and_inf_weights_are_left_out_and_reported(tmp_path: Path) -> None:
     assert {n["model"] for n in graph["notes"]} == {"diverged/model.safetensors", "spiked/model.safetensors"}
     assert "warning: diverged/model.safetensors: NaN or infinite values in 3 of 3 tensors" in r.stderr
     assert "1 of 3 tensors" in r.stderr and "conflict" not in r.stderr
+
+
+def _shifted_copy(src: Path, dst: Path, seed: int = 7) -> None:
+    """``src`` copied with every float tensor moved by the same seeded noise per tensor name: a base and its
+    fine-tune shifted alike stay parent and child, and are no copies of the originals."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    shutil.copytree(src, dst)
+    for weights in dst.glob("*.safetensors"):
+        tensors = load_file(str(weights))
+        for name, value in tensors.items():
+            if value.dtype == np.float32:
+                rng = np.random.default_rng([seed, sum(name.encode())])
+                tensors[name] = value + (0.5 * value.std() * rng.standard_normal(value.shape)).astype(np.float32)
+        save_file(tensors, str(weights))
+
+
+def test_declared_bases_resolve_within_their_own_scan_folder(tiny_zoo: Path, tmp_path: Path) -> None:
+    """Two scanned folders holding the same model names: a card (``base_model: m0003``) and a PEFT adapter
+    (``base_model_name_or_path: m0003``) in folder b name b's m0003, not a's (they were read as a's, the
+    first match: the adapter hung in a's tree, the fine-tune's card reported as a conflict)."""
+    for m in ("m0003", "m0005", "m0006"):
+        shutil.copytree(tiny_zoo / m, tmp_path / "a" / m)
+        _shifted_copy(tiny_zoo / m, tmp_path / "b" / m)
+    for flag in ((), ("--no-declared",)):
+        r = run("tree", "--scan", str(tmp_path / "a"), "--scan", str(tmp_path / "b"), "--format", "json", *flag,
+                env_cache=tmp_path / "cache")
+        assert r.returncode == 0, r.stderr
+        data = json.loads(r.stdout)
+        parents = {(e["child"], e["relation"]): e["parent"] for e in data["edges"]}
+        ids = {m["id"] for m in data["models"]}
+        a3, b3 = (next(i for i in ids if i.endswith(f"{f}/m0003")) for f in ("a", "b"))
+        b5 = next(i for i in ids if i.endswith("b/m0005"))
+        assert parents.get((b5, "adapter")) == b3 != a3, flag
+        if not flag:
+            assert not [n for n in data.get("notes", []) if "b/m0006" in json.dumps(n)], data.get("notes")

@@ -18,7 +18,7 @@ def declared_parents(fps: Sequence[Fingerprint], ids: Sequence[str] | None = Non
     ids = list(ids) if ids is not None else [f.id for f in fps]
     out: dict[str, list[str]] = {}
     for f in fps:
-        found = [r for r in (resolve(n, ids) for n in f.declared.base_names) if r is not None and r != f.id]
+        found = [r for r in (resolve(n, ids, near=f.id) for n in f.declared.base_names) if r is not None and r != f.id]
         if found:
             out[f.id] = found
     return out

@@ -118,7 +118,7 @@ def declared_edges(store: IndexStore, names: Iterable[str] | None = None) -> lis
         if relation is None:
             relation = "merge" if len(bases) > 1 else "unknown"
         for base in bases:
-            parent = resolve(base) if resolve else None
+            parent = resolve(base, row["name"]) if resolve else None
             if parent and parent != row["name"] and (wanted is None or row["name"] in wanted or parent in wanted):
                 edges.append(Edge(parent, row["name"], relation, 1.0, "declared"))
     return edges
@@ -159,8 +159,9 @@ class DeclaredNames:
         for name in self.model:
             self.by_last.setdefault(_last_part(name), []).append(name)
 
-    def __call__(self, declared: str) -> str | None:
-        found = resolve_name(declared, self.by_last.get(_last_part(declared), []))
+    def __call__(self, declared: str, near: str | None = None) -> str | None:
+        """The model ``declared`` stands for, read as the card of ``near`` (the declaring model's name)."""
+        found = resolve_name(declared, self.by_last.get(_last_part(declared), []), near, same=self.model.__getitem__)
         return self.model[found] if found is not None else None
 
 

@@ -47,13 +47,14 @@ def recovered_lineage(graph: ModelGraph, model: str) -> tuple[str | list[str] | 
     return (parents if len(parents) > 1 else parents[0]), relation
 
 
-def _same(declared, recovered, ids: Sequence[str] = ()) -> bool:
-    """Whether a card's declared base names the recovered one(s): the same strings, or names that resolve to
-    them among ``ids`` as ``tree`` resolves a card (``hub/org/base`` for the model scanned as ``org/base``)."""
+def _same(declared, recovered, ids: Sequence[str] = (), model: str | None = None) -> bool:
+    """Whether ``model``'s card, declaring ``declared``, names the recovered base(s): the same strings, or names
+    that resolve to them among ``ids`` as ``tree`` resolves a card (``hub/org/base`` for the model scanned as
+    ``org/base``)."""
     names, wanted = sorted(base_names(declared)), sorted(base_names(recovered))
     if names == wanted:
         return True
-    resolved = [resolve_name(name, ids) for name in names] if ids else []
+    resolved = [resolve_name(name, ids, near=model) for name in names] if ids else []
     return bool(resolved) and None not in resolved and sorted(resolved) == wanted  # type: ignore[type-var]
 
 
@@ -86,10 +87,11 @@ def load_card(readme: Path):
 
 
 def plan_card(folder: Path, base_model: str | list[str], relation: str, force: bool = False,
-              ids: Sequence[str] = ()) -> tuple[str, object, str | None]:
+              ids: Sequence[str] = (), model: str | None = None) -> tuple[str, object, str | None]:
     """What updating ``folder/README.md`` would do, writing nothing: (action, the declared value found, the new
     text, or None when nothing is to be written). A declared base naming ``base_model`` otherwise (resolved among
-    ``ids``, the graph's models) agrees with it and keeps its spelling. Raises :class:`BadInputError` for a card
+    ``ids``, the graph's models, as the card of ``model``, the folder's id among them) agrees with it and keeps
+    its spelling. Raises :class:`BadInputError` for a card
     that cannot be read."""
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -97,7 +99,7 @@ def plan_card(folder: Path, base_model: str | list[str], relation: str, force: b
     card = load_card(readme) if readme.is_file() else ModelCard(f"---\n{ModelCardData().to_yaml()}\n---\n# {folder.name}\n")
     data = card.data.to_dict()
     declared = data.get("base_model")
-    if declared and _same(declared, base_model, ids) and card_relation(data) in (None, relation):
+    if declared and _same(declared, base_model, ids, model) and card_relation(data) in (None, relation):
         wanted = {"base_model_relation": None, **relation_fields(relation)}
         if all(data.get(key) == value for key, value in wanted.items()):
             return "unchanged", declared, None
@@ -151,7 +153,7 @@ def plan_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -
         if path is None or not Path(path).is_dir():
             plan.changes.append(CardChange(model, str(path), "skipped", base, relation, reason="not a model folder"))
             continue
-        action, declared, text = plan_card(Path(path), base, relation, force, graph.models)
+        action, declared, text = plan_card(Path(path), base, relation, force, graph.models, model)
         if text is not None:
             readme = Path(path) / "README.md"
             check_writable(readme)  # a README.md that is a folder, a read-only model folder: before any card
