@@ -42,7 +42,9 @@ def train(
     experts.save(output)
     for model_id, problem in experts.skipped_.items():
         err_console.print(f"warning: {model_id}: {problem}; left out of training")
-    console.print(f"{len(experts.experts)} expert(s) for {len(experts.router.trees)} tree(s) written to {output}", style="green")
+    groups = len(experts.router.trees)
+    split = f" ({groups} groups by weight layout)" if groups != experts.trees_ else ""
+    console.print(f"{len(experts.experts)} expert(s) for {experts.trees_} tree(s){split} written to {output}", style="green")
 
 
 @probex_app.command("predict")

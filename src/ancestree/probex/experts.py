@@ -211,6 +211,8 @@ class ProbeXExperts:
         models = [m for m in models if m.id not in self.skipped_]
         clusters = graph_clusters({m.id: m.path for m in models}, self.cache.root / "fingerprints") if self.clustering == "graph" else None
         self.router.fit(sketches, {m.id: entries[m.id]["arch"] for m in models}, clusters)
+        #: Model Trees found; the router's groups can be more (a tree's ONNX or PEFT copies read another layout)
+        self.trees_ = len(set(clusters.values())) if clusters is not None else len(self.router.trees)
         by_id = {m.id: m for m in models}
         self.experts = {}
         trees = tqdm(self.router.trees, desc="tree experts", disable=not self.progress, leave=False)

@@ -190,7 +190,7 @@ PRESETS: dict[str, Preset] = {
         Preset("vthr", "MoTHer's layout: 5 ViT trees x (root, 4 children, 16 grandchildren), full fine-tuning", vthr),
         Preset("vthr-lora", "vthr with LoRA fine-tunes of rank 1-16, merged into full weights",
                lambda b: vthr(b, lora_ranks=(1, 2, 4, 8, 16))),
-        Preset("wild", "150+ models: 6 families, 3 architectures, every relation, snakes, fans, merges", wild),
+        Preset("wild", "150+ models: 6 families and a lone unrelated model (7 trees), 3 architectures, every relation, snakes, fans, merges", wild),
         Preset("lineage", "10 roots x chains of 4 generations (4, 2, 1, 1 children), splits by family", lineage),
         Preset("model-j", "3 roots x 200 fine-tunes on random halves of 32 named classes, 4 held out", model_j),
     )
