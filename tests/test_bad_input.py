@@ -426,6 +426,36 @@ def test_probe_data_with_nan_is_refused(tiny_zoo: Path, tmp_path: Path, capsys: 
     assert status == 2 and len(err.strip().splitlines()) == 1 and "NaN" in err, err
 
 
+def _cut_npz(tmp: Path) -> Path:
+    np.savez(tmp / "whole.npz", x=np.zeros((40, 3, 16, 16), np.float32))
+    (tmp / "cut.npz").write_bytes((tmp / "whole.npz").read_bytes()[:300])
+    return tmp / "cut.npz"
+
+
+@pytest.mark.parametrize("probe", ["empty.npy", "empty.npz", "cut.npz"])
+def test_probe_data_cut_short_is_named(probe: str, tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty .npy made numpy raise EOFError, which click turned into a silent exit 1; a truncated .npz
+    an internal error (BadZipFile)."""
+    path = _cut_npz(tmp_path) if probe == "cut.npz" else tmp_path / probe
+    path.touch()
+    status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), "--probe-data", str(path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "probe data" in err, err
+
+
+def test_an_eof_the_commands_do_not_catch_is_still_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line of defence: click turns EOFError into a bare abort (exit 1, a blank line); say what it was."""
+    import ancestree.cli.inspect as inspect_command
+
+    def cut_short(*args, **kwargs):
+        raise EOFError("No data left in file")
+
+    monkeypatch.setattr(inspect_command, "load_model", cut_short)
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    status, _, err = _run(["inspect", str(tmp_path / "m.safetensors")], capsys)
+    assert status == 1 and "EOFError" in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_foreign_or_empty_database_is_left_byte_for_byte(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Refused before anything is written: not even the WAL journal mode, which SQLite stores in the file."""
     foreign, empty = _foreign_sqlite(tmp_path), tmp_path / "empty.db"

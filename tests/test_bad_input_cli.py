@@ -265,3 +265,18 @@ def test_eval_scores_an_unknown_relation_as_wrong(tmp_path: Path, capsys: pytest
     code, out, _ = _run(["eval", str(pred), str(truth), "--format", "json"], capsys)
     scores = json.loads(out)
     assert code == 0 and scores["edge_f1"] == 1.0 and scores["relation_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("column", ["fingerprint", "embedding"])
+def test_a_damaged_index_row_is_named(column: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fingerprint blob cut short made `index rebuild` stop on "internal error: BadZipFile" (an empty one
+    silently, through click's EOFError abort); an embedding cut short, `index add` on a ValueError."""
+    import sqlite3
+
+    db = _index(_family(tmp_path))
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE prints SET {column} = substr({column}, 1, 10)")
+    extra = write_hf_folder(tmp_path / "extra", _finetune(small_tensors(0), 9))
+    argv = ["index", "rebuild", "--db", str(db)] if column == "fingerprint" else ["index", "add", str(extra), "--db", str(db), "-q"]
+    status, _, err = _run(argv, capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(db) in err and "internal error" not in err, err

@@ -226,3 +226,17 @@ def test_resolve_name_prefers_the_declaring_models_folder_and_refuses_ties() -> 
     assert resolve_name("m4", ids) is None and resolve_name("m4", ids, near="other/m7") is None  # ambiguous
     assert resolve_name("m4", ids, same=lambda i: "one model") == "runs/a/m4"  # two names of one model
     assert resolve_name("x/base", ["a/base", "b/x/base"]) == "b/x/base"  # a whole-path match beats a last part
+
+
+def test_a_damaged_cache_entry_is_computed_again_and_rewritten(tmp_path: Path) -> None:
+    """The cache is only a cache: an entry cut short (a full disk, a copy interrupted) is a miss, written anew;
+    it made every command on that model stop with "internal error: BadZipFile" until the cache was deleted."""
+    folder = write_hf_folder(tmp_path / "m", small_tensors())
+    cache = FingerprintCache(tmp_path / "cache")
+    first = fingerprint(folder, cache)
+    (entry,) = (cache.root / "content").rglob("*.npz")
+    whole = entry.read_bytes()
+    for damaged in (whole[:100], b""):
+        entry.write_bytes(damaged)
+        again = fingerprint(folder, cache)
+        assert again.content_key == first.content_key and entry.read_bytes() == whole

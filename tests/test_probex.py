@@ -273,3 +273,34 @@ def test_a_clip_text_encoder_moved_away_is_named(tmp_path):
 
     with pytest.raises(BadInputError, match="gone-clip: no such CLIP folder"):
         ClipTextEncoder(tmp_path / "gone-clip").encode(["red plain square"])
+
+
+@pytest.mark.parametrize("emptied", ["router.pt", "weights.pt"])
+def test_an_experts_file_emptied_is_named(emptied, fitted, probex_zoo, tmp_path, capsys):
+    """An empty router.pt or weights.pt made torch raise EOFError, which click turned into a silent exit 1."""
+    import shutil
+
+    from ancestree.cli.main import run
+
+    _, out = fitted
+    folder = tmp_path / "experts"
+    shutil.copytree(out, folder)
+    target = folder / "router.pt" if emptied == "router.pt" else next(folder.glob("expert-*/weights.pt"))
+    target.write_bytes(b"")
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "predict", str(probex_zoo / "t0" / "ft03"), "--experts", str(folder)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "damaged ProbeX experts folder" in err and str(folder) in err, err
+
+
+def test_a_damaged_layer_cache_is_filled_again(probex_zoo, tmp_path):
+    """The layer cache is only a cache: files cut short (here all of them) are read again from the models."""
+    from ancestree.probex.layers import LayerCache
+
+    cache = LayerCache(tmp_path / "cache")
+    first = cache.add_all({"m": probex_zoo / "t0" / "ft03"}, progress=False)["m"]
+    whole = (cache.root / f"{first['key']}.npz").read_bytes()
+    (cache.root / f"{first['key']}.npz").write_bytes(whole[:100])
+    (cache.root / "index.json").write_text("{cut")
+    again = LayerCache(tmp_path / "cache").add_all({"m": probex_zoo / "t0" / "ft03"}, progress=False)["m"]
+    assert again == first and (cache.root / f"{first['key']}.npz").read_bytes() == whole

@@ -6,7 +6,15 @@ the CLI turns it into exit status 2 without a traceback.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from os import PathLike
+
+#: What the loaders we call (numpy, torch, json, zipfile) raise for a file that is damaged, truncated or empty:
+#: catch these around a read to turn them into a :class:`BadInputError` naming the file. (``EOFError`` matters
+#: twice: an empty .npy or .pt raises it, and click would turn it into a silent abort.)
+DAMAGED_FILE: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, KeyError, TypeError, IndexError,
+                                                 zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError)
 
 
 class AncestreeError(Exception):

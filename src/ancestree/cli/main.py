@@ -138,7 +138,12 @@ def run(argv: list[str] | None = None) -> None:
     except _USAGE_ERRORS as exc:  # usage errors: one line naming the problem, status 2
         print(f"ancestree: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(2)
-    except _ABORTS:
+    except _ABORTS as exc:
+        if isinstance(exc.__context__, EOFError):  # click turns EOFError into a bare abort: say what it was
+            if debug:
+                traceback.print_exception(exc.__context__)
+            print("ancestree: internal error: EOFError: a file ended early (empty or cut short) "
+                  "(rerun with --debug for a traceback)", file=sys.stderr)
         sys.exit(1)
     except BadInputError as exc:
         if debug:

@@ -23,7 +23,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ancestree.atomic import write_bytes, write_text
-from ancestree.errors import BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.fingerprint.store import from_bytes, to_bytes
 from ancestree.fingerprint.types import FINGERPRINT_VERSION, Fingerprint, SketchSpec
 from ancestree.io.base import Model
@@ -91,11 +91,14 @@ class FingerprintCache:
         key = self.stat_key(model, spec)
         if key is None:
             return None
+        content = None
         try:
             entry = json.loads(self._stat_path(key).read_text(encoding="utf-8"))
-            data = self._content_path(str(entry["entry_key"]), spec).read_bytes()
-            fp = from_bytes(data)[0]
-        except (OSError, ValueError, KeyError, TypeError, IndexError, BadInputError):
+            content = self._content_path(str(entry["entry_key"]), spec)
+            fp = from_bytes(content.read_bytes())[0]
+        except (*DAMAGED_FILE, BadInputError):
+            if content is not None and content.is_file():  # damaged: computed again, and put() writes it anew
+                content.unlink(missing_ok=True)
             return None
         return _refresh(fp, model)
 

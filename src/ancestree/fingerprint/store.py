@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ancestree.atomic import atomic_path
-from ancestree.errors import BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.fingerprint.types import FINGERPRINT_VERSION, Declared, Fingerprint, SketchSpec, TensorPrint
 
 MAGIC = "ancestree-fingerprints"
@@ -106,8 +106,8 @@ def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> lis
             raise ValueError("not an ancestree fingerprint file")
         _check_versions(header["models"])
         return [_model_from(r, sketches) for r in header["models"]]
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {exc})") from None
+    except DAMAGED_FILE as exc:
+        raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {exc or 'empty or cut short'})") from None
 
 
 def save_fingerprints(fingerprints: Fingerprint | Sequence[Fingerprint], path: str | os.PathLike[str]) -> None:

@@ -360,6 +360,10 @@ class IndexStore:
         """Names, trees and the ``(N, DIM)`` embedding matrix of every model (for nearest-neighbour search)."""
         rows = self.conn.execute("SELECT m.name, m.tree, p.embedding FROM models m JOIN prints p ON p.model = m.id"
                                  " ORDER BY m.id").fetchall()
+        damaged = next((r[0] for r in rows if not isinstance(r[2], bytes) or len(r[2]) != DIM * 4), None)
+        if damaged is not None:
+            raise BadInputError(self.path, f"damaged index: the stored embedding of {damaged} is not {DIM} float32 values"
+                                           " (`index rebuild` cannot mend it: make the index again with `index add`)")
         vectors = np.stack([from_blob(r[2]) for r in rows]) if rows else np.zeros((0, DIM), np.float32)
         return [r[0] for r in rows], [r[1] for r in rows], vectors
 

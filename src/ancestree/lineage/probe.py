@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ancestree.errors import BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.lineage.runnable import Runnable
 
 #: Probe inputs used when none are given (the paper uses about 64).
@@ -48,8 +48,8 @@ def read_probe_file(path: str | Path) -> np.ndarray:
                 return np.asarray(data[key])
         if p.suffix == ".npy":
             return np.asarray(np.load(p, allow_pickle=False))
-    except (ValueError, OSError) as exc:
-        raise BadInputError(path, f"probe data: cannot read ({exc})") from None
+    except DAMAGED_FILE as exc:  # an empty file raises EOFError, a truncated .npz BadZipFile
+        raise BadInputError(path, f"probe data: cannot read ({exc.__class__.__name__}: {exc or 'empty or cut short'})") from None
     raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ancestree.atomic import atomic_path, write_text
-from ancestree.errors import BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.io import load_model
 from ancestree.probex.layers import LayerCache, architecture_key, candidate_layers, read_candidates
 from ancestree.probex.model import PRESETS, ProbeX, ProbeXConfig
@@ -404,7 +403,7 @@ class ProbeXExperts:
             return None
         try:
             expert = self._load_expert(folder)
-        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError):
+        except DAMAGED_FILE:
             return None  # cut off or damaged (an interrupted run, a full disk): trained again, then overwritten
         same = expert.tree == name and expert.members == [m.id for m in members]
         return expert if same and expert.probex.config == self.config else None
@@ -419,9 +418,9 @@ class ProbeXExperts:
             return cls._load(directory, cache_dir)
         except BadInputError:
             raise
-        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError, pickle.UnpicklingError) as exc:
+        except DAMAGED_FILE as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise BadInputError(directory, f"damaged ProbeX experts folder ({exc.__class__.__name__}: {first})") from None
+            raise BadInputError(directory, f"damaged ProbeX experts folder ({exc.__class__.__name__}: {first or 'empty or cut short'})") from None
 
     @classmethod
     def _load(cls, directory: Path, cache_dir: str | Path | None) -> ProbeXExperts:

@@ -17,6 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ancestree.atomic import atomic_path, write_text
+from ancestree.errors import DAMAGED_FILE
 from ancestree.io import Model, TensorInfo, load_model
 
 #: Largest matrix kept as a candidate (elements); bigger ones would dominate memory for little gain.
@@ -97,7 +98,7 @@ class LayerCache:
         self.max_layers = max_layers
         self.max_numel = max_numel
         self._index_path = self.root / "index.json"
-        self._index: dict[str, dict] = json.loads(self._index_path.read_text()) if self._index_path.is_file() else {}
+        self._index: dict[str, dict] = self._read_index()
         self._stacks: dict[tuple[tuple[str, ...], str], np.ndarray] = {}
 
     # -- filling ------------------------------------------------------------------------------------
@@ -105,7 +106,7 @@ class LayerCache:
         """Cache one model's candidates (if not cached yet); return its entry ``{key, arch, layers, shapes}``."""
         stat_id = self._stat_id(Path(path))
         entry = self._index.get(stat_id)
-        if entry and "biases" in entry and (self.root / f"{entry['key']}.npz").is_file():
+        if entry and "biases" in entry and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
             return entry
         with load_model(path, model_id) as model:
             names = candidate_layers(model.tensors, self.max_layers, self.max_numel)
@@ -131,11 +132,22 @@ class LayerCache:
         self.save()
         return entries
 
+    def _read_index(self) -> dict[str, dict]:
+        try:
+            index = json.loads(self._index_path.read_text())
+        except DAMAGED_FILE:  # missing or damaged: only a cache, filled again
+            return {}
+        return index if isinstance(index, dict) else {}
+
     @staticmethod
     def _holds(target: Path, names: Iterable[str]) -> bool:
-        """Whether a cached file has these arrays (files written before biases were cached lack them)."""
-        with np.load(target) as data:
-            return set(names) <= set(data.files)
+        """Whether a cached file is readable and has these arrays (files written before biases were cached
+        lack them; a damaged one is only a cache, written again)."""
+        try:
+            with np.load(target) as data:
+                return set(names) <= set(data.files)
+        except DAMAGED_FILE:
+            return False
 
     def save(self) -> None:
         write_text(self._index_path, json.dumps(self._index))
