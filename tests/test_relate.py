@@ -63,6 +63,15 @@ def test_identical_copy_is_same_weights(tmp_path: Path, parent: Fingerprint) -> 
     assert verdict(ev).kind == "duplicate"
 
 
+def test_same_names_other_shapes_on_half_the_tensors_is_no_copy(tmp_path: Path, parent: Fingerprint) -> None:
+    """Identical on the tensors that pair up, reshaped on the others (another architecture with the same
+    names): `compare` said "same weights" from the paired half alone."""
+    grown = {k: (v if "layers.0" in k or "norm" in k else np.zeros([s + 2 for s in v.shape], np.float32))
+             for k, v in make_parent().items()}
+    v = verdict(relate(parent, fp_of(tmp_path, "grown", grown)))
+    assert v.kind != "duplicate" and "not a copy" in v.reason, v
+
+
 def test_duplicate_across_formats_has_equal_hashes(tmp_path: Path, parent: Fingerprint) -> None:
     path = tmp_path / "pytorch_model.bin"
     torch.save({k: torch.from_numpy(v) for k, v in make_parent().items()}, path)

@@ -15,7 +15,7 @@ import numpy as np
 from ancestree.fingerprint import Fingerprint
 from ancestree.errors import IncomparableError
 from ancestree.relate import PairEvidence, relate
-from ancestree.relate.verdict import DUPLICATE_SHARE, PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO
+from ancestree.relate.verdict import PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO, same_weights
 
 #: Two models whose scale-free distance is below this may be the same weights (checked exactly).
 DUPLICATE_DISTANCE = 1e-6
@@ -68,7 +68,7 @@ def is_duplicate(fa: Fingerprint, fb: Fingerprint) -> bool:
     if fa.same_content(fb):
         return True
     ev = _copy_evidence(fa, fb)
-    return ev is not None and ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > 0.9
+    return ev is not None and same_weights(ev)
 
 
 def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:

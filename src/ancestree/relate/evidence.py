@@ -213,7 +213,9 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
               non_finite: Sequence[str] = (), buffers: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
     n = [float(l.numel) for l in layers]
-    masked = sum(fa[name].numel for name in buffers)
+    # paired but left out: masks (no parameters to cover) and tensors holding NaN (they pair, unreadable);
+    # each pair has one size on both sides
+    masked = sum(fa[name].numel for name in (*buffers, *non_finite))
     paired_b = sum(fb[l.b].numel for l in layers)
     matrices = [l for l in layers if l.is_matrix]
     # Distances pool the matrices (all tensors if there are none): gains and biases have large means and
@@ -240,7 +242,6 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         unpaired_b=list(alignment.unpaired_b),
         non_finite=list(non_finite),
         buffers=list(buffers),
-        # masks left out are no parameters to cover (a pair of buffers has one size on both sides)
         coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors) - masked, 1),
         coverage_b=paired_b / max(sum(t.numel for t in fb.tensors) - masked, 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),

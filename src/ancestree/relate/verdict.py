@@ -54,6 +54,9 @@ LOW_RANK_SHARE = 0.8
 
 # Identical content on (nearly) every paired parameter: the same weights, maybe renamed or re-exported.
 DUPLICATE_SHARE = 0.999
+# ... and the pairs hold most of both models' parameters: an export may drop a buffer or tie a weight, but a
+# model identical on half its tensors and reshaped on the rest is another architecture, not a copy.
+DUPLICATE_COVERAGE = 0.9
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,11 @@ class Verdict:
         return KINDS[self.kind]
 
 
+def same_weights(ev: PairEvidence) -> bool:
+    """Identical values on the paired tensors, and those hold (nearly) all of both models' parameters."""
+    return ev.identical_fraction >= DUPLICATE_SHARE and min(ev.coverage_a, ev.coverage_b) > DUPLICATE_COVERAGE
+
+
 def verdict(ev: PairEvidence) -> Verdict:
     """Classify a pair: same weights, quantized, pruned, low-rank adapter, fine-tuned relative or unrelated."""
     if ev.identical_fraction >= DUPLICATE_SHARE:
@@ -75,7 +83,12 @@ def verdict(ev: PairEvidence) -> Verdict:
         extra = f"; {heads} tensor(s) present on one side only" if heads else ""
         extra += f"; {len(ev.non_finite)} tensor(s) holding NaN or infinite values left out" if ev.non_finite else ""
         extra += f"; {len(ev.buffers)} mask or constant tensor(s) left out" if ev.buffers else ""
-        return Verdict("duplicate", f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}.")
+        identical = f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}"
+        if same_weights(ev):
+            return Verdict("duplicate", f"{identical}.")
+        return Verdict("finetune", f"{identical}, but they hold only {ev.coverage_a:.0%} of a's and {ev.coverage_b:.0%} "
+                                   "of b's parameters: the same weights with other tensors or shapes beside them "
+                                   "(another head or architecture), not a copy.")
     if not ev.varying_layers:  # zeros or constants against anything: every cue below would be vacuous
         return Verdict("unknown", f"no evidence to compare: each of the {len(ev.layers)} paired tensors is constant "
                                   "(all zeros or one value) in at least one model, so neither correlation nor "
