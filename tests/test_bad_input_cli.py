@@ -179,6 +179,33 @@ def test_write_cards_with_good_cards_writes_every_non_root(tmp_path: Path, capsy
         assert card.data.base_model == e["parent"] and card.data.license == "mit"
 
 
+@pytest.mark.parametrize("failing", [0, 1])
+def test_write_cards_failing_on_one_card_changes_none(failing: int, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A card that cannot be replaced when its turn comes (an immutable file, a full disk) left the cards
+    before it rewritten and those after it not, with an internal error; now none changes."""
+    import os
+
+    import ancestree.atomic as atomic
+
+    zoo = _family(tmp_path)
+    for name in ("base", "ft1", "ft2"):
+        (zoo / name / "README.md").write_text("---\nlicense: mit\n---\n# notes\n")
+    before, replaced = _files(tmp_path), []
+
+    def replace(src, dst):
+        if Path(dst).name == "README.md" and Path(dst).is_file():  # a card's turn (restores write new files)
+            replaced.append(dst)
+            if len(replaced) == failing + 1:  # once: putting the old cards back must work
+                raise PermissionError(1, "Operation not permitted")
+        os.rename(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    status, out, err = _run(["tree", "--scan", str(zoo), "--write-cards", "--format", "json"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "README.md" in err and "no file" in err, err
+    assert _files(tmp_path) == before and not [p for p in tmp_path.rglob("*.part")]
+
+
 @pytest.mark.parametrize("command", ["tree", "fingerprint"])
 def test_scan_may_be_repeated(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     zoo = _family(tmp_path)

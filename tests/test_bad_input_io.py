@@ -96,12 +96,28 @@ def test_card_keeps_only_the_fields_used_with_their_types(front: str, card: dict
     ("x: &x " + "y" * 30000 + "\nbase_model: [" + ",".join(["*x"] * 8) + "]", "expands beyond 64 KiB"),
     ("base_model: [org/a\nlicense: mit", "not valid YAML"),
     ("- base_model\n- org/a", "front matter is a list, not a mapping"),
-], ids=["oversized", "aliases", "broken", "not-a-mapping"])
+    ('base_model: !!python/object/apply:os.system ["org/a"]', "tagged to build objects (!!python/object/apply:os.system)"),
+], ids=["oversized", "aliases", "broken", "not-a-mapping", "python-tag"])
 def test_broken_or_oversized_card_leaves_the_model_readable(front: str, problem: str, tmp_path: Path,
                                                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING), load_model(_carded(tmp_path, front)) as model:
         assert model.meta.card == {} and model.parameters > 0
     assert problem in caplog.text and "README.md" in caplog.text
+
+
+def test_front_matter_without_its_closing_line_is_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``---`` then fields and no closing ``---``: ignored in silence before (the Hub ignores it too), so a
+    declared base vanished and `--write-cards` buried it under a new block. A rule opening prose is no card."""
+    folder = write_hf_folder(tmp_path / "m", small_tensors())
+    (folder / "README.md").write_text("---\nbase_model: org/a\nlicense: mit\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), load_model(folder) as model:
+        assert model.meta.card == {}
+    assert "no closing '---' line" in caplog.text
+    caplog.clear()
+    (folder / "README.md").write_text("---\n\nA model trained on shapes.\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING), load_model(folder) as model:
+        assert model.meta.card == {}
+    assert "README.md" not in caplog.text
 
 
 def test_deeply_nested_card_does_not_crash_the_process(tmp_path: Path) -> None:

@@ -90,6 +90,42 @@ def _mode_for(target: Path) -> int:
         return 0o666 & ~umask
 
 
+def write_all(files: dict[Path, str]) -> None:
+    """Write several text files all or none: every new text is staged beside its target first, then each
+    target is replaced; if one replacement fails, those already replaced get their old bytes back. A one-line
+    :class:`BadInputError` names the file that failed."""
+    staged: dict[Path, Path] = {}
+    old: dict[Path, bytes | None] = {}
+    done: list[Path] = []
+    current = None
+    try:
+        for target, text in files.items():
+            current = target = Path(target)
+            check_writable(target)
+            old[target] = target.read_bytes() if target.is_file() else None
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+            os.close(fd)
+            staged[target] = Path(tmp)
+            staged[target].write_text(text, encoding="utf-8")
+            os.chmod(staged[target], _mode_for(target))
+        for target, tmp in staged.items():
+            current = target
+            os.replace(tmp, target)
+            done.append(target)
+    except OSError as exc:
+        for target in done:  # put back what was replaced before the failure
+            previous = old[target]
+            if previous is None:
+                target.unlink(missing_ok=True)
+            else:
+                write_bytes(target, previous)
+        raise BadInputError(current, f"cannot write ({exc.strerror or exc.__class__.__name__}); "
+                                     "no file of this run was changed") from None
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+
+
 def write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -111,8 +111,19 @@ def front_matter(path: Path) -> str | None:
     if end < 0:
         if len(head) > MAX_FRONT_MATTER:
             raise CardProblem(f"front matter is longer than {MAX_FRONT_MATTER // 1024} KiB")
-        return None  # no closing line: not front matter (as before)
+        if _looks_like_fields(head[3:]):  # meant as front matter: the Hub would ignore it and a write bury it
+            raise CardProblem("front matter has no closing '---' line")
+        return None  # a horizontal rule opening the text, not front matter
     return head[3:end]
+
+
+def _looks_like_fields(text: str) -> bool:
+    """Whether the lines up to the first blank one parse as a YAML mapping (``base_model: org/name``)."""
+    block = text.lstrip("\r\n").split("\n\n", 1)[0]
+    try:
+        return isinstance(yaml.load(block, Loader=_SAFE_LOADER), dict)
+    except yaml.YAMLError:
+        return False
 
 
 def compose(text: str) -> yaml.Node | None:
@@ -126,7 +137,27 @@ def compose(text: str) -> yaml.Node | None:
                 raise CardProblem(f"front matter nests deeper than {MAX_DEPTH} levels")
         elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
             depth -= 1
-    return yaml.compose(text, Loader=_SAFE_LOADER)
+    root = yaml.compose(text, Loader=_SAFE_LOADER)
+    _check_tags(root)
+    return root
+
+
+def _check_tags(root: yaml.Node | None) -> None:
+    """Refuse nodes tagged with anything but YAML's own types (``!!python/object/apply:os.system``): a safe
+    loader refuses to build them, so reading their text as a value would take a card the Hub rejects."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:  # an alias is the anchored node itself: visit it once
+            continue
+        seen.add(id(node))
+        if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.startswith("tag:yaml.org,2002:python/"):
+            raise CardProblem(f"front matter is tagged to build objects ({node.tag.replace('tag:yaml.org,2002:', '!!')[:80]})")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
 
 
 def check_expansion(root: yaml.Node, budget: int = MAX_FRONT_MATTER) -> None:

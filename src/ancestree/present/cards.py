@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ancestree.atomic import check_writable, write_text
+from ancestree.atomic import check_writable, write_all, write_text
 from ancestree.errors import BadInputError
 from ancestree.fingerprint.types import base_names, resolve_name
 from ancestree.graph.model_graph import ModelGraph
@@ -135,9 +135,8 @@ class CardPlan:
     writes: dict[Path, str] = field(default_factory=dict)  # README.md -> its new text
 
     def apply(self) -> list[CardChange]:
-        """Write every planned card (each atomically) and return the changes."""
-        for readme, text in self.writes.items():
-            write_text(readme, text)
+        """Write every planned card, all or none, and return the changes."""
+        write_all(self.writes)
         return self.changes
 
 
