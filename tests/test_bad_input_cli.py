@@ -307,3 +307,18 @@ def test_a_damaged_index_row_is_named(column: str, tmp_path: Path, capsys: pytes
     argv = ["index", "rebuild", "--db", str(db)] if column == "fingerprint" else ["index", "add", str(extra), "--db", str(db), "-q"]
     status, _, err = _run(argv, capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and str(db) in err and "internal error" not in err, err
+
+
+def test_index_add_indexes_what_it_reads_and_exits_2_naming_the_rest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An unreadable input (a file cut short, an empty folder) left `index add` at exit 0, its message
+    wrapped over three lines; the readable inputs are still indexed and committed."""
+    zoo = _family(tmp_path)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((zoo / "ft1" / "model.safetensors").read_bytes()[:300])
+    (tmp_path / "empty").mkdir()
+    db = tmp_path / "a.db"
+    status, _, err = _run(["index", "add", str(zoo / "base"), str(cut), str(tmp_path / "empty"), "--db", str(db), "-q"], capsys)
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 2 and str(cut) in lines[0] and str(tmp_path / "empty") in lines[1], err
+    status, out, _ = _run(["index", "ls", "--db", str(db), "--format", "json"], capsys)
+    assert status == 0 and [row["path"] for row in json.loads(out)] == [str((zoo / "base").resolve())]

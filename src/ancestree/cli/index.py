@@ -62,6 +62,7 @@ def add(
     summary = report.summary()
     if format is OutputFormat.json:
         emit(to_json(summary), None)
+        _fail_on_unreadable(report.bad)
         return
     joined = (f" into {summary['trees_touched']} indexed trees ({summary['placed_locally']} by their neighbourhood,"
               f" {summary['recovered_again']} models re-examined)" if summary["trees_touched"] else "")
@@ -69,8 +70,16 @@ def add(
                   f"{len(report.bad)} unreadable; "
                   f"placed {summary['placed']}{joined} in {summary['ingest_seconds'] + summary['place_seconds']:.2f} s",
                   highlight=False)
-    for line in report.bad:
-        err_console.print(f"unreadable: {line}", highlight=False)
+    _fail_on_unreadable(report.bad)
+
+
+def _fail_on_unreadable(bad: list[str]) -> None:
+    """Exit 2 when some input could not be read (one line each on stderr, never wrapped); what was read
+    is indexed and committed all the same."""
+    for line in bad:
+        err_console.print(f"unreadable: {' '.join(line.split())}", highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(2)
 
 
 @index_app.command("ls")
