@@ -360,6 +360,13 @@ def _truth_file(tmp: Path, data: object) -> Path:
     return tmp / "zoo"
 
 
+def _damaged_zoo_record(tmp: Path) -> Path:
+    """An unfinished zoo whose settings record was cut to nothing (a full disk): JSONDecodeError before."""
+    (tmp / "zoo" / ".zoo").mkdir(parents=True)
+    (tmp / "zoo" / ".zoo" / "settings.json").write_text("")
+    return tmp / "zoo"
+
+
 def _busy_port(tmp: Path) -> str:
     import socket
 
@@ -393,6 +400,11 @@ COMMAND_CASES = {
     "lineage train on a zoo without lineage tasks": (lambda t: _truth_file(t, {"models": [], "edges": []}),
                                                      lambda v, t: ["lineage", "train", str(v), "-o", str(t / "d.pt")],
                                                      "no parent-detection tasks", lambda v: not (v.parent / "d.pt").exists()),
+    "zoo make resuming a damaged record": (lambda t: _damaged_zoo_record(t), lambda v, t: ["zoo", "make", str(v), "--preset", "micro"],
+                                           "damaged record of an unfinished zoo", lambda v: not (v / "truth.json").exists()),
+    "lineage train on a truth without splits": (lambda t: _truth_file(t, {"models": [{"id": "m"}], "edges": []}),
+                                                lambda v, t: (v / "m").mkdir() or ["lineage", "train", str(v), "-o", str(t / "d.pt")],
+                                                "has no split", lambda v: not (v.parent / "d.pt").exists()),
     "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
                             lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
     "eval of a cycle": (lambda t: _truth_file(t, {"models": [{"id": "a"}, {"id": "b"}], "edges": [

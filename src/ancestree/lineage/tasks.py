@@ -55,6 +55,10 @@ class Zoo:
                 parents[e["child"]].append(e["parent"])
             except KeyError as exc:
                 raise BadInputError(folder / "truth.json", f"malformed truth.json (an edge has no {exc})") from None
+        lacking = next((mid for mid, m in models.items() if m.get("split") not in ("train", "val", "test")), None)
+        if lacking is not None:
+            raise BadInputError(folder / "truth.json", f"model {lacking} has no split (train, val or test): parent "
+                                                       "detection needs a zoo made by `ancestree zoo make`")
         for mid, m in models.items():
             config = json.loads((folder / mid / "config.json").read_text()) if (folder / mid / "config.json").is_file() else {}
             m["arch_key"] = json.dumps({k: v for k, v in config.items() if k != "num_labels"}, sort_keys=True)

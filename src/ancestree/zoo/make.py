@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from ancestree.atomic import write_text
-from ancestree.errors import BadInputError
+from ancestree.atomic import check_writable, write_text
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.io.base import relation_fields
 from ancestree.zoo import recipes, save
 from ancestree.zoo.architectures import load_state
@@ -321,7 +321,7 @@ def repeated_copies(plan: Plan) -> dict[str, str]:
 
 def truth(plan: Plan, out: Path) -> dict[str, Any]:
     """``truth.json``: the contract's ``tree --format json`` schema, plus classes, split and recipes."""
-    records = [json.loads((out / RECORDS / f"{plan.ids[k]}.json").read_text()) for k in plan.models]
+    records = [_read_record(out / RECORDS / f"{plan.ids[k]}.json") for k in plan.models]
     repeats = repeated_copies(plan)
     edges = [
         {"parent": plan.ids[p], "child": plan.ids[spec.key], "relation": spec.relation, "confidence": 1.0}
@@ -339,11 +339,20 @@ def truth(plan: Plan, out: Path) -> dict[str, Any]:
     }
 
 
+def _read_record(path: Path, remedy: str = "delete it and the model folder of the same name to make that model "
+                                           "again") -> Any:
+    """A record of the zoo being made, or :class:`BadInputError` naming it when it is damaged."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except DAMAGED_FILE as exc:
+        raise BadInputError(path, f"damaged record of an unfinished zoo ({exc.__class__.__name__}); {remedy}") from None
+
+
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume into a folder made with another preset, seed or declared fraction."""
     path = out / RECORDS / "settings.json"
     if path.is_file():
-        previous = json.loads(path.read_text())
+        previous = _read_record(path, "make the zoo again in an empty folder")
         if previous != settings:
             raise BadInputError(out, f"holds a zoo made with {previous}, not {settings}; use an empty folder")
     else:
@@ -391,6 +400,7 @@ def make_zoo(
         raise BadInputError(out, "is not empty and holds no ancestree zoo; give a new or empty folder")
     _check_not_nested(out)
     plan = build_plan(preset, seed, declare_fraction)
+    check_writable(out / RECORDS / "settings.json")  # a read-only place: said now, in one line
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, {"preset": preset, "seed": seed, "declare_fraction": declare_fraction})
     for leftover in out.glob(".tmp-*"):  # an interrupted run's half-built folders
