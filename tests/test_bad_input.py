@@ -296,6 +296,27 @@ def test_subprocess_malicious_pickle(tmp_path: Path) -> None:
     assert not (tmp_path / "PWNED").exists()
 
 
+def test_subprocess_malicious_pickle_as_a_detector(tiny_zoo: Path, tmp_path: Path) -> None:
+    """As a --detector file the payload is refused too, in one line: torch's protocol warning went to stderr
+    before the error (three lines) and the reason was only "UnpicklingError"."""
+    path = _malicious(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "ancestree", "parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"),
+                           "--detector", str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "refuses to unpickle" in proc.stderr and str(path) in proc.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "tree"])
+def test_no_progress_bar_before_the_error_when_stderr_is_no_terminal(command: str, tiny_zoo: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`fingerprint` drew its progress bar into a log or pipe before the error line (tree did not)."""
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((tiny_zoo / "m0016" / "model.safetensors").read_bytes()[:300])
+    status, _, err = _run([command, str(tiny_zoo / "m0016"), str(cut), "--no-cache"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(cut) in err, err
+
+
 def test_probex_train_on_a_truth_listing_missing_models_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A zoo whose truth.json names a model folder that is not there: exit 2 naming truth.json, no output."""
     zoo = tmp_path / "zoo"

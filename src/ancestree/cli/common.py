@@ -19,6 +19,12 @@ console = Console(markup=False)
 err_console = Console(stderr=True, markup=False)
 
 
+def progress_bars(quiet: bool = False) -> bool:
+    """Progress bars only for a person watching: stderr a terminal (a log or a pipe gets none, so that an
+    error stays the one line on it) and not ``--quiet``."""
+    return not quiet and sys.stderr.isatty()
+
+
 class OutputFormat(str, Enum):
     text = "text"
     json = "json"

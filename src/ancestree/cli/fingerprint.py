@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from ancestree.atomic import check_output
-from ancestree.cli.common import OutputFormat, collect_sources, console, emit, to_json
+from ancestree.cli.common import OutputFormat, collect_sources, console, emit, progress_bars, to_json
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, fingerprint_many, save_fingerprints
 
@@ -43,7 +43,7 @@ def fingerprint_cmd(
         check_output(output, [p for _, p in items])  # before fingerprinting, not after
         if not output.endswith(".npz"):  # the file is always an npz archive: another name would mislead
             raise BadInputError(output, "--output takes a .npz file (fingerprints are arrays); --format json prints their summaries")
-    fps = fingerprint_many(items, store, progress=format is OutputFormat.text)
+    fps = fingerprint_many(items, store, progress=format is OutputFormat.text and progress_bars())
     if output:
         save_fingerprints(fps, output)
     if format is OutputFormat.json:

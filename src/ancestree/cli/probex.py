@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, check_not_in_zoo, console, emit, err_console, to_json
+from ancestree.cli.common import OutputFormat, check_not_in_zoo, console, emit, err_console, progress_bars, to_json
 from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 from ancestree.io import scan_models
@@ -38,7 +38,7 @@ def train(
     check_not_in_zoo(output, zoo)
     check_writable(output / "experts.json")
     config = with_overrides(PRESETS[method], epochs=epochs) if epochs > 0 else PRESETS[method]
-    experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output).fit(zoo)
+    experts = ProbeXExperts(config, text_encoder=text_encoder, resume_dir=output, progress=progress_bars()).fit(zoo)
     experts.save(output)
     for model_id, problem in experts.skipped_.items():
         err_console.print(f"warning: {model_id}: {problem}; left out of training")

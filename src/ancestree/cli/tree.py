@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ancestree.cli.common import collect_sources, emit, err_console
+from ancestree.cli.common import collect_sources, emit, err_console, progress_bars
 from ancestree.atomic import check_output
 from ancestree.errors import BadInputError
 
@@ -46,7 +46,7 @@ def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, 
         from ancestree.fingerprint import fingerprint_many
         from ancestree.graph import GraphRecovery
 
-        fps = fingerprint_many([(mid, p) for mid, p in sources], cache=True if cache else None, progress=sys.stderr.isatty())
+        fps = fingerprint_many([(mid, p) for mid, p in sources], cache=True if cache else None, progress=progress_bars())
         return GraphRecovery(use_declared=use_declared).fit(fps).graph_
     from ancestree.graph import MoTHer
 

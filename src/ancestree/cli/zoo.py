@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, console, emit, progress_bars, to_json
 
 zoo_app = typer.Typer(help="Synthetic model zoos with known ground truth.", no_args_is_help=True)
 
@@ -27,7 +27,7 @@ def make(
     """Train and write a zoo: one model folder per model and OUT/truth.json."""
     from ancestree.zoo import make_zoo
 
-    path = make_zoo(out, preset, seed, workers or os.cpu_count() or 1, declare_fraction, progress=not quiet)
+    path = make_zoo(out, preset, seed, workers or os.cpu_count() or 1, declare_fraction, progress=progress_bars(quiet))
     console.print(f"wrote {path}", highlight=False)
 
 

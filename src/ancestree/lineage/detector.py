@@ -34,6 +34,7 @@ from torch import nn
 
 from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
+from ancestree.io.torch_pickle import load_checkpoint
 from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
 from ancestree.lineage.pairs import Source, check_distinct, open_model
@@ -362,7 +363,7 @@ def save_detector(model: LineageDetector, path: str | Path) -> None:
 
 def load_detector(path: str | Path) -> LineageDetector:
     try:
-        blob = torch.load(Path(path), map_location="cpu", weights_only=True)
+        blob = load_checkpoint(Path(path))  # weights only, warnings kept off stderr, refusals explained
         cfg = DetectorConfig(**json.loads(blob["config"]))
         if cfg.evidence != DetectorConfig.evidence:  # another version's evidence vector: its inputs would not fit
             raise BadInputError(path, f"a detector of another ancestree version (evidence of {cfg.evidence} numbers, "
