@@ -426,6 +426,11 @@ COMMAND_CASES = {
     "lineage train on a truth without splits": (lambda t: _truth_file(t, {"models": [{"id": "m"}], "edges": []}),
                                                 lambda v, t: (v / "m").mkdir() or ["lineage", "train", str(v), "-o", str(t / "d.pt")],
                                                 "has no split", lambda v: not (v.parent / "d.pt").exists()),
+    "tree --scan of a folder without models": (lambda t: (t / "empty").mkdir() or t / "empty", lambda v, t: ["tree", "--scan", str(v)],
+                                               "no model found below this folder", None),
+    "index add --scan of a folder without models": (lambda t: (t / "empty").mkdir() or t / "empty",
+                                                    lambda v, t: ["index", "add", "--scan", str(v), "--db", str(t / "i.db")],
+                                                    "no model found below this folder", lambda v: not (v.parent / "i.db").exists()),
     "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
                             lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
     "eval of a cycle": (lambda t: _truth_file(t, {"models": [{"id": "a"}, {"id": "b"}], "edges": [

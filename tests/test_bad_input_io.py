@@ -170,6 +170,15 @@ def test_peft_config_of_the_wrong_type_is_bad_input(config: dict, problem: str, 
     assert f"{folder / 'adapter_config.json'}: {problem}" in line
 
 
+def test_adapter_weights_without_their_config_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """adapter_model.safetensors alone was read as a model of LoRA factors: a lone root in `tree`, exit 0."""
+    folder = _adapter(tmp_path)
+    (folder / "adapter_config.json").unlink()
+    status, out, err = _run(["inspect", str(folder)], capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert str(folder) in err and "no adapter_config.json" in err
+
+
 # -- PyTorch checkpoints: sparse and meta tensors ------------------------------------------------------------
 def _pruned() -> torch.Tensor:
     w = torch.randn(16, 12, generator=torch.Generator().manual_seed(0))

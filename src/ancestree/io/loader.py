@@ -118,6 +118,11 @@ def _load_folder(folder: Path, model_id: str) -> Model:
     files = weight_files(folder)
     if not files:
         raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)")
+    from ancestree.io.peft import ADAPTER_FILES
+
+    if any(f.name in ADAPTER_FILES for f in files):  # read as a model it would be one of LoRA factors, unrelated to all
+        raise BadInputError(folder, "holds PEFT adapter weights but no adapter_config.json (its rank scaling and base "
+                                    "are in that file): put it back beside them")
     return open_folder(folder, model_id, lambda f: load_model(f, f"{model_id}/{f.name}"), files)
 
 
@@ -141,11 +146,14 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
 def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
     """:func:`scan_models` over several folders, each model once (by its resolved path). An id found below two
     folders (``runA/final`` and ``runB/final`` both give ``final``) is named with its folder, as given, in front,
-    so that every id names one model."""
+    so that every id names one model. A folder holding no model is :class:`BadInputError`."""
     found: list[tuple[str, str, Path]] = []
     reached: set[Path] = set()
     for folder in folders:
-        for mid, path in scan_models(folder):
+        models = list(scan_models(folder))
+        if not models:  # a typo'd or emptied folder: said by name, not as "no models given"
+            raise BadInputError(folder, "no model found below this folder (weight files or model folders)")
+        for mid, path in models:
             if path.resolve() not in reached:  # overlapping folders: the first name wins
                 reached.add(path.resolve())
                 found.append((str(folder), mid, path))
