@@ -431,6 +431,9 @@ COMMAND_CASES = {
     "index add --scan of a folder without models": (lambda t: (t / "empty").mkdir() or t / "empty",
                                                     lambda v, t: ["index", "add", "--scan", str(v), "--db", str(t / "i.db")],
                                                     "no model found below this folder", lambda v: not (v.parent / "i.db").exists()),
+    "probex train on a zoo whose models list no classes": (lambda t: _truth_file(t, {"models": [{"id": "m", "split": "train"}], "edges": []}),
+                                                           lambda v, t: (v / "m").mkdir() or ["probex", "train", str(v), "-o", str(t / "exp")],
+                                                           "lists its classes", lambda v: not (v.parent / "exp").exists()),
     "eval of a self-loop": (lambda t: _truth_file(t, {"models": [{"id": "a"}], "edges": [{"parent": "a", "child": "a"}]}),
                             lambda v, t: ["eval", str(v / "truth.json"), str(v / "truth.json")], "its own parent", None),
     "eval of a cycle": (lambda t: _truth_file(t, {"models": [{"id": "a"}, {"id": "b"}], "edges": [

@@ -197,6 +197,9 @@ class ProbeXExperts:
         and training (one would turn every gradient NaN); ``skipped_`` maps them to the reason.
         """
         models = [m for m in read_zoo(zoo) if m.split != "test"]
+        if not any(m.split == "train" and m.classes for m in models):  # said so only by "0 experts" before
+            raise BadInputError(Path(zoo) / "truth.json", "no model of the train split lists its classes: ProbeX learns "
+                                                          "what models were trained on from those (see `ancestree zoo make`)")
         entries = self.cache.add_all({m.id: m.path for m in models}, progress=self.progress)
         self.skipped_: dict[str, str] = {}
         sketches = {}
