@@ -507,3 +507,10 @@ def test_foreign_or_empty_database_is_left_byte_for_byte(tmp_path: Path, capsys:
         status, _, err = _run(argv, capsys)
         assert status == 2 and len(err.strip().splitlines()) == 1, err
     assert foreign.read_bytes() == before and empty.read_bytes() == b""
+
+
+def test_a_newline_in_a_file_name_keeps_the_message_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "two\nlines.safetensors"
+    path.write_bytes(_SAFE[:40])
+    status, _, err = _run(["inspect", str(path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "two\\nlines.safetensors" in err, err

@@ -27,7 +27,13 @@ class BadInputError(AncestreeError):
     def __init__(self, path: str | PathLike[str] | None, problem: str) -> None:
         self.path = None if path is None else str(path)
         self.problem = " ".join(str(problem).split())  # always one line
-        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
+        shown = _printable(self.path) if self.path else None  # a newline in a file name would split the line
+        super().__init__(f"{shown}: {self.problem}" if shown else self.problem)
+
+
+def _printable(name: str) -> str:
+    """``name`` with control characters escaped (``\\n``), as one line of a message."""
+    return name if name.isprintable() else "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in name)
 
 
 class IncomparableError(BadInputError):
