@@ -514,3 +514,13 @@ def test_a_newline_in_a_file_name_keeps_the_message_one_line(tmp_path: Path, cap
     path.write_bytes(_SAFE[:40])
     status, _, err = _run(["inspect", str(path)], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "two\\nlines.safetensors" in err, err
+
+
+@pytest.mark.parametrize("command", ["fingerprint", "tree"])
+def test_a_model_without_tensors_is_named(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A safetensors header of {} was fingerprinted as a model and drawn as a lone tree."""
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(struct.pack("<Q", 2) + b"{}")
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    status, _, err = _run([command, str(empty), str(tmp_path / "m.safetensors"), "--no-cache"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "holds no tensors" in err and str(empty) in err, err

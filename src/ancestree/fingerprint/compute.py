@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ancestree.blas import one_blas_thread
+from ancestree.errors import BadInputError
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.stats import content_digest, content_hashes, flat_view, is_small, moments, small_summary
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
@@ -173,6 +174,8 @@ class ReadAhead:
 def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: bool = True) -> Fingerprint:
     """Fingerprint an open model, reading every learned tensor exactly once."""
     spec = spec or SketchSpec()
+    if not model.tensors:  # a header of {}, an ONNX graph without initializers: no lineage to read
+        raise BadInputError(model.path, "holds no tensors: nothing to fingerprint")
     pool = ThreadPoolExecutor(1, thread_name_prefix="ancestree-hash") if threads else None
     tensors: list[TensorPrint] = []
     try:
