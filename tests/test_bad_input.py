@@ -524,3 +524,19 @@ def test_a_model_without_tensors_is_named(command: str, tmp_path: Path, capsys: 
     (tmp_path / "m.safetensors").write_bytes(_SAFE)
     status, _, err = _run([command, str(empty), str(tmp_path / "m.safetensors"), "--no-cache"], capsys)
     assert status == 2 and len(err.strip().splitlines()) == 1 and "holds no tensors" in err and str(empty) in err, err
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["inspect", ""], "argument 2"),                      # read the current folder
+    (["fingerprint", "{m}", "--cache", ""], "--cache"),   # wrote the cache into the current folder
+    (["tree", "{m}", "-o", ""], "-o"),                    # printed to stdout instead
+    (["index", "ls", "--db="], "--db"),                   # named no file
+])
+def test_an_empty_argument_is_refused(argv: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    status, out, err = _run([a.replace("{m}", str(tmp_path / "m.safetensors")) for a in argv], capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and named in err and "empty" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

@@ -116,6 +116,17 @@ def _exit_on_closed_pipe() -> NoReturn:
     sys.exit(CLOSED_PIPE)
 
 
+def _empty_argument(args: list[str]) -> str | None:
+    """How to name the first empty argument (``''``, ``--db=``), or None when there is none."""
+    for i, arg in enumerate(args):
+        if arg == "":
+            before = args[i - 1] if i and args[i - 1].startswith("-") else None
+            return f"the value of {before}" if before else f"argument {i + 1}"
+        if arg.startswith("--") and arg.endswith("=") and len(arg) > 3:
+            return f"the value of {arg[:-1]}"
+    return None
+
+
 def run(argv: list[str] | None = None) -> None:
     """Run the CLI and exit with the contract's status codes."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -123,6 +134,10 @@ def run(argv: list[str] | None = None) -> None:
     if debug:
         args.remove("--debug")
     args = expand_multi_values(args)
+    empty = _empty_argument(args)
+    if empty is not None:  # '' meant '.' to some commands, the current folder to --cache, nothing to -o
+        print(f"ancestree: error: {empty} is empty: give a path or value", file=sys.stderr)
+        sys.exit(2)
     try:
         result = app(args=args, prog_name="ancestree", standalone_mode=False)
         sys.stdout.flush()  # a closed pipe is found here, not in the interpreter's flush at exit
