@@ -317,3 +317,24 @@ def test_zip_of_loose_shards_in_a_folder_beside_a_readme_is_one_model(tmp_path: 
     archive = _zip_folders(tmp_path / "sharded.zip", {"model": shards}, {"README.md": "# one model\n"})
     with load_model(archive) as model:
         assert set(model.tensors) == set(tensors)
+
+
+@pytest.mark.parametrize("damage", ["half the bytes", "a huge dimension"])
+def test_onnx_initializer_of_the_wrong_size_is_refused_by_inspect_too(damage: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect` said such files were fine (exit 0) that `tree` refused."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    if damage == "half the bytes":
+        weight.raw_data = weight.raw_data[:24]
+    else:
+        weight.dims[0] = 10**12
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [weight])
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    status, out, err = _run(["inspect", str(path)], capsys)
+    assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and "tensor 'w' holds" in err, err

@@ -118,6 +118,11 @@ def collect(proto: ModelProto) -> tuple[dict[str, TensorProto], list[NodeProto],
     return constants, nodes, from_nodes
 
 
+#: Types stored two or more values to a byte (their byte count is not numel × itemsize).
+PACKED_TYPES = frozenset(getattr(TensorProto, t) for t in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+                         if hasattr(TensorProto, t))
+
+
 def is_literal(info: TensorInfo) -> bool:
     """A ``Constant`` node that is graph arithmetic, not a weight: a scalar (GELU's 0.5, an attention
     scale) or integers (shapes, axes, indices). Exporters emit dozens; listing them would make the same
@@ -246,6 +251,8 @@ class OnnxModel(Model):
         for tensor in self._constants.values():  # side files checked when listed: inspect refuses what tree cannot read
             if tensor.data_location == TensorProto.EXTERNAL:
                 self._external_span(tensor)
+            elif tensor.raw_data and tensor.name in self._stored and tensor.data_type not in PACKED_TYPES:
+                self._check_raw_size(tensor, self._stored[tensor.name])
         used = self._used()
         infos = [info for name, info in self._stored.items() if name not in self._hidden or name in used]
         folded = fold(infos, self._specs)
@@ -291,6 +298,15 @@ class OnnxModel(Model):
         if offset < 0 or offset + length > size:
             raise BadInputError(side, f"tensor {tensor.name!r} needs bytes {offset}..{offset + length}, file has {size}")
         return side, offset, length
+
+    def _check_raw_size(self, tensor: TensorProto, info: TensorInfo) -> None:
+        """Inline bytes must be what the shape and type need (a cut or doctored file reads otherwise)."""
+        if any(d < 0 for d in info.shape):
+            raise BadInputError(self.path, f"tensor {tensor.name!r} has a negative dimension {list(info.shape)}")
+        need = info.numel * np.dtype(info.dtype).itemsize
+        if len(tensor.raw_data) != need:
+            raise BadInputError(self.path, f"tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape "
+                                           f"{list(info.shape)} of {info.dtype} needs {need}")
 
     def _with_external_data(self, tensor: TensorProto) -> TensorProto:
         """A copy of ``tensor`` with its bytes read from the side file (kept out of the loaded proto)."""
