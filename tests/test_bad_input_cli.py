@@ -206,6 +206,34 @@ def test_write_cards_failing_on_one_card_changes_none(failing: int, tmp_path: Pa
     assert _files(tmp_path) == before and not [p for p in tmp_path.rglob("*.part")]
 
 
+def test_write_cards_that_cannot_put_a_card_back_says_where_its_old_file_is(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file system turns read-only after the first card: the rollback cannot rename either. The old card
+    is kept beside the new one and named (it crashed with a bare OSError, leaving no trace of the old card)."""
+    import os
+
+    import ancestree.atomic as atomic
+
+    zoo = _family(tmp_path)
+    for name in ("base", "ft1", "ft2"):
+        (zoo / name / "README.md").write_text(f"---\nlicense: mit\n---\n# notes of {name}\n")
+    cards = []
+
+    def replace(src, dst):
+        if Path(dst).name == "README.md" and Path(dst).is_file() or Path(src).name.startswith(".README.md"):
+            cards.append(dst)
+            if len(cards) > 1:  # read-only from now on
+                raise OSError(30, "Read-only file system")
+        os.rename(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    status, _, err = _run(["tree", "--scan", str(zoo), "--write-cards", "--format", "json"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "could not be put back" in err, err
+    changed = Path(cards[0])
+    kept = [p for p in changed.parent.iterdir() if p.name.startswith(".README.md.")]
+    assert len(kept) == 1 and kept[0].read_text().endswith(f"# notes of {changed.parent.name}\n") and kept[0].name in err
+
+
 @pytest.mark.parametrize("command", ["tree", "fingerprint"])
 def test_scan_may_be_repeated(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     zoo = _family(tmp_path)
@@ -316,9 +344,12 @@ def test_index_add_indexes_what_it_reads_and_exits_2_naming_the_rest(tmp_path: P
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes((zoo / "ft1" / "model.safetensors").read_bytes()[:300])
     (tmp_path / "empty").mkdir()
+    (tmp_path / "drop").mkdir()  # an empty --scan folder is one more unreadable input, not the end of the batch
     db = tmp_path / "a.db"
-    status, _, err = _run(["index", "add", str(zoo / "base"), str(cut), str(tmp_path / "empty"), "--db", str(db), "-q"], capsys)
+    status, _, err = _run(["index", "add", str(zoo / "base"), str(cut), str(tmp_path / "empty"), "--scan", str(tmp_path / "drop"),
+                           "--db", str(db), "-q"], capsys)
     lines = err.strip().splitlines()
-    assert status == 2 and len(lines) == 2 and str(cut) in lines[0] and str(tmp_path / "empty") in lines[1], err
+    assert status == 2 and len(lines) == 3 and str(cut) in lines[0] and str(tmp_path / "empty") in lines[1], err
+    assert str(tmp_path / "drop") in lines[2], err
     status, out, _ = _run(["index", "ls", "--db", str(db), "--format", "json"], capsys)
     assert status == 0 and [row["path"] for row in json.loads(out)] == [str((zoo / "base").resolve())]

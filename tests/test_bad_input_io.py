@@ -114,10 +114,11 @@ def test_front_matter_without_its_closing_line_is_named(tmp_path: Path, caplog: 
         assert model.meta.card == {}
     assert "no closing '---' line" in caplog.text
     caplog.clear()
-    (folder / "README.md").write_text("---\n\nA model trained on shapes.\n", encoding="utf-8")
-    with caplog.at_level(logging.WARNING), load_model(folder) as model:
-        assert model.meta.card == {}
-    assert "README.md" not in caplog.text
+    for prose in ("---\n\nA model trained on shapes.\n", "---\nDisclaimer: research checkpoint, use at your own risk.\n"):
+        (folder / "README.md").write_text(prose, encoding="utf-8")
+        with caplog.at_level(logging.WARNING), load_model(folder) as model:
+            assert model.meta.card == {}
+        assert "README.md" not in caplog.text, prose
 
 
 def test_deeply_nested_card_does_not_crash_the_process(tmp_path: Path) -> None:

@@ -215,7 +215,7 @@ def test_fingerprint_many_keeps_order_and_ids(tmp_path: Path) -> None:
     assert fps[1].format == "safetensors"
 
 
-def test_resolve_name_prefers_the_declaring_models_folder_and_refuses_ties() -> None:
+def test_resolve_name_prefers_the_declaring_models_folder_and_never_the_declarer() -> None:
     from ancestree.fingerprint.types import resolve_name
 
     ids = ["runs/a/m4", "runs/b/m4", "hub/org/base", "m9"]
@@ -223,9 +223,11 @@ def test_resolve_name_prefers_the_declaring_models_folder_and_refuses_ties() -> 
     assert resolve_name("org/base", ids) == "hub/org/base"  # the name's whole path ends the id
     assert resolve_name("m4", ids, near="runs/b/m7") == "runs/b/m4"
     assert resolve_name("m4", ids, near="runs/a/m7") == "runs/a/m4"
-    assert resolve_name("m4", ids) is None and resolve_name("m4", ids, near="other/m7") is None  # ambiguous
-    assert resolve_name("m4", ids, same=lambda i: "one model") == "runs/a/m4"  # two names of one model
+    assert resolve_name("m4", ids) == "runs/a/m4" == resolve_name("m4", ids, near="m7")  # no folder to go by: the first
     assert resolve_name("x/base", ["a/base", "b/x/base"]) == "b/x/base"  # a whole-path match beats a last part
+    # a card in mine/bert-base declaring google/bert-base names hub's copy, not the declarer itself
+    assert resolve_name("google/bert-base", ["hub/bert-base", "mine/bert-base"], near="mine/bert-base") == "hub/bert-base"
+    assert resolve_name("m9", ids, near="m9") is None
 
 
 def test_a_damaged_cache_entry_is_computed_again_and_rewritten(tmp_path: Path) -> None:

@@ -72,6 +72,15 @@ def test_same_names_other_shapes_on_half_the_tensors_is_no_copy(tmp_path: Path, 
     assert v.kind != "duplicate" and "not a copy" in v.reason, v
 
 
+def test_a_copy_that_lists_a_tied_weight_once_is_still_the_same_weights(tmp_path: Path, parent: Fingerprint) -> None:
+    """A .bin lists a tied lm_head beside the embedding it shares; safetensors keeps one: the same weights."""
+    embedding = (np.random.default_rng(5).standard_normal((2000, 128)) * 0.02).astype(np.float32)
+    once = {**make_parent(), "embed.weight": embedding}
+    twice = {**once, "head.weight": embedding}  # 256k of ~600k parameters listed a second time
+    ev = relate(fp_of(tmp_path, "twice", twice), fp_of(tmp_path, "once", once))
+    assert ev.unpaired_a == ["head.weight"] and verdict(ev).kind == "duplicate", verdict(ev)
+
+
 def test_duplicate_across_formats_has_equal_hashes(tmp_path: Path, parent: Fingerprint) -> None:
     path = tmp_path / "pytorch_model.bin"
     torch.save({k: torch.from_numpy(v) for k, v in make_parent().items()}, path)

@@ -91,39 +91,74 @@ def _mode_for(target: Path) -> int:
 
 
 def write_all(files: dict[Path, str]) -> None:
-    """Write several text files all or none: every new text is staged beside its target first, then each
-    target is replaced; if one replacement fails, those already replaced get their old bytes back. A one-line
-    :class:`BadInputError` names the file that failed."""
+    """Write several text files all or none: every new text is staged beside its target and every old file
+    kept under a second name (a hard link: no space needed) first; then each target is replaced. If one
+    replacement fails, or the run is interrupted, the targets already replaced get their old files back by
+    renaming. A one-line :class:`BadInputError` names the file that failed."""
     staged: dict[Path, Path] = {}
-    old: dict[Path, bytes | None] = {}
+    kept: dict[Path, Path | None] = {}
     done: list[Path] = []
     current = None
     try:
         for target, text in files.items():
             current = target = Path(target)
             check_writable(target)
-            old[target] = target.read_bytes() if target.is_file() else None
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-            os.close(fd)
-            staged[target] = Path(tmp)
+            staged[target] = _temp_beside(target)
             staged[target].write_text(text, encoding="utf-8")
             os.chmod(staged[target], _mode_for(target))
+            kept[target] = _keep(target)
         for target, tmp in staged.items():
             current = target
             os.replace(tmp, target)
             done.append(target)
-    except OSError as exc:
-        for target in done:  # put back what was replaced before the failure
-            previous = old[target]
-            if previous is None:
+    except BaseException as exc:
+        stuck = _put_back(reversed(done), kept)
+        if not isinstance(exc, OSError):
+            raise
+        outcome = ("no file of this run was changed" if not stuck else
+                   "and these could not be put back, their old files are kept beside them: "
+                   + ", ".join(f"{t} (old: {k.name})" for t, k in stuck))
+        raise BadInputError(current, f"cannot write ({exc.strerror or exc.__class__.__name__}); {outcome}") from None
+    finally:
+        for path in [*staged.values(), *(k for k in kept.values() if k is not None)]:
+            path.unlink(missing_ok=True)
+
+
+def _put_back(targets: Iterable[Path], kept: dict[Path, Path | None]) -> list[tuple[Path, Path]]:
+    """Give ``targets`` their kept files back (renames only: they work on a full disk too); returns those
+    that failed, whose kept file is then left in place (taken out of ``kept``, so it is not deleted)."""
+    stuck = []
+    for target in targets:
+        old = kept[target]
+        try:
+            if old is None:
                 target.unlink(missing_ok=True)
             else:
-                write_bytes(target, previous)
-        raise BadInputError(current, f"cannot write ({exc.strerror or exc.__class__.__name__}); "
-                                     "no file of this run was changed") from None
-    finally:
-        for tmp in staged.values():
-            tmp.unlink(missing_ok=True)
+                os.replace(old, target)
+        except OSError:
+            if old is not None:
+                stuck.append((target, old))
+                kept[target] = None
+    return stuck
+
+
+def _temp_beside(target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _keep(target: Path) -> Path | None:
+    """A second name for ``target``'s current file (None when there is none yet)."""
+    if not target.is_file():
+        return None
+    keep = _temp_beside(target)
+    keep.unlink()
+    try:
+        os.link(target, keep)  # the same bytes under another name
+    except OSError:  # no hard links here (FAT, some network file systems): a copy
+        keep.write_bytes(target.read_bytes())
+    return keep
 
 
 def write_text(target: str | Path, text: str) -> None:

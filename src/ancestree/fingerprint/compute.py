@@ -174,8 +174,7 @@ class ReadAhead:
 def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: bool = True) -> Fingerprint:
     """Fingerprint an open model, reading every learned tensor exactly once."""
     spec = spec or SketchSpec()
-    if not model.tensors:  # a header of {}, an ONNX graph without initializers: no lineage to read
-        raise BadInputError(model.path, "holds no tensors: nothing to fingerprint")
+    _require_tensors(model)
     pool = ThreadPoolExecutor(1, thread_name_prefix="ancestree-hash") if threads else None
     tensors: list[TensorPrint] = []
     try:
@@ -223,8 +222,14 @@ def fingerprint(
         return _fingerprint_open(model, store, spec)
 
 
+def _require_tensors(model: Model) -> None:
+    if not model.tensors:  # a header of {}, an ONNX graph without initializers: no lineage to read
+        raise BadInputError(model.path, "holds no tensors: nothing to fingerprint")
+
+
 def _fingerprint_open(model: Model, store: FingerprintCache | None, spec: SketchSpec | None) -> Fingerprint:
     spec = spec or SketchSpec()
+    _require_tensors(model)  # before the cache: one fingerprinted by an older version may be stored
     if store is not None:
         hit = store.get(model, spec)
         if hit is not None:

@@ -107,7 +107,7 @@ def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> lis
         _check_versions(header["models"])
         return [_model_from(r, sketches) for r in header["models"]]
     except DAMAGED_FILE as exc:
-        raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {exc or 'empty or cut short'})") from None
+        raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {str(exc) or 'empty or cut short'})") from None
 
 
 def save_fingerprints(fingerprints: Fingerprint | Sequence[Fingerprint], path: str | os.PathLike[str]) -> None:

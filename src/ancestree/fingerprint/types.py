@@ -9,7 +9,7 @@ never change the meaning of an existing one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -169,21 +169,21 @@ def comparable_pair(a: TensorPrint, b: TensorPrint) -> bool:
     return a.is_finite and b.is_finite and not both_buffers(a, b)
 
 
-def resolve_name(name: str, ids: Sequence[str], near: str | None = None,
-                 same: Callable[[str], object] | None = None) -> str | None:
+def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str | None:
     """The id among ``ids`` a declared name refers to: the same id, else one that ends with the name or that
     the name ends with (``hub/org/base`` for ``org/base``), else one with the same last path component.
 
-    ``near`` is the id of the model whose card declares the name: among equal matches the one sharing the
-    most leading folders with it wins (a card in ``runs/b/`` naming ``m4`` means ``runs/b/m4``, not
-    ``runs/a/m4``, when both folders were scanned). A tie left after that is ambiguous: None, unless ``same``
-    (id -> the model it stands for) says the tied ids are one model.
+    ``near`` is the id of the model whose card declares the name (never its own base): among equal matches
+    the one sharing the most leading folders with it wins (a card in ``runs/b/`` naming ``m4`` means
+    ``runs/b/m4``, not ``runs/a/m4``, when both folders were scanned); after that, the first in ``ids``.
     """
-    if name in ids:
+    if name in ids and name != near:
         return name
     clean = name.strip().rstrip("/")
     ranked = []
     for candidate in ids:
+        if candidate == near:
+            continue
         c = candidate.rstrip("/")
         if c.endswith("/" + clean) or clean.endswith("/" + c):
             ranked.append((2, _shared_folders(c, near), candidate))
@@ -191,10 +191,7 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None,
             ranked.append((1, _shared_folders(c, near), candidate))
     if not ranked:
         return None
-    ranked.sort(key=lambda r: r[:2], reverse=True)
-    tied = {(same or str)(r[2]) for r in ranked if r[:2] == ranked[0][:2]}
-    if len(tied) > 1:
-        return None
+    ranked.sort(key=lambda r: r[:2], reverse=True)  # stable: equal matches keep the order of ids
     return ranked[0][2]
 
 

@@ -104,8 +104,10 @@ PathLike = str | os.PathLike[str]
 def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterable[PathLike] = ()) -> list[tuple[str, str]]:
     """``(name, absolute path)`` for each model: the path as given (or a given ``(name, path)`` pair), and
     for each ``scan`` folder, every model below it named by its path relative to the folder (with the folder
-    in front when two folders hold the same relative path: :func:`~ancestree.io.scan_folders`)."""
-    from ancestree.io import scan_folders
+    in front when two folders hold the same relative path: :func:`~ancestree.io.scan_folders`). A scan folder
+    holding no model is an item of its own, which indexing reports as unreadable as it does a given empty
+    folder (a batch goes on past it)."""
+    from ancestree.io import scan_folders, scan_models
 
     items = [(str(p[0]), str(Path(p[1]).resolve())) if isinstance(p, tuple) else (str(p), str(Path(p).resolve()))
              for p in paths]
@@ -113,7 +115,9 @@ def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterab
     for folder in scan:
         if not Path(folder).is_dir():
             raise BadInputError(folder, "not a folder (--scan needs a folder to search for models)")
-    items.extend((str(name), str(Path(path).resolve())) for name, path in scan_folders(scan))
+    empty = [folder for folder in scan if next(iter(scan_models(folder)), None) is None]
+    items.extend((str(name), str(Path(path).resolve())) for name, path in scan_folders([f for f in scan if f not in empty]))
+    items.extend((str(folder), str(Path(folder).resolve())) for folder in empty)
     seen: set[str] = set()
     unique = []
     for name, path in items:

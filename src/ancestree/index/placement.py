@@ -161,7 +161,7 @@ class DeclaredNames:
 
     def __call__(self, declared: str, near: str | None = None) -> str | None:
         """The model ``declared`` stands for, read as the card of ``near`` (the declaring model's name)."""
-        found = resolve_name(declared, self.by_last.get(_last_part(declared), []), near, same=self.model.__getitem__)
+        found = resolve_name(declared, self.by_last.get(_last_part(declared), []), near)
         return self.model[found] if found is not None else None
 
 

@@ -117,13 +117,21 @@ def front_matter(path: Path) -> str | None:
     return head[3:end]
 
 
+#: Keys of the Hub's model card metadata: a block holding one is front matter, while ``Disclaimer: use at
+#: your own risk`` after a horizontal rule is prose that happens to parse as YAML.
+CARD_KEYS = frozenset({"base_model", "base_model_relation", "license", "license_name", "license_link", "tags",
+                       "library_name", "pipeline_tag", "language", "datasets", "metrics", "model-index",
+                       "model_name", "inference", "widget", "thumbnail"})
+
+
 def _looks_like_fields(text: str) -> bool:
-    """Whether the lines up to the first blank one parse as a YAML mapping (``base_model: org/name``)."""
+    """Whether the lines up to the first blank one parse as a YAML mapping with a card key (``base_model:``)."""
     block = text.lstrip("\r\n").split("\n\n", 1)[0]
     try:
-        return isinstance(yaml.load(block, Loader=_SAFE_LOADER), dict)
+        fields = yaml.load(block, Loader=_SAFE_LOADER)
     except yaml.YAMLError:
         return False
+    return isinstance(fields, dict) and any(str(k) in CARD_KEYS for k in fields)
 
 
 def compose(text: str) -> yaml.Node | None:

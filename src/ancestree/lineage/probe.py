@@ -49,7 +49,7 @@ def read_probe_file(path: str | Path) -> np.ndarray:
         if p.suffix == ".npy":
             return np.asarray(np.load(p, allow_pickle=False))
     except DAMAGED_FILE as exc:  # an empty file raises EOFError, a truncated .npz BadZipFile
-        raise BadInputError(path, f"probe data: cannot read ({exc.__class__.__name__}: {exc or 'empty or cut short'})") from None
+        raise BadInputError(path, f"probe data: cannot read ({exc.__class__.__name__}: {str(exc) or 'empty or cut short'})") from None
     raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
 
 

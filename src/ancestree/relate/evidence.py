@@ -209,6 +209,13 @@ def _weighted(values: list[float], weights: list[float]) -> float:
     return float(np.dot(values, w) / w.sum()) if w.sum() > 0 else 0.0
 
 
+def _tied(fp: Fingerprint, unpaired: Sequence[str], paired: Sequence[str]) -> int:
+    """Parameters of unpaired tensors that hold the very values of a paired one of the same model: tied
+    weights (an ``lm_head`` sharing the embedding), which one file lists twice and another once."""
+    digests = {fp[name].digest for name in paired}
+    return sum(fp[name].numel for name in unpaired if fp[name].digest in digests)
+
+
 def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment,
               non_finite: Sequence[str] = (), buffers: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
@@ -216,7 +223,8 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     # paired but left out: masks (no parameters to cover) and tensors holding NaN (they pair, unreadable);
     # each pair has one size on both sides
     masked = sum(fa[name].numel for name in (*buffers, *non_finite))
-    paired_b = sum(fb[l.b].numel for l in layers)
+    paired_b = sum(fb[l.b].numel for l in layers) + _tied(fb, alignment.unpaired_b, [l.b for l in layers])
+    tied_a = _tied(fa, alignment.unpaired_a, [l.a for l in layers])
     matrices = [l for l in layers if l.is_matrix]
     # Distances pool the matrices (all tensors if there are none): gains and biases have large means and
     # tiny spreads (LayerNorm gains ≈ 1), which would pull the relative distance of unrelated models off √2.
@@ -242,7 +250,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         unpaired_b=list(alignment.unpaired_b),
         non_finite=list(non_finite),
         buffers=list(buffers),
-        coverage_a=sum(n) / max(sum(t.numel for t in fa.tensors) - masked, 1),
+        coverage_a=(sum(n) + tied_a) / max(sum(t.numel for t in fa.tensors) - masked, 1),
         coverage_b=paired_b / max(sum(t.numel for t in fb.tensors) - masked, 1),
         identical_fraction=sum(l.numel for l in layers if l.identical) / max(sum(n), 1.0),
         distance=math.sqrt(sq_diff / max(n_pooled, 1)),
