@@ -242,3 +242,21 @@ def test_a_damaged_cache_entry_is_computed_again_and_rewritten(tmp_path: Path) -
         entry.write_bytes(damaged)
         again = fingerprint(folder, cache)
         assert again.content_key == first.content_key and entry.read_bytes() == whole
+
+
+def test_a_model_without_tensors_is_refused_even_from_the_cache(tmp_path: Path) -> None:
+    """An older version fingerprinted such models and cached them: a hit must not bring one back."""
+    import struct
+
+    from ancestree.errors import BadInputError
+    from ancestree.fingerprint.types import Declared, Fingerprint
+    from ancestree.io import load_model
+
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(struct.pack("<Q", 2) + b"{}")
+    cache = FingerprintCache(tmp_path / "cache")
+    with load_model(empty) as model:
+        cache.put(model, Fingerprint(str(empty), "safetensors", 0, {}, Declared(), [], "0" * 64))
+        assert cache.get(model) is not None  # stored as an older version would have
+    with pytest.raises(BadInputError, match="holds no tensors"):
+        fingerprint(empty, cache)
