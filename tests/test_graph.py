@@ -571,3 +571,22 @@ def test_many_unrelated_small_models_stay_apart(size: int, n: int) -> None:
     fps = [_weights_fp(f"m{i:03d}", {"w": rng.standard_normal((size, size)).astype(np.float32)}) for i in range(n)]
     graph = GraphRecovery().fit(fps).graph_
     assert len(graph.models) == n and graph.edges() == []
+
+
+def test_a_bin_listing_a_tied_weight_and_its_safetensors_are_one_model(tmp_path: Path) -> None:
+    """A .bin lists a tied lm_head beside the embedding it shares, the safetensors conversion keeps one: the
+    two files had different matrix lists, so two architectures, two trees."""
+    import torch
+    from safetensors.torch import save_file
+
+    from ancestree.fingerprint import fingerprint
+
+    torch.manual_seed(0)
+    embedding = torch.randn(500, 64) * 0.02
+    state = {"embed.weight": embedding, "lm_head.weight": embedding,
+             **{f"layers.{i}.up.weight": torch.randn(128, 64) * 0.02 for i in range(2)}}
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    save_file({k: v.contiguous() for k, v in state.items() if k != "lm_head.weight"}, str(tmp_path / "model.safetensors"))
+    prints = [fingerprint(tmp_path / f, model_id=f) for f in ("pytorch_model.bin", "model.safetensors")]
+    edges = GraphRecovery().fit(prints).graph_.edges()
+    assert [(p, c, d["relation"]) for p, c, d in edges] == [("model.safetensors", "pytorch_model.bin", "duplicate")]

@@ -42,8 +42,20 @@ SAMPLE_SEED = 7310
 
 
 def matrix_tensors(fp: Fingerprint) -> list[TensorPrint]:
-    """The tensors that take part in vectors: two or more dimensions and at least :data:`MIN_NUMEL` entries."""
-    return [t for t in fp.tensors if len(t.shape) >= 2 and t.numel >= MIN_NUMEL]
+    """The tensors that take part in vectors: two or more dimensions and at least :data:`MIN_NUMEL` entries,
+    each learned matrix once: a tied copy (an ``lm_head`` holding the embedding's very values, which a
+    ``.bin`` lists and its safetensors conversion drops) would make the two files two architectures.
+    Constant matrices (zero-initialised layers) are kept: equal values there are no tie."""
+    out, seen = [], set()
+    for t in fp.tensors:
+        if len(t.shape) < 2 or t.numel < MIN_NUMEL:
+            continue
+        if not t.is_buffer_like:
+            if t.digest in seen:
+                continue
+            seen.add(t.digest)
+        out.append(t)
+    return out
 
 
 def arch_key(fp: Fingerprint) -> tuple:
