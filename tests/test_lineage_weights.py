@@ -227,3 +227,30 @@ def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:
     assert {c.candidate: c.generations for c in result.ranking} == {"P": 1, "G": 2, "U": None}
     table["child"] = ({"P": 0.3, "G": 0.15, "U": 0.05}, 0.5)  # an ancestor no likelier than none: no walk
     assert all(c.generations is None for c in rank_ancestors(rank, "child", ["P", "G", "U"], older=None).ranking)
+
+
+def test_gains_alike_in_every_model_do_not_make_an_unrelated_model_a_parent(tmp_path) -> None:
+    """Two transformer-like models of other seeds share only their LayerNorm gains (ones) and zero biases.
+    Those dominated the residual (0.34 for two freshly initialised GPT-2s), so each was called the other's
+    parent at 0.76; the residual pools the matrices, as pair evidence does."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    def model(seed: int):
+        rng = np.random.default_rng(seed)
+        tensors = {}
+        for i in range(2):
+            tensors[f"h.{i}.attn.weight"] = (rng.standard_normal((64, 192)) * 0.02).astype(np.float32)
+            tensors[f"h.{i}.mlp.weight"] = (rng.standard_normal((64, 256)) * 0.02).astype(np.float32)
+            for ln in ("ln_1", "ln_2"):
+                tensors[f"h.{i}.{ln}.weight"] = np.ones(64, np.float32)
+                tensors[f"h.{i}.{ln}.bias"] = np.zeros(64, np.float32)
+        tensors["wte.weight"] = (rng.standard_normal((500, 64)) * 0.02).astype(np.float32)
+        path = tmp_path / f"seed{seed}.safetensors"
+        save_file(tensors, str(path))
+        return str(path)
+
+    a, b = model(1), model(2)
+    for child, candidate in ((a, b), (b, a)):
+        ranking = WeightsRanker().rank(child, [candidate])
+        assert ranking.parent is None and ranking.p_none > 0.9, ranking.to_dict(with_evidence=True)
