@@ -137,14 +137,19 @@ def _looks_like_fields(text: str) -> bool:
 def compose(text: str) -> yaml.Node | None:
     """The YAML node graph of ``text`` without expanding aliases (an alias is the anchored node itself, so a
     "billion laughs" stays as small as its text), after checking its nesting on the event stream."""
-    depth = 0
-    for event in yaml.parse(text, Loader=_SAFE_LOADER):
-        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise CardProblem(f"front matter nests deeper than {MAX_DEPTH} levels")
-        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
-            depth -= 1
+    depth, too_deep = 0, CardProblem(f"front matter nests deeper than {MAX_DEPTH} levels")
+    try:
+        for event in yaml.parse(text, Loader=_SAFE_LOADER):
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise too_deep
+            elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                depth -= 1
+    except yaml.YAMLError as exc:  # libyaml >= 6.0.4 stops deep nesting itself, while scanning
+        if "nesting depth" in str(exc):
+            raise too_deep from None
+        raise
     root = yaml.compose(text, Loader=_SAFE_LOADER)
     _check_tags(root)
     return root
