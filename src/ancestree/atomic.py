@@ -67,11 +67,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        tmp_path = _temp_beside(target)
     except OSError as exc:
         raise BadInputError(target, f"cannot write here ({exc.strerror or exc.__class__.__name__})") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, _mode_for(target))
@@ -143,6 +141,7 @@ def _put_back(targets: Iterable[Path], kept: dict[Path, Path | None]) -> list[tu
 
 
 def _temp_beside(target: Path) -> Path:
+    """A new empty file beside ``target`` (hidden, ``.part``): where a replacement is written first."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     os.close(fd)
     return Path(tmp)

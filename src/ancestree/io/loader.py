@@ -7,15 +7,13 @@ hold the weights by Hugging Face conventions (safetensors first, then PyTorch, O
 from __future__ import annotations
 
 import importlib
-import pickle
 import struct
-import zipfile
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from ancestree.errors import BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.io.base import Model
 from ancestree.io.folder import open_folder, shard_files
 
@@ -97,11 +95,9 @@ def load_model(path: str | Path, model_id: str | None = None) -> Model:
         raise BadInputError(path, f"cannot read as {suffix[1:]}: {_one_line(exc)}") from None
 
 
-#: What libraries raise on damaged files; anything else is a bug in ancestree and stays an internal error.
-READ_ERRORS = (
-    OSError, ValueError, RuntimeError, KeyError, TypeError, EOFError, IndexError,
-    struct.error, pickle.UnpicklingError, zipfile.BadZipFile, zlib.error,
-)
+#: What libraries raise on damaged files (the readers' parsers add struct's and zlib's); anything else is a
+#: bug in ancestree and stays an internal error.
+READ_ERRORS = (*DAMAGED_FILE, struct.error, zlib.error)
 
 
 def _one_line(exc: BaseException) -> str:

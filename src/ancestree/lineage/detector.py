@@ -34,9 +34,9 @@ from torch import nn
 
 from ancestree.atomic import check_writable, write_bytes
 from ancestree.errors import BadInputError
-from ancestree.io.torch_pickle import load_checkpoint
 from ancestree.fingerprint import FingerprintCache, fingerprint
 from ancestree.fingerprint.sketch import as_matrix, index_set
+from ancestree.io.torch_pickle import load_checkpoint
 from ancestree.lineage.pairs import Source, check_distinct, open_model
 from ancestree.lineage.probe import MIN_CENTRED, require_inputs, small_probe_note
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
