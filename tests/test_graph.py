@@ -590,3 +590,47 @@ def test_a_bin_listing_a_tied_weight_and_its_safetensors_are_one_model(tmp_path:
     prints = [fingerprint(tmp_path / f, model_id=f) for f in ("pytorch_model.bin", "model.safetensors")]
     edges = GraphRecovery().fit(prints).graph_.edges()
     assert [(p, c, d["relation"]) for p, c, d in edges] == [("model.safetensors", "pytorch_model.bin", "duplicate")]
+
+
+def _gpt2_like(rng: np.random.Generator, vocab: int = 400, head: tuple[str, int] | None = None) -> dict[str, np.ndarray]:
+    """A small GPT-2-like state: token and position embeddings, four blocks, the LM head tied (not stored),
+    or ``head`` = (name, outputs): a task head of its own."""
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_t(5, size=shape) * 0.05).astype(np.float32)
+
+    state = {"wte.weight": w(vocab, 48), "wpe.weight": w(64, 48)}
+    for i in range(4):
+        state |= {f"h.{i}.attn.c_attn.weight": w(48, 144), f"h.{i}.attn.c_proj.weight": w(48, 48),
+                  f"h.{i}.mlp.c_fc.weight": w(48, 192), f"h.{i}.mlp.c_proj.weight": w(192, 48)}
+    if head:
+        state[head[0] + ".weight"] = w(head[1], 48)
+    return state
+
+
+def test_a_new_task_head_or_a_resized_vocabulary_stays_in_its_bases_tree(tmp_path: Path) -> None:
+    """A fine-tune given a classification head, or new tokens, has matrices its base lacks: it was another
+    architecture, alone in a tree of its own (its card's true base reported as a conflict). It is compared
+    with its base on the matrices both hold; a stranger of its shape still stands alone."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+
+    rng = np.random.default_rng(3)
+    base = _gpt2_like(rng)
+
+    def tune(state: dict[str, np.ndarray], scale: float = 0.01) -> dict[str, np.ndarray]:
+        return {k: (v + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in state.items()}
+
+    classifier = tune(base) | {"score.weight": (rng.standard_normal((3, 48)) * 0.05).astype(np.float32)}
+    resized = tune(base)
+    resized["wte.weight"] = np.vstack([resized["wte.weight"], rng.standard_normal((16, 48)).astype(np.float32) * 0.05])
+    models = {"base": base, "base-ft": tune(base), "classifier": classifier, "resized": resized,
+              "stranger": _gpt2_like(rng, head=("score", 3))}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    prints = [fingerprint(tmp_path / f"{m}.safetensors", model_id=m) for m in models]
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_
+    tree = graph.trees()
+    assert tree["classifier"] == tree["resized"] == tree["base"] == tree["base-ft"] != tree["stranger"]
+    linked = {frozenset((p, c)) for p, c, _ in graph.edges()}
+    assert {frozenset(("base", "classifier")), frozenset(("base", "resized"))} <= linked, linked

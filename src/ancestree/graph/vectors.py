@@ -1,7 +1,9 @@
 """Fingerprints as vectors: models of one architecture become points whose distances mean something.
 
 Models are grouped by architecture (the multiset of their matrix shapes, orientation ignored), so models of
-different architectures are never compared. Within a group, every member's matrix tensors are lined up with a
+different architectures are never compared; architectures whose matrices pair almost all with each other's
+(:data:`FAMILY_SHARE`: a fine-tune given a new task head or a resized vocabulary, and its base) are one
+group, compared on the matrices every architecture of it holds. Within a group, every member's matrix tensors are lined up with a
 reference member's (by name when names agree, else by :func:`ancestree.align.align`, which handles generic
 ONNX names and transposed storage, against the named member nearest it: see :func:`_anchor`), and a fixed sample of each tensor's sketch entries becomes part of:
 
@@ -39,6 +41,11 @@ SAMPLE = 256
 
 #: Seed of the per-shape sample positions.
 SAMPLE_SEED = 7310
+
+#: Share of each architecture's matrices (by count) that must pair with the other's for two architectures to
+#: be one group: a fine-tune with a new task head or a resized vocabulary keeps all but one or two of its
+#: base's matrices (GPT-2: 49 of 50), a 6-layer model of a 12-layer design half of them.
+FAMILY_SHARE = 0.75
 
 
 def matrix_tensors(fp: Fingerprint) -> list[TensorPrint]:
@@ -154,12 +161,41 @@ def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
     return {p.a: (p.b, p.transposed) for p in align(partner, fp).pairs}
 
 
+def _paired_matrices(a: Fingerprint, b: Fingerprint) -> set[str]:
+    """Names of ``a``'s matrices that pair with one of ``b``'s matrices (:func:`ancestree.align.align`: by
+    name, wrapper prefix, then content)."""
+    mats_a, mats_b = {t.name for t in matrix_tensors(a)}, {t.name for t in matrix_tensors(b)}
+    return {p.a for p in align(a, b).pairs if p.a in mats_a and p.b in mats_b}
+
+
+def _one_family(a: Fingerprint, b: Fingerprint) -> bool:
+    """Whether two models of different architectures hold nearly the same matrices (:data:`FAMILY_SHARE`)."""
+    shapes_a = Counter(shape_class(t) for t in matrix_tensors(a))
+    shapes_b = Counter(shape_class(t) for t in matrix_tensors(b))
+    most = max(sum(shapes_a.values()), sum(shapes_b.values()), 1)
+    # equal shapes are needed for a pairing: counting them first spares most pairs of architectures an alignment
+    return sum((shapes_a & shapes_b).values()) >= FAMILY_SHARE * most and len(_paired_matrices(a, b)) >= FAMILY_SHARE * most
+
+
+def _core(ref: Fingerprint, fps: Sequence[Fingerprint]) -> set[str]:
+    """Names of ``ref``'s matrices that every architecture among ``fps`` holds (all of them for one architecture)."""
+    names = {t.name for t in matrix_tensors(ref)}
+    exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
+    for f in fps:
+        exact[arch_key(f)].append(f)
+    for key, members in exact.items():
+        if key != arch_key(ref):
+            names &= _paired_matrices(ref, _reference(members))
+    return names
+
+
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
-    """Vectors of fingerprints of one architecture (see the module docstring)."""
+    """Vectors of fingerprints of one architecture group (see the module docstring)."""
     ref = _reference(fps)
+    core = _core(ref, fps)
     # masks are no lineage evidence: a matrix left out when it is one in every member (as pair evidence
     # leaves out a pair of them; a zero-initialised matrix trained in some members stays)
-    ref_tensors = [t for t in matrix_tensors(ref) if not (t.is_buffer_like and all(
+    ref_tensors = [t for t in matrix_tensors(ref) if t.name in core and not (t.is_buffer_like and all(
         f[t.name].is_buffer_like for f in fps if t.name in f))]
     n, T = len(fps), len(ref_tensors)
     blocks = [_positions(t.sketch.size) for t in ref_tensors]
@@ -234,10 +270,23 @@ def angle_distances(gv: GroupVectors, pairs: np.ndarray) -> np.ndarray:
 
 
 def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
-    """Fingerprints by :func:`arch_key`, in input order."""
+    """Fingerprints by architecture group, in input order: one :func:`arch_key`, or several whose models hold
+    nearly the same matrices (:func:`_one_family`), keyed by the first of them. Adapters stay by key."""
+    exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
+    for fp in fps:
+        exact[arch_key(fp)].append(fp)
+    keys = list(exact)
+    refs = {k: _reference(exact[k]) for k in keys if k[0] == "model"}
+    root = {k: k for k in keys}
+    for i, k in enumerate(keys):
+        for other in keys[i + 1:]:
+            if k in refs and other in refs and root[other] == other and _one_family(refs[k], refs[other]):
+                for key, r in root.items():  # union: everything under ``other`` goes under ``k``'s root
+                    if r == other:
+                        root[key] = root[k]
     groups: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
-        groups[arch_key(fp)].append(fp)
+        groups[root[arch_key(fp)]].append(fp)
     return dict(groups)
 
 
