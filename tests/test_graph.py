@@ -634,3 +634,30 @@ def test_a_new_task_head_or_a_resized_vocabulary_stays_in_its_bases_tree(tmp_pat
     assert tree["classifier"] == tree["resized"] == tree["base"] == tree["base-ft"] != tree["stranger"]
     linked = {frozenset((p, c)) for p, c, _ in graph.edges()}
     assert {frozenset(("base", "classifier")), frozenset(("base", "resized"))} <= linked, linked
+
+
+def test_a_lora_merged_into_the_attention_of_a_llama_is_an_adapter_edge(tmp_path: Path) -> None:
+    """A LoRA on q_proj and v_proj leaves the embeddings and MLPs, first in a Llama's tensor list, as they
+    were: the low-rank screen looked at those (no change, no vote) and passed the edge on as a fine-tune."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+
+    rng = np.random.default_rng(5)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    base = {"lm_head.weight": w(300, 64), "model.embed_tokens.weight": w(300, 64)}
+    for i in range(2):
+        pre = f"model.layers.{i}."
+        base |= {pre + "mlp.down_proj.weight": w(64, 128), pre + "mlp.gate_proj.weight": w(128, 64),
+                 pre + "mlp.up_proj.weight": w(128, 64), **{pre + f"self_attn.{k}_proj.weight": w(64, 64) for k in "qkvo"}}
+    merged = dict(base)
+    for name in [n for n in base if n.endswith(("q_proj.weight", "v_proj.weight"))]:
+        merged[name] = base[name] + w(64, 8) @ w(8, 64) * 4  # B·A of rank 8, scaled
+    for name, state in {"llama": base, "llama-lora-merged": merged}.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    prints = [fingerprint(tmp_path / f"{m}.safetensors", model_id=m) for m in ("llama", "llama-lora-merged")]
+    edges = GraphRecovery(use_declared=False).fit(prints).graph_.edges()
+    assert [(p, c, d["relation"]) for p, c, d in edges] == [("llama", "llama-lora-merged", "adapter")]

@@ -570,7 +570,9 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
 
     Exact pair evidence (:func:`ancestree.relate.relate`, one SVD per matrix) decides the relation; this
     screen runs one batched SVD per tensor over all edges so that evidence is computed only where a
-    low-rank difference is possible. Edges whose tensors do not pair by name are always passed on.
+    low-rank difference is possible. Edges whose tensors do not pair by name are always passed on. Only
+    matrices that changed are looked at: an adapter on the attention projections leaves the embeddings and
+    MLPs that come first in a Llama's tensor list untouched.
     """
     by_tensor: dict[tuple[str, tuple[int, ...]], list[tuple[int, np.ndarray]]] = defaultdict(list)
     low: dict[int, list[bool]] = defaultdict(list)
@@ -578,7 +580,7 @@ def low_rank_candidates(fps: dict[str, Fingerprint], edges: list[Edge]) -> set[i
     for k, e in enumerate(edges):
         fa, fb = fps[e.parent], fps[e.child]
         shared = [t.name for t in fa.tensors if t.is_matrix and t.name in fb and fb[t.name].sketch.shape == t.sketch.shape
-                  and min(t.sketch.shape) >= 16 and comparable_pair(t, fb[t.name])]
+                  and min(t.sketch.shape) >= 16 and comparable_pair(t, fb[t.name]) and fb[t.name].digest != t.digest]
         if not shared:
             out.add(id(e))
             continue
