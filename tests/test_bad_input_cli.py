@@ -353,3 +353,24 @@ def test_index_add_indexes_what_it_reads_and_exits_2_naming_the_rest(tmp_path: P
     assert str(tmp_path / "drop") in lines[2], err
     status, out, _ = _run(["index", "ls", "--db", str(db), "--format", "json"], capsys)
     assert status == 0 and [row["path"] for row in json.loads(out)] == [str((zoo / "base").resolve())]
+
+
+@pytest.mark.parametrize("method", ["ours", "mother"])
+def test_tree_skip_unreadable_leaves_a_damaged_model_out_and_names_it(method: str, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """One damaged upload stopped a whole `tree --scan` (exit 2, no graph); with --skip-unreadable it is
+    named on stderr and the others get their graph. Without the flag it still stops; all damaged: exit 2."""
+    zoo = _family(tmp_path)
+    (zoo / "cut").mkdir()
+    (zoo / "cut" / "model.safetensors").write_bytes((zoo / "ft1" / "model.safetensors").read_bytes()[:300])
+    argv = ["tree", "--scan", str(zoo), "-f", "json", "--method", method] + (["--trees", "1"] if method == "mother" else [])
+    status, out, err = _run(argv, capsys)
+    assert status == 2 and out == "" and "cut" in err, err
+    status, out, err = _run(argv + ["--skip-unreadable"], capsys)
+    lines = [line for line in err.splitlines() if line.startswith("skipped:")]
+    assert status == 0 and len(lines) == 1 and "cut" in lines[0], err
+    graph = json.loads(out)
+    assert sorted(m["id"] for m in graph["models"]) == ["base", "ft1", "ft2"]
+    assert graph["edges"] or method == "mother"  # MoTHer compares square matrices only: these models have none
+    status, out, err = _run(["tree", str(zoo / "cut"), "--skip-unreadable", "-f", "json"], capsys)
+    assert status == 2 and out == "" and "no readable models" in err.splitlines()[-1], err

@@ -39,14 +39,32 @@ SUFFIX_FORMAT = {".json": "json", ".dot": "dot", ".gv": "dot", ".graphml": "grap
                  ".mermaid": "mermaid", ".html": "html", ".htm": "html", ".txt": "text"}
 
 
+def readable(sources: list[tuple[str, Path]], cache: bool, skip: bool) -> tuple[list[tuple[str, Path]], list]:
+    """The sources that can be read and their fingerprints; with ``skip``, each unreadable one is named on
+    stderr and left out (without, the first one stops the command)."""
+    from ancestree.fingerprint import fingerprint_many
+
+    def report(exc: BadInputError) -> None:
+        err_console.print(f"skipped: {exc}", highlight=False, soft_wrap=True)
+
+    fps = fingerprint_many(sources, cache=True if cache else None, progress=progress_bars(),
+                           on_unreadable=report if skip else None)
+    kept = {f.id for f in fps}
+    sources = [(mid, p) for mid, p in sources if mid in kept]
+    if not sources:
+        raise BadInputError(None, "no readable models: every one given was skipped")
+    return sources, fps
+
+
 def recover(sources: list[tuple[str, Path]], method: Method, trees: int | None, use_declared: bool, cache: bool,
-            kurtosis_order: str = "parent-higher"):
-    """The recovered :class:`~ancestree.graph.ModelGraph` (fingerprints for ours, raw weights for MoTHer)."""
+            kurtosis_order: str = "parent-higher", fps: list | None = None):
+    """The recovered :class:`~ancestree.graph.ModelGraph` (fingerprints for ours, raw weights for MoTHer;
+    ``fps``: the sources' fingerprints when already computed)."""
     if method is Method.ours:
-        from ancestree.fingerprint import fingerprint_many
         from ancestree.graph import GraphRecovery
 
-        fps = fingerprint_many([(mid, p) for mid, p in sources], cache=True if cache else None, progress=progress_bars())
+        if fps is None:
+            fps = readable(sources, cache, skip=False)[1]
         return GraphRecovery(use_declared=use_declared).fit(fps).graph_
     from ancestree.graph import MoTHer
 
@@ -67,6 +85,7 @@ def tree(
     force: Annotated[bool, typer.Option("--force", help="With --write-cards: overwrite declared values.")] = False,
     declared: Annotated[bool, typer.Option("--declared/--no-declared", help="Use declared base models as a prior (ours).")] = True,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Cache fingerprints ($ANCESTREE_CACHE or ~/.cache/ancestree).")] = True,
+    skip_unreadable: Annotated[bool, typer.Option("--skip-unreadable", help="Leave out models that cannot be read (each named on stderr) instead of stopping.")] = False,
 ) -> None:
     """Recover the Model Graph (which model came from which) from the weights alone."""
     from ancestree.graph.metadata import is_conflict
@@ -87,7 +106,10 @@ def tree(
     order = (kurtosis_order or KurtosisOrder.parent_higher).value
     if kurtosis_order is not None and method is Method.ours:
         err_console.print("note: --kurtosis-order only applies to --method mother / mother-lora")
-    graph = recover(sources, method, trees, declared, cache, order)
+    fps = None
+    if skip_unreadable:  # read first, so that MoTHer too sees only what can be read
+        sources, fps = readable(sources, cache, skip=True)
+    graph = recover(sources, method, trees, declared, cache, order, fps)
     text = WRITERS[fmt](graph)
     cards = None
     if write_cards:  # every card read and checked before anything is printed or written
@@ -112,4 +134,4 @@ def register(app: typer.Typer) -> None:
     app.command()(tree)
 
 
-__all__ = ["collect_sources", "recover", "register", "tree"]
+__all__ = ["collect_sources", "readable", "recover", "register", "tree"]

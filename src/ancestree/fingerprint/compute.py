@@ -11,7 +11,7 @@ import hashlib
 import math
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -246,10 +246,13 @@ def fingerprint_many(
     *,
     spec: SketchSpec | None = None,
     progress: bool = True,
+    on_unreadable: Callable[[BadInputError], None] | None = None,
 ) -> list[Fingerprint]:
     """Fingerprints of several models, in order, with a progress bar on stderr.
 
     ``sources`` holds paths or models, or ``(model_id, path)`` pairs (what :func:`scan_models` yields).
+    A model that cannot be read raises :class:`BadInputError`; with ``on_unreadable`` it is left out and
+    the error handed to it instead (a scan of a hub mirror goes on past one damaged upload).
     """
     from ancestree.fingerprint.cache import as_cache
 
@@ -257,7 +260,12 @@ def fingerprint_many(
     out: list[Fingerprint] = []
     for item in tqdm(list(sources), desc="fingerprinting", unit="model", disable=not progress, leave=False):
         model_id, src = _split(item)
-        out.append(fingerprint(src, store, model_id=model_id, spec=spec))
+        try:
+            out.append(fingerprint(src, store, model_id=model_id, spec=spec))
+        except BadInputError as exc:
+            if on_unreadable is None:
+                raise
+            on_unreadable(exc)
     return out
 
 
