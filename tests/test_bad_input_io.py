@@ -244,12 +244,40 @@ def test_scan_does_not_follow_folder_links_but_follows_file_links(tmp_path: Path
     (runs / "latest").symlink_to("step200")  # the same checkpoint under another name
     (runs / "all_runs").symlink_to(Path("..", "runs"))  # a loop back up the tree
     snapshot = _hf_cache(root / "hub")
-    expected = ["hub/models--org--tiny/snapshots/0123abcd", "runs/step100", "runs/step200"]
+    expected = ["hub/models--org--tiny", "runs/step100", "runs/step200"]  # a cache repository by its folder
     assert [model_id for model_id, _ in scan_models(root)] == expected
     (tmp_path / "link").symlink_to(root, target_is_directory=True)  # the folder given may be a link itself
     assert [model_id for model_id, _ in scan_models(tmp_path / "link")] == expected
     with load_model(snapshot) as model:  # the linked files are read through their links
         np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])
+
+
+def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_its_name(tmp_path: Path) -> None:
+    """A cache repository folder (``models--org--name``) could not be given as a model (no weights in it), a
+    scan named it by ``snapshots/<hash>``, and a card declaring ``org/name`` found nothing. It is now the
+    revision ``refs/main`` names; an older snapshot is a model of its own; without refs/main and with several
+    snapshots it says which folder to give."""
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph import GraphRecovery
+    from ancestree.io.loader import scan_models
+
+    hub = tmp_path / "hub"
+    current = _hf_cache(hub)
+    repo = current.parent.parent
+    write_hf_folder(repo / "snapshots" / "0000old0", small_tensors(4))  # an earlier revision, downloaded too
+    tuned = {k: v + 0.01 * np.float32(1) if v.dtype == np.float32 else v for k, v in small_tensors(3).items()}
+    write_hf_folder(hub / "tuned", tuned, {"base_model": "org/tiny"})
+    assert [mid for mid, _ in scan_models(hub)] == ["models--org--tiny", "models--org--tiny/snapshots/0000old0", "tuned"]
+    with load_model(repo) as model:
+        np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])
+    prints = [fingerprint(path, model_id=mid) for mid, path in scan_models(hub)]
+    graph = GraphRecovery().fit(prints).graph_
+    assert graph.parents("tuned") == ["models--org--tiny"] and not graph.notes, graph.notes
+    (repo / "refs" / "main").write_text("../../../elsewhere")  # a ref is a hash, never a path
+    with pytest.raises(BadInputError, match="current revision is unknown .* snapshots/<hash>"):
+        load_model(repo)
+    assert [mid for mid, _ in scan_models(hub)] == ["models--org--tiny/snapshots/0000old0",
+                                                     "models--org--tiny/snapshots/0123abcd", "tuned"]
 
 
 def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:

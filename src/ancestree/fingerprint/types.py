@@ -9,6 +9,7 @@ never change the meaning of an existing one.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -176,6 +177,7 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
     ``near`` is the id of the model whose card declares the name (never its own base): among equal matches
     the one sharing the most leading folders with it wins (a card in ``runs/b/`` naming ``m4`` means
     ``runs/b/m4``, not ``runs/a/m4``, when both folders were scanned); after that, the first in ``ids``.
+    A Hugging Face cache folder answers to its repository's name (:func:`hub_name`).
     """
     if name in ids and name != near:
         return name
@@ -184,7 +186,7 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
     for candidate in ids:
         if candidate == near:
             continue
-        c = candidate.rstrip("/")
+        c = hub_name(candidate.rstrip("/"))
         if c.endswith("/" + clean) or clean.endswith("/" + c):
             ranked.append((2, _shared_folders(c, near), candidate))
         elif c.split("/")[-1] == clean.split("/")[-1]:
@@ -193,6 +195,12 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
         return None
     ranked.sort(key=lambda r: r[:2], reverse=True)  # stable: equal matches keep the order of ids
     return ranked[0][2]
+
+
+def hub_name(model_id: str) -> str:
+    """``model_id`` with a Hugging Face cache folder written as the repository it holds: ``hub/models--org--name``
+    (or one of its ``snapshots/<hash>``) is ``hub/org/name``, the name a card's ``base_model`` gives."""
+    return re.sub(r"(^|/)models--([^/]+)(/snapshots/[^/]+)?$", lambda m: m[1] + m[2].replace("--", "/"), model_id)
 
 
 def _shared_folders(candidate: str, near: str | None) -> int:

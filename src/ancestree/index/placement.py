@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ancestree.fingerprint import NOTHING_KEY, Fingerprint
-from ancestree.fingerprint.types import base_names, resolve_name
+from ancestree.fingerprint.types import base_names, hub_name, resolve_name
 from ancestree.index.neighbours import NeighbourIndex
 from ancestree.index.store import Edge, IndexStore
 from ancestree.relate import shares_weights
@@ -157,7 +157,7 @@ class DeclaredNames:
             self.model.setdefault(name, model)
         self.by_last: dict[str, list[str]] = {}
         for name in self.model:
-            self.by_last.setdefault(_last_part(name), []).append(name)
+            self.by_last.setdefault(_last_part(hub_name(name)), []).append(name)  # a cache folder by its repository
 
     def __call__(self, declared: str, near: str | None = None) -> str | None:
         """The model ``declared`` stands for, read as the card of ``near`` (the declaring model's name)."""

@@ -7,6 +7,7 @@ hold the weights by Hugging Face conventions (safetensors first, then PyTorch, O
 from __future__ import annotations
 
 import importlib
+import re
 import struct
 import zlib
 from collections import Counter
@@ -57,10 +58,29 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
+def cache_revision(folder: Path) -> Path | None:
+    """The snapshot a Hugging Face cache repository folder (``models--org--name``) stands for: the one its
+    ``refs/main`` names, else its only snapshot; None for any other folder, or when neither is there."""
+    snapshots = folder / "snapshots"
+    if not folder.name.startswith("models--") or not snapshots.is_dir():
+        return None
+    try:
+        commit = (folder / "refs" / "main").read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        commit = ""
+    if re.fullmatch(r"[0-9A-Za-z]+", commit) and (snapshots / commit).is_dir():  # a hash, never a path
+        return snapshots / commit
+    found = [p for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return found[0] if len(found) == 1 else None
+
+
 def is_model_folder(folder: Path) -> bool:
-    """A folder that is one model: weights beside a config, an adapter config, or a sharding index."""
+    """A folder that is one model: weights beside a config, an adapter config, or a sharding index (or a
+    Hugging Face cache repository folder whose current snapshot is one)."""
     if not folder.is_dir():
         return False
+    if (snapshot := cache_revision(folder)) is not None:
+        return is_model_folder(snapshot)
     names = {p.name for p in folder.iterdir()}
     marked = any(m in names for m in MODEL_MARKERS) or any(n.endswith(".index.json") for n in names)
     return marked and bool(weight_files(folder))
@@ -107,11 +127,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _load_folder(folder: Path, model_id: str) -> Model:
+    folder = cache_revision(folder) or folder
     if (folder / "adapter_config.json").is_file():
         from ancestree.io.peft import PeftAdapterModel
 
         return PeftAdapterModel(folder, model_id)
     files = weight_files(folder)
+    if not files and folder.name.startswith("models--") and (folder / "snapshots").is_dir():
+        raise BadInputError(folder, "a Hugging Face cache folder whose current revision is unknown (no refs/main "
+                                    "naming one of its snapshots): give one of its snapshots/<hash> folders")
     if not files:
         raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)")
     from ancestree.io.peft import ADAPTER_FILES
@@ -129,14 +153,28 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     output links name a folder scanned anyway (``latest -> step200``) or an ancestor (a loop), while a hand-made
     folder of links to models elsewhere is a common way to gather them. Links to files are followed, as the
     Hugging Face cache needs (``snapshots/<hash>/model.safetensors -> ../../blobs/<sha>``); ``root`` itself
-    may be a link."""
+    may be a link. A cache repository folder (``models--org--name``) is one model, its current revision
+    (:func:`cache_revision`); its other snapshots follow as models of their own."""
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder (models are searched below a folder)")
     if is_model_folder(root):
-        yield ".", root
+        yield from _model_folder(root, root, {root.resolve()})
         return
     yield from _scan(root, root, {root.resolve()})
+
+
+def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path]]:
+    """A model folder found by a scan, and for a cache repository its snapshots other than the current one."""
+    yield folder.relative_to(root).as_posix(), folder
+    current = cache_revision(folder)
+    if current is None:
+        return
+    seen.add(current.resolve())
+    for snapshot in sorted((folder / "snapshots").iterdir()):
+        if snapshot.resolve() not in seen and is_model_folder(snapshot):
+            seen.add(snapshot.resolve())
+            yield snapshot.relative_to(root).as_posix(), snapshot
 
 
 def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
@@ -175,7 +213,7 @@ def _scan(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path
                 continue  # the same models again, or a loop back up the tree (see scan_models)
             seen.add(target)
             if is_model_folder(child):
-                yield child.relative_to(root).as_posix(), child
+                yield from _model_folder(root, child, seen)
             else:
                 yield from _scan(root, child, seen)
         elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
