@@ -137,6 +137,12 @@ def test_tied_weights_count_once(tmp_path: Path) -> None:
     with load_model(tmp_path / "tied.bin") as tied, load_model(tmp_path / "copy.bin") as copy:
         assert tied.parameters == 800 + 256 and copy.parameters == 2 * 800 + 256
         assert sorted(tied.tensors) == sorted(copy.tensors)  # both names stay listed
+    folder = tmp_path / "gpt2"  # in a Hugging Face folder too (the folder counted every listed tensor)
+    folder.mkdir()
+    (tmp_path / "tied.bin").rename(folder / "pytorch_model.bin")
+    (folder / "config.json").write_text("{}")
+    with load_model(folder) as model:
+        assert model.parameters == 800 + 256
 
 
 def test_torch_legacy_format_and_model_wrapper(tmp_path: Path) -> None:

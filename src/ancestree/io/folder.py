@@ -296,6 +296,12 @@ class CompositeModel(Model):
     def _read(self, name: str) -> np.ndarray:
         return self._owner[name].read(name)
 
+    @property
+    def parameters(self) -> int:
+        """The parts' own counts: a ``.bin`` counts a tied head once in a folder as it does alone."""
+        self.tensors  # noqa: B018 - lists the parts, which refuses a tensor found in two shards
+        return sum(part.parameters for part in self.parts)
+
     def close(self) -> None:
         for part in self.parts:
             part.close()
