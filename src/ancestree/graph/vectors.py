@@ -42,9 +42,9 @@ SAMPLE = 256
 #: Seed of the per-shape sample positions.
 SAMPLE_SEED = 7310
 
-#: Share of each architecture's matrices (by count) that must pair with the other's for two architectures to
-#: be one group: a fine-tune with a new task head or a resized vocabulary keeps all but one or two of its
-#: base's matrices (GPT-2: 49 of 50), a 6-layer model of a 12-layer design half of them.
+#: Share of the larger architecture's matrices whose shapes the other has too for two architectures to be one
+#: group: a fine-tune with a new task head or a resized vocabulary keeps all but one or two of its base's
+#: matrices (GPT-2: 49 of 50), a 6-layer model of a 12-layer design half of them.
 FAMILY_SHARE = 0.75
 
 
@@ -168,15 +168,6 @@ def _paired_matrices(a: Fingerprint, b: Fingerprint) -> set[str]:
     return {p.a for p in align(a, b).pairs if p.a in mats_a and p.b in mats_b}
 
 
-def _one_family(a: Fingerprint, b: Fingerprint) -> bool:
-    """Whether two models of different architectures hold nearly the same matrices (:data:`FAMILY_SHARE`)."""
-    shapes_a = Counter(shape_class(t) for t in matrix_tensors(a))
-    shapes_b = Counter(shape_class(t) for t in matrix_tensors(b))
-    most = max(sum(shapes_a.values()), sum(shapes_b.values()), 1)
-    # equal shapes are needed for a pairing: counting them first spares most pairs of architectures an alignment
-    return sum((shapes_a & shapes_b).values()) >= FAMILY_SHARE * most and len(_paired_matrices(a, b)) >= FAMILY_SHARE * most
-
-
 def _core(ref: Fingerprint, fps: Sequence[Fingerprint]) -> set[str]:
     """Names of ``ref``'s matrices that every architecture among ``fps`` holds (all of them for one architecture)."""
     names = {t.name for t in matrix_tensors(ref)}
@@ -270,23 +261,36 @@ def angle_distances(gv: GroupVectors, pairs: np.ndarray) -> np.ndarray:
 
 
 def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
-    """Fingerprints by architecture group, in input order: one :func:`arch_key`, or several whose models hold
-    nearly the same matrices (:func:`_one_family`), keyed by the first of them. Adapters stay by key."""
+    """Fingerprints by architecture group, in input order: one :func:`arch_key`, or several whose matrix
+    shapes agree in :data:`FAMILY_SHARE` of the larger one's matrices, keyed by the first of them. (Names
+    need not agree: :func:`group_vectors` pairs what they do not name alike by content, as for an ONNX
+    export.) Adapters stay by key."""
     exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
         exact[arch_key(fp)].append(fp)
-    keys = list(exact)
-    refs = {k: _reference(exact[k]) for k in keys if k[0] == "model"}
-    root = {k: k for k in keys}
-    for i, k in enumerate(keys):
-        for other in keys[i + 1:]:
-            if k in refs and other in refs and root[other] == other and _one_family(refs[k], refs[other]):
-                for key, r in root.items():  # union: everything under ``other`` goes under ``k``'s root
-                    if r == other:
-                        root[key] = root[k]
+    root = {k: k for k in exact}
+    order = {k: i for i, k in enumerate(exact)}
+
+    def find(k: tuple) -> tuple:
+        while root[k] != k:
+            root[k] = root[root[k]]
+            k = root[k]
+        return k
+
+    models = sorted((k for k in exact if k[0] == "model"), key=lambda k: len(k[1]))
+    shapes = {k: Counter(k[1]) for k in models}
+    for i, small in enumerate(models):
+        for large in models[i + 1:]:
+            if len(small[1]) < FAMILY_SHARE * len(large[1]):
+                break  # sorted by size: every later one is larger still
+            if sum((shapes[small] & shapes[large]).values()) >= FAMILY_SHARE * len(large[1]):
+                a, b = find(small), find(large)
+                if a != b:  # the first key in input order names the group
+                    first, second = sorted((a, b), key=order.__getitem__)
+                    root[second] = first
     groups: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
-        groups[root[arch_key(fp)]].append(fp)
+        groups[find(arch_key(fp))].append(fp)
     return dict(groups)
 
 
