@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -258,6 +259,7 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     revision ``refs/main`` names; an older snapshot is a model of its own; without refs/main and with several
     snapshots it says which folder to give."""
     from ancestree.fingerprint import fingerprint
+    from ancestree.fingerprint.types import resolve_name
     from ancestree.graph import GraphRecovery
     from ancestree.io.loader import scan_models
 
@@ -273,11 +275,39 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     prints = [fingerprint(path, model_id=mid) for mid, path in scan_models(hub)]
     graph = GraphRecovery().fit(prints).graph_
     assert graph.parents("tuned") == ["models--org--tiny"] and not graph.notes, graph.notes
+    # the current revision before an older snapshot given first; the folder's own name still answers
+    ids = ["models--org--tiny/snapshots/0000old0", "models--org--tiny", "tuned"]
+    assert resolve_name("org/tiny", ids, near="tuned") == "models--org--tiny"
+    assert resolve_name("models--org--tiny", ["x/" + i for i in ids[1:]], near="x/tuned") == "x/models--org--tiny"
+    write_hf_folder(tmp_path / "elsewhere", small_tensors(5))  # where ../../../elsewhere leads from snapshots/
     (repo / "refs" / "main").write_text("../../../elsewhere")  # a ref is a hash, never a path
     with pytest.raises(BadInputError, match="current revision is unknown .* snapshots/<hash>"):
         load_model(repo)
     assert [mid for mid, _ in scan_models(hub)] == ["models--org--tiny/snapshots/0000old0",
                                                      "models--org--tiny/snapshots/0123abcd", "tuned"]
+    (repo / "refs" / "main").unlink()
+    os.mkfifo(repo / "refs" / "main")  # read, it would wait for a writer forever
+    assert [mid for mid, _ in scan_models(hub)][:2] == ["models--org--tiny/snapshots/0000old0", "models--org--tiny/snapshots/0123abcd"]
+
+
+def test_write_cards_leaves_hugging_face_cache_folders_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--write-cards wrote README.md at a cache repository's root, where no reader looks (the card read is
+    the snapshot's, itself a link into the cache's blobs): such folders are skipped, and said so."""
+    from ancestree.cli.main import run
+
+    hub = tmp_path / "hub"
+    snapshot = _hf_cache(hub)
+    repo = snapshot.parent.parent
+    (repo / "blobs" / "b3").write_text("---\nbase_model: base\n---\n")  # its card, in the cache's way
+    (snapshot / "README.md").symlink_to(Path("..", "..", "blobs", "b3"))
+    write_hf_folder(hub / "base", {k: v - np.float32(0.01) if v.dtype == np.float32 else v for k, v in small_tensors(3).items()})
+    before = {str(p): p.read_bytes() for p in repo.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        run(["tree", "--scan", str(hub), "--write-cards", "-f", "json", "--no-cache"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code in (0, None), err
+    assert {str(p): p.read_bytes() for p in repo.rglob("*") if p.is_file()} == before
+    assert "card models--org--tiny: not written (a Hugging Face cache folder" in err, err
 
 
 def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:

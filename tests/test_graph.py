@@ -661,3 +661,67 @@ def test_a_lora_merged_into_the_attention_of_a_llama_is_an_adapter_edge(tmp_path
     prints = [fingerprint(tmp_path / f"{m}.safetensors", model_id=m) for m in ("llama", "llama-lora-merged")]
     edges = GraphRecovery(use_declared=False).fit(prints).graph_.edges()
     assert [(p, c, d["relation"]) for p, c, d in edges] == [("llama", "llama-lora-merged", "adapter")]
+
+
+def test_architectures_of_one_width_but_other_designs_stay_apart(tmp_path: Path) -> None:
+    """A BERT and a ViT of one width have nearly the same matrix shapes: joined by shapes alone, the group's
+    reference was a ViT, every BERT was aligned to it by content and compared on the few tensors that
+    paired, and a BERT fine-tune moved to a sibling (found building real models). Names decide too now."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph.vectors import group_by_architecture
+
+    rng = np.random.default_rng(4)
+    base = _gpt2_like(rng)
+    vit = {k.replace("h.", "vit.layer.").replace("wte", "patch").replace("wpe", "pos"): v
+           for k, v in _gpt2_like(rng, head=("classifier", 7)).items()}
+    models = {"base": base, "head": base | {"score.weight": (rng.standard_normal((3, 48)) * 0.05).astype(np.float32)},
+              "vit": vit, "vit-ft": {k: v + np.float32(0.01) * rng.standard_normal(v.shape).astype(np.float32) for k, v in vit.items()}}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    prints = [fingerprint(tmp_path / f"{m}.safetensors", model_id=m) for m in models]
+    groups = [sorted(f.id for f in members) for members in group_by_architecture(prints).values()]
+    assert sorted(groups) == [["base", "head"], ["vit", "vit-ft"]], groups
+
+
+def test_a_chain_of_designs_each_like_the_next_keeps_what_each_group_compares() -> None:
+    """Architectures joined pair by pair (A like B, B like C, ...) made one group whose shared matrices were
+    none: ten models, five true fine-tune pairs, ten single-model trees. Each design keeps nearly all of its
+    matrices in its group's core now; a renamed copy with a NaN matrix is aligned without a crash."""
+    from ancestree.graph.vectors import group_by_architecture
+
+    rng = np.random.default_rng(0)
+    wide, narrow = (48, 32), (40, 24)
+    designs = {"A": [wide] * 3 + [(56, 16)], "B": [wide] * 3 + [narrow], "C": [wide] * 2 + [narrow] * 2,
+               "D": [wide] + [narrow] * 3, "E": [narrow] * 4}
+    prints = []
+    for name, shapes in designs.items():
+        state = {f"l{i}.weight": (rng.standard_normal(s) * 0.05).astype(np.float32) for i, s in enumerate(shapes)}
+        prints.append(_print(name, state))
+        prints.append(_print(name + "-ft", {k: v + np.float32(0.002) * rng.standard_normal(v.shape).astype(np.float32)
+                                            for k, v in state.items()}))
+    for members in group_by_architecture(prints).values():  # a design joins one like it (A and B: 3 of 4 alike), no more
+        assert len({f.id[0] for f in members}) <= 2, [f.id for f in members]
+    edges = {frozenset((p, c)) for p, c, _ in GraphRecovery(use_declared=False).fit(prints).graph_.edges()}
+    assert edges == {frozenset((d, d + "-ft")) for d in designs}
+
+
+def _print(model_id: str, state: dict[str, np.ndarray]):
+    from ancestree.fingerprint import Declared, Fingerprint, SketchSpec
+    from ancestree.fingerprint.compute import content_key, tensor_print
+    from ancestree.io.base import TensorInfo
+
+    tps = [tensor_print(TensorInfo(n, w.shape, "float32"), w, SketchSpec()) for n, w in state.items()]
+    return Fingerprint(model_id, "safetensors", sum(w.size for w in state.values()), {"float32": 0}, Declared(), tps, content_key(tps))
+
+
+def test_a_renamed_copy_with_a_nan_matrix_is_aligned_without_a_crash() -> None:
+    """The content pass of the alignment gave the Hungarian assignment a NaN cost (an internal error)."""
+    rng = np.random.default_rng(1)
+    base = _gpt2_like(rng)
+    tuned = {k: v + np.float32(0.003) * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+    renamed = {f"onnx::MatMul_{i}": v for i, v in enumerate(tuned.values())}
+    renamed["onnx::MatMul_3"] = np.full_like(renamed["onnx::MatMul_3"], np.nan)
+    graph = GraphRecovery(use_declared=False).fit([_print("base", base), _print("renamed", renamed)]).graph_
+    assert [frozenset((p, c)) for p, c, _ in graph.edges()] == [frozenset(("base", "renamed"))]  # noise: no direction

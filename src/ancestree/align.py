@@ -170,7 +170,14 @@ def _content_costs(ta: list[TensorPrint], tb: list[TensorPrint]) -> tuple[np.nda
         transposed = sketch_distances(np.stack(sa), np.stack([t.sketch.T.astype(np.float64).reshape(-1) for t in tb]))
         flips = transposed < dist
         dist = np.minimum(dist, transposed)
-    return dist + 0.1 * moment_distances(ta, tb), flips
+    costs = dist + 0.1 * moment_distances(ta, tb)
+    # a tensor holding NaN or inf (a diverged run) pairs last, by the order left (the assignment refuses NaN)
+    return np.where(np.isfinite(costs), costs, UNPAIRABLE), flips
+
+
+#: Cost of pairing a tensor whose sketch or moments are not finite: above any real one (sketch distances are
+#: at most 1, moment distances a few).
+UNPAIRABLE = 1e6
 
 
 def _assignment(costs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -125,6 +125,8 @@ def tree(
         for ch in cards.apply():
             if ch.action in ("kept", "overwritten"):
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
+            elif ch.action == "skipped" and ch.reason != "not a model folder":  # a file has no card: nothing to say
+                err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
     for note in graph.notes:
         kind = "conflict" if is_conflict(note) else "warning"
         err_console.print(f"{kind}: {note['model']}: {note['problem']}", soft_wrap=True)  # one line per note, also in logs

@@ -177,7 +177,8 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
     ``near`` is the id of the model whose card declares the name (never its own base): among equal matches
     the one sharing the most leading folders with it wins (a card in ``runs/b/`` naming ``m4`` means
     ``runs/b/m4``, not ``runs/a/m4``, when both folders were scanned); after that, the first in ``ids``.
-    A Hugging Face cache folder answers to its repository's name (:func:`hub_name`).
+    A Hugging Face cache folder answers to its own name and to its repository's (:func:`hub_name`); the
+    repository folder, its current revision, before any of its snapshots.
     """
     if name in ids and name != near:
         return name
@@ -186,15 +187,23 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
     for candidate in ids:
         if candidate == near:
             continue
-        c = hub_name(candidate.rstrip("/"))
-        if c.endswith("/" + clean) or clean.endswith("/" + c):
-            ranked.append((2, _shared_folders(c, near), candidate))
-        elif c.split("/")[-1] == clean.split("/")[-1]:
-            ranked.append((1, _shared_folders(c, near), candidate))
+        raw = candidate.rstrip("/")
+        hub = hub_name(raw)
+        level = max(_name_match(c, clean) for c in {raw, hub})
+        if level:
+            current = not (hub != raw and "/snapshots/" in "/" + raw)
+            ranked.append((level, current, _shared_folders(raw, near), candidate))
     if not ranked:
         return None
-    ranked.sort(key=lambda r: r[:2], reverse=True)  # stable: equal matches keep the order of ids
-    return ranked[0][2]
+    ranked.sort(key=lambda r: r[:3], reverse=True)  # stable: equal matches keep the order of ids
+    return ranked[0][3]
+
+
+def _name_match(candidate: str, name: str) -> int:
+    """2: one path ends with the other; 1: the same last component; 0: neither."""
+    if candidate == name or candidate.endswith("/" + name) or name.endswith("/" + candidate):
+        return 2
+    return int(candidate.split("/")[-1] == name.split("/")[-1])
 
 
 def hub_name(model_id: str) -> str:

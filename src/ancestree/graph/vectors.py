@@ -2,8 +2,8 @@
 
 Models are grouped by architecture (the multiset of their matrix shapes, orientation ignored), so models of
 different architectures are never compared; architectures whose matrices pair almost all with each other's
-(:data:`FAMILY_SHARE`: a fine-tune given a new task head or a resized vocabulary, and its base) are one
-group, compared on the matrices every architecture of it holds. Within a group, every member's matrix tensors are lined up with a
+(:data:`FAMILY_SHARE` by name and shape: a fine-tune given a new task head or a resized vocabulary, and
+its base) are one group, compared on the matrices every architecture of it holds. Within a group, every member's matrix tensors are lined up with a
 reference member's (by name when names agree, else by :func:`ancestree.align.align`, which handles generic
 ONNX names and transposed storage, against the named member nearest it: see :func:`_anchor`), and a fixed sample of each tensor's sketch entries becomes part of:
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ancestree.align import align, canonical_sketch, shape_class, sketch_distances
+from ancestree.align import align, canonical_sketch, normalise_name, shape_class, sketch_distances
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.relate import precision_bits
 
@@ -42,10 +42,17 @@ SAMPLE = 256
 #: Seed of the per-shape sample positions.
 SAMPLE_SEED = 7310
 
-#: Share of the larger architecture's matrices whose shapes the other has too for two architectures to be one
-#: group: a fine-tune with a new task head or a resized vocabulary keeps all but one or two of its base's
-#: matrices (GPT-2: 49 of 50), a 6-layer model of a 12-layer design half of them.
+#: Share of the larger architecture's matrices that the other holds under the same name and shape for two
+#: architectures to be one group: a fine-tune with a new task head or a resized vocabulary keeps all but one
+#: or two of its base's matrices (GPT-2: 49 of 50), a 6-layer model of a 12-layer design half of them.
 FAMILY_SHARE = 0.75
+
+#: Matrices an architecture may have outside its group's core: a head replaced (a pooler and a classifier for
+#: a masked-LM head: two), a vocabulary resized (one, two with an untied output layer); or this share of a
+#: large model's, if more. (A two-layer BERT classifier beside a resized-vocabulary fine-tune of its base
+#: leaves three out.)
+FAMILY_MISSING = 3
+FAMILY_MISSING_SHARE = 0.05
 
 
 def matrix_tensors(fp: Fingerprint) -> list[TensorPrint]:
@@ -161,23 +168,24 @@ def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
     return {p.a: (p.b, p.transposed) for p in align(partner, fp).pairs}
 
 
-def _paired_matrices(a: Fingerprint, b: Fingerprint) -> set[str]:
-    """Names of ``a``'s matrices that pair with one of ``b``'s matrices (:func:`ancestree.align.align`: by
-    name, wrapper prefix, then content)."""
-    mats_a, mats_b = {t.name for t in matrix_tensors(a)}, {t.name for t in matrix_tensors(b)}
-    return {p.a for p in align(a, b).pairs if p.a in mats_a and p.b in mats_b}
+def _named_shapes(fp: Fingerprint) -> dict[tuple[str, tuple[int, ...]], str]:
+    """``(name without wrapper prefixes, shape class) -> name`` of a model's matrices: what two architectures
+    compare on (``bert.encoder…`` of a classifier is ``encoder…`` of the bare model)."""
+    return {(normalise_name(t.name), shape_class(t)): t.name for t in matrix_tensors(fp)}
 
 
 def _core(ref: Fingerprint, fps: Sequence[Fingerprint]) -> set[str]:
-    """Names of ``ref``'s matrices that every architecture among ``fps`` holds (all of them for one architecture)."""
-    names = {t.name for t in matrix_tensors(ref)}
+    """Names of ``ref``'s matrices that every architecture among ``fps`` holds under its name (all of them
+    for one architecture)."""
+    mine = _named_shapes(ref)
+    keys = set(mine)
     exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for f in fps:
         exact[arch_key(f)].append(f)
     for key, members in exact.items():
         if key != arch_key(ref):
-            names &= _paired_matrices(ref, _reference(members))
-    return names
+            keys &= set(_named_shapes(_reference(members)))
+    return {mine[k] for k in keys}
 
 
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
@@ -260,37 +268,48 @@ def angle_distances(gv: GroupVectors, pairs: np.ndarray) -> np.ndarray:
     return out
 
 
+def _keeps(core: int, size: int) -> bool:
+    """Whether an architecture of ``size`` matrices keeps enough of them in a group's core of ``core``:
+    :data:`FAMILY_SHARE`, and no more than :data:`FAMILY_MISSING` (or :data:`FAMILY_MISSING_SHARE` of a
+    large model's) left out."""
+    return core >= FAMILY_SHARE * size and size - core <= max(FAMILY_MISSING, FAMILY_MISSING_SHARE * size)
+
+
 def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
-    """Fingerprints by architecture group, in input order: one :func:`arch_key`, or several whose matrix
-    shapes agree in :data:`FAMILY_SHARE` of the larger one's matrices, keyed by the first of them. (Names
-    need not agree: :func:`group_vectors` pairs what they do not name alike by content, as for an ONNX
-    export.) Adapters stay by key."""
+    """Fingerprints by architecture group, in input order, keyed by the group's first :func:`arch_key`.
+
+    Architectures join a group when the matrices all its members hold by name (wrapper prefixes aside) and
+    shape (its core, what its models are compared on) still cover nearly all of each one's (:func:`_keeps`):
+    a base and its fine-tunes given new heads or resized vocabularies. Architectures are placed in turn, the
+    most common first, so a group's core never shrinks below what its members keep: joined pair by pair, a
+    chain of designs each sharing most matrices with the next ended with a core of none, and an unrelated
+    model one layer short took a layer out of its neighbours' comparisons. Shapes alone would join unrelated
+    designs of one width (a BERT and a ViT), compared on tensors paired by chance. Adapters stay by key."""
     exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
         exact[arch_key(fp)].append(fp)
-    root = {k: k for k in exact}
     order = {k: i for i, k in enumerate(exact)}
-
-    def find(k: tuple) -> tuple:
-        while root[k] != k:
-            root[k] = root[root[k]]
-            k = root[k]
-        return k
-
-    models = sorted((k for k in exact if k[0] == "model"), key=lambda k: len(k[1]))
-    shapes = {k: Counter(k[1]) for k in models}
-    for i, small in enumerate(models):
-        for large in models[i + 1:]:
-            if len(small[1]) < FAMILY_SHARE * len(large[1]):
-                break  # sorted by size: every later one is larger still
-            if sum((shapes[small] & shapes[large]).values()) >= FAMILY_SHARE * len(large[1]):
-                a, b = find(small), find(large)
-                if a != b:  # the first key in input order names the group
-                    first, second = sorted((a, b), key=order.__getitem__)
-                    root[second] = first
+    families: list[tuple[list[tuple], set, list[int]]] = []  # keys, core, member sizes
+    for key in sorted((k for k in exact if k[0] == "model"), key=lambda k: (-len(exact[k]), order[k])):
+        named = set(_named_shapes(_reference(exact[key])))
+        for keys, core, sizes in families:
+            if len(named) < FAMILY_SHARE * max(sizes) or len(core) < FAMILY_SHARE * len(named):
+                continue  # cannot keep enough: spares the intersection
+            shared = core & named
+            if all(_keeps(len(shared), n) for n in (*sizes, len(named))):
+                keys.append(key)
+                core &= named
+                sizes.append(len(named))
+                break
+        else:
+            families.append(([key], named, [len(named)]))
+    name = {k: k for k in exact}
+    for keys, _, _ in families:
+        first = min(keys, key=order.__getitem__)
+        name.update((k, first) for k in keys)
     groups: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
-        groups[find(arch_key(fp))].append(fp)
+        groups[name[arch_key(fp)]].append(fp)
     return dict(groups)
 
 

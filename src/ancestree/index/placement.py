@@ -157,7 +157,8 @@ class DeclaredNames:
             self.model.setdefault(name, model)
         self.by_last: dict[str, list[str]] = {}
         for name in self.model:
-            self.by_last.setdefault(_last_part(hub_name(name)), []).append(name)  # a cache folder by its repository
+            for last in {_last_part(name), _last_part(hub_name(name))}:  # a cache folder by both its names
+                self.by_last.setdefault(last, []).append(name)
 
     def __call__(self, declared: str, near: str | None = None) -> str | None:
         """The model ``declared`` stands for, read as the card of ``near`` (the declaring model's name)."""

@@ -58,20 +58,33 @@ def weight_files(folder: Path) -> list[Path]:
     return []
 
 
+#: A Hugging Face cache ref holds a commit hash (40 hex digits): more bytes than this are not one.
+REF_BYTES = 128
+
+
 def cache_revision(folder: Path) -> Path | None:
     """The snapshot a Hugging Face cache repository folder (``models--org--name``) stands for: the one its
     ``refs/main`` names, else its only snapshot; None for any other folder, or when neither is there."""
     snapshots = folder / "snapshots"
     if not folder.name.startswith("models--") or not snapshots.is_dir():
         return None
-    try:
-        commit = (folder / "refs" / "main").read_text(encoding="utf-8", errors="replace").strip()
-    except OSError:
-        commit = ""
+    commit, ref = "", folder / "refs" / "main"
+    if ref.is_file():  # a regular file, read only as far as a hash goes (not a FIFO, not /dev/zero)
+        try:
+            with ref.open("rb") as f:
+                commit = f.read(REF_BYTES).decode("ascii", errors="replace").strip()
+        except OSError:
+            pass
     if re.fullmatch(r"[0-9A-Za-z]+", commit) and (snapshots / commit).is_dir():  # a hash, never a path
         return snapshots / commit
     found = [p for p in snapshots.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return found[0] if len(found) == 1 else None
+
+
+def in_cache(folder: Path) -> bool:
+    """Whether ``folder`` is a Hugging Face cache repository folder or one of its snapshots (their files are
+    links into the cache's blobs: the cache's, not ours to write)."""
+    return cache_revision(folder) is not None or (folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"))
 
 
 def is_model_folder(folder: Path) -> bool:

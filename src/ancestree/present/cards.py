@@ -21,6 +21,7 @@ from ancestree.errors import BadInputError
 from ancestree.fingerprint.types import base_names, resolve_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.io.base import HUB_RELATIONS, card_relation, relation_fields
+from ancestree.io.loader import in_cache
 
 
 @dataclass
@@ -151,6 +152,10 @@ def plan_cards(graph: ModelGraph, paths: dict[str, Path], force: bool = False) -
             continue
         if path is None or not Path(path).is_dir():
             plan.changes.append(CardChange(model, str(path), "skipped", base, relation, reason="not a model folder"))
+            continue
+        if in_cache(Path(path)):  # a card there is a link into the cache's blobs, or one nobody reads
+            plan.changes.append(CardChange(model, str(path), "skipped", base, relation,
+                                           reason="a Hugging Face cache folder: its files belong to the cache"))
             continue
         action, declared, text = plan_card(Path(path), base, relation, force, graph.models, model)
         if text is not None:
