@@ -183,3 +183,20 @@ def test_compare_of_tensors_too_small_to_correlate_prints_no_nan(tmp_path: Path,
         save_file({"w": rng.standard_normal((4, 4)).astype(np.float32)}, str(tmp_path / f"{name}.safetensors"))
     code, out, _ = call(["compare", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")], capsys)
     assert code == 0 and "nan" not in out.lower() and "too small to correlate" in out
+
+
+def test_a_tensor_of_another_shape_is_named_as_such_and_long_lines_are_not_wrapped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resized vocabulary's embedding was listed as "only in a" and "only in b"; and into a pipe rich wrapped
+    lines at 80 columns and cut table cells, splitting or shortening model ids that must be read back."""
+    name = "a-model-with-a-long-name-" + "x" * 90
+    save_file(weights(0), str(tmp_path / f"{name}.safetensors"))
+    grown = weights(0, 0.001)
+    grown["enc.weight"] = np.vstack([grown["enc.weight"], np.zeros((4, 64), np.float32)])
+    save_file(grown, str(tmp_path / "grown.safetensors"))
+    code, out, _ = call(["compare", str(tmp_path / f"{name}.safetensors"), str(tmp_path / "grown.safetensors")], capsys)
+    assert code == 0 and "other shapes: enc.weight (96×64 vs 100×64)" in out and "only in" not in out, out
+    assert any(line.count("x" * 90) for line in out.splitlines())  # the id whole in the table's title, on one line
+    save_file(weights(0, 0.002), str(tmp_path / "fine.safetensors"))
+    code, out, _ = call(["tree", str(tmp_path / f"{name}.safetensors"), str(tmp_path / "fine.safetensors"), "-f", "text"], capsys)
+    lines = [line for line in out.splitlines() if "fine.safetensors" in line or name in line]
+    assert code == 0 and len(lines) == 2 and all("params]" in line for line in lines), out

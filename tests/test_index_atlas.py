@@ -163,3 +163,21 @@ def test_dask_ingestion_matches_local(tiny_zoo: Path, tiny_atlas: Path, tmp_path
     with Atlas(tiny_atlas, read_only=True) as local:
         assert got == {r["name"]: r["content_key"] for r in local.ls()}
         assert edges == {(e.parent, e.child, e.relation) for e in local.edges("recovered")}
+
+
+def test_export_of_all_edges_keeps_the_recovered_relation_of_a_declared_edge(tiny_atlas: Path, tmp_path: Path,
+                                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """`index export --edges all` kept the declared edge (relation unknown, confidence 1) where a card and
+    the recovery agree, and the JSON said nowhere where an edge came from."""
+    db = tmp_path / "all.db"
+    shutil.copy(tiny_atlas, db)
+    with Atlas(db, read_only=True) as atlas:
+        recovered = {(e.parent, e.child): e.relation for e in atlas.edges("recovered")}
+        declared = {(e.parent, e.child) for e in atlas.edges("declared")}
+    both = declared & set(recovered)
+    assert both  # the tiny zoo's cards agree with the recovery
+    code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json", "--edges", "all"], capsys)
+    edges = {(e["parent"], e["child"]): e for e in json.loads(out)["edges"]}
+    assert code == 0 and all(edges[k]["source"] == "declared+recovered" and edges[k]["relation"] == recovered[k] for k in both)
+    assert all(edges[k]["source"] == "declared" for k in declared - both)
+    assert all(edges[k]["source"] == "recovered" for k in set(recovered) - both)

@@ -15,8 +15,18 @@ from ancestree.errors import BadInputError
 
 # no markup: model ids and paths are printed everywhere, and "sweep[lr=1e-4]" or "runs[/b]" are names, not
 # styles (the second made rich raise); styled words are rich Text with a style
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+# into a pipe or a log, lines are not wrapped nor table cells cut at 80 columns (rich's default there): a
+# model id split over two lines, or cut to "hf-cache/models--acme--…", cannot be read back
+PIPE_WIDTH = 10_000
+console = Console(markup=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err_console = Console(stderr=True, markup=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+
+def print_table(title: str, table: Any) -> None:
+    """A rich table under its title on a line of its own: a table's own title wraps to the table's width, which
+    split a long model id over two lines."""
+    console.print(title, soft_wrap=True, highlight=False)
+    console.print(table)
 
 
 def progress_bars(quiet: bool = False) -> bool:

@@ -9,9 +9,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ancestree.atomic import check_output
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, console, emit, print_table, to_json
 from ancestree.cli.fingerprint import CacheDir, NoCache, cache_from_options
-from ancestree.fingerprint import fingerprint
+from ancestree.fingerprint import Fingerprint, fingerprint
 from ancestree.relate import PairEvidence, Verdict, adapter_verdict, relate, verdict
 
 
@@ -28,20 +28,28 @@ def _print_verdict(v: Verdict) -> None:
     console.print(Text.assemble((v.label, "bold"), f": {v.reason}"))
 
 
+def _shape(t) -> str:
+    return "×".join(map(str, t.shape)) or "scalar"
+
+
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None or x != x else format(x, fmt)
 
 
-def _print(ev: PairEvidence, v: Verdict) -> None:
+def _print(ev: PairEvidence, v: Verdict, fa: Fingerprint, fb: Fingerprint) -> None:
     _print_verdict(v)
-    table = Table("layer", "shape", "rel. distance", "correlation", "rank of diff.", "identical", title=f"{ev.a}  vs  {ev.b}")
+    table = Table("layer", "shape", "rel. distance", "correlation", "rank of diff.", "identical")
     for l in ev.layers:
         name = l.a if l.a == l.b else f"{l.a} ↔ {l.b}{' (T)' if l.transposed else ''}"
         rank = "-" if l.diff_rank is None else f"{l.diff_rank}/{l.rank_limit}"
-        table.add_row(name, "×".join(map(str, l.shape)) or "scalar", _num(l.rel_distance, ".4f"), _num(l.correlation, ".3f"), rank, "yes" if l.identical else "")
-    console.print(table)
+        table.add_row(name, _shape(l), _num(l.rel_distance, ".4f"), _num(l.correlation, ".3f"), rank, "yes" if l.identical else "")
+    print_table(f"{ev.a}  vs  {ev.b}", table)
+    # a name on both sides left unpaired holds tensors of other shapes (a resized vocabulary, another head)
+    reshaped = [n for n in ev.unpaired_a if n in set(ev.unpaired_b)]
+    if reshaped:
+        console.print("other shapes: " + ", ".join(f"{n} ({_shape(fa[n])} vs {_shape(fb[n])})" for n in reshaped))
     for side, names in (("a", ev.unpaired_a), ("b", ev.unpaired_b)):
-        if names:
+        if names := [n for n in names if n not in reshaped]:
             console.print(f"only in {side}: {', '.join(names)}")
     if ev.non_finite:
         console.print(f"left out (NaN or infinite values on one side): {', '.join(ev.non_finite)}")
@@ -79,7 +87,7 @@ def compare(
     if format is OutputFormat.json or output:
         emit(to_json(compare_record(ev, v)), output)
         return
-    _print(ev, v)
+    _print(ev, v, fa, fb)
 
 
 def register(app: typer.Typer) -> None:

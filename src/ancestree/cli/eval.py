@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, emit, print_table, to_json
 from ancestree.errors import BadInputError
 
 
@@ -27,10 +27,10 @@ def eval_graph(
     if format is OutputFormat.json:
         emit(to_json(scores), None)
         return
-    table = Table("metric", "value", title=f"{predicted} vs {truth}")
+    table = Table("metric", "value")
     for key, value in scores.items():
         table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
+    print_table(f"{predicted} vs {truth}", table)
 
 
 def register(app: typer.Typer) -> None:

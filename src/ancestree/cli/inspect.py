@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, to_json
+from ancestree.cli.common import OutputFormat, console, emit, print_table, to_json
 from ancestree.io import load_model
 
 
@@ -27,14 +27,14 @@ def inspect(
         if format is OutputFormat.json:
             emit(to_json(record), None)
             return
-        table = Table(title=f"{record['id']}", show_header=False)
+        table = Table(show_header=False)
         table.add_row("format", record["format"])
         table.add_row("parameters", f"{record['parameters']:,}")
         table.add_row("tensors", str(record["tensors"]))
         table.add_row("dtypes", ", ".join(f"{k}: {v:,}" for k, v in record["dtypes"].items()))
         table.add_row("declared base model", str(record["declared_base_model"] or "-"))
         table.add_row("size on disk", f"{model.meta.size:,} bytes in {len(model.meta.files)} file(s)")
-        console.print(table)
+        print_table(f"{record['id']}", table)
         if tensors:
             listing = Table("name", "shape", "dtype")
             for t in model.tensors.values():

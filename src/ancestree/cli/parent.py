@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ancestree.atomic import check_output
-from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
+from ancestree.cli.common import OutputFormat, console, emit, print_table, err_console, to_json
 from ancestree.errors import BadInputError
 
 
@@ -44,13 +44,13 @@ def parent(
 
 
 def _print(result) -> None:
-    table = Table(title=f"parent of {result.child} ({result.method}): {result.parent or 'none of these'}")
+    table = Table()
     for col in ("candidate", "score", "probability", "generations"):
         table.add_column(col)
     for c in result.ranking:
         table.add_row(c.candidate, f"{c.score:.3f}", f"{c.probability:.3f}", "" if c.generations is None else str(c.generations))
     table.add_row("(none of these)", "", f"{result.p_none:.3f}", "")
-    console.print(table)
+    print_table(f"parent of {result.child} ({result.method}): {result.parent or 'none of these'}", table)
     for cand, reason in result.incomparable.items():
         console.print(Text.assemble(("incomparable", "yellow"), f": {cand}: {reason}"))
 

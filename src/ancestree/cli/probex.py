@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, check_not_in_zoo, console, emit, err_console, progress_bars, to_json
+from ancestree.cli.common import OutputFormat, check_not_in_zoo, console, emit, print_table, err_console, progress_bars, to_json
 from ancestree.atomic import check_writable
 from ancestree.errors import BadInputError
 from ancestree.io import scan_models
@@ -64,10 +64,10 @@ def predict(
     if record["tree"] is None:
         console.print(f"{model}: no expert for this tree (the model matches none of the trees the experts know)")
         return
-    table = Table("class", "probability", title=f"{model}  (tree: {record['tree']})")
+    table = Table("class", "probability")
     for c in record["classes"][:top]:
         table.add_row(c["name"], f"{c['probability']:.3f}")
-    console.print(table)
+    print_table(f"{model}  (tree: {record['tree']})", table)
 
 
 @probex_app.command("search")
@@ -92,10 +92,10 @@ def search(
     if format is OutputFormat.json:
         emit(to_json(record), None)
         return
-    table = Table("rank", "model", "score", title=f"search: {text}")
+    table = Table("rank", "model", "score")
     for rank, r in enumerate(record["results"][:top], 1):
         table.add_row(str(rank), r["model"], f"{r['score']:.4f}")
-    console.print(table)
+    print_table(f"search: {text}", table)
     skipped = len(models) - len(record["results"]) - len(damaged)
     if skipped:
         console.print(f"{skipped} model(s) skipped: no expert for their tree")

@@ -95,7 +95,8 @@ class ModelGraph:
                 record["declared_base_model"] = declared
             models.append(record)
         edges = [{"parent": p, "child": c, "relation": d.get("relation", "unknown"),
-                  "confidence": round(float(d.get("confidence", 0.0)), 4)} for p, c, d in self.edges()]
+                  "confidence": round(float(d.get("confidence", 0.0)), 4), **({"source": d["source"]} if "source" in d else {})}
+                 for p, c, d in self.edges()]
         out: dict[str, Any] = {"models": models, "edges": edges}
         if self.notes:
             out["notes"] = list(self.notes)

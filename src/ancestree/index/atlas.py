@@ -191,7 +191,9 @@ class Atlas:
 
     def graph(self, source: str = "recovered") -> ModelGraph:
         """The atlas as a :class:`ModelGraph` (recovered edges by default, numbered by the index's tree ids;
-        ``declared`` or ``all``: numbered by their own connected components)."""
+        ``declared`` or ``all``: numbered by their own connected components). Each edge's ``source`` says
+        where it comes from; with ``all``, an edge both declared and recovered is one, with the recovered
+        relation and confidence."""
         from ancestree.graph.model_graph import ModelGraph
 
         g = ModelGraph()
@@ -203,6 +205,11 @@ class Atlas:
         for e in self.store.edges(None if source == "all" else source):
             if not g.graph.has_edge(e.parent, e.child):
                 g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
+                continue
+            # declared and recovered alike: the recovered edge's relation and confidence, both sources named
+            if e.source == "recovered":
+                g.add_edge(e.parent, e.child, e.relation, e.confidence)
+            g.graph.edges[e.parent, e.child]["source"] = "declared+recovered"
         return g
 
     def edges(self, source: str | None = None) -> list[Edge]:

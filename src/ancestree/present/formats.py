@@ -95,8 +95,13 @@ def to_mermaid(graph: ModelGraph) -> str:
     return "\n".join(lines) + "\n"
 
 
-def to_text(graph: ModelGraph, width: int = 120) -> str:
-    """A terminal tree per Model Tree (rich), merges shown under each parent and marked."""
+#: Width the text tree is laid out in: wide enough that no line is wrapped (a wrapped line split a model's
+#: id or its relation from its line in logs and pipes; a terminal wraps long lines itself).
+TEXT_WIDTH = 100_000
+
+
+def to_text(graph: ModelGraph, width: int = TEXT_WIDTH) -> str:
+    """A terminal tree per Model Tree (rich), merges shown under each parent and marked; one line per model."""
     from rich.console import Console
     from rich.tree import Tree
 
@@ -117,7 +122,7 @@ def to_text(graph: ModelGraph, width: int = 120) -> str:
     for n in graph.notes:
         if not is_conflict(n):
             console.print(f"warning: {n['model']}: {n['problem']}")
-    return console.file.getvalue()
+    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
 
 
 def _node_label(graph: ModelGraph, m: str, parent: str | None) -> str:
