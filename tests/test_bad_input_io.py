@@ -290,6 +290,25 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     assert [mid for mid, _ in scan_models(hub)][:2] == ["models--org--tiny/snapshots/0000old0", "models--org--tiny/snapshots/0123abcd"]
 
 
+def test_a_folder_of_models_given_as_one_says_to_scan_it_and_inspect_names_a_cache_revision(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tree hub/` (a folder of models given as a model) said only "holds no weight files"; `inspect` of a
+    cache repository did not say which revision it read."""
+    from ancestree.cli.main import run
+
+    hub = tmp_path / "hub"
+    repo = _hf_cache(hub).parent.parent
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="holds no weight files .*; it holds models below it: use --scan"):
+        load_model(hub)
+    with pytest.raises(BadInputError) as empty:
+        load_model(tmp_path / "empty")
+    assert "--scan" not in str(empty.value)
+    with pytest.raises(SystemExit):
+        run(["inspect", str(repo), "-f", "json"])
+    assert json.loads(capsys.readouterr().out)["revision"] == "0123abcd"
+
+
 def test_write_cards_leaves_hugging_face_cache_folders_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--write-cards wrote README.md at a cache repository's root, where no reader looks (the card read is
     the snapshot's, itself a link into the cache's blobs): such folders are skipped, and said so."""

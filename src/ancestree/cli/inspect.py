@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ancestree.cli.common import OutputFormat, console, emit, print_table, to_json
 from ancestree.io import load_model
+from ancestree.io.loader import cache_revision
 
 
 def inspect(
@@ -20,6 +21,8 @@ def inspect(
     """Show a model's format, size, dtypes and declared base model."""
     with load_model(path) as model:
         record = model.summary()
+        if (snapshot := cache_revision(Path(path))) is not None:  # which of a cache repository's revisions was read
+            record["revision"] = snapshot.name
         if tensors:
             record["tensor_list"] = [
                 {"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in model.tensors.values()
@@ -34,6 +37,8 @@ def inspect(
         table.add_row("dtypes", ", ".join(f"{k}: {v:,}" for k, v in record["dtypes"].items()))
         table.add_row("declared base model", str(record["declared_base_model"] or "-"))
         table.add_row("size on disk", f"{model.meta.size:,} bytes in {len(model.meta.files)} file(s)")
+        if "revision" in record:
+            table.add_row("revision", f"{record['revision']} (of the Hugging Face cache)")
         print_table(f"{record['id']}", table)
         if tensors:
             listing = Table("name", "shape", "dtype")

@@ -150,7 +150,10 @@ def _load_folder(folder: Path, model_id: str) -> Model:
         raise BadInputError(folder, "a Hugging Face cache folder whose current revision is unknown (no refs/main "
                                     "naming one of its snapshots): give one of its snapshots/<hash> folders")
     if not files:
-        raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)")
+        # a folder of models given as one (a hub mirror, the cache): say how to read what is below it
+        below = next(_scan(folder, folder, {folder.resolve()}), None) is not None
+        raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)"
+                            + ("; it holds models below it: use --scan to read them all" if below else ""))
     from ancestree.io.peft import ADAPTER_FILES
 
     if any(f.name in ADAPTER_FILES for f in files):  # read as a model it would be one of LoRA factors, unrelated to all
