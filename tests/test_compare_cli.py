@@ -195,6 +195,7 @@ def test_a_tensor_of_another_shape_is_named_as_such_and_long_lines_are_not_wrapp
     save_file(grown, str(tmp_path / "grown.safetensors"))
     code, out, _ = call(["compare", str(tmp_path / f"{name}.safetensors"), str(tmp_path / "grown.safetensors")], capsys)
     assert code == 0 and "other shapes: enc.weight (96×64 vs 100×64)" in out and "only in" not in out, out
+    assert "1 tensor(s) of other shapes on the two sides" in out and "one side only" not in out, out
     assert any(line.count("x" * 90) for line in out.splitlines())  # the id whole in the table's title, on one line
     save_file(weights(0, 0.002), str(tmp_path / "fine.safetensors"))
     code, out, _ = call(["tree", str(tmp_path / f"{name}.safetensors"), str(tmp_path / "fine.safetensors"), "-f", "text"], capsys)

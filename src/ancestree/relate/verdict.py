@@ -79,8 +79,10 @@ def same_weights(ev: PairEvidence) -> bool:
 def verdict(ev: PairEvidence) -> Verdict:
     """Classify a pair: same weights, quantized, pruned, low-rank adapter, fine-tuned relative or unrelated."""
     if ev.identical_fraction >= DUPLICATE_SHARE:
-        heads = len(ev.unpaired_a) + len(ev.unpaired_b)
+        reshaped = len(set(ev.unpaired_a) & set(ev.unpaired_b))  # one name, other shapes (a resized vocabulary)
+        heads = len(ev.unpaired_a) + len(ev.unpaired_b) - 2 * reshaped
         extra = f"; {heads} tensor(s) present on one side only" if heads else ""
+        extra += f"; {reshaped} tensor(s) of other shapes on the two sides" if reshaped else ""
         extra += f"; {len(ev.non_finite)} tensor(s) holding NaN or infinite values left out" if ev.non_finite else ""
         extra += f"; {len(ev.buffers)} mask or constant tensor(s) left out" if ev.buffers else ""
         identical = f"{ev.identical_fraction:.1%} of the {len(ev.layers)} paired tensors hold identical values{extra}"
