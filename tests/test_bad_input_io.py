@@ -279,6 +279,7 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     ids = ["models--org--tiny/snapshots/0000old0", "models--org--tiny", "tuned"]
     assert resolve_name("org/tiny", ids, near="tuned") == "models--org--tiny"
     assert resolve_name("models--org--tiny", ["x/" + i for i in ids[1:]], near="x/tuned") == "x/models--org--tiny"
+    assert resolve_name("org/tiny", ["models--org--tiny"], near="models--org--tiny/") is None  # never the declarer
     write_hf_folder(tmp_path / "elsewhere", small_tensors(5))  # where ../../../elsewhere leads from snapshots/
     (repo / "refs" / "main").write_text("../../../elsewhere")  # a ref is a hash, never a path
     with pytest.raises(BadInputError, match="current revision is unknown .* snapshots/<hash>"):
@@ -304,6 +305,18 @@ def test_a_folder_of_models_given_as_one_says_to_scan_it_and_inspect_names_a_cac
     with pytest.raises(BadInputError) as empty:
         load_model(tmp_path / "empty")
     assert "--scan" not in str(empty.value)
+    (tmp_path / "empty" / "locked").mkdir()
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path):  # a subfolder that cannot be listed (as root, chmod would not stop us)
+        if self.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    with pytest.MonkeyPatch.context() as patch:  # the hint words the error, it must not replace it
+        patch.setattr(Path, "iterdir", iterdir)
+        with pytest.raises(BadInputError, match=r"empty: folder holds no weight files"):
+            load_model(tmp_path / "empty")
     with pytest.raises(SystemExit):
         run(["inspect", str(repo), "-f", "json"])
     assert json.loads(capsys.readouterr().out)["revision"] == "0123abcd"

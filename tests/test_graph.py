@@ -725,3 +725,29 @@ def test_a_renamed_copy_with_a_nan_matrix_is_aligned_without_a_crash() -> None:
     renamed["onnx::MatMul_3"] = np.full_like(renamed["onnx::MatMul_3"], np.nan)
     graph = GraphRecovery(use_declared=False).fit([_print("base", base), _print("renamed", renamed)]).graph_
     assert [frozenset((p, c)) for p, c, _ in graph.edges()] == [frozenset(("base", "renamed"))]  # noise: no direction
+
+
+def test_architecture_groups_do_not_depend_on_input_order_nor_on_renamed_copies() -> None:
+    """Groups were formed in input order (the paths given decided which models were compared), and an
+    architecture answered by its most common name set, so two renamed exports of a base outvoted its named
+    copy and pushed its classifier fine-tune out of the group."""
+    from itertools import permutations
+
+    from ancestree.graph.vectors import group_by_architecture
+
+    rng = np.random.default_rng(6)
+    base = _gpt2_like(rng)
+    cls = base | {"score.weight": (rng.standard_normal((3, 48)) * 0.05).astype(np.float32)}
+    exports = [_print(f"onnx{i}", {f"onnx::MatMul_{j}": v for j, v in enumerate(base.values())}) for i in range(2)]
+    groups = group_by_architecture([_print("base", base), _print("cls", cls), *exports])
+    assert sorted(sorted(f.id for f in g) for g in groups.values()) == [["base", "cls", "onnx0", "onnx1"]]
+
+    def design(skip: set[int]) -> dict[str, np.ndarray]:  # ten matrices; A and C differ in four, each from B in two
+        return {f"l{i}.weight": rng.standard_normal((40 + 8 * (i in skip), 24)).astype(np.float32) for i in range(10)}
+
+    designs = {"A": design({0, 1}), "B": design(set()), "C": design({8, 9})}
+    found = set()
+    for order in permutations(designs):
+        grouped = group_by_architecture([_print(d, designs[d]) for d in order]).values()
+        found.add(frozenset(frozenset(f.id for f in g) for g in grouped))
+    assert len(found) == 1, found

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,9 +18,16 @@ from ancestree.errors import BadInputError
 # styles (the second made rich raise); styled words are rich Text with a style
 # into a pipe or a log, lines are not wrapped nor table cells cut at 80 columns (rich's default there): a
 # model id split over two lines, or cut to "hf-cache/models--acme--…", cannot be read back
+# (a COLUMNS set by the user still rules)
 PIPE_WIDTH = 10_000
-console = Console(markup=False, width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err_console = Console(stderr=True, markup=False, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+
+def _width(stream) -> int | None:
+    return None if stream.isatty() or os.environ.get("COLUMNS") else PIPE_WIDTH
+
+
+console = Console(markup=False, width=_width(sys.stdout))
+err_console = Console(stderr=True, markup=False, width=_width(sys.stderr))
 
 
 def print_table(title: str, table: Any) -> None:

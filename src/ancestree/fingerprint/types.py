@@ -177,22 +177,23 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
     ``near`` is the id of the model whose card declares the name (never its own base): among equal matches
     the one sharing the most leading folders with it wins (a card in ``runs/b/`` naming ``m4`` means
     ``runs/b/m4``, not ``runs/a/m4``, when both folders were scanned); after that, the first in ``ids``.
-    A Hugging Face cache folder answers to its own name and to its repository's (:func:`hub_name`); the
-    repository folder, its current revision, before any of its snapshots.
+    A Hugging Face cache folder answers to its own name and to its repository's (:func:`hub_name`); among
+    equal matches in equally near folders, the repository folder (its current revision) before its snapshots.
     """
+    near = near.rstrip("/") if near else near
     if name in ids and name != near:
         return name
     clean = name.strip().rstrip("/")
     ranked = []
     for candidate in ids:
-        if candidate == near:
-            continue
         raw = candidate.rstrip("/")
+        if raw == near:
+            continue
         hub = hub_name(raw)
         level = max(_name_match(c, clean) for c in {raw, hub})
         if level:
             current = not (hub != raw and "/snapshots/" in "/" + raw)
-            ranked.append((level, current, _shared_folders(raw, near), candidate))
+            ranked.append((level, _shared_folders(raw, near), current, candidate))
     if not ranked:
         return None
     ranked.sort(key=lambda r: r[:3], reverse=True)  # stable: equal matches keep the order of ids

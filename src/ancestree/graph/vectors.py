@@ -174,24 +174,40 @@ def _named_shapes(fp: Fingerprint) -> dict[tuple[str, tuple[int, ...]], str]:
     return {(normalise_name(t.name), shape_class(t)): t.name for t in matrix_tensors(fp)}
 
 
-def _core(ref: Fingerprint, fps: Sequence[Fingerprint]) -> set[str]:
-    """Names of ``ref``'s matrices that every architecture among ``fps`` holds under its name (all of them
-    for one architecture)."""
-    mine = _named_shapes(ref)
-    keys = set(mine)
-    exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
+def _name_sets(members: Sequence[Fingerprint]) -> list[frozenset]:
+    """The distinct sets of :func:`_named_shapes` keys among one architecture's members (a renamed export has
+    its own): an architecture answers to another by the set that shares most with it."""
+    return list(dict.fromkeys(frozenset(_named_shapes(f)) for f in members))
+
+
+def _narrow(cores: list[set], sets: list[frozenset]) -> list[set]:
+    """Each candidate core cut down to what the one of ``sets`` sharing most with it shares."""
+    return [c & max(sets, key=lambda s: len(c & s)) for c in cores]
+
+
+def _core(fps: Sequence[Fingerprint]) -> tuple[Fingerprint, set[str]]:
+    """The reference member and the names of its matrices that every architecture among ``fps`` holds
+    under its name (all of them for one architecture). The reference holds them all by name, so models of
+    every architecture line up with it by name, renamed exports by content as in one architecture."""
+    archs: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for f in fps:
-        exact[arch_key(f)].append(f)
-    for key, members in exact.items():
-        if key != arch_key(ref):
-            keys &= set(_named_shapes(_reference(members)))
-    return {mine[k] for k in keys}
+        archs[arch_key(f)].append(f)
+    if len(archs) == 1:
+        ref = _reference(fps)
+        return ref, {t.name for t in matrix_tensors(ref)}
+    groups = list(archs.values())
+    cores = [set(s) for s in _name_sets(groups[0])]
+    for members in groups[1:]:
+        cores = _narrow(cores, _name_sets(members))
+    shared = max(cores, key=len)
+    ref = _reference([f for f in fps if shared <= set(_named_shapes(f))])
+    names = _named_shapes(ref)
+    return ref, {names[k] for k in shared}
 
 
 def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     """Vectors of fingerprints of one architecture group (see the module docstring)."""
-    ref = _reference(fps)
-    core = _core(ref, fps)
+    ref, core = _core(fps)
     # masks are no lineage evidence: a matrix left out when it is one in every member (as pair evidence
     # leaves out a pair of them; a zero-initialised matrix trained in some members stays)
     ref_tensors = [t for t in matrix_tensors(ref) if t.name in core and not (t.is_buffer_like and all(
@@ -281,28 +297,33 @@ def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Finger
     Architectures join a group when the matrices all its members hold by name (wrapper prefixes aside) and
     shape (its core, what its models are compared on) still cover nearly all of each one's (:func:`_keeps`):
     a base and its fine-tunes given new heads or resized vocabularies. Architectures are placed in turn, the
-    most common first, so a group's core never shrinks below what its members keep: joined pair by pair, a
-    chain of designs each sharing most matrices with the next ended with a core of none, and an unrelated
-    model one layer short took a layer out of its neighbours' comparisons. Shapes alone would join unrelated
-    designs of one width (a BERT and a ViT), compared on tensors paired by chance. Adapters stay by key."""
+    most common first (then by their shapes, so that the order of the inputs does not matter), each in the
+    group that keeps the largest core: joined pair by pair, a chain of designs each sharing most matrices
+    with the next ended with a core of none, and an unrelated model one layer short took a layer out of its
+    neighbours' comparisons. Shapes alone would join unrelated designs of one width (a BERT and a ViT),
+    compared on tensors paired by chance. An architecture answers by the name set of its members that
+    matches best (a renamed export among them has its own). Adapters stay by key."""
     exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
     for fp in fps:
         exact[arch_key(fp)].append(fp)
     order = {k: i for i, k in enumerate(exact)}
-    families: list[tuple[list[tuple], set, list[int]]] = []  # keys, core, member sizes
-    for key in sorted((k for k in exact if k[0] == "model"), key=lambda k: (-len(exact[k]), order[k])):
-        named = set(_named_shapes(_reference(exact[key])))
-        for keys, core, sizes in families:
-            if len(named) < FAMILY_SHARE * max(sizes) or len(core) < FAMILY_SHARE * len(named):
-                continue  # cannot keep enough: spares the intersection
-            shared = core & named
-            if all(_keeps(len(shared), n) for n in (*sizes, len(named))):
-                keys.append(key)
-                core &= named
-                sizes.append(len(named))
-                break
+    families: list[tuple[list[tuple], list[set], list[int]]] = []  # keys, candidate cores, member sizes
+    for key in sorted((k for k in exact if k[0] == "model"), key=lambda k: (-len(exact[k]), k)):
+        size, sets = len(key[1]), _name_sets(exact[key])
+        best: tuple[int, int, list[set]] | None = None
+        for f, (_, cores, sizes) in enumerate(families):
+            if size < FAMILY_SHARE * max(sizes) or max(len(c) for c in cores) < FAMILY_SHARE * size:
+                continue  # cannot keep enough: spares the intersections
+            kept = [c for c in _narrow(cores, sets) if all(_keeps(len(c), n) for n in (*sizes, size))]
+            if kept and (best is None or max(map(len, kept)) > best[0]):
+                best = (max(map(len, kept)), f, kept)
+        if best is None:
+            families.append(([key], [set(s) for s in sets], [size]))
         else:
-            families.append(([key], named, [len(named)]))
+            keys, _, sizes = families[best[1]]
+            keys.append(key)
+            sizes.append(size)
+            families[best[1]] = (keys, best[2], sizes)
     name = {k: k for k in exact}
     for keys, _, _ in families:
         first = min(keys, key=order.__getitem__)

@@ -151,15 +151,29 @@ def _load_folder(folder: Path, model_id: str) -> Model:
                                     "naming one of its snapshots): give one of its snapshots/<hash> folders")
     if not files:
         # a folder of models given as one (a hub mirror, the cache): say how to read what is below it
-        below = next(_scan(folder, folder, {folder.resolve()}), None) is not None
         raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)"
-                            + ("; it holds models below it: use --scan to read them all" if below else ""))
+                            + ("; it holds models below it: use --scan to read them all" if _models_below(folder) else ""))
     from ancestree.io.peft import ADAPTER_FILES
 
     if any(f.name in ADAPTER_FILES for f in files):  # read as a model it would be one of LoRA factors, unrelated to all
         raise BadInputError(folder, "holds PEFT adapter weights but no adapter_config.json (its rank scaling and base "
                                     "are in that file): put it back beside them")
     return open_folder(folder, model_id, lambda f: load_model(f, f"{model_id}/{f.name}"), files)
+
+
+def _models_below(folder: Path, depth: int = 2) -> bool:
+    """Whether a model lies at most ``depth`` folders below ``folder`` (``org/name`` of a hub mirror), looked
+    at only as far as that and never failing: it words an error, it must not replace it."""
+    try:
+        for child in folder.iterdir():
+            if child.is_dir() and not child.name.startswith("."):
+                if is_model_folder(child) or (depth > 1 and _models_below(child, depth - 1)):
+                    return True
+            elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
+                return True
+    except (OSError, BadInputError):
+        pass
+    return False
 
 
 def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
