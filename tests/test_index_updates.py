@@ -210,3 +210,27 @@ def test_a_card_follows_the_name_it_declares_when_that_name_is_uploaded_again(tm
         assert [p["parent"] for p in atlas.show("b")["parents"] if p["source"] == "declared"] == ["org/a"]
         atlas.rebuild()
         assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("org/a", "b")]
+
+
+def test_a_classifier_added_later_is_placed_below_its_base(tmp_path: Path) -> None:
+    """A fine-tune given a task head arrives after its base and a sibling: the index places it by the same
+    architecture groups as `tree` (it was another architecture, a tree of its own)."""
+    rng = np.random.default_rng(8)
+
+    def w(*shape: int) -> np.ndarray:
+        return (rng.standard_t(5, size=shape) * 0.05).astype(np.float32)
+
+    base = {"wte.weight": w(300, 48), **{f"h.{i}.{k}.weight": w(48, 48) for i in range(4) for k in ("q", "v", "o")}}
+
+    def tune(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {k: v + np.float32(0.01) * rng.standard_normal(v.shape).astype(np.float32) for k, v in state.items()}
+
+    write_hf_folder(tmp_path / "hub" / "base", base)
+    write_hf_folder(tmp_path / "hub" / "sibling", tune(base))
+    write_hf_folder(tmp_path / "hub" / "classifier", tune(base) | {"score.weight": w(3, 48)})
+    with Atlas(tmp_path / "a.db") as atlas:
+        atlas.add([("base", tmp_path / "hub" / "base"), ("sibling", tmp_path / "hub" / "sibling")])
+        atlas.add([("classifier", tmp_path / "hub" / "classifier")])
+        recovered = {frozenset((e.parent, e.child)) for e in atlas.edges("recovered")}
+    # noise is not training: the direction of these two edges means nothing, the pairs do
+    assert recovered == {frozenset(("base", "sibling")), frozenset(("base", "classifier"))}, recovered
