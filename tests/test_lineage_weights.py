@@ -254,3 +254,28 @@ def test_gains_alike_in_every_model_do_not_make_an_unrelated_model_a_parent(tmp_
     for child, candidate in ((a, b), (b, a)):
         ranking = WeightsRanker().rank(child, [candidate])
         assert ranking.parent is None and ranking.p_none > 0.9, ranking.to_dict(with_evidence=True)
+
+
+def test_a_merge_child_names_both_parents(tmp_path) -> None:
+    """The parents of a merge split the probability nearly evenly and `parent` named one of them by a hair
+    (a model soup of two Qwen2 fine-tunes: 0.502 against 0.497). The recovered graph over the child and the
+    candidates finds it an exact combination, and the ranking says so; a plain fine-tune is no merge."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(9)
+    base = {f"l{i}.weight": (rng.standard_t(5, size=(48, 48)) * 0.05).astype(np.float32) for i in range(4)}
+
+    def tune(state, scale=0.01):
+        return {k: (v + scale * rng.standard_normal(v.shape)).astype(np.float32) for k, v in state.items()}
+
+    ft1, ft2 = tune(base), tune(base)
+    models = {"base": base, "ft1": ft1, "ft2": ft2, "soup": {k: (ft1[k] + ft2[k]) / 2 for k in base},
+              "ft3": tune(ft1), "stranger": {k: (rng.standard_normal(v.shape) * 0.05).astype(np.float32) for k, v in base.items()}}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    path = {m: str(tmp_path / f"{m}.safetensors") for m in models}
+    soup = WeightsRanker().rank(path["soup"], [path[m] for m in ("ft1", "ft2", "base", "stranger")])
+    assert sorted(soup.merge_of) == sorted([path["ft1"], path["ft2"]]) and soup.to_dict()["merge_of"]
+    plain = WeightsRanker().rank(path["ft3"], [path[m] for m in ("ft1", "ft2", "base", "stranger")])
+    assert plain.merge_of == [] and "merge_of" not in plain.to_dict() and plain.parent == path["ft1"]

@@ -51,6 +51,9 @@ def _print(result) -> None:
         table.add_row(c.candidate, f"{c.score:.3f}", f"{c.probability:.3f}", "" if c.generations is None else str(c.generations))
     table.add_row("(none of these)", "", f"{result.p_none:.3f}", "")
     print_table(f"parent of {result.child} ({result.method}): {result.parent or 'none of these'}", table)
+    if result.merge_of:
+        console.print(f"merge: {result.child} is an exact combination of {' and '.join(result.merge_of)} "
+                      "(tree recovery over the child and the candidates); each is one of its parents", soft_wrap=True)
     for cand, reason in result.incomparable.items():
         console.print(Text.assemble(("incomparable", "yellow"), f": {cand}: {reason}"))
 

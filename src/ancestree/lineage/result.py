@@ -66,6 +66,8 @@ class Ranking:
     incomparable: dict[str, str] = field(default_factory=dict)
     #: ``{"model": file or id, "problem": one line}`` each: what the CLI prints as warnings on stderr
     notes: list[dict[str, str]] = field(default_factory=list)
+    #: candidates the child is an exact combination of (a merge, found by tree recovery; weights method)
+    merge_of: list[str] = field(default_factory=list)
 
     def note(self, model: str, problem: str) -> None:
         self.notes.append({"model": str(model), "problem": problem})
@@ -93,6 +95,8 @@ class Ranking:
         }
         if self.notes:
             out["notes"] = list(self.notes)
+        if self.merge_of:
+            out["merge_of"] = list(self.merge_of)
         return out
 
 

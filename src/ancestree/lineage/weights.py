@@ -111,24 +111,28 @@ def default_calibration(coef: Sequence[float] = DEFAULT_COEF) -> Calibration:
 GRAPH_MIN_CANDIDATES = 3
 
 
-def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -> tuple[set[int], set[int]]:
-    """``(parents, linked)``: indices of the candidates that tree recovery over the child and all of them,
-    from weights alone, makes the child's parents (one, several for a merge, none when it puts the child
-    above them or apart), and of those it links to the child in either direction."""
+def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -> tuple[set[int], set[int], set[int]]:
+    """``(parents, linked, merged)``: indices of the candidates that tree recovery over the child and all of
+    them, from weights alone, makes the child's parents (one, several for a merge, none when it puts the child
+    above them or apart), of those it links to the child in either direction, and of the parents it finds
+    the child an exact combination of (a merge: empty otherwise)."""
     if not candidates:
-        return set(), set()
+        return set(), set(), set()
     # numbered ids: a child and a candidate may share a folder name in different places
     prints = [replace(fp, id=str(i)) for i, fp in enumerate([child, *candidates])]
     graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
     parents = {int(p) - 1 for p in graph.predecessors("0")}
-    return parents, parents | {int(c) - 1 for c in graph.successors("0")}
+    merged = {int(p) - 1 for p in graph.predecessors("0") if graph.edges[p, "0"].get("relation") == "merge"}
+    return parents, parents | {int(c) - 1 for c in graph.successors("0")}, merged
 
 
 def add_recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
-    """Set ``recovered_parent`` and ``recovered_link`` in each candidate's evidence (order of ``candidates``)."""
-    parents, linked = recovered_relatives(child, candidates)
+    """Set ``recovered_parent``, ``recovered_link`` and ``recovered_merge`` in each candidate's evidence
+    (order of ``candidates``)."""
+    parents, linked, merged = recovered_relatives(child, candidates)
     for i, ev in enumerate(evidence):
         ev["recovered_parent"], ev["recovered_link"] = float(i in parents), float(i in linked)
+        ev["recovered_merge"] = float(i in merged)
 
 
 @dataclass
@@ -360,7 +364,11 @@ class WeightsRanker:
         if is_adapter(child):
             return self.rank_adapter(child, candidates)
         child_id, scored, incomparable = self.score_candidates(child, candidates)
-        return make_ranking(child_id, self.method, scored, self.calibration, incomparable)
+        ranking = make_ranking(child_id, self.method, scored, self.calibration, incomparable)
+        # a merge splits the probability between its parents: say so rather than let one of them win by a hair
+        merged = [c.candidate for c in ranking.ranking if c.evidence.get("recovered_merge")]
+        ranking.merge_of = merged if len(merged) > 1 else []
+        return ranking
 
     def rank_adapter(self, child: Source, candidates: Sequence[Source]) -> Ranking:
         """The base of a PEFT adapter folder among ``candidates``: its weight differences fit every model of one
