@@ -751,3 +751,21 @@ def test_architecture_groups_do_not_depend_on_input_order_nor_on_renamed_copies(
         grouped = group_by_architecture([_print(d, designs[d]) for d in order]).values()
         found.add(frozenset(frozenset(f.id for f in g) for g in grouped))
     assert len(found) == 1, found
+
+
+def test_a_model_alone_beside_an_architecture_like_its_own_is_told_why() -> None:
+    """A student made of every other layer of its base (renumbered) is another architecture, compared with
+    nothing: it stood alone without a word. A note says which group it nearly belongs to; a model of
+    another design alone, and the models of a group, get none."""
+    rng = np.random.default_rng(10)
+    base = _gpt2_like(rng)
+    student = {"wte.weight": base["wte.weight"], "wpe.weight": base["wpe.weight"]}
+    for new, old in ((0, 0), (1, 2)):
+        student |= {k.replace(f"h.{old}.", f"h.{new}."): v for k, v in base.items() if k.startswith(f"h.{old}.")}
+    tuned = {k: v + np.float32(0.01) * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+    other = {f"enc.{i}.weight": (rng.standard_normal((40, 24)) * 0.05).astype(np.float32) for i in range(6)}
+    graph = GraphRecovery(use_declared=False).fit([_print(m, s) for m, s in
+                                                   (("base", base), ("tuned", tuned), ("student", student), ("other", other))]).graph_
+    notes = {n["model"]: n["problem"] for n in graph.notes}
+    assert list(notes) == ["student"], notes
+    assert "10 of its 10 matrices are named and shaped as " in notes["student"] and "too few to compare" in notes["student"]

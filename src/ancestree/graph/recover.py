@@ -56,7 +56,8 @@ from ancestree.graph.relations import (
     resolve_merges,
     wide_merge_candidates,
 )
-from ancestree.graph.vectors import GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors, matrix_tensors
+from ancestree.graph.vectors import (GroupVectors, angle_distances, arch_key, group_by_architecture, group_vectors, matrix_tensors,
+                                     near_architectures)
 from ancestree.relate import relate, shares_weights, verdict
 from ancestree.relate.evidence import low_rank_limit
 from ancestree.relate.verdict import PRUNED_ZEROS
@@ -138,7 +139,8 @@ class GraphRecovery:
         self.declared_ = declared_parents(fingerprints) if self.use_declared else {}
         self.edges_: list[Edge] = []
         self.vectors_: dict[tuple, GroupVectors] = {}
-        for key, members in group_by_architecture(fingerprints).items():
+        groups = group_by_architecture(fingerprints)
+        for key, members in groups.items():
             if key[0] == "adapter":
                 continue
             self._fit_group(members)
@@ -146,6 +148,7 @@ class GraphRecovery:
         self.graph_ = self._build_graph(fingerprints, self.settled_)
         self.graph_.notes += [{"model": f.id, "problem": f"NaN or infinite values in {len(f) - len(g)} of {len(f)} tensors; "
                                "those tensors were left out of every comparison"} for f, g in damaged]
+        self.graph_.notes += [_near_note(*near) for near in near_architectures(groups)]
         return self
 
     # -- one architecture -----------------------------------------------------------------------------
@@ -553,6 +556,13 @@ SCREEN_RTOL = 1e-2
 
 #: Matrices per edge looked at by the screen (a merged adapter changes most matrices by a low-rank update).
 SCREEN_TENSORS = 4
+
+
+def _near_note(members: list[Fingerprint], nearest: Fingerprint, shared: int, size: int) -> dict[str, str]:
+    """The note for a lone architecture near another group (:func:`~ancestree.graph.vectors.near_architectures`)."""
+    return {"model": members[0].id, "problem": f"another architecture: {shared} of its {size} matrices are named "
+            f"and shaped as {nearest.id}'s, too few to compare the two (layers added, dropped or renumbered make "
+            "another architecture), so it is linked to none of them"}
 
 
 def _cycle(edges: list[tuple[int, int]]) -> set[int]:

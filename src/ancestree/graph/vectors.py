@@ -334,4 +334,29 @@ def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Finger
     return dict(groups)
 
 
-__all__ = ["GroupVectors", "angle_distances", "arch_key", "group_by_architecture", "group_vectors", "matrix_tensors"]
+#: A lone architecture sharing at least this share of its matrices (named alike) with another group is said
+#: to be near it: a model with layers added, dropped or renumbered, which is never compared with that group.
+NEAR_SHARE = 0.5
+
+
+def near_architectures(groups: dict[tuple, list[Fingerprint]]) -> list[tuple[list[Fingerprint], Fingerprint, int, int]]:
+    """Models alone in their group whose architecture shares at least :data:`NEAR_SHARE` of its matrices by
+    name and shape with another group's of no fewer matrices, yet too few to be compared with it: ``([the
+    model], a model of the nearest group, matrices shared, matrices of its own)`` each (what a user asks when
+    a model stands alone beside its evident base: a student made of every other layer of it)."""
+    names = {key: set().union(*_name_sets(members)) for key, members in groups.items() if key[0] == "model"}
+    out = []
+    for key, members in groups.items():
+        if key[0] != "model" or len(members) > 1:  # a model alone: a group of several has its own relatives
+            continue
+        size, sets = len(key[1]), _name_sets(members)
+        shared, nearest = max(((max(len(s & other) for s in sets), k) for k, other in names.items() if k != key),
+                              default=(0, None), key=lambda x: x[0])
+        # said of the smaller of the two (the one with layers dropped), once
+        if nearest is not None and shared >= NEAR_SHARE * size and size <= len(nearest[1]):
+            out.append((members, groups[nearest][0], shared, size))
+    return out
+
+
+__all__ = ["GroupVectors", "angle_distances", "arch_key", "group_by_architecture", "group_vectors", "matrix_tensors",
+           "near_architectures"]
