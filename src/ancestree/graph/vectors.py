@@ -195,7 +195,7 @@ def _core(fps: Sequence[Fingerprint]) -> tuple[Fingerprint, set[str]]:
     if len(archs) == 1:
         ref = _reference(fps)
         return ref, {t.name for t in matrix_tensors(ref)}
-    groups = list(archs.values())
+    groups = [archs[k] for k in sorted(archs, key=lambda k: (-len(archs[k]), k))]  # as group_by_architecture placed them
     cores = [set(s) for s in _name_sets(groups[0])]
     for members in groups[1:]:
         cores = _narrow(cores, _name_sets(members))
