@@ -177,3 +177,12 @@ def test_card_relation_of_ours_is_kept_unless_forced(tmp_path: Path) -> None:
     card = ModelCard.load(tmp_path / "README.md")
     assert card.data.ancestree_relation == "finetune" and card.data.base_model_relation == "finetune"
     assert write_card(tmp_path, "parent", "finetune")[0] == "unchanged"
+
+
+def test_pictures_label_hugging_face_cache_folders_by_their_repository() -> None:
+    """A cache folder was drawn as "…-acme--llama-base", its older snapshot as the end of a hash."""
+    repo, old = "hf-cache/models--acme--llama-base", "hf-cache/models--acme--llama-base/snapshots/0000aaaa1111"
+    page = render(graph_from_edges([repo, old, "a" * 40], [(old, repo, "finetune", 0.9)]), "html")
+    data = json.loads(re.search(r'<script id="graph-data" type="application/json">(.*?)</script>', page, re.S).group(1))
+    labels = {m["id"]: m["label"] for m in data["models"]}
+    assert labels == {repo: "acme/llama-base", old: "…e/llama-base@0000aaaa", "a" * 40: "…" + "a" * 21}

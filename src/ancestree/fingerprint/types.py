@@ -213,6 +213,15 @@ def hub_name(model_id: str) -> str:
     return re.sub(r"(^|/)models--([^/]+)(/snapshots/[^/]+)?$", lambda m: m[1] + m[2].replace("--", "/"), model_id)
 
 
+def short_name(model_id: str, width: int) -> str:
+    """A label of at most ``width`` characters for a model in a picture: a Hugging Face cache folder by its
+    repository (``org/name``, a snapshot with ``@`` and the start of its hash), then the end of the id."""
+    found = re.search(r"(?:^|/)models--([^/]+?)(?:/snapshots/([^/]+))?$", model_id)
+    if found:
+        model_id = found[1].replace("--", "/") + (f"@{found[2][:8]}" if found[2] else "")
+    return model_id if len(model_id) <= width else "…" + model_id[-(width - 1):]
+
+
 def _shared_folders(candidate: str, near: str | None) -> int:
     """How many leading folders ``candidate``'s path shares with ``near``'s (0 without ``near``)."""
     if not near:

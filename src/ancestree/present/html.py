@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import json
 
+from ancestree.fingerprint.types import short_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.present.layout import layered_layout
 
@@ -43,7 +44,7 @@ data.edges.forEach(e=>{const a=px(byId[e.parent]),b=px(byId[e.child]);
  'marker-end':e.relation==='duplicate'?'':'url(#arrow-'+e.relation+')'},world);
  const t=el('title',{},p);t.textContent=`${e.parent} → ${e.child}: ${e.relation} (${e.confidence.toFixed(2)})`;});
 data.models.forEach(m=>{const [x,y]=px(m);const g=el('g',{class:'node',transform:`translate(${x-W/2},${y-H/2})`},world);
- el('rect',{width:W,height:H},g);const t=el('text',{x:8,y:17},g);t.textContent=m.id.length>22?'…'+m.id.slice(-21):m.id;
+ el('rect',{width:W,height:H},g);const t=el('text',{x:8,y:17},g);t.textContent=m.label;
  const s=el('text',{x:8,y:32,fill:'#666'},g);s.textContent=`${m.format} · tree ${m.tree}`;
  g.addEventListener('click',ev=>{ev.stopPropagation();select(m,g);});});
 function select(m,g){document.querySelectorAll('.node.sel').forEach(n=>n.classList.remove('sel'));g.classList.add('sel');
@@ -76,6 +77,7 @@ def to_html(graph: ModelGraph, title: str = "ancestree: Model Graph") -> str:
     pos = layered_layout(graph, row_width=30.0)
     for m in data["models"]:
         m["x"], m["y"] = pos[m["id"]]
+        m["label"] = short_name(m["id"], 22)
     markers = "".join(
         f'<marker id="arrow-{rel}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto">'
         f'<path d="M0,0L10,5L0,10z" fill="{color}"/></marker>' for rel, color in COLORS.items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ancestree.atomic import atomic_path
+from ancestree.fingerprint.types import short_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.present.html import COLORS
 from ancestree.present.layout import layered_layout
@@ -31,7 +32,7 @@ def write_png(graph: ModelGraph, path: str | Path, dpi: int = 110, title: str | 
                     arrowprops={"arrowstyle": "-" if rel == "duplicate" else "->", "color": COLORS.get(rel, "#555"),
                                 "linestyle": "-" if rel in ("finetune", "merge") else "--", "lw": 1.4})
     for m, (x, y) in pos.items():
-        label = (m if len(m) <= 18 else "…" + m[-17:]) + "\n" + str(graph.graph.nodes[m].get("format", ""))
+        label = short_name(m, 18) + "\n" + str(graph.graph.nodes[m].get("format", ""))
         ax.text(x, y, label, ha="center", va="center", fontsize=8,
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#444"})
     handles = [plt.Line2D([], [], color=c, label=r) for r, c in COLORS.items()
