@@ -45,6 +45,7 @@ def test_api_models_graph_detail(client: TestClient, tiny_atlas: Path) -> None:
     assert status["models"] == n > 20 and status["experts"] is False
     graph = client.get("/api/graph").json()
     assert len(graph["models"]) == n and graph["edges"] and {"parent", "child", "relation", "confidence"} <= set(graph["edges"][0])
+    assert all(m["label"] == m["id"] for m in graph["models"])  # short ids are their own labels (the page draws them)
     page = client.get("/api/models", params={"limit": 5, "offset": 5}).json()
     assert page["total"] == n and len(page["models"]) == 5
     child, parent = a_child_with_parent(tiny_atlas)

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ancestree import __version__
 from ancestree.errors import BadInputError
+from ancestree.fingerprint.types import short_name
 from ancestree.index.atlas import Atlas
 from ancestree.index.store import IndexStore
 
@@ -47,14 +48,15 @@ class AtlasReader:
         return atlas
 
     def graph(self, source: str) -> dict[str, Any]:
-        """The graph JSON (contract shape plus ``source`` per edge), cached until the index changes."""
+        """The graph JSON (contract shape plus ``source`` per edge and a short ``label`` per model, as the
+        pictures draw it), cached until the index changes."""
         version = self.atlas.store.version()
         cached = self._graph.get(source)
         if cached is not None and cached[0] == version:
             return cached[1]
         store = self.atlas.store
         models = [{"id": r["name"], "format": r["format"], "parameters": r["parameters"], "tree": r["tree"],
-                   "declared_base_model": r["declared_base"]} for r in store.models()]
+                   "declared_base_model": r["declared_base"], "label": short_name(r["name"], 18)} for r in store.models()]
         edges = [e.record() for e in store.edges(None if source == "all" else source)]
         payload = {"models": models, "edges": edges, "trees": store.trees()}
         with self._lock:

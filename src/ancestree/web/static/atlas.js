@@ -139,7 +139,7 @@ function draw() {
     circle.append(el("title", {}, `${m.id} (tree ${m.tree ?? "-"}, ${m.format})`));
     circle.addEventListener("click", (ev) => { ev.stopPropagation(); select(m.id); });
     nodeLayer.append(circle); state.nodes.set(m.id, circle);
-    if (labels) nodeLayer.append(el("text", { x: p.x, y: p.y + 20, class: "label", "text-anchor": "middle" }, shortName(m.id)));
+    if (labels) nodeLayer.append(el("text", { x: p.x, y: p.y + 20, class: "label", "text-anchor": "middle" }, m.label || shortName(m.id)));
   }
   legend(); highlight();
 }
