@@ -769,3 +769,7 @@ def test_a_model_alone_beside_an_architecture_like_its_own_is_told_why() -> None
     notes = {n["model"]: n["problem"] for n in graph.notes}
     assert list(notes) == ["student"], notes
     assert "10 of its 10 matrices are named and shaped as " in notes["student"] and "too few to compare" in notes["student"]
+    assert "paired by content instead, its matrices match base's (median correlation 1.00 over 10)" in notes["student"]
+    impostor = {k: (rng.standard_normal(v.shape) * 0.05).astype(np.float32) for k, v in student.items()}  # its shapes, not its weights
+    graph = GraphRecovery(use_declared=False).fit([_print(m, s) for m, s in (("base", base), ("tuned", tuned), ("impostor", impostor))]).graph_
+    assert [n["model"] for n in graph.notes] == ["impostor"] and "by content" not in graph.notes[0]["problem"]

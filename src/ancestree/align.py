@@ -208,6 +208,19 @@ def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b
     return pairs
 
 
+def content_correlation(fa: Fingerprint, fb: Fingerprint) -> tuple[float, int]:
+    """Median sketch correlation of the matrices of ``fa`` and ``fb`` paired by content alone (names set
+    aside: a student made of every other layer of its model holds its layer 2 as layer 1), and the number
+    of pairs; NaN and 0 when no two matrices share a shape."""
+    from ancestree.relate.evidence import correlation
+
+    mats_a = [t.name for t in fa.tensors if t.is_matrix and t.is_finite]
+    mats_b = [t.name for t in fb.tensors if t.is_matrix and t.is_finite]
+    values = [correlation(fa[p.a].sketch, oriented(fb[p.b], p.transposed)) for p in _pair_by_content(fa, fb, mats_a, mats_b)]
+    values = [v for v in values if v == v]
+    return (float(np.median(values)), len(values)) if values else (float("nan"), 0)
+
+
 def align(a: Fingerprint | Model, b: Fingerprint | Model) -> Alignment:
     """Pair the learned tensors of two models (fingerprinting them first when given as :class:`Model`)."""
     fa = a if isinstance(a, Fingerprint) else fingerprint(a)

@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ancestree.blas import one_blas_thread
+from ancestree.align import content_correlation
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint
 from ancestree.fingerprint.types import comparable_pair
@@ -148,7 +149,7 @@ class GraphRecovery:
         self.graph_ = self._build_graph(fingerprints, self.settled_)
         self.graph_.notes += [{"model": f.id, "problem": f"NaN or infinite values in {len(f) - len(g)} of {len(f)} tensors; "
                                "those tensors were left out of every comparison"} for f, g in damaged]
-        self.graph_.notes += [_near_note(*near) for near in near_architectures(groups)]
+        self.graph_.notes += [_near_note(*near, self.related) for near in near_architectures(groups)]
         return self
 
     # -- one architecture -----------------------------------------------------------------------------
@@ -558,11 +559,25 @@ SCREEN_RTOL = 1e-2
 SCREEN_TENSORS = 4
 
 
-def _near_note(members: list[Fingerprint], nearest: Fingerprint, shared: int, size: int) -> dict[str, str]:
-    """The note for a lone architecture near another group (:func:`~ancestree.graph.vectors.near_architectures`)."""
-    return {"model": members[0].id, "problem": f"another architecture: {shared} of its {size} matrices are named "
-            f"and shaped as {nearest.id}'s, too few to compare the two (layers added, dropped or renumbered make "
-            "another architecture), so it is linked to none of them"}
+#: Models of the nearest group a lone model is matched with by content for its note (each is an assignment
+#: per matrix shape: cheap, but a group can hold thousands).
+NEAR_CHECKED = 64
+
+
+def _near_note(members: list[Fingerprint], nearest: list[Fingerprint], shared: int, size: int, related: float) -> dict[str, str]:
+    """The note for a model alone in an architecture near another group
+    (:func:`~ancestree.graph.vectors.near_architectures`); when its matrices, paired by content, correlate
+    with one of that group's above ``related``, it says which: no edge (its confidence could not be
+    calibrated), but what an auditor looks at next."""
+    problem = (f"another architecture: {shared} of its {size} matrices are named and shaped as {nearest[0].id}'s, too "
+               "few to compare the two (layers added, dropped or renumbered make another architecture), so it is "
+               "linked to none of them")
+    scored = [(content_correlation(members[0], other), other.id) for other in nearest[:NEAR_CHECKED]]
+    (corr, pairs), best = max(scored, key=lambda x: -1.0 if x[0][0] != x[0][0] else x[0][0])
+    if corr == corr and corr > related:
+        problem += (f"; paired by content instead, its matrices match {best}'s (median correlation {corr:.2f} over "
+                    f"{pairs}): probably made from it with layers dropped or renumbered")
+    return {"model": members[0].id, "problem": problem}
 
 
 def _cycle(edges: list[tuple[int, int]]) -> set[int]:

@@ -339,10 +339,10 @@ def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Finger
 NEAR_SHARE = 0.5
 
 
-def near_architectures(groups: dict[tuple, list[Fingerprint]]) -> list[tuple[list[Fingerprint], Fingerprint, int, int]]:
+def near_architectures(groups: dict[tuple, list[Fingerprint]]) -> list[tuple[list[Fingerprint], list[Fingerprint], int, int]]:
     """Models alone in their group whose architecture shares at least :data:`NEAR_SHARE` of its matrices by
     name and shape with another group's of no fewer matrices, yet too few to be compared with it: ``([the
-    model], a model of the nearest group, matrices shared, matrices of its own)`` each (what a user asks when
+    model], the models of the nearest group, matrices shared, matrices of its own)`` each (what a user asks when
     a model stands alone beside its evident base: a student made of every other layer of it)."""
     names = {key: set().union(*_name_sets(members)) for key, members in groups.items() if key[0] == "model"}
     out = []
@@ -354,7 +354,7 @@ def near_architectures(groups: dict[tuple, list[Fingerprint]]) -> list[tuple[lis
                               default=(0, None), key=lambda x: x[0])
         # said of the smaller of the two (the one with layers dropped), once
         if nearest is not None and shared >= NEAR_SHARE * size and size <= len(nearest[1]):
-            out.append((members, groups[nearest][0], shared, size))
+            out.append((members, groups[nearest], shared, size))
     return out
 
 
