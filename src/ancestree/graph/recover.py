@@ -561,7 +561,7 @@ SCREEN_TENSORS = 4
 
 #: Models of the nearest group a lone model is matched with by content for its note (each is an assignment
 #: per matrix shape: cheap, but a group can hold thousands).
-NEAR_CHECKED = 64
+NEAR_CHECKED = 16
 
 
 def _near_note(members: list[Fingerprint], nearest: list[Fingerprint], shared: int, size: int, related: float) -> dict[str, str]:
