@@ -207,18 +207,22 @@ def _name_match(candidate: str, name: str) -> int:
     return int(candidate.split("/")[-1] == name.split("/")[-1])
 
 
+#: A Hugging Face cache folder at the end of an id: ``…/models--org--name`` or one of its ``snapshots/<hash>``.
+CACHE_ID = re.compile(r"(^|/)models--([^/]+)(?:/snapshots/([^/]+))?$")
+
+
 def hub_name(model_id: str) -> str:
     """``model_id`` with a Hugging Face cache folder written as the repository it holds: ``hub/models--org--name``
     (or one of its ``snapshots/<hash>``) is ``hub/org/name``, the name a card's ``base_model`` gives."""
-    return re.sub(r"(^|/)models--([^/]+)(/snapshots/[^/]+)?$", lambda m: m[1] + m[2].replace("--", "/"), model_id)
+    return CACHE_ID.sub(lambda m: m[1] + m[2].replace("--", "/"), model_id)
 
 
 def short_name(model_id: str, width: int) -> str:
     """A label of at most ``width`` characters for a model in a picture: a Hugging Face cache folder by its
     repository (``org/name``, a snapshot with ``@`` and the start of its hash), then the end of the id."""
-    found = re.search(r"(?:^|/)models--([^/]+?)(?:/snapshots/([^/]+))?$", model_id)
+    found = CACHE_ID.search(model_id)
     if found:
-        model_id = found[1].replace("--", "/") + (f"@{found[2][:8]}" if found[2] else "")
+        model_id = found[2].replace("--", "/") + (f"@{found[3][:8]}" if found[3] else "")
     return model_id if len(model_id) <= width else "…" + model_id[-(width - 1):]
 
 
