@@ -773,3 +773,6 @@ def test_a_model_alone_beside_an_architecture_like_its_own_is_told_why() -> None
     impostor = {k: (rng.standard_normal(v.shape) * 0.05).astype(np.float32) for k, v in student.items()}  # its shapes, not its weights
     graph = GraphRecovery(use_declared=False).fit([_print(m, s) for m, s in (("base", base), ("tuned", tuned), ("impostor", impostor))]).graph_
     assert [n["model"] for n in graph.notes] == ["impostor"] and "by content" not in graph.notes[0]["problem"]
+    flat = {"norm.weight": np.ones(48, np.float32)}  # no matrix at all: nothing to be near ("0 of its 0 matrices")
+    graph = GraphRecovery(use_declared=False).fit([_print(m, s) for m, s in (("base", base), ("tuned", tuned), ("flat", flat))]).graph_
+    assert graph.notes == []

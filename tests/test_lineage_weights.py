@@ -279,3 +279,9 @@ def test_a_merge_child_names_both_parents(tmp_path) -> None:
     assert sorted(soup.merge_of) == sorted([path["ft1"], path["ft2"]]) and soup.to_dict()["merge_of"]
     plain = WeightsRanker().rank(path["ft3"], [path[m] for m in ("ft1", "ft2", "base", "stranger")])
     assert plain.merge_of == [] and "merge_of" not in plain.to_dict() and plain.parent == path["ft1"]
+    alone = WeightsRanker().rank(path["soup"], [path["ft1"], path["ft2"]])  # its two parents only: the graph abstains
+    assert sorted(alone.merge_of) == sorted([path["ft1"], path["ft2"]])
+    far = {k: (base[k] + models["stranger"][k]) / 2 for k in base}  # a merge the ranking calls "none of these"
+    save_file(far, str(tmp_path / "far.safetensors"))
+    ranking = WeightsRanker().rank(str(tmp_path / "far.safetensors"), [path[m] for m in ("base", "stranger", "ft1")])
+    assert ranking.parent is not None or ranking.merge_of == []  # never "no parent" and "a merge of these" at once

@@ -185,4 +185,9 @@ def test_pictures_label_hugging_face_cache_folders_by_their_repository() -> None
     page = render(graph_from_edges([repo, old, "a" * 40], [(old, repo, "finetune", 0.9)]), "html")
     data = json.loads(re.search(r'<script id="graph-data" type="application/json">(.*?)</script>', page, re.S).group(1))
     labels = {m["id"]: m["label"] for m in data["models"]}
-    assert labels == {repo: "acme/llama-base", old: "…e/llama-base@0000aaaa", "a" * 40: "…" + "a" * 21}
+    assert labels == {repo: "acme/llama-base", old: "acme/llama-base@0000aa", "a" * 40: "…" + "a" * 21}
+    from ancestree.fingerprint.types import short_name
+
+    assert short_name(repo + "/", 22) == "acme/llama-base"  # a path given with its trailing slash
+    assert short_name("hub/models--meta-llama--Llama-2-7b-hf/snapshots/abcdef0123", 18) == "…ma-2-7b-hf@abcdef"
+    assert all(len(short_name("a" * 10, w)) <= w for w in range(0, 12))

@@ -208,7 +208,7 @@ def _name_match(candidate: str, name: str) -> int:
 
 
 #: A Hugging Face cache folder at the end of an id: ``…/models--org--name`` or one of its ``snapshots/<hash>``.
-CACHE_ID = re.compile(r"(^|/)models--([^/]+)(?:/snapshots/([^/]+))?$")
+CACHE_ID = re.compile(r"(^|/)models--([^/]+)(?:/snapshots/([^/]+))?/?$")
 
 
 def hub_name(model_id: str) -> str:
@@ -219,11 +219,15 @@ def hub_name(model_id: str) -> str:
 
 def short_name(model_id: str, width: int) -> str:
     """A label of at most ``width`` characters for a model in a picture: a Hugging Face cache folder by its
-    repository (``org/name``, a snapshot with ``@`` and the start of its hash), then the end of the id."""
+    repository (``org/name``, a snapshot with ``@`` and the start of its hash kept), else the end of the id."""
     found = CACHE_ID.search(model_id)
-    if found:
-        model_id = found[2].replace("--", "/") + (f"@{found[3][:8]}" if found[3] else "")
-    return model_id if len(model_id) <= width else "…" + model_id[-(width - 1):]
+    name, suffix = (found[2].replace("--", "/"), f"@{found[3][:6]}" if found[3] else "") if found else (model_id, "")
+    if len(name) + len(suffix) <= width:
+        return name + suffix
+    room = width - len(suffix) - 1  # the end of the name after "…"
+    if room < 1:
+        suffix, room = "", width - 1
+    return ("…" + name[-room:] if room > 0 else "…"[:width]) + suffix
 
 
 def _shared_folders(candidate: str, near: str | None) -> int:

@@ -343,18 +343,24 @@ def near_architectures(groups: dict[tuple, list[Fingerprint]]) -> list[tuple[lis
     """Models alone in their group whose architecture shares at least :data:`NEAR_SHARE` of its matrices by
     name and shape with another group's of no fewer matrices, yet too few to be compared with it: ``([the
     model], the models of the nearest group, matrices shared, matrices of its own)`` each (what a user asks when
-    a model stands alone beside its evident base: a student made of every other layer of it)."""
-    names = {key: set().union(*_name_sets(members)) for key, members in groups.items() if key[0] == "model"}
+    a model stands alone beside its evident base: a student made of every other layer of it). Each lone model
+    counts its matrices in the groups holding them (one look-up each, not one comparison per group)."""
+    holders: dict[tuple, list[tuple]] = defaultdict(list)
+    for key, members in groups.items():
+        if key[0] == "model":
+            for named in set().union(*_name_sets(members)):
+                holders[named].append(key)
     out = []
     for key, members in groups.items():
-        if key[0] != "model" or len(members) > 1:  # a model alone: a group of several has its own relatives
+        if key[0] != "model" or len(members) > 1 or not key[1]:  # a model alone (a group has its own relatives)
             continue
-        size, sets = len(key[1]), _name_sets(members)
-        shared, nearest = max(((max(len(s & other) for s in sets), k) for k, other in names.items() if k != key),
-                              default=(0, None), key=lambda x: x[0])
+        counts = Counter(other for named in _named_shapes(members[0]) for other in holders[named] if other != key)
+        if not counts:
+            continue
+        nearest, shared = counts.most_common(1)[0]
         # said of the smaller of the two (the one with layers dropped), once
-        if nearest is not None and shared >= NEAR_SHARE * size and size <= len(nearest[1]):
-            out.append((members, groups[nearest], shared, size))
+        if shared >= NEAR_SHARE * len(key[1]) and len(key[1]) <= len(nearest[1]):
+            out.append((members, groups[nearest], shared, len(key[1])))
     return out
 
 

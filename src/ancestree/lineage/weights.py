@@ -310,9 +310,15 @@ class WeightsRanker:
         return ev
 
     def add_graph_evidence(self, child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
-        """Add the recovered-graph features to the candidates' pair evidence, unless the graph abstains."""
+        """Add the recovered-graph features to the candidates' pair evidence, unless the graph abstains; a
+        merge it finds is marked even then (an exact combination has no direction to get wrong: a merge asked
+        about its two parents alone)."""
         if self.graph_applies(evidence):
             add_recovered_relatives(child, candidates, evidence)
+        elif self.tree and len(evidence) >= 2:
+            merged = recovered_relatives(child, candidates)[2]
+            for i, ev in enumerate(evidence):
+                ev["recovered_merge"] = float(i in merged)
 
     def graph_applies(self, evidence: Sequence[dict[str, float]]) -> bool:
         """Whether the recovered graph is asked about these candidates (else it abstains)."""
@@ -366,8 +372,9 @@ class WeightsRanker:
         child_id, scored, incomparable = self.score_candidates(child, candidates)
         ranking = make_ranking(child_id, self.method, scored, self.calibration, incomparable)
         # a merge splits the probability between its parents: say so rather than let one of them win by a hair
+        # (and only when the chosen parent is one of them: "none of these" and a merge would contradict)
         merged = [c.candidate for c in ranking.ranking if c.evidence.get("recovered_merge")]
-        ranking.merge_of = merged if len(merged) > 1 else []
+        ranking.merge_of = merged if len(merged) > 1 and ranking.parent in merged else []
         return ranking
 
     def rank_adapter(self, child: Source, candidates: Sequence[Source]) -> Ranking:
