@@ -279,6 +279,8 @@ def test_a_merge_child_names_both_parents(tmp_path) -> None:
     assert sorted(soup.merge_of) == sorted([path["ft1"], path["ft2"]]) and soup.to_dict()["merge_of"]
     plain = WeightsRanker().rank(path["ft3"], [path[m] for m in ("ft1", "ft2", "base", "stranger")])
     assert plain.merge_of == [] and "merge_of" not in plain.to_dict() and plain.parent == path["ft1"]
+    walked = rank_parents(path["soup"], [path[m] for m in ("ft1", "ft2", "base", "stranger")], ancestors=True)
+    assert {c.candidate: c.generations for c in walked.ranking}.items() >= {path["ft1"]: 1, path["ft2"]: 1}.items()
     alone = WeightsRanker().rank(path["soup"], [path["ft1"], path["ft2"]])  # its two parents only: the graph abstains
     assert sorted(alone.merge_of) == sorted([path["ft1"], path["ft2"]])
     far = {k: (base[k] + models["stranger"][k]) / 2 for k in base}  # a merge the ranking calls "none of these"

@@ -73,17 +73,23 @@ def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: S
     first = rank(child, candidates)
     by_id = {_id(c): c for c in candidates}
     child_scores = first.scores()
-    chain, current, remaining = [], first, list(candidates)
-    while _an_ancestor_is_likely(current) and len(chain) < max_generations:
+    chain, current, remaining, level, below = [], first, list(candidates), 0, None
+    while _an_ancestor_is_likely(current) and level < max_generations:
         top = current.ranking[0]
-        if chain and older is not None and older(by_id[top.candidate], by_id[chain[-1].candidate]) < 0.5:
+        if below is not None and older is not None and older(by_id[top.candidate], by_id[below.candidate]) < 0.5:
             break
-        chain.append(top)
-        top.generations = len(chain)
+        level, below = level + 1, top
+        # a merge child has each of its merge parents one generation up (the walk goes on above the first)
+        step = [top] + ([c for c in first.ranking if c.candidate in first.merge_of and c.candidate != top.candidate]
+                        if level == 1 and top.candidate in first.merge_of else [])
+        for c in step:
+            c.generations = level
+        chain += step
         # An older ancestor is further from the child than a younger one: keep only candidates the
         # child's own ranking scored below this ancestor (drops the child's siblings and cousins' kin).
         bar = child_scores[top.candidate]
-        remaining = [c for c in remaining if _id(c) != top.candidate and child_scores.get(_id(c), bar) < bar]
+        taken = {c.candidate for c in step}
+        remaining = [c for c in remaining if _id(c) not in taken and child_scores.get(_id(c), bar) < bar]
         if not remaining:
             break
         current = (rank_above or rank)(by_id[top.candidate], remaining)
