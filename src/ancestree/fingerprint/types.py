@@ -189,10 +189,10 @@ def resolve_name(name: str, ids: Sequence[str], near: str | None = None) -> str 
         raw = candidate.rstrip("/")
         if raw == near:
             continue
-        hub = hub_name(raw)
-        level = max(_name_match(c, clean) for c in {raw, hub})
+        level = max(_name_match(c, clean) for c in {raw, hub_name(raw)})
         if level:
-            current = not (hub != raw and "/snapshots/" in "/" + raw)
+            cache = CACHE_ID.search(raw)
+            current = not (cache and cache[3])  # not an older snapshot of a cache repository
             ranked.append((level, _shared_folders(raw, near), current, candidate))
     if not ranked:
         return None

@@ -168,6 +168,14 @@ def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
     return {p.a: (p.b, p.transposed) for p in align(partner, fp).pairs}
 
 
+def _by_arch_key(fps: Sequence[Fingerprint]) -> dict[tuple, list[Fingerprint]]:
+    """Fingerprints by :func:`arch_key`, in input order."""
+    out: dict[tuple, list[Fingerprint]] = defaultdict(list)
+    for f in fps:
+        out[arch_key(f)].append(f)
+    return out
+
+
 def _named_shapes(fp: Fingerprint) -> dict[tuple[str, tuple[int, ...]], str]:
     """``(name without wrapper prefixes, shape class) -> name`` of a model's matrices: what two architectures
     compare on (``bert.encoder…`` of a classifier is ``encoder…`` of the bare model)."""
@@ -189,9 +197,7 @@ def _core(fps: Sequence[Fingerprint]) -> tuple[Fingerprint, set[str]]:
     """The reference member and the names of its matrices that every architecture among ``fps`` holds
     under its name (all of them for one architecture). The reference holds them all by name, so models of
     every architecture line up with it by name, renamed exports by content as in one architecture."""
-    archs: dict[tuple, list[Fingerprint]] = defaultdict(list)
-    for f in fps:
-        archs[arch_key(f)].append(f)
+    archs = _by_arch_key(fps)
     if len(archs) == 1:
         ref = _reference(fps)
         return ref, {t.name for t in matrix_tensors(ref)}
@@ -303,9 +309,7 @@ def group_by_architecture(fps: Sequence[Fingerprint]) -> dict[tuple, list[Finger
     neighbours' comparisons. Shapes alone would join unrelated designs of one width (a BERT and a ViT),
     compared on tensors paired by chance. An architecture answers by the name set of its members that
     matches best (a renamed export among them has its own). Adapters stay by key."""
-    exact: dict[tuple, list[Fingerprint]] = defaultdict(list)
-    for fp in fps:
-        exact[arch_key(fp)].append(fp)
+    exact = _by_arch_key(fps)
     order = {k: i for i, k in enumerate(exact)}
     families: list[tuple[list[tuple], list[set], list[int]]] = []  # keys, candidate cores, member sizes
     for key in sorted((k for k in exact if k[0] == "model"), key=lambda k: (-len(exact[k]), k)):

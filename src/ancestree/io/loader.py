@@ -62,12 +62,17 @@ def weight_files(folder: Path) -> list[Path]:
 REF_BYTES = 128
 
 
+def _is_cache_repo(folder: Path) -> bool:
+    """Whether ``folder`` is laid out as a Hugging Face cache repository (``models--org--name/snapshots/``)."""
+    return folder.name.startswith("models--") and (folder / "snapshots").is_dir()
+
+
 def cache_revision(folder: Path) -> Path | None:
     """The snapshot a Hugging Face cache repository folder (``models--org--name``) stands for: the one its
     ``refs/main`` names, else its only snapshot; None for any other folder, or when neither is there."""
-    snapshots = folder / "snapshots"
-    if not folder.name.startswith("models--") or not snapshots.is_dir():
+    if not _is_cache_repo(folder):
         return None
+    snapshots = folder / "snapshots"
     commit, ref = "", folder / "refs" / "main"
     if ref.is_file():  # a regular file, read only as far as a hash goes (not a FIFO, not /dev/zero)
         try:
@@ -84,7 +89,7 @@ def cache_revision(folder: Path) -> Path | None:
 def in_cache(folder: Path) -> bool:
     """Whether ``folder`` is a Hugging Face cache repository folder or one of its snapshots (their files are
     links into the cache's blobs: the cache's, not ours to write)."""
-    return cache_revision(folder) is not None or (folder.parent.name == "snapshots" and folder.parent.parent.name.startswith("models--"))
+    return cache_revision(folder) is not None or (folder.parent.name == "snapshots" and _is_cache_repo(folder.parent.parent))
 
 
 def is_model_folder(folder: Path) -> bool:
@@ -146,7 +151,7 @@ def _load_folder(folder: Path, model_id: str) -> Model:
 
         return PeftAdapterModel(folder, model_id)
     files = weight_files(folder)
-    if not files and folder.name.startswith("models--") and (folder / "snapshots").is_dir():
+    if not files and _is_cache_repo(folder):
         raise BadInputError(folder, "a Hugging Face cache folder whose current revision is unknown (no refs/main "
                                     "naming one of its snapshots): give one of its snapshots/<hash> folders")
     if not files:
@@ -161,6 +166,11 @@ def _load_folder(folder: Path, model_id: str) -> Model:
     return open_folder(folder, model_id, lambda f: load_model(f, f"{model_id}/{f.name}"), files)
 
 
+def _is_weight_file(path: Path) -> bool:
+    """A file a scan takes for a model: a format ancestree reads, not training state beside the weights."""
+    return path.suffix.lower() in READERS and not path.stem.startswith(NOT_WEIGHTS)
+
+
 def _models_below(folder: Path, depth: int = 2) -> bool:
     """Whether a model lies at most ``depth`` folders below ``folder`` (``org/name`` of a hub mirror), looked
     at only as far as that and never failing: it words an error, it must not replace it."""
@@ -169,7 +179,7 @@ def _models_below(folder: Path, depth: int = 2) -> bool:
             if child.is_dir() and not child.name.startswith("."):
                 if is_model_folder(child) or (depth > 1 and _models_below(child, depth - 1)):
                     return True
-            elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
+            elif _is_weight_file(child):
                 return True
     except (OSError, BadInputError):
         pass
@@ -246,6 +256,6 @@ def _scan(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path
                 yield from _model_folder(root, child, seen)
             else:
                 yield from _scan(root, child, seen)
-        elif child.suffix.lower() in READERS and not child.stem.startswith(NOT_WEIGHTS):
+        elif _is_weight_file(child):
             yield child.relative_to(root).as_posix(), child
 
