@@ -304,3 +304,19 @@ def test_a_damaged_layer_cache_is_filled_again(probex_zoo, tmp_path):
     (cache.root / "index.json").write_text("{cut")
     again = LayerCache(tmp_path / "cache").add_all({"m": probex_zoo / "t0" / "ft03"}, progress=False)["m"]
     assert again == first and (cache.root / f"{first['key']}.npz").read_bytes() == whole
+
+
+def test_fit_without_folders_leaves_nothing_in_temp(probex_zoo, tmp_path, monkeypatch):
+    """With no cache or resume folder the layer and text caches live in a temporary folder the experts own:
+    it is removed with them (each fit left a probex-* folder of layer files in /tmp for good)."""
+    import gc
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    config = with_overrides(OURS, epochs=5, r_u=8, r_v=8, r_t=16)
+    experts = ProbeXExperts(config, sweep_epochs=5, progress=False).fit(probex_zoo)
+    assert experts.predict(probex_zoo / "t0" / "ft01")["classes"]  # the cache serves reads after fit
+    assert [p.name.startswith("probex-") for p in tmp_path.iterdir()] == [True]
+    del experts
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []

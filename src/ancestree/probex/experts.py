@@ -155,13 +155,21 @@ class ProbeXExperts:
         self.experts: dict[str, Expert] = {}
         self._cache: LayerCache | None = None
         self._encoder: TextEncoder | None = None
+        self._scratch: tempfile.TemporaryDirectory | None = None  # removed with the object (no leftovers in /tmp)
+
+    def _work_dir(self) -> Path:
+        """Where layer and text caches go: the folder given, else a temporary one owned by this object."""
+        if self.resume_dir or self.cache_dir:
+            return self.resume_dir or self.cache_dir
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="probex-")
+        return Path(self._scratch.name)
 
     # -- text ---------------------------------------------------------------------------------------
     @property
     def encoder(self) -> TextEncoder:
         if self._encoder is None:
-            cache = (self.resume_dir or self.cache_dir or Path(tempfile.gettempdir())) / "text-embeddings.npz"
-            self._encoder = get_text_encoder(self.text_encoder_spec, cache)
+            self._encoder = get_text_encoder(self.text_encoder_spec, self._work_dir() / "text-embeddings.npz")
         return self._encoder
 
     def class_embeddings(self, classes: Sequence[str]) -> np.ndarray:
@@ -175,7 +183,7 @@ class ProbeXExperts:
     @property
     def cache(self) -> LayerCache:
         if self._cache is None:
-            root = self.cache_dir or (self.resume_dir / "cache" if self.resume_dir else Path(tempfile.mkdtemp(prefix="probex-")))
+            root = self.cache_dir or self._work_dir() / "cache"
             self._cache = LayerCache(root, max_layers=self.max_candidates)
         return self._cache
 
