@@ -234,3 +234,38 @@ def test_a_classifier_added_later_is_placed_below_its_base(tmp_path: Path) -> No
         recovered = {frozenset((e.parent, e.child)) for e in atlas.edges("recovered")}
     # noise is not training: the direction of these two edges means nothing, the pairs do
     assert recovered == {frozenset(("base", "sibling")), frozenset(("base", "classifier"))}, recovered
+
+
+def test_cards_naming_each_other_give_no_cycle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``a``'s card names its own fine-tune ``b`` as base, ``b``'s names ``a``. `index export --edges all`
+    wrote both declared edges, a cycle `eval` refuses to read; `show a` gave the lineage a <- b (its child).
+    The declared edge against the recovered one is left out and named; the rest is one edge per pair."""
+    from ancestree.graph.model_graph import ModelGraph
+    from ancestree.web.app import AtlasReader
+
+    hub = tmp_path / "hub"
+    base = small_tensors(21)
+    write_hf_folder(hub / "a", base, {"base_model": "b"})
+    rng = np.random.default_rng(5)
+    for name in ("b", "c"):  # two fine-tunes: the weights say which way is down
+        write_hf_folder(hub / name, {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()},
+                        {"base_model": "a"})
+    db = tmp_path / "atlas.db"
+    with Atlas(db) as atlas:
+        atlas.add(scan=[hub])
+        recovered = {(e.parent, e.child) for e in atlas.edges("recovered")}
+        (root,) = {"a", "b", "c"} - {child for _, child in recovered}
+        assert len(recovered) == 2 and atlas.show(root)["lineage"] == [root]  # its declared base is below it
+        agreed = {(e.parent, e.child) for e in atlas.edges("declared")} & recovered
+        assert agreed and all([(p["parent"], p["source"]) for p in atlas.show(child)["parents"]] == [(parent, "declared+recovered")]
+                              for parent, child in agreed)
+    for edges in ("all", "declared"):
+        with pytest.raises(SystemExit) as exit_:
+            run(["index", "export", "--db", str(db), "--edges", edges, "-o", str(tmp_path / f"{edges}.json")])
+        err = capsys.readouterr().err
+        graph = ModelGraph.load(tmp_path / f"{edges}.json")  # refuses a cycle
+        assert exit_.value.code in (0, None) and "would close a cycle" in err
+        assert len(graph.notes) == 1 and len(graph.edges()) == 2
+    payload = AtlasReader(db).graph("all")
+    assert len({(e["parent"], e["child"]) for e in payload["edges"]}) == len(payload["edges"]) == 2
+    assert len(payload["notes"]) == 1

@@ -37,6 +37,15 @@ def print_table(title: str, table: Any) -> None:
     console.print(table)
 
 
+def print_notes(notes: list[dict[str, Any]]) -> None:
+    """A graph's notes on stderr, one line each (also in logs): conflicts with declared lineage, then remarks."""
+    from ancestree.graph.metadata import is_conflict
+
+    for note in notes:
+        kind = "conflict" if is_conflict(note) else "warning"
+        err_console.print(f"{kind}: {note['model']}: {note['problem']}", soft_wrap=True)
+
+
 def progress_bars(quiet: bool = False) -> bool:
     """Progress bars only for a person watching: stderr a terminal (a log or a pipe gets none, so that an
     error stays the one line on it) and not ``--quiet``."""

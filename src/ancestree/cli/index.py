@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ancestree.atomic import check_not_an_input, check_output
-from ancestree.cli.common import OutputFormat, console, emit, err_console, to_json
+from ancestree.cli.common import OutputFormat, console, emit, err_console, print_notes, to_json
 from ancestree.index.store import DEFAULT_DB
 
 index_app = typer.Typer(help="A persistent index of many models: add, list, show, export, rebuild.",
@@ -139,7 +139,9 @@ def export(
     if output:  # SQLite keeps the index in the file and its -wal / -shm companions
         check_output(output, [db, f"{db}-wal", f"{db}-shm"])
     with _open(db) as atlas:
-        emit(render(atlas.graph(source), format.value), output)
+        graph = atlas.graph(source)
+    emit(render(graph, format.value), output)
+    print_notes(graph.notes)
 
 
 @index_app.command("rebuild")

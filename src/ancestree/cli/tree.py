@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ancestree.cli.common import collect_sources, emit, err_console, progress_bars
+from ancestree.cli.common import collect_sources, emit, err_console, print_notes, progress_bars
 from ancestree.atomic import check_output
 from ancestree.errors import BadInputError
 
@@ -88,7 +88,6 @@ def tree(
     skip_unreadable: Annotated[bool, typer.Option("--skip-unreadable", help="Leave out models that cannot be read (each named on stderr) instead of stopping.")] = False,
 ) -> None:
     """Recover the Model Graph (which model came from which) from the weights alone."""
-    from ancestree.graph.metadata import is_conflict
     from ancestree.present import WRITERS
 
     if output and not format and Path(output).suffix.lower() in (".png", ".svg", ".jpg", ".jpeg", ".pdf"):
@@ -127,9 +126,7 @@ def tree(
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
             elif ch.action == "skipped" and ch.reason != "not a model folder":  # a file has no card: nothing to say
                 err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
-    for note in graph.notes:
-        kind = "conflict" if is_conflict(note) else "warning"
-        err_console.print(f"{kind}: {note['model']}: {note['problem']}", soft_wrap=True)  # one line per note, also in logs
+    print_notes(graph.notes)
 
 
 def register(app: typer.Typer) -> None:

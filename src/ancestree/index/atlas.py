@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
@@ -180,20 +180,22 @@ class Atlas:
     def show(self, name: str) -> dict[str, Any]:
         """A model with its parents, children (recovered and declared) and its lineage path to the root."""
         row = self.model(name)
-        touching = self.store.edges(names=[name])
+        touching, _ = combine_edges(self.store.edges(names=[name]))
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
         path = self.store.lineage(name, "recovered")
-        if len(path) == 1:  # no recovered parent: follow what the models declare
-            path = self.store.lineage(name, "declared")
+        if len(path) == 1:  # no recovered parent: follow what the models declare, up to a base recovered below it
+            for base in self.store.lineage(name, "declared")[1:]:
+                if name in self.store.lineage(base, "recovered"):
+                    break  # cards naming each other (or against the weights' direction): no path through a cycle
+                path.append(base)
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
                 "parents": parents, "children": children, "lineage": path}
 
     def graph(self, source: str = "recovered") -> ModelGraph:
         """The atlas as a :class:`ModelGraph` (recovered edges by default, numbered by the index's tree ids;
-        ``declared`` or ``all``: numbered by their own connected components). Each edge's ``source`` says
-        where it comes from; with ``all``, an edge both declared and recovered is one, with the recovered
-        relation and confidence."""
+        ``declared`` or ``all``: numbered by their own connected components), edges as :func:`combine_edges`
+        gives them; declared bases it leaves out are the graph's notes."""
         from ancestree.graph.model_graph import ModelGraph
 
         g = ModelGraph()
@@ -202,18 +204,40 @@ class Atlas:
             if source == "recovered" and row["tree"] is not None:  # the ids `index ls` and `show` print
                 attrs["tree"] = row["tree"]
             g.add_model(row["name"], row["format"], row["parameters"], **attrs)
-        for e in self.store.edges(None if source == "all" else source):
-            if not g.graph.has_edge(e.parent, e.child):
-                g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
-                continue
-            # declared and recovered alike: the recovered edge's relation and confidence, both sources named
-            if e.source == "recovered":
-                g.add_edge(e.parent, e.child, e.relation, e.confidence)
-            g.graph.edges[e.parent, e.child]["source"] = "declared+recovered"
+        edges, g.notes = combine_edges(self.store.edges(None if source == "all" else source))
+        for e in edges:
+            g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
         return g
 
     def edges(self, source: str | None = None) -> list[Edge]:
         return self.store.edges(source)
 
 
-__all__ = ["AddReport", "Atlas", "Outcome"]
+def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any]]]:
+    """One edge per (parent, child), and no cycle: ``(edges, notes)``.
+
+    An edge both declared and recovered is one, with the recovered relation and confidence and source
+    ``declared+recovered``. Recovered edges come first (they are acyclic by construction); a declared edge
+    that would close a cycle (two cards naming each other, or a card against the recovered direction) is left
+    out and named in a note, as ``tree`` does: a Model Graph is acyclic.
+    """
+    import networkx as nx
+
+    edges = sorted(edges, key=lambda e: e.source != "recovered")
+    taken: dict[tuple[str, str], Edge] = {}
+    dag = nx.DiGraph()
+    notes: list[dict[str, Any]] = []
+    for e in edges:
+        key = (e.parent, e.child)
+        if key in taken:
+            taken[key] = replace(taken[key], source="declared+recovered")
+        elif e.source == "declared" and e.child in dag and e.parent in dag and nx.has_path(dag, e.child, e.parent):
+            notes.append({"model": e.child, "declared_base_model": [e.parent], "problem":
+                          f"declared base model {e.parent} is already below it: the edge would close a cycle, left out"})
+        else:
+            taken[key] = e
+            dag.add_edge(e.parent, e.child)
+    return list(taken.values()), notes
+
+
+__all__ = ["AddReport", "Atlas", "Outcome", "combine_edges"]

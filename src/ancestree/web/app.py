@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from ancestree import __version__
 from ancestree.errors import BadInputError
 from ancestree.fingerprint.types import short_name
-from ancestree.index.atlas import Atlas
+from ancestree.index.atlas import Atlas, combine_edges
 from ancestree.index.store import IndexStore
 
 STATIC = Path(str(resources.files("ancestree.web") / "static"))
@@ -57,8 +57,8 @@ class AtlasReader:
         store = self.atlas.store
         models = [{"id": r["name"], "format": r["format"], "parameters": r["parameters"], "tree": r["tree"],
                    "declared_base_model": r["declared_base"], "label": short_name(r["name"], 18)} for r in store.models()]
-        edges = [e.record() for e in store.edges(None if source == "all" else source)]
-        payload = {"models": models, "edges": edges, "trees": store.trees()}
+        edges, notes = combine_edges(store.edges(None if source == "all" else source))
+        payload = {"models": models, "edges": [e.record() for e in edges], "trees": store.trees(), "notes": notes}
         with self._lock:
             self._graph[source] = (version, payload)
         return payload
