@@ -270,6 +270,9 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     tuned = {k: v + 0.01 * np.float32(1) if v.dtype == np.float32 else v for k, v in small_tensors(3).items()}
     write_hf_folder(hub / "tuned", tuned, {"base_model": "org/tiny"})
     assert [mid for mid, _ in scan_models(hub)] == ["models--org--tiny", "models--org--tiny/snapshots/0000old0", "tuned"]
+    # `--scan` of the repository itself (or of any model folder): named as from above, not "." and "snapshots/…"
+    assert [mid for mid, _ in scan_models(repo)] == ["models--org--tiny", "models--org--tiny/snapshots/0000old0"]
+    assert [mid for mid, _ in scan_models(hub / "tuned")] == ["tuned"]
     with load_model(repo) as model:
         np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])
     prints = [fingerprint(path, model_id=mid) for mid, path in scan_models(hub)]

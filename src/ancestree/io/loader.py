@@ -198,15 +198,19 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder (models are searched below a folder)")
-    if is_model_folder(root):
-        yield from _model_folder(root, root, {root.resolve()})
+    if is_model_folder(root):  # named by its folder name, not "." (a cache repository: org/name, as when scanned from above)
+        yield from _model_folder(root, root, {root.resolve()}, root.resolve().name or str(root))
         return
     yield from _scan(root, root, {root.resolve()})
 
 
-def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path]]:
-    """A model folder found by a scan, and for a cache repository its snapshots other than the current one."""
-    yield folder.relative_to(root).as_posix(), folder
+def _model_folder(root: Path, folder: Path, seen: set[Path], prefix: str = "") -> Iterator[tuple[str, Path]]:
+    """A model folder found by a scan, and for a cache repository its snapshots other than the current one;
+    ids are relative to ``root``, behind ``prefix`` when given."""
+    def name(path: Path) -> str:
+        return (Path(prefix) / path.relative_to(root)).as_posix()
+
+    yield name(folder), folder
     current = cache_revision(folder)
     if current is None:
         return
@@ -214,7 +218,7 @@ def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[s
     for snapshot in sorted((folder / "snapshots").iterdir()):
         if snapshot.resolve() not in seen and is_model_folder(snapshot):
             seen.add(snapshot.resolve())
-            yield snapshot.relative_to(root).as_posix(), snapshot
+            yield name(snapshot), snapshot
 
 
 def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
