@@ -320,3 +320,30 @@ def test_fit_without_folders_leaves_nothing_in_temp(probex_zoo, tmp_path, monkey
     del experts
     gc.collect()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_with_its_tensors_in_another_order_has_the_same_expert(fitted, probex_zoo, tmp_path):
+    """An int8 copy of the zoo's is written with its tensors in another order than its original: the layout
+    key hashed them in file order, so the copy matched no tree ("no expert"). An experts folder written with
+    the older keys is refused by name rather than routing nothing."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    from ancestree.errors import BadInputError
+
+    experts, out = fitted
+    model = probex_zoo / "t0" / "ft03"
+    state = load_file(next(model.glob("*.safetensors")))
+    (tmp_path / "reordered").mkdir()
+    # safetensors orders a file's tensors by dtype, then name: matrices in fp16 go after the fp32 vectors
+    save_file({k: v.astype(np.float16) if v.ndim == 2 else v for k, v in state.items()}, str(tmp_path / "reordered" / "model.safetensors"))
+    shutil.copy(model / "config.json", tmp_path / "reordered")
+    assert experts.predict(tmp_path / "reordered", "m")["tree"] == experts.predict(model, "m")["tree"] is not None
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    meta = json.loads((old / "experts.json").read_text())
+    del meta["key_version"]
+    (old / "experts.json").write_text(json.dumps(meta))
+    with pytest.raises(BadInputError, match="older ancestree"):
+        ProbeXExperts.load(old)

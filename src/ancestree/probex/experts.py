@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ancestree.atomic import atomic_path, write_text
 from ancestree.errors import DAMAGED_FILE, BadInputError
 from ancestree.io import load_model
-from ancestree.probex.layers import LayerCache, architecture_key, candidate_layers, read_candidates
+from ancestree.probex.layers import KEY_VERSION, LayerCache, architecture_key, candidate_layers, read_candidates
 from ancestree.probex.model import PRESETS, ProbeX, ProbeXConfig
 from ancestree.probex.naming import RowNamer
 from ancestree.probex.router import Router, graph_clusters, sketch
@@ -365,6 +365,7 @@ class ProbeXExperts:
         with atomic_path(directory / "router.pt") as tmp:
             torch.save({t.name: torch.as_tensor(t.centroid) for t in self.router.trees}, tmp)
         meta = {
+            "key_version": KEY_VERSION,
             "config": self.config.to_dict(),
             "text_encoder": self.text_encoder_spec,
             "template": self.template,
@@ -436,6 +437,11 @@ class ProbeXExperts:
     @classmethod
     def _load(cls, directory: Path, cache_dir: str | Path | None) -> ProbeXExperts:
         meta = json.loads((directory / "experts.json").read_text())
+        if not isinstance(meta, dict):
+            raise BadInputError(directory / "experts.json", "not a ProbeX experts file (a JSON object is expected)")
+        if meta.get("key_version") != KEY_VERSION:  # its trees' layout keys would match no model now
+            raise BadInputError(directory / "experts.json", "experts written by an older ancestree (other architecture keys): "
+                                                            "train them again with `ancestree probex train`")
         obj = cls(
             ProbeXConfig.from_dict(meta["config"]),
             text_encoder=meta["text_encoder"],

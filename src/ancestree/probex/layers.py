@@ -60,9 +60,14 @@ def bias_of(tensors: Mapping[str, TensorInfo], layer: str) -> str | None:
     return info.name if info is not None and info.learned and tuple(info.shape) == (rows,) else None
 
 
+#: Version of :func:`architecture_key` in cache entries and experts folders (2: tensors taken in name order).
+KEY_VERSION = 2
+
+
 def architecture_key(tensors: Mapping[str, TensorInfo]) -> str:
-    """Same names and shapes -> same key: models that can share an expert."""
-    spec = [(t.name, list(t.shape)) for t in tensors.values() if t.learned]
+    """Same names and shapes -> same key: models that can share an expert. In name order, not the file's:
+    an int8 copy written with its tensors in another order is the same layout."""
+    spec = sorted((t.name, list(t.shape)) for t in tensors.values() if t.learned)
     return hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:16]
 
 
@@ -106,13 +111,15 @@ class LayerCache:
         """Cache one model's candidates (if not cached yet); return its entry ``{key, arch, layers, shapes}``."""
         stat_id = self._stat_id(Path(path))
         entry = self._index.get(stat_id)
-        if entry and "biases" in entry and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
+        current = entry and "biases" in entry and entry.get("key_version") == KEY_VERSION  # else written by an older version
+        if current and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
             return entry
         with load_model(path, model_id) as model:
             names = candidate_layers(model.tensors, self.max_layers, self.max_numel)
             entry = {
                 "key": content_key(model),
                 "arch": architecture_key(model.tensors),
+                "key_version": KEY_VERSION,
                 "layers": names,
                 "shapes": {n: list(_matrix_shape(model.tensors[n])) for n in names},
                 "biases": {n: b for n in names if (b := bias_of(model.tensors, n)) is not None},
