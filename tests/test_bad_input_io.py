@@ -345,6 +345,38 @@ def test_write_cards_leaves_hugging_face_cache_folders_alone(tmp_path: Path, cap
     assert "card models--org--tiny: not written (a Hugging Face cache folder" in err, err
 
 
+@pytest.mark.parametrize("way", ["component subfolder", "link to the repository", "link to a snapshot"])
+def test_write_cards_never_writes_inside_the_cache_reached_otherwise(tmp_path: Path, way: str,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The cache test looked at a folder's own name and place only: a model in a snapshot's subfolder
+    (diffusers' unet/), a link of another name to a repository, or a link to a snapshot had a README.md
+    written into the cache (with --force, a card link into the blobs replaced by a file)."""
+    from ancestree.cli.main import run
+
+    snapshot = _hf_cache(tmp_path / "hub")
+    repo = snapshot.parent.parent
+    if way == "component subfolder":
+        (snapshot / "unet").mkdir()
+        for name in ("config.json", "model.safetensors"):
+            (snapshot / name).rename(snapshot / "unet" / name)
+            (snapshot / "unet" / name).unlink()
+            (snapshot / "unet" / name).symlink_to(Path("..", "..", "..", "blobs", "b1" if name == "config.json" else "b2"))
+        model = snapshot / "unet"
+    else:
+        (tmp_path / "gathered").mkdir()
+        model = tmp_path / "gathered" / "tiny"
+        model.symlink_to(repo if way == "link to the repository" else snapshot)
+    write_hf_folder(tmp_path / "base", {k: v - np.float32(0.01) if v.dtype == np.float32 else v for k, v in small_tensors(3).items()})
+    before = sorted(str(p) for p in repo.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        run(["tree", str(tmp_path / "base"), str(model), "--write-cards", "--force", "-f", "json", "--no-cache"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code in (0, None), err
+    assert sorted(str(p) for p in repo.rglob("*")) == before and not any(p.is_file() and not p.is_symlink()
+                                                                        for p in (repo / "snapshots").rglob("*"))
+    assert "not written (a Hugging Face cache folder" in err, err
+
+
 def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:
     """A folder of links to models kept elsewhere (a hand-made collection) is scanned through its links, each
     target once; links back into the collection or above it are still not followed."""

@@ -63,8 +63,10 @@ REF_BYTES = 128
 
 
 def _is_cache_repo(folder: Path) -> bool:
-    """Whether ``folder`` is laid out as a Hugging Face cache repository (``models--org--name/snapshots/``)."""
-    return folder.name.startswith("models--") and (folder / "snapshots").is_dir()
+    """Whether ``folder`` is laid out as a Hugging Face cache repository (``models--org--name/snapshots/``),
+    also under a link of another name."""
+    name = folder.resolve().name if folder.is_symlink() else folder.name
+    return name.startswith("models--") and (folder / "snapshots").is_dir()
 
 
 def cache_revision(folder: Path) -> Path | None:
@@ -87,9 +89,11 @@ def cache_revision(folder: Path) -> Path | None:
 
 
 def in_cache(folder: Path) -> bool:
-    """Whether ``folder`` is a Hugging Face cache repository folder or one of its snapshots (their files are
-    links into the cache's blobs: the cache's, not ours to write)."""
-    return cache_revision(folder) is not None or (folder.parent.name == "snapshots" and _is_cache_repo(folder.parent.parent))
+    """Whether ``folder`` is a Hugging Face cache repository folder or lies inside one (a snapshot, a
+    component subfolder of one), also when reached through a link: their files are links into the cache's
+    blobs, the cache's and not ours to write."""
+    real = Path(folder).resolve()
+    return any(_is_cache_repo(p) for p in (Path(folder), real, *real.parents))
 
 
 def is_model_folder(folder: Path) -> bool:
