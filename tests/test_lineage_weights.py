@@ -148,6 +148,30 @@ def test_nan_candidate_is_incomparable_and_a_spiked_child_still_ranked(tmp_path)
     assert "NaN or infinite" in result.incomparable[str(fam / "diverged")]
 
 
+def test_constant_models_are_incomparable_not_scored_nan(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A candidate of all ones or zeros was scored NaN (NaN probabilities, invalid JSON) and could be named
+    the parent; a child of zeros had a parent at score 94. Neither holds evidence of lineage."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ancestree.cli.main import run
+
+    rng = np.random.default_rng(0)
+    base = {f"l{i}.weight": (0.1 * rng.standard_normal((64, 64))).astype(np.float32) for i in range(6)}
+    files = {"base": base, "ft": {k: v + 0.002 * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()},
+             "ones": {k: np.ones_like(v) for k, v in base.items()}, "zeros": {k: np.zeros_like(v) for k, v in base.items()}}
+    for name, state in files.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    path = {name: str(tmp_path / f"{name}.safetensors") for name in files}
+    result = rank_parents(path["base"], [path["ones"], path["zeros"], path["ft"]])
+    assert result.parent == path["ft"] and set(result.incomparable) == {path["ones"], path["zeros"]}
+    assert rank_parents(path["zeros"], [path["base"], path["ft"]]).parent is None
+    with pytest.raises(SystemExit):
+        run(["parent", path["ft"], "--candidates", path["base"], path["ones"], "--format", "json"])
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
+    assert out["parent"] == path["base"] and [r["candidate"] for r in out["incomparable"]] == [path["ones"]]
+
+
 def test_the_recovered_graph_tells_the_grandparent_from_a_sibling(lineage_family: dict) -> None:
     """A12's parent A1 is missing; its sibling A11 (a fine-tune of A1 too) is as near as the grandparent A, and
     pair evidence alone picks it. Tree recovery over all the candidates hangs A11 and A12 below A, so the

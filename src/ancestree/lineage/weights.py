@@ -166,6 +166,10 @@ def _on_support(c: np.ndarray, p: np.ndarray, shape: tuple[int, ...]) -> tuple[n
     return c, p
 
 
+def _constant(values: np.ndarray) -> bool:
+    return values.size == 0 or bool(np.all(values == values.flat[0]))
+
+
 def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, float]:
     """Evidence that ``cand`` is ``child``'s parent, from aligned arrays of equal shapes (same names)."""
     sums, ranks, kurt = _Sums(), [], []
@@ -292,6 +296,9 @@ class WeightsRanker:
             del c_values[name], p_values[name]
         if not c_values:
             return "NaN or infinite values in every tensor the child and this candidate share: nothing to compare"
+        if all(_constant(c_values[n]) or _constant(p_values[n]) for n in c_values if c_values[n].ndim >= 2):
+            return ("every weight matrix the two share is constant (all zeros or one value) in one of them: "
+                    "no evidence of lineage")  # scored, its residual and kurtosis were NaN (an invalid JSON)
         permuted = 0
         if self.align_units:
             c_values, permuted = align_units(c_values, p_values)
