@@ -374,3 +374,22 @@ def test_tree_skip_unreadable_leaves_a_damaged_model_out_and_names_it(method: st
     assert graph["edges"] or method == "mother"  # MoTHer compares square matrices only: these models have none
     status, out, err = _run(["tree", str(zoo / "cut"), "--skip-unreadable", "-f", "json"], capsys)
     assert status == 2 and out == "" and "no readable models" in err.splitlines()[-1], err
+
+
+def test_a_sharded_model_missing_a_shard_is_one_unreadable_model_of_a_scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The scan itself read the sharding index to tell a model folder: a missing shard stopped every scan
+    (`tree --skip-unreadable`, `index add --scan`: no index at all) instead of naming that one model."""
+    zoo = _family(tmp_path)
+    sharded = zoo / "sharded"
+    sharded.mkdir()
+    (sharded / "config.json").write_text("{}")
+    index = {"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors", "b.weight": "model-00002-of-00002.safetensors"}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    (sharded / "model-00001-of-00002.safetensors").write_bytes((zoo / "ft1" / "model.safetensors").read_bytes())
+    status, out, err = _run(["tree", "--scan", str(zoo), "-f", "json", "--skip-unreadable"], capsys)
+    assert status == 0 and "skipped:" in err and "does not exist" in err, err
+    assert sorted(m["id"] for m in json.loads(out)["models"]) == ["base", "ft1", "ft2"]
+    status, _, err = _run(["index", "add", "--scan", str(zoo), "--db", str(tmp_path / "a.db"), "-q"], capsys)
+    assert status == 2 and "does not exist" in err, err
+    status, out, _ = _run(["index", "ls", "--db", str(tmp_path / "a.db"), "--format", "json"], capsys)
+    assert sorted(row["name"] for row in json.loads(out)) == ["base", "ft1", "ft2"]

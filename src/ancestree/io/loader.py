@@ -105,7 +105,10 @@ def is_model_folder(folder: Path) -> bool:
         return is_model_folder(snapshot)
     names = {p.name for p in folder.iterdir()}
     marked = any(m in names for m in MODEL_MARKERS) or any(n.endswith(".index.json") for n in names)
-    return marked and bool(weight_files(folder))
+    try:
+        return marked and bool(weight_files(folder))
+    except BadInputError:  # a damaged sharding index or a missing shard: a model all the same, whose loading
+        return marked      # names the problem (a scan stopped at it, --skip-unreadable included)
 
 
 def load_model(path: str | Path, model_id: str | None = None) -> Model:
