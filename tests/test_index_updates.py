@@ -269,3 +269,29 @@ def test_cards_naming_each_other_give_no_cycle(tmp_path: Path, capsys: pytest.Ca
     payload = AtlasReader(db).graph("all")
     assert len({(e["parent"], e["child"]) for e in payload["edges"]}) == len(payload["edges"]) == 2
     assert len(payload["notes"]) == 1
+
+
+def test_a_cache_repository_whose_revision_moves_is_indexed_by_what_it_names(tmp_path: Path) -> None:
+    """``index add --scan`` skipped a model whose files were indexed under any name: a Hugging Face cache
+    repository whose refs/main moved back to an older snapshot kept the newer weights under its name, and
+    one moved forward left the old snapshot indexed under no name (it needed a second run)."""
+    hub = tmp_path / "hub"
+    repo = hub / "models--org--m"
+    (repo / "refs").mkdir(parents=True)
+    rng = np.random.default_rng(3)
+    base = small_tensors(21)
+    write_hf_folder(repo / "snapshots" / "aaaa", base)
+    (repo / "refs" / "main").write_text("aaaa")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[hub])
+        write_hf_folder(repo / "snapshots" / "bbbb", {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32)
+                                                      for k, v in base.items()})
+        (repo / "refs" / "main").write_text("bbbb")  # a download moved main forward
+        atlas.add(scan=[hub])
+        assert sorted(r["name"] for r in atlas.ls()) == ["models--org--m", "models--org--m/snapshots/aaaa"]
+        forward = atlas.model("models--org--m")["file_hash"]
+        (repo / "refs" / "main").write_text("aaaa")  # and back
+        atlas.add(scan=[hub])
+        names = dict(atlas.store.names())
+        assert names["models--org--m"] == "models--org--m/snapshots/aaaa"  # the very same files: one model, two names
+        assert [r["name"] for r in atlas.ls() if r["file_hash"] == forward] == ["models--org--m/snapshots/bbbb"]

@@ -43,15 +43,15 @@ def file_hash(model: Model) -> str:
     return digest.hexdigest()
 
 
-def ingest(name: str, path: str, known: frozenset[str] | set[str] = frozenset()) -> Ingested:
-    """Fingerprint the model at ``path`` under ``name``, unless its stat key is in ``known``."""
+def ingest(name: str, path: str, known: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Ingested:
+    """Fingerprint the model at ``path`` under ``name``, unless ``(name, its stat key)`` is in ``known``."""
     import time
 
     start = time.perf_counter()
     try:
         with load_model(path, name) as model:
             key = FingerprintCache.stat_key(model, SketchSpec())
-            if key is not None and key in known:
+            if key is not None and (name, key) in known:
                 return Ingested(name, path, "known", stat_key=key, seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)
             digest = file_hash(model)
@@ -61,7 +61,7 @@ def ingest(name: str, path: str, known: frozenset[str] | set[str] = frozenset())
                     seconds=time.perf_counter() - start)
 
 
-def ingest_local(items: Sequence[tuple[str, str]], known: set[str], threads: int = 1) -> Iterator[Ingested]:
+def ingest_local(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], threads: int = 1) -> Iterator[Ingested]:
     """:func:`ingest` each ``(name, path)`` in this process, yielding results in order as they finish."""
     if threads <= 1:
         for name, path in items:
@@ -72,7 +72,7 @@ def ingest_local(items: Sequence[tuple[str, str]], known: set[str], threads: int
         yield from pool.map(lambda item: ingest(item[0], item[1], frozen), items)
 
 
-def ingest_dask(items: Sequence[tuple[str, str]], known: set[str], address: str) -> Iterator[Ingested]:
+def ingest_dask(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], address: str) -> Iterator[Ingested]:
     """:func:`ingest` each ``(name, path)`` on the Dask cluster at ``address``, yielding results as they complete.
 
     Workers read the files (so the paths must be visible to them); only fingerprints travel back. The

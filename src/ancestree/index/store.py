@@ -281,11 +281,14 @@ class IndexStore:
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM models").fetchone()[0])
 
-    def known_stat_keys(self) -> set[str]:
-        """Stat keys of every indexed file set (and its aliases): finding one needs only a ``stat``."""
-        rows = self.conn.execute("SELECT stat_key FROM models WHERE stat_key IS NOT NULL "
-                                 "UNION SELECT stat_key FROM aliases WHERE stat_key IS NOT NULL")
-        return {r[0] for r in rows}
+    def known_stat_keys(self) -> set[tuple[str, str]]:
+        """``(name, stat key)`` of every indexed file set and its aliases: a model found under a name that
+        already holds those files needs only a ``stat``. Known files under another name are no skip: a Hugging
+        Face cache repository whose ``refs/main`` moved back names the files of an older snapshot."""
+        rows = self.conn.execute("SELECT name, stat_key FROM models WHERE stat_key IS NOT NULL "
+                                 "UNION SELECT coalesce(a.name, m.name), a.stat_key FROM aliases a JOIN models m ON m.id = a.model"
+                                 " WHERE a.stat_key IS NOT NULL")
+        return {(r[0], r[1]) for r in rows}
 
     def by_file_hash(self, file_hash: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT id, name, path FROM models WHERE file_hash = ?", (file_hash,)).fetchone()
