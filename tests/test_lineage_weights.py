@@ -202,6 +202,21 @@ def test_the_graph_abstains_where_it_cannot_see(lineage_family: dict, child: str
     assert all(c.evidence.get("recovered_parent", 1.0) == 1.0 for c in result.ranking)
 
 
+def test_a_candidate_given_twice_is_refused_and_copies_score_alike(lineage_family: dict, tmp_path) -> None:
+    """The same candidate twice split the probability with itself; a byte-identical copy of the parent scored
+    10 points below the parent, as the graph hung the copy below it and named only the first the parent."""
+    import shutil
+
+    paths = lineage_family["paths"]
+    with pytest.raises(BadInputError, match="given twice among the candidates"):
+        rank_parents(paths["A11"], [str(paths["A1"]), str(paths["A2"]), str(paths["A1"]) + "/"])
+    copy = tmp_path / "A1-copy"
+    shutil.copytree(paths["A1"], copy)
+    result = WeightsRanker().rank(str(paths["A11"]), [str(paths["A1"]), str(paths["A2"]), str(copy), str(paths["A"])])
+    scores = {c.candidate: c.score for c in result.ranking}
+    assert result.parent in (str(paths["A1"]), str(copy)) and scores[str(paths["A1"])] == scores[str(copy)]
+
+
 def test_the_childs_own_weights_are_no_candidate(lineage_family: dict, tmp_path) -> None:
     """The child's weight file reached through a symlink is the child itself (refused by name); a byte-identical
     copy of the child (the same download in two caches) is a copy, not a parent: it is set aside as

@@ -104,11 +104,17 @@ def read_pair(child: Model, candidate: Model, pair: TensorPair) -> tuple[np.ndar
 
 
 def check_distinct(child: Source, candidates: list[Source]) -> None:
-    """Refuse an empty candidate list, or the child itself among its candidates (usage errors, reported like
-    bad input)."""
+    """Refuse an empty candidate list, a candidate given twice (by any path), or the child itself among its
+    candidates (usage errors, reported like bad input)."""
     name = str(child) if not isinstance(child, Model) else child.id
     if not candidates:
         raise BadInputError(name, "no candidates given")
+    seen: dict[Path, Source] = {}
+    for c in candidates:  # the same model twice split its probability with itself
+        if not isinstance(c, Model) and (where := Path(c).resolve()) in seen:
+            raise BadInputError(c, f"given twice among the candidates (also as {seen[where]})")
+        if not isinstance(c, Model):
+            seen[where] = c
     if not isinstance(child, Model):
         itself = Path(child).resolve()
         # by another path too: a symlink to the child's folder or to one of its weight files (a folder below

@@ -118,12 +118,21 @@ def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -
     the child an exact combination of (a merge: empty otherwise)."""
     if not candidates:
         return set(), set(), set()
+    # copies of one model (the same values at other paths) are one model to the graph, which would hang the
+    # second below the first; each copy then gets what their one model gets
+    first = [next(j for j in range(i + 1) if j == i or _same_values(candidates[j], candidates[i])) for i in range(len(candidates))]
+    kept = sorted(set(first))
     # numbered ids: a child and a candidate may share a folder name in different places
-    prints = [replace(fp, id=str(i)) for i, fp in enumerate([child, *candidates])]
+    prints = [replace(fp, id=str(i)) for i, fp in enumerate([child, *(candidates[k] for k in kept)])]
     graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
-    parents = {int(p) - 1 for p in graph.predecessors("0")}
-    merged = {int(p) - 1 for p in graph.predecessors("0") if graph.edges[p, "0"].get("relation") == "merge"}
-    return parents, parents | {int(c) - 1 for c in graph.successors("0")}, merged
+
+    def copies(nodes) -> set[int]:
+        ones = {kept[int(n) - 1] for n in nodes}
+        return {i for i, f in enumerate(first) if f in ones}
+
+    parents = copies(graph.predecessors("0"))
+    merged = copies(p for p in graph.predecessors("0") if graph.edges[p, "0"].get("relation") == "merge")
+    return parents, parents | copies(graph.successors("0")), merged
 
 
 def add_recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
