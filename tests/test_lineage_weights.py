@@ -102,6 +102,23 @@ def test_ancestors_walk_stops_at_the_oldest_ancestor(lineage_family: dict) -> No
     assert chain(rank_parents(str(paths["A11"]), cands, ancestors=True)) == want
 
 
+def test_ancestors_walk_leaves_copies_of_an_ancestor_out(lineage_family: dict, tmp_path) -> None:
+    """The parent's fp16 and pruned copies are one fine-tune from the grandparent, as the parent is: the walk
+    took them for generations above the parent."""
+    import shutil
+
+    from safetensors.numpy import load_file, save_file
+
+    paths = lineage_family["paths"]
+    fp16 = tmp_path / "A1-fp16"
+    shutil.copytree(paths["A1"], fp16)
+    for f in fp16.glob("*.safetensors"):
+        save_file({k: v.astype("float16") for k, v in load_file(f).items()}, str(f))
+    for copy in (fp16, paths["A1-pruned"]):
+        result = rank_parents(str(paths["A11"]), [str(paths["A1"]), str(copy), str(paths["A"]), str(paths["B"])], ancestors=True)
+        assert {c.candidate: c.generations for c in result.ranking if c.generations} == {str(paths["A1"]): 1, str(paths["A"]): 2}
+
+
 def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from ancestree.cli.main import run

@@ -56,6 +56,29 @@ def older_by_direction() -> Older:
     return older
 
 
+#: ``copy_of(a, b)``: whether ``a`` holds ``b``'s weights stored otherwise (a duplicate, or a quantized or
+#: pruned copy, either way round): the same model, never a generation above or below it.
+CopyOf = Callable[[Source, Source], bool]
+
+
+def copies_by_weights() -> CopyOf:
+    """:data:`CopyOf` from the copy tests of tree recovery (:mod:`ancestree.graph.relations`), on fingerprints
+    (computed once per model)."""
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph.relations import is_duplicate, is_pruned_copy, is_quantized_copy
+
+    prints: dict[str, object] = {}
+
+    def copy_of(a: Source, b: Source) -> bool:
+        for s in (a, b):
+            if _id(s) not in prints:
+                prints[_id(s)] = fingerprint(s)
+        fa, fb = prints[_id(a)], prints[_id(b)]
+        return is_duplicate(fa, fb) or any(test(x, y) for test in (is_quantized_copy, is_pruned_copy) for x, y in ((fa, fb), (fb, fa)))
+
+    return copy_of
+
+
 def _an_ancestor_is_likely(ranking: Ranking) -> bool:
     """Some candidate is more probably an ancestor than none of them (see the module docstring)."""
     return bool(ranking.ranking) and ranking.p_none < 0.5
@@ -63,12 +86,15 @@ def _an_ancestor_is_likely(ranking: Ranking) -> bool:
 
 def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: Source,
                    candidates: Sequence[Source], max_generations: int = 8, older: Older | None = None,
-                   rank_above: Callable[[Source, Sequence[Source]], Ranking] | None = None) -> Ranking:
+                   rank_above: Callable[[Source, Sequence[Source]], Ranking] | None = None,
+                   copy_of: CopyOf | None = None) -> Ranking:
     """The child's ranking with the chain of ancestors first, each entry's ``generations`` filled in.
 
     ``older`` (e.g. :func:`older_by_direction`) ends the walk at a step whose proposed ancestor is more
     likely younger than the model below it; ``None`` walks on distances alone. ``rank_above`` ranks the
-    steps above the first (default: ``rank``).
+    steps above the first (default: ``rank``). ``copy_of`` (e.g. :func:`copies_by_weights`) leaves the
+    copies of each ancestor found out of the steps above it: an int8, ONNX or pruned copy of the parent is
+    one fine-tune away from the parent's parent as the parent is, and was walked as one generation up.
     """
     first = rank(child, candidates)
     by_id = {_id(c): c for c in candidates}
@@ -89,7 +115,8 @@ def rank_ancestors(rank: Callable[[Source, Sequence[Source]], Ranking], child: S
         # child's own ranking scored below this ancestor (drops the child's siblings and cousins' kin).
         bar = child_scores[top.candidate]
         taken = {c.candidate for c in step}
-        remaining = [c for c in remaining if _id(c) not in taken and child_scores.get(_id(c), bar) < bar]
+        remaining = [c for c in remaining if _id(c) not in taken and child_scores.get(_id(c), bar) < bar
+                     and not (copy_of is not None and any(copy_of(c, by_id[t]) for t in taken))]
         if not remaining:
             break
         current = (rank_above or rank)(by_id[top.candidate], remaining)

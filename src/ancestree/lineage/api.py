@@ -8,7 +8,7 @@ from typing import Any
 
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache
-from ancestree.lineage.ancestors import Older, older_by_direction, rank_ancestors
+from ancestree.lineage.ancestors import Older, copies_by_weights, older_by_direction, rank_ancestors
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
 
@@ -73,4 +73,4 @@ def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], old
     way, but that family still over-extends (at 0.5: 161 / 7 / 44); two independent cues are kept.
     """
     above = ranker.without_graph().rank if hasattr(ranker, "without_graph") else ranker.rank
-    return rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above)
+    return rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above, copy_of=copies_by_weights())
