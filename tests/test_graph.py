@@ -497,6 +497,36 @@ def test_pruned_copies_hang_below_their_dense_source(tmp_path: Path) -> None:
         assert [(p, graph.edges[p, copy]["relation"]) for p in graph.predecessors(copy)] == [("A", "pruned")], copy
 
 
+def test_a_pruned_copy_of_a_small_fine_tune_hangs_below_the_fine_tune(tmp_path: Path) -> None:
+    """A fine-tune moving the weights by 1 %, then pruned (whole rows zeroed): the base also agrees with the
+    copy on its kept weights within the pruning tolerance and was nearer overall, so the copy was hung below
+    the base and above its own source (itself called "pruned"). The source is the one that agrees best. The
+    same copy with its first layer zeroed entirely is ranked below its source by `parent` too: matching units
+    on that layer (only its bias left) permuted the five after it, and "none of these" won at 0.9999."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.lineage import rank_parents
+
+    rng = np.random.default_rng(6)  # seeds 0-11: the base was the nearer for seed 6
+    base = {f"l{i}.weight": (0.1 * rng.standard_normal((64, 64))).astype(np.float32) for i in range(6)}
+    base.update({f"l{i}.bias": (0.1 * rng.standard_normal(64)).astype(np.float32) for i in range(6)})
+    ft = {k: v + 0.01 * v.std() * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+    rows = {k: v.copy() for k, v in ft.items()}
+    rows["l0.weight"][32:] = 0.0  # half the units of the first layer, a quarter of the inputs of the second
+    rows["l1.weight"][:, :16] = 0.0
+    layer = {**ft, "l0.weight": np.zeros_like(ft["l0.weight"])}
+    models = {"base": base, "ft": ft, "ft-rows": rows, "ft-layer": layer}
+    for name, state in models.items():
+        save_file(state, str(tmp_path / f"{name}.safetensors"))
+    prints = [fingerprint(tmp_path / f"{n}.safetensors", model_id=n) for n in ("base", "ft", "ft-rows")]
+    graph = GraphRecovery(use_declared=False).fit(prints).graph_.graph
+    assert [(p, graph.edges[p, "ft-rows"]["relation"]) for p in graph.predecessors("ft-rows")] == [("ft", "pruned")]
+    assert not [c for c in graph.successors("ft-rows")]  # (the direction of a 2-model noise fine-tune is a coin flip)
+    ranking = rank_parents(tmp_path / "ft-layer.safetensors", [tmp_path / "base.safetensors", tmp_path / "ft.safetensors"])
+    assert ranking.parent == tmp_path / "ft.safetensors" or ranking.parent == str(tmp_path / "ft.safetensors")
+
+
 def test_two_merges_of_one_parent_keep_their_own_parents(tmp_path: Path) -> None:
     """(A1 + A2)/2 and (A1 + A3)/2 among their relatives: the nearest candidates of either merge hold both
     exact dependencies, and least squares spread the weights over all five models (one merge got a third

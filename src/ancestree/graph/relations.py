@@ -90,7 +90,7 @@ PRUNED_CANDIDATES = 32
 
 
 def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray, sq: np.ndarray | None = None) -> list[int]:
-    """Rows of ``pool`` that row ``c`` may be a pruned copy of, densest first (then nearest), for
+    """Rows of ``pool`` that row ``c`` may be a pruned copy of, densest first (then best agreeing), for
     :func:`is_pruned_copy` to confirm.
 
     Of the :data:`PRUNED_CANDIDATES` nearest rows with at least :data:`PRUNED_ZEROS` fewer exact zeros, those
@@ -111,8 +111,12 @@ def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray, 
     kept = (U[near] != 0) & (U[c] != 0)
     off = np.sqrt(np.sum(np.where(kept, U[near] - U[c], 0.0) ** 2, axis=1))
     scale = np.sqrt(np.sum(np.where(kept, U[c], 0.0) ** 2, axis=1))
-    agree = near[off <= 2 * PRUNED_NONZERO_DISTANCE * scale]  # ``near`` is nearest first: stable sorts keep that
-    return [int(p) for p in agree[np.argsort(np.floor(zeros[agree] / PRUNED_ZEROS), kind="stable")]]
+    ok = off <= 2 * PRUNED_NONZERO_DISTANCE * scale
+    agree, off = near[ok], off[ok]
+    # within a density step, the one that best agrees on the kept weights: the nearest overall can be the
+    # source's parent when the fine-tune between them is smaller than the pruned mass (a 1 % fine-tune,
+    # pruned, was hung below its base and above its source)
+    return [int(p) for p in agree[np.lexsort((off, np.floor(zeros[agree] / PRUNED_ZEROS)))]]
 
 
 def merge_tolerance(precision_bits: float) -> float:

@@ -63,7 +63,7 @@ def match_units(child_rows: np.ndarray, cand_rows: np.ndarray) -> np.ndarray | N
         return None  # NaN/inf weights (a diverged run) have no units to match
     a, b = _unit(child_rows.astype(np.float64)), _unit(cand_rows.astype(np.float64))
     identity = float(np.einsum("ij,ij->i", a, b).mean())
-    if identity > ALIGNED or len(a) > MAX_UNITS or len(a) < 2:
+    if identity > ALIGNED or len(a) > MAX_UNITS or len(a) < 2 or _degenerate(a) or _degenerate(b):
         return None
     sim = b @ a.T  # sim[j, i]: candidate unit j vs child unit i
     rows, cols = linear_sum_assignment(-sim)
@@ -71,6 +71,13 @@ def match_units(child_rows: np.ndarray, cand_rows: np.ndarray) -> np.ndarray | N
     if float(sim[np.arange(len(perm)), perm].mean()) <= identity:
         return None
     return perm
+
+
+def _degenerate(units: np.ndarray) -> bool:
+    """Rows all along one direction (a layer pruned to zeros leaves only its bias): no unit tells itself apart,
+    and any order matches as well as any other (a zeroed first layer permuted the five after it)."""
+    lead = units[np.argmax(np.einsum("ij,ij->i", units, units))]  # rows are unit vectors (or zero)
+    return bool(np.all((np.abs(units @ lead) > 1 - 1e-6) | ~units.any(1)))
 
 
 def align_units(child: dict[str, np.ndarray], candidate: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
