@@ -128,6 +128,11 @@ def test_nan_and_inf_weights_are_left_out_and_reported(tmp_path: Path) -> None:
     assert {n["model"] for n in graph["notes"]} == {"diverged/model.safetensors", "spiked/model.safetensors"}
     assert "warning: diverged/model.safetensors: NaN or infinite values in 3 of 3 tensors" in r.stderr
     assert "1 of 3 tensors" in r.stderr and "conflict" not in r.stderr
+    # as text on the terminal the notes end the output, once (they were printed again on stderr)
+    r = run("tree", "--scan", str(family), "--format", "text", "--no-cache")
+    assert r.returncode == 0 and r.stdout.count("NaN or infinite values in 3 of 3") == 1 and "NaN" not in r.stderr, r.stderr
+    r = run("tree", "--scan", str(family), "--format", "text", "--no-cache", "-o", str(tmp_path / "tree.txt"))
+    assert r.returncode == 0 and "warning: diverged/model.safetensors: NaN or infinite" in r.stderr  # the text went to a file
 
 
 def _shifted_copy(src: Path, dst: Path, seed: int = 7) -> None:

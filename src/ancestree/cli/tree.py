@@ -126,7 +126,8 @@ def tree(
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
             elif ch.action == "skipped" and ch.reason != "not a model folder":  # a file has no card: nothing to say
                 err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
-    print_notes(graph.notes)
+    if fmt != "text" or output:  # the text on stdout lists them already
+        print_notes(graph.notes)
 
 
 def register(app: typer.Typer) -> None:
