@@ -377,6 +377,17 @@ def test_write_cards_never_writes_inside_the_cache_reached_otherwise(tmp_path: P
     assert "not written (a Hugging Face cache folder" in err, err
 
 
+def test_a_cache_whose_blobs_are_gone_says_so(tmp_path: Path) -> None:
+    """A snapshot whose links lead to deleted blobs was said to hold "models below it: use --scan"."""
+    snapshot = _hf_cache(tmp_path / "hub")
+    for blob in (snapshot.parent.parent / "blobs").iterdir():
+        blob.unlink()
+    for target in (snapshot.parent.parent, snapshot):
+        with pytest.raises(BadInputError, match=r"links to missing files \(model.safetensors\)") as err:
+            load_model(target)
+        assert "--scan" not in str(err.value)
+
+
 def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:
     """A folder of links to models kept elsewhere (a hand-made collection) is scanned through its links, each
     target once; links back into the collection or above it are still not followed."""

@@ -161,6 +161,10 @@ def _load_folder(folder: Path, model_id: str) -> Model:
     if not files and _is_cache_repo(folder):
         raise BadInputError(folder, "a Hugging Face cache folder whose current revision is unknown (no refs/main "
                                     "naming one of its snapshots): give one of its snapshots/<hash> folders")
+    dangling = sorted(p.name for p in folder.iterdir() if _is_weight_file(p) and p.is_symlink() and not p.exists())
+    if not files and dangling:  # the Hugging Face cache after its blobs were deleted, or an interrupted download
+        raise BadInputError(folder, f"its weight files are links to missing files ({', '.join(dangling[:3])}"
+                                    f"{' ...' if len(dangling) > 3 else ''}): an incomplete download or a cleaned cache")
     if not files:
         # a folder of models given as one (a hub mirror, the cache): say how to read what is below it
         raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)"
@@ -186,7 +190,7 @@ def _models_below(folder: Path, depth: int = 2) -> bool:
             if child.is_dir() and not child.name.startswith("."):
                 if is_model_folder(child) or (depth > 1 and _models_below(child, depth - 1)):
                     return True
-            elif _is_weight_file(child):
+            elif _is_weight_file(child) and child.is_file():  # not a link to a missing file
                 return True
     except (OSError, BadInputError):
         pass
