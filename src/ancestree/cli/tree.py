@@ -79,7 +79,7 @@ def tree(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Write to this file (atomically) instead of stdout.")] = None,
     png: Annotated[str | None, typer.Option("--png", help="Also draw the graph into this PNG file.")] = None,
     method: Annotated[Method, typer.Option("--method", help="ours (default) or the MoTHer baseline (mother, mother-lora).")] = Method.ours,
-    trees: Annotated[int | None, typer.Option("--trees", min=1, help="Number of trees (MoTHer needs it; ours estimates it).")] = None,
+    trees: Annotated[int | None, typer.Option("--trees", min=1, help="Number of trees K for --method mother (the paper gives it; without it, one per group of comparable models); ours estimates it.")] = None,
     kurtosis_order: Annotated[KurtosisOrder | None, typer.Option("--kurtosis-order", help="MoTHer only: parent-higher (the paper's rule) or parent-lower (its hand flip).")] = None,
     write_cards: Annotated[bool, typer.Option("--write-cards", help="Write base_model / base_model_relation into each model folder's README.md.")] = False,
     force: Annotated[bool, typer.Option("--force", help="With --write-cards: overwrite declared values.")] = False,
