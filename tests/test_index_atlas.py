@@ -177,7 +177,10 @@ def test_export_of_all_edges_keeps_the_recovered_relation_of_a_declared_edge(tin
     both = declared & set(recovered)
     assert both  # the tiny zoo's cards agree with the recovery
     code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json", "--edges", "all"], capsys)
-    edges = {(e["parent"], e["child"]): e for e in json.loads(out)["edges"]}
+    exported = json.loads(out)
+    edges = {(e["parent"], e["child"]): e for e in exported["edges"]}
     assert code == 0 and all(edges[k]["source"] == "declared+recovered" and edges[k]["relation"] == recovered[k] for k in both)
     assert all(edges[k]["source"] == "declared" for k in declared - both)
     assert all(edges[k]["source"] == "recovered" for k in set(recovered) - both)
+    # numbered as `index ls` numbers them (it was from 0 by components); the tiny zoo's cards join no two trees
+    _assert_same_tree_ids(db, exported, capsys)

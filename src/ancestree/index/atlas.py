@@ -193,20 +193,28 @@ class Atlas:
                 "parents": parents, "children": children, "lineage": path}
 
     def graph(self, source: str = "recovered") -> ModelGraph:
-        """The atlas as a :class:`ModelGraph` (recovered edges by default, numbered by the index's tree ids;
-        ``declared`` or ``all``: numbered by their own connected components), edges as :func:`combine_edges`
-        gives them; declared bases it leaves out are the graph's notes."""
+        """The atlas as a :class:`ModelGraph`, edges as :func:`combine_edges` gives them (declared bases it
+        leaves out are the graph's notes). Trees carry the index's ids, which `index ls` and `show` print; with
+        ``all`` edges a tree is a connected component (whole indexed trees, joined where a card links two),
+        numbered by the smallest of their ids. ``declared`` edges alone split indexed trees: their components
+        are numbered from 0."""
+        import networkx as nx
+
         from ancestree.graph.model_graph import ModelGraph
 
         g = ModelGraph()
-        for row in self.store.models():
+        rows = self.store.models()
+        for row in rows:
             attrs: dict[str, object] = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
-            if source == "recovered" and row["tree"] is not None:  # the ids `index ls` and `show` print
-                attrs["tree"] = row["tree"]
             g.add_model(row["name"], row["format"], row["parameters"], **attrs)
         edges, g.notes = combine_edges(self.store.edges(None if source == "all" else source))
         for e in edges:
             g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
+        indexed = {row["name"]: row["tree"] for row in rows if row["tree"] is not None}
+        if source != "declared" and len(indexed) == len(rows):  # every model placed (else numbered from 0)
+            tree_of = indexed if source == "recovered" else {
+                m: min(indexed[x] for x in comp) for comp in nx.weakly_connected_components(g.graph) for m in comp}
+            nx.set_node_attributes(g.graph, tree_of, "tree")
         return g
 
     def edges(self, source: str | None = None) -> list[Edge]:
