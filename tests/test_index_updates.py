@@ -295,3 +295,17 @@ def test_a_cache_repository_whose_revision_moves_is_indexed_by_what_it_names(tmp
         names = dict(atlas.store.names())
         assert names["models--org--m"] == "models--org--m/snapshots/aaaa"  # the very same files: one model, two names
         assert [r["name"] for r in atlas.ls() if r["file_hash"] == forward] == ["models--org--m/snapshots/bbbb"]
+
+
+def test_one_name_given_twice_stays_two_models_run_after_run(tmp_path: Path) -> None:
+    """Two paths of one name in one run are kept as ``m`` and ``m@hash``; the next run took the second for a
+    re-upload of ``m`` and dropped the first (and the run after added it back)."""
+    write_hf_folder(tmp_path / "m", small_tensors(1))
+    write_hf_folder(tmp_path / "other" / "m", small_tensors(2))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        names = []
+        for _ in range(3):
+            report = atlas.add([("m", tmp_path / "m")], scan=[tmp_path / "other"])
+            names.append(sorted(r["name"] for r in atlas.ls()))
+            assert not report.updated, report
+        assert len(names[0]) == 2 and names[0][0] == "m" and names[0][1].startswith("m@") and names == [names[0]] * 3

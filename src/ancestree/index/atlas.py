@@ -109,6 +109,7 @@ class Atlas:
             report.bad.append(result.error or result.path)
             return Outcome(result.name, "unreadable", result.error or "")
         if result.status == "known":
+            named.add(result.name)  # its name is taken in this run as well
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None

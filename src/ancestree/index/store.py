@@ -285,10 +285,15 @@ class IndexStore:
         """``(name, stat key)`` of every indexed file set and its aliases: a model found under a name that
         already holds those files needs only a ``stat``. Known files under another name are no skip: a Hugging
         Face cache repository whose ``refs/main`` moved back names the files of an older snapshot."""
-        rows = self.conn.execute("SELECT name, stat_key FROM models WHERE stat_key IS NOT NULL "
-                                 "UNION SELECT coalesce(a.name, m.name), a.stat_key FROM aliases a JOIN models m ON m.id = a.model"
-                                 " WHERE a.stat_key IS NOT NULL")
-        return {(r[0], r[1]) for r in rows}
+        rows = self.conn.execute("SELECT name, stat_key, file_hash FROM models WHERE stat_key IS NOT NULL "
+                                 "UNION SELECT coalesce(a.name, m.name), a.stat_key, '' FROM aliases a JOIN models m"
+                                 " ON m.id = a.model WHERE a.stat_key IS NOT NULL")
+        known = set()
+        for name, key, file_hash in rows:
+            known.add((name, key))
+            if file_hash and name.endswith(f"@{file_hash[:8]}"):  # a name given twice in one run: found under the name given
+                known.add((name[: -len(file_hash[:8]) - 1], key))
+        return known
 
     def by_file_hash(self, file_hash: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT id, name, path FROM models WHERE file_hash = ?", (file_hash,)).fetchone()
