@@ -187,6 +187,15 @@ def test_constant_models_are_incomparable_not_scored_nan(tmp_path, capsys: pytes
         run(["parent", path["ft"], "--candidates", path["base"], path["ones"], "--format", "json"])
     out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"{c} in the JSON"))
     assert out["parent"] == path["base"] and [r["candidate"] for r in out["incomparable"]] == [path["ones"]]
+    # one layer zeroed (pruned away) leaves the rest to compare: no NaN kurtosis, ranked below the parent
+    save_file({**base, "l0.weight": np.zeros_like(base["l0.weight"])}, str(tmp_path / "one-zeroed.safetensors"))
+    result = rank_parents(path["ft"], [str(tmp_path / "one-zeroed.safetensors"), path["base"]])
+    assert result.parent == path["base"] and all(np.isfinite(c.score) for c in result.ranking), result
+    # a model of vectors only is compared on its vectors (not "every weight matrix is constant")
+    vectors = {f"v{i}": (0.1 * rng.standard_normal(4096)).astype(np.float32) for i in range(4)}
+    save_file(vectors, str(tmp_path / "vb.safetensors"))
+    save_file({k: v + 0.002 * rng.standard_normal(v.shape).astype(np.float32) for k, v in vectors.items()}, str(tmp_path / "vf.safetensors"))
+    assert rank_parents(tmp_path / "vf.safetensors", [tmp_path / "vb.safetensors"]).parent is not None
 
 
 def test_the_recovered_graph_tells_the_grandparent_from_a_sibling(lineage_family: dict) -> None:
@@ -227,6 +236,10 @@ def test_a_candidate_given_twice_is_refused_and_copies_score_alike(lineage_famil
     paths = lineage_family["paths"]
     with pytest.raises(BadInputError, match="given twice among the candidates"):
         rank_parents(paths["A11"], [str(paths["A1"]), str(paths["A2"]), str(paths["A1"]) + "/"])
+    weights = next(paths["A1"].glob("*.safetensors"))  # a folder and its own weight file, either order
+    for cands in ([paths["A1"], paths["A2"], weights], [weights, paths["A2"], paths["A1"]]):
+        with pytest.raises(BadInputError, match="given twice among the candidates"):
+            rank_parents(paths["A11"], [str(c) for c in cands])
     copy = tmp_path / "A1-copy"
     shutil.copytree(paths["A1"], copy)
     result = WeightsRanker().rank(str(paths["A11"]), [str(paths["A1"]), str(paths["A2"]), str(copy), str(paths["A"])])

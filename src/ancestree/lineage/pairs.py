@@ -109,12 +109,16 @@ def check_distinct(child: Source, candidates: list[Source]) -> None:
     name = str(child) if not isinstance(child, Model) else child.id
     if not candidates:
         raise BadInputError(name, "no candidates given")
+    # the same model twice split its probability with itself; by another path too: a link, or a folder and
+    # one of its own weight files (as for the child below)
+    resolved = [(c, Path(c).resolve()) for c in candidates if not isinstance(c, Model)]
+    folders = {where for _, where in resolved if where.is_dir()}
     seen: dict[Path, Source] = {}
-    for c in candidates:  # the same model twice split its probability with itself
-        if not isinstance(c, Model) and (where := Path(c).resolve()) in seen:
-            raise BadInputError(c, f"given twice among the candidates (also as {seen[where]})")
-        if not isinstance(c, Model):
-            seen[where] = c
+    for c, where in resolved:
+        key = where.parent if where.is_file() and where.parent in folders else where
+        if key in seen:
+            raise BadInputError(c, f"given twice among the candidates (also as {seen[key]})")
+        seen[key] = c
     if not isinstance(child, Model):
         itself = Path(child).resolve()
         # by another path too: a symlink to the child's folder or to one of its weight files (a folder below

@@ -120,7 +120,8 @@ def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -
         return set(), set(), set()
     # copies of one model (the same values at other paths) are one model to the graph, which would hang the
     # second below the first; each copy then gets what their one model gets
-    first = [next(j for j in range(i + 1) if j == i or _same_values(candidates[j], candidates[i])) for i in range(len(candidates))]
+    first_of: dict[object, int] = {}
+    first = [first_of.setdefault(_values_key(fp) or i, i) for i, fp in enumerate(candidates)]
     kept = sorted(set(first))
     # numbered ids: a child and a candidate may share a folder name in different places
     prints = [replace(fp, id=str(i)) for i, fp in enumerate([child, *(candidates[k] for k in kept)])]
@@ -179,13 +180,18 @@ def _constant(values: np.ndarray) -> bool:
     return values.size == 0 or bool(np.all(values == values.flat[0]))
 
 
+def _pooled(child: dict[str, np.ndarray]) -> list[str]:
+    """The arrays the evidence pools: the matrices carry the lineage; gains and biases (LayerNorm's ~1) are
+    large, alike in every model and would swamp the residual of unrelated models (two GPT-2s of other seeds
+    came out 0.34 apart, a "parent"). A model of vectors only pools its vectors."""
+    return [n for n, c in child.items() if c.ndim >= 2] or list(child)
+
+
 def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[str, float]:
     """Evidence that ``cand`` is ``child``'s parent, from aligned arrays of equal shapes (same names)."""
     sums, ranks, kurt = _Sums(), [], []
-    # the matrices carry the lineage; gains and biases (LayerNorm's ~1) are large, alike in every model and
-    # would swamp the residual of unrelated models (two GPT-2s of other seeds came out 0.34 apart, a "parent")
-    pooled = {n: c for n, c in child.items() if c.ndim >= 2} or child
-    for name, c in pooled.items():
+    for name in _pooled(child):
+        c = child[name]
         c, p = _on_support(c.astype(np.float64).ravel(), cand[name].astype(np.float64).ravel(), c.shape)
         residual, cc = scaled_residual(c, p)
         sums.residual += residual
@@ -198,7 +204,7 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
             r = effective_rank((child[name] - cand[name]).reshape(shape[0], -1))
             if r is not None:
                 ranks.append(r)
-            if c.size >= 64:
+            if c.size >= 64 and not (_constant(p) or _constant(c)):  # a zeroed layer has no kurtosis (NaN)
                 kurt.append(float(kurtosis(p) - kurtosis(c)))
     norm = max(sums.norm, 1e-30)
     return {
@@ -231,12 +237,17 @@ def rank_adapter_instead(method: str, child: Source, candidates: Sequence[Source
     return ranking
 
 
+def _values_key(fp: Fingerprint) -> frozenset[tuple[str, str]] | None:
+    """What two models with every tensor equal, name by name and entry by entry, share (None: no tensors)."""
+    return frozenset((t.name, t.digest) for t in fp.tensors) or None
+
+
 def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
     """Every tensor equal, name by name and entry by entry, in any order (a .bin keeps its state dict's order,
     safetensors sorts): a copy of the file, not a relative. (Equal
     ``content_key``s are not enough: they also match a copy with its hidden units permuted, which the
     robustness table asks to rank as a child of the model it was permuted from.)"""
-    return bool(a.tensors) and {t.name: t.digest for t in a.tensors} == {t.name: t.digest for t in b.tensors}
+    return _values_key(a) is not None and _values_key(a) == _values_key(b)
 
 
 class WeightsRanker:
@@ -305,7 +316,7 @@ class WeightsRanker:
             del c_values[name], p_values[name]
         if not c_values:
             return "NaN or infinite values in every tensor the child and this candidate share: nothing to compare"
-        if all(_constant(c_values[n]) or _constant(p_values[n]) for n in c_values if c_values[n].ndim >= 2):
+        if all(_constant(c_values[n]) or _constant(p_values[n]) for n in _pooled(c_values)):
             return ("every weight matrix the two share is constant (all zeros or one value) in one of them: "
                     "no evidence of lineage")  # scored, its residual and kurtosis were NaN (an invalid JSON)
         permuted = 0
@@ -321,6 +332,8 @@ class WeightsRanker:
             return got
         c_values, p_values, permuted = got
         ev = compare(c_values, p_values)
+        if not all(np.isfinite(v) for v in ev.values()):  # a score of NaN would be an invalid JSON, and ranked first
+            return "no finite evidence: the weights the two share leave every measure undefined"
         ev["permuted_layers"] = float(permuted)
         ev["coverage"] = float(sum(c_values[n].size for n in c_values) / max(child.entries, 1))
         return ev
