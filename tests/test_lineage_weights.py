@@ -119,6 +119,21 @@ def test_ancestors_walk_leaves_copies_of_an_ancestor_out(lineage_family: dict, t
         assert {c.candidate: c.generations for c in result.ranking if c.generations} == {str(paths["A1"]): 1, str(paths["A"]): 2}
 
 
+def test_ancestors_walk_reads_fingerprints_through_the_cache(lineage_family: dict, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The walk's direction and copy checks fingerprinted every candidate afresh, a cache given or not."""
+    import ancestree.fingerprint.compute as compute
+
+    paths = lineage_family["paths"]
+    cands = [str(paths[n]) for n in ("A1", "A1-pruned", "A", "B")]
+    fresh: list[str] = []
+    real = compute._fingerprint_open
+    monkeypatch.setattr(compute, "_fingerprint_open", lambda model, store, spec: (store is None and fresh.append(model.id)) or real(model, store, spec))
+    rank_parents(str(paths["A11"]), cands, ancestors=True, cache=tmp_path / "cache")
+    fresh.clear()
+    rank_parents(str(paths["A11"]), cands, ancestors=True, cache=tmp_path / "cache")
+    assert fresh == []
+
+
 def test_cli_json_contract_and_bad_input(lineage_family: dict, tmp_path, capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from ancestree.cli.main import run

@@ -38,19 +38,30 @@ def _id(source: Source) -> str:
     return getattr(source, "id", None) or str(source)
 
 
-def older_by_direction() -> Older:
-    """:data:`Older` from the learned direction model of tree recovery, on fingerprints (computed once per model)."""
+def _fingerprints(cache: object = None) -> Callable[[Source], object]:
+    """A model's fingerprint, computed once per walk (through ``cache``, a FingerprintCache, when given)."""
     from ancestree.fingerprint import fingerprint
+
+    prints: dict[str, object] = {}
+
+    def get(source: Source) -> object:
+        if _id(source) not in prints:
+            prints[_id(source)] = fingerprint(source, cache) if cache is not None else fingerprint(source)
+        return prints[_id(source)]
+
+    return get
+
+
+def older_by_direction(cache: object = None, prints: Callable[[Source], object] | None = None) -> Older:
+    """:data:`Older` from the learned direction model of tree recovery, on fingerprints (``prints``, or
+    :func:`_fingerprints` of ``cache``)."""
     from ancestree.graph.direction import DirectionModel, pair_features
     from ancestree.graph.vectors import group_vectors
 
-    model, prints = DirectionModel.load(), {}
+    model, get = DirectionModel.load(), prints or _fingerprints(cache)
 
     def older(a: Source, b: Source) -> float:
-        for s in (a, b):
-            if _id(s) not in prints:
-                prints[_id(s)] = fingerprint(s)
-        gv = group_vectors([prints[_id(a)], prints[_id(b)]])
+        gv = group_vectors([get(a), get(b)])
         return float(model.proba(pair_features(gv, np.array([0]), np.array([1])))[0])
 
     return older
@@ -61,19 +72,15 @@ def older_by_direction() -> Older:
 CopyOf = Callable[[Source, Source], bool]
 
 
-def copies_by_weights() -> CopyOf:
+def copies_by_weights(cache: object = None, prints: Callable[[Source], object] | None = None) -> CopyOf:
     """:data:`CopyOf` from the copy tests of tree recovery (:mod:`ancestree.graph.relations`), on fingerprints
-    (computed once per model)."""
-    from ancestree.fingerprint import fingerprint
+    (``prints``, or :func:`_fingerprints` of ``cache``)."""
     from ancestree.graph.relations import is_duplicate, is_pruned_copy, is_quantized_copy
 
-    prints: dict[str, object] = {}
+    get = prints or _fingerprints(cache)
 
     def copy_of(a: Source, b: Source) -> bool:
-        for s in (a, b):
-            if _id(s) not in prints:
-                prints[_id(s)] = fingerprint(s)
-        fa, fb = prints[_id(a)], prints[_id(b)]
+        fa, fb = get(a), get(b)
         return is_duplicate(fa, fb) or any(test(x, y) for test in (is_quantized_copy, is_pruned_copy) for x, y in ((fa, fb), (fb, fa)))
 
     return copy_of

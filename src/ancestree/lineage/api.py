@@ -57,8 +57,13 @@ def rank_parents(child: Source, candidates: Sequence[Source], method: str | None
     step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
     ranker = make_ranker(method, probe_data, detector, cache)
     if ancestors:
-        return walk_ancestors(ranker, child, candidates, older_by_direction())
+        return walk_ancestors(ranker, child, candidates, older_by_direction(_fingerprint_cache(ranker)))
     return ranker.rank(child, candidates)
+
+
+def _fingerprint_cache(ranker: Any) -> Any:
+    """The ranker's fingerprint cache, or None (the data methods keep none)."""
+    return getattr(ranker, "cache", None)
 
 
 def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], older: Older | None = None) -> Ranking:
@@ -73,4 +78,5 @@ def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], old
     way, but that family still over-extends (at 0.5: 161 / 7 / 44); two independent cues are kept.
     """
     above = ranker.without_graph().rank if hasattr(ranker, "without_graph") else ranker.rank
-    return rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above, copy_of=copies_by_weights())
+    return rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above,
+                          copy_of=copies_by_weights(_fingerprint_cache(ranker)))

@@ -392,6 +392,11 @@ class DetectorRanker:
         self.encoder = PairEncoder(model.cfg, probe_data, WeightsRanker(cache=cache))
         self.source = source  # the detector file, named when it cannot rank a child
 
+    @property
+    def cache(self) -> FingerprintCache | None:
+        """The fingerprint cache its weight evidence reads through."""
+        return self.encoder.weights.cache
+
     @classmethod
     def load(cls, path: str | Path, probe_data: str | Path | np.ndarray | None = None,
              cache: FingerprintCache | str | bool | None = None) -> DetectorRanker:
