@@ -388,6 +388,29 @@ def test_a_cache_whose_blobs_are_gone_says_so(tmp_path: Path) -> None:
         assert "--scan" not in str(err.value)
 
 
+def test_a_scanned_model_folder_is_named_as_from_above(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --scan folder that is itself a model is named by its own name: two such of one name get their
+    parents in front (they got runA/final/final), `--scan .` inside a cache repository reads the repository
+    (it gave its snapshot, 'snapshots/<hash>'), a link keeps its own name (the target's was used), and a
+    scanned cache repository whose blobs are gone is one model saying so (its dangling file was a model)."""
+    from ancestree.io.loader import scan_folders, scan_models
+
+    for run in ("runA", "runB"):
+        write_hf_folder(tmp_path / run / "final", small_tensors(1))
+    monkeypatch.chdir(tmp_path)
+    assert [mid for mid, _ in scan_folders(["runA/final", "runB/final"])] == ["runA/final", "runB/final"]
+    (tmp_path / "mine").symlink_to(tmp_path / "runA" / "final")
+    assert [mid for mid, _ in scan_models("mine")] == ["mine"]
+    snapshot = _hf_cache(tmp_path / "hub")
+    monkeypatch.chdir(snapshot.parent.parent)
+    assert [mid for mid, _ in scan_models(".")] == ["models--org--tiny"]
+    for blob in (snapshot.parent.parent / "blobs").iterdir():
+        blob.unlink()
+    assert [mid for mid, _ in scan_models(tmp_path / "hub")] == ["models--org--tiny"]
+    with pytest.raises(BadInputError, match="links to missing files"):
+        load_model(tmp_path / "hub" / "models--org--tiny")
+
+
 def test_scan_follows_links_to_models_gathered_from_elsewhere(tmp_path: Path) -> None:
     """A folder of links to models kept elsewhere (a hand-made collection) is scanned through its links, each
     target once; links back into the collection or above it are still not followed."""

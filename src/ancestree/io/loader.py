@@ -7,6 +7,7 @@ hold the weights by Hugging Face conventions (safetensors first, then PyTorch, O
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import struct
 import zlib
@@ -65,8 +66,14 @@ REF_BYTES = 128
 def _is_cache_repo(folder: Path) -> bool:
     """Whether ``folder`` is laid out as a Hugging Face cache repository (``models--org--name/snapshots/``),
     also under a link of another name."""
-    name = folder.resolve().name if folder.is_symlink() else folder.name
+    name = folder.resolve().name if folder.is_symlink() else _own_name(folder)
     return name.startswith("models--") and (folder / "snapshots").is_dir()
+
+
+def _own_name(folder: Path) -> str:
+    """A folder's name as written, also for ``.`` or ``..`` (the name of the folder they stand for; a link
+    keeps its own name, as a scan from above would see it)."""
+    return folder.name if folder.name not in ("", ".", "..") else Path(os.path.abspath(folder)).name
 
 
 def cache_revision(folder: Path) -> Path | None:
@@ -105,10 +112,15 @@ def is_model_folder(folder: Path) -> bool:
         return is_model_folder(snapshot)
     names = {p.name for p in folder.iterdir()}
     marked = any(m in names for m in MODEL_MARKERS) or any(n.endswith(".index.json") for n in names)
-    try:
-        return marked and bool(weight_files(folder))
+    try:  # links to missing weight files (a cleaned cache): a model all the same, whose loading says so
+        return marked and bool(weight_files(folder) or _dangling_weights(folder))
     except BadInputError:  # a damaged sharding index or a missing shard: a model all the same, whose loading
         return marked      # names the problem (a scan stopped at it, --skip-unreadable included)
+
+
+def _dangling_weights(folder: Path) -> list[str]:
+    """Names of the folder's weight files that are links to missing files."""
+    return sorted(p.name for p in folder.iterdir() if _is_weight_file(p) and p.is_symlink() and not p.exists())
 
 
 def load_model(path: str | Path, model_id: str | None = None) -> Model:
@@ -161,7 +173,7 @@ def _load_folder(folder: Path, model_id: str) -> Model:
     if not files and _is_cache_repo(folder):
         raise BadInputError(folder, "a Hugging Face cache folder whose current revision is unknown (no refs/main "
                                     "naming one of its snapshots): give one of its snapshots/<hash> folders")
-    dangling = sorted(p.name for p in folder.iterdir() if _is_weight_file(p) and p.is_symlink() and not p.exists())
+    dangling = _dangling_weights(folder)
     if not files and dangling:  # the Hugging Face cache after its blobs were deleted, or an interrupted download
         raise BadInputError(folder, f"its weight files are links to missing files ({', '.join(dangling[:3])}"
                                     f"{' ...' if len(dangling) > 3 else ''}): an incomplete download or a cleaned cache")
@@ -209,8 +221,8 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder (models are searched below a folder)")
-    if is_model_folder(root):  # named by its folder name, not "." (a cache repository: org/name, as when scanned from above)
-        yield from _model_folder(root, root, {root.resolve()}, root.resolve().name or str(root))
+    if is_model_folder(root):  # named by its folder name, not "." (a cache repository too), as from above
+        yield from _model_folder(root, root, {root.resolve()}, _own_name(root) or str(root))
         return
     yield from _scan(root, root, {root.resolve()})
 
@@ -242,13 +254,14 @@ def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
         models = list(scan_models(folder))
         if not models:  # a typo'd or emptied folder: said by name, not as "no models given"
             raise BadInputError(folder, "no model found below this folder (weight files or model folders)")
+        # a folder that is a model names it (and its snapshots) by its own name: the folder's parent goes in front
+        front = Path(folder).parent if is_model_folder(Path(folder)) else Path(folder)
         for mid, path in models:
             if path.resolve() not in reached:  # overlapping folders: the first name wins
                 reached.add(path.resolve())
-                found.append((str(folder), mid, path))
+                found.append((front.as_posix(), mid, path))
     counts = Counter(mid for _, mid, _ in found)
-    return [(mid if counts[mid] == 1 else Path(folder, mid).as_posix() if mid != "." else Path(folder).as_posix(), path)
-            for folder, mid, path in found]
+    return [(mid if counts[mid] == 1 else Path(front, mid).as_posix(), path) for front, mid, path in found]
 
 
 def _outside(target: Path, top: Path) -> bool:
