@@ -309,3 +309,22 @@ def test_one_name_given_twice_stays_two_models_run_after_run(tmp_path: Path) -> 
             names.append(sorted(r["name"] for r in atlas.ls()))
             assert not report.updated, report
         assert len(names[0]) == 2 and names[0][0] == "m" and names[0][1].startswith("m@") and names == [names[0]] * 3
+
+
+def test_show_leaves_out_a_declared_edge_that_closes_a_longer_cycle(tmp_path: Path) -> None:
+    """Recovered a -> b -> c and a's card naming c: export left the declared c -> a out, `show a` listed c
+    as a's declared parent (it checked the edges touching a, which see cycles of two only)."""
+    from ancestree.index.store import Edge
+
+    for seed, name in enumerate("abc"):
+        write_hf_folder(tmp_path / "hub" / name, small_tensors(seed + 1))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        store = atlas.store
+        with store.transaction() as cur:
+            store.replace_recovered(["a", "b", "c"], [Edge("a", "b", "finetune", 0.9), Edge("b", "c", "finetune", 0.9)],
+                                    [("a", ["a", "b", "c"])], cur)
+            store.replace_declared([Edge("c", "a", "unknown", 1.0, "declared")], cur)
+        exported = {(p, c) for p, c, _ in atlas.graph("all").edges()}
+        assert exported == {("a", "b"), ("b", "c")}
+        assert atlas.show("a")["parents"] == [] and atlas.show("c")["children"] == []
