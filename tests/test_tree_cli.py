@@ -128,11 +128,25 @@ def test_nan_and_inf_weights_are_left_out_and_reported(tmp_path: Path) -> None:
     assert {n["model"] for n in graph["notes"]} == {"diverged/model.safetensors", "spiked/model.safetensors"}
     assert "warning: diverged/model.safetensors: NaN or infinite values in 3 of 3 tensors" in r.stderr
     assert "1 of 3 tensors" in r.stderr and "conflict" not in r.stderr
-    # as text on the terminal the notes end the output, once (they were printed again on stderr)
-    r = run("tree", "--scan", str(family), "--format", "text", "--no-cache")
-    assert r.returncode == 0 and r.stdout.count("NaN or infinite values in 3 of 3") == 1 and "NaN" not in r.stderr, r.stderr
-    r = run("tree", "--scan", str(family), "--format", "text", "--no-cache", "-o", str(tmp_path / "tree.txt"))
-    assert r.returncode == 0 and "warning: diverged/model.safetensors: NaN or infinite" in r.stderr  # the text went to a file
+    # text into a file or a pipe: the notes on stderr as well, where a person sees them
+    for extra in ([], ["-o", str(tmp_path / "tree.txt")]):
+        r = run("tree", "--scan", str(family), "--format", "text", "--no-cache", *extra)
+        assert r.returncode == 0 and "warning: diverged/model.safetensors: NaN or infinite" in r.stderr, r.stderr
+
+
+def test_notes_are_printed_once_as_text_on_a_terminal(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """As text on the terminal the notes end the output; they were printed a second time on stderr."""
+    import sys
+
+    from ancestree.cli.main import run as run_cli
+
+    family = _damaged_family(tmp_path / "fam")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with pytest.raises(SystemExit):
+        run_cli(["tree", "--scan", str(family), "--format", "text", "--no-cache"])
+    out, err = capsys.readouterr()
+    assert out.count("NaN or infinite values in 3 of 3") == 1 and "NaN" not in err, err
 
 
 def _shifted_copy(src: Path, dst: Path, seed: int = 7) -> None:

@@ -126,7 +126,7 @@ def tree(
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
             elif ch.action == "skipped" and ch.reason != "not a model folder":  # a file has no card: nothing to say
                 err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
-    if fmt != "text" or output:  # the text on stdout lists them already
+    if fmt != "text" or output or not sys.stdout.isatty():  # text on the terminal lists them already
         print_notes(graph.notes)
 
 
