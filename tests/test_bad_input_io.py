@@ -399,6 +399,10 @@ def test_a_scanned_model_folder_is_named_as_from_above(tmp_path: Path, monkeypat
         write_hf_folder(tmp_path / run / "final", small_tensors(1))
     monkeypatch.chdir(tmp_path)
     assert [mid for mid, _ in scan_folders(["runA/final", "runB/final"])] == ["runA/final", "runB/final"]
+    write_hf_folder(tmp_path / "runA" / "final" / "final", small_tensors(3))  # a model inside a model folder
+    monkeypatch.chdir(tmp_path / "runA" / "final")
+    assert [mid for mid, _ in scan_folders([".", "final"])] == ["../final", "final"]  # not 'final' twice
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "mine").symlink_to(tmp_path / "runA" / "final")
     assert [mid for mid, _ in scan_models("mine")] == ["mine"]
     snapshot = _hf_cache(tmp_path / "hub")

@@ -328,3 +328,13 @@ def test_show_leaves_out_a_declared_edge_that_closes_a_longer_cycle(tmp_path: Pa
         exported = {(p, c) for p, c, _ in atlas.graph("all").edges()}
         assert exported == {("a", "b"), ("b", "c")}
         assert atlas.show("a")["parents"] == [] and atlas.show("c")["children"] == []
+        # through a merge's less confident parent: a -> m (0.9) and c -> m (0.6), b -> c, b's card naming m
+        write_hf_folder(tmp_path / "hub" / "m", small_tensors(9))
+        atlas.add(scan=[tmp_path / "hub"])
+        with store.transaction() as cur:
+            store.replace_recovered(["a", "b", "c", "m"], [Edge("a", "m", "merge", 0.9), Edge("c", "m", "merge", 0.6),
+                                                           Edge("b", "c", "finetune", 0.9)], [("a", ["a", "b", "c", "m"])], cur)
+            store.replace_declared([Edge("m", "b", "unknown", 1.0, "declared")], cur)
+        assert ("m", "b") not in {(p, c) for p, c, _ in atlas.graph("all").edges()}
+        assert atlas.show("b")["parents"] == [] and atlas.show("m")["children"] == []
+        assert atlas.show("b")["lineage"] == ["b"]

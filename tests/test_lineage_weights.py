@@ -255,6 +255,13 @@ def test_a_candidate_given_twice_is_refused_and_copies_score_alike(lineage_famil
     for cands in ([paths["A1"], paths["A2"], weights], [weights, paths["A2"], paths["A1"]]):
         with pytest.raises(BadInputError, match="given twice among the candidates"):
             rank_parents(paths["A11"], [str(c) for c in cands])
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    beside = tmp_path / "A1-beside"  # another model's weights kept in a candidate's folder: two candidates
+    shutil.copytree(paths["A1"], beside)
+    np.savez(beside / "other.npz", **load_file(next(paths["A2"].glob("*.safetensors"))))
+    assert rank_parents(paths["A11"], [str(beside), str(beside / "other.npz"), str(paths["A"])]).parent == str(beside)
     copy = tmp_path / "A1-copy"
     shutil.copytree(paths["A1"], copy)
     result = WeightsRanker().rank(str(paths["A11"]), [str(paths["A1"]), str(paths["A2"]), str(copy), str(paths["A"])])

@@ -109,7 +109,6 @@ class Atlas:
             report.bad.append(result.error or result.path)
             return Outcome(result.name, "unreadable", result.error or "")
         if result.status == "known":
-            named.add(result.name)  # its name is taken in this run as well
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None
@@ -184,13 +183,15 @@ class Atlas:
         touching, _ = combine_edges(self.store.edges(names=[name]))
         # a declared edge against the recovered lineage (its child a recovered ancestor of its parent) closes a
         # cycle: left out, as export leaves it out (combine_edges over the touching edges sees 2-cycles only)
-        touching = [e for e in touching if e.source != "declared" or e.child not in self.store.lineage(e.parent)]
+        above: dict[str, set[str]] = {}  # per distinct parent: a base's thousands of declared children share one
+        touching = [e for e in touching if e.source != "declared"
+                    or e.child not in above.setdefault(e.parent, self.store.ancestors(e.parent))]
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
         path = self.store.lineage(name, "recovered")
         if len(path) == 1:  # no recovered parent: follow what the models declare, up to a base recovered below it
             for base in self.store.lineage(name, "declared")[1:]:
-                if name in self.store.lineage(base, "recovered"):
+                if name in self.store.ancestors(base):
                     break  # cards naming each other (or against the weights' direction): no path through a cycle
                 path.append(base)
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
@@ -216,8 +217,10 @@ class Atlas:
             g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
         indexed = {row["name"]: row["tree"] for row in rows if row["tree"] is not None}
         if source != "declared" and len(indexed) == len(rows):  # every model placed (else numbered from 0)
-            tree_of = indexed if source == "recovered" else {
-                m: min(indexed[x] for x in comp) for comp in nx.weakly_connected_components(g.graph) for m in comp}
+            tree_of = dict(indexed)
+            if source == "all":  # a component is whole indexed trees, joined where a card links two
+                for comp in nx.weakly_connected_components(g.graph):
+                    tree_of.update(dict.fromkeys(comp, min(indexed[m] for m in comp)))
             nx.set_node_attributes(g.graph, tree_of, "tree")
         return g
 

@@ -526,6 +526,21 @@ class IndexStore:
                " WHERE c.name = ? AND e.source = ? ORDER BY p.name")
         return [r[0] for r in self.conn.execute(sql, (name, source))]
 
+    def ancestors(self, name: str, source: str = "recovered") -> set[str]:
+        """Every model above ``name`` along ``source`` edges (each parent of a merge followed; one query a model)."""
+        row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return set()
+        sql = "SELECT p.id, p.name FROM edges e JOIN models p ON p.id = e.parent WHERE e.child = ? AND e.source = ?"
+        found: dict[int, str] = {}
+        todo = [int(row[0])]
+        while todo:
+            for pid, pname in self.conn.execute(sql, (todo.pop(), source)).fetchall():
+                if int(pid) not in found:
+                    found[int(pid)] = pname
+                    todo.append(int(pid))
+        return set(found.values())
+
     def lineage(self, name: str, source: str = "recovered") -> list[str]:
         """``name`` and its ancestors up to a root, following the most confident parent (one query a step)."""
         row = self.conn.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()

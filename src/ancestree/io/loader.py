@@ -118,6 +118,15 @@ def is_model_folder(folder: Path) -> bool:
         return marked      # names the problem (a scan stopped at it, --skip-unreadable included)
 
 
+def model_files(folder: Path) -> set[Path]:
+    """The resolved weight files a model folder is read from (its current snapshot's, for a cache
+    repository); empty when there are none or they cannot be listed."""
+    try:
+        return {f.resolve() for f in weight_files(cache_revision(folder) or folder)}
+    except (OSError, BadInputError):
+        return set()
+
+
 def _dangling_weights(folder: Path) -> list[str]:
     """Names of the folder's weight files that are links to missing files."""
     return sorted(p.name for p in folder.iterdir() if _is_weight_file(p) and p.is_symlink() and not p.exists())
@@ -255,7 +264,7 @@ def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
         if not models:  # a typo'd or emptied folder: said by name, not as "no models given"
             raise BadInputError(folder, "no model found below this folder (weight files or model folders)")
         # a folder that is a model names it (and its snapshots) by its own name: the folder's parent goes in front
-        front = Path(folder).parent if is_model_folder(Path(folder)) else Path(folder)
+        front = Path(os.path.relpath(Path(os.path.abspath(folder)).parent)) if is_model_folder(Path(folder)) else Path(folder)
         for mid, path in models:
             if path.resolve() not in reached:  # overlapping folders: the first name wins
                 reached.add(path.resolve())

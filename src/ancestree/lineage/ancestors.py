@@ -38,7 +38,7 @@ def _id(source: Source) -> str:
     return getattr(source, "id", None) or str(source)
 
 
-def _fingerprints(cache: object = None) -> Callable[[Source], object]:
+def fingerprints_once(cache: object = None) -> Callable[[Source], object]:
     """A model's fingerprint, computed once per walk (through ``cache``, a FingerprintCache, when given)."""
     from ancestree.fingerprint import fingerprint
 
@@ -54,11 +54,11 @@ def _fingerprints(cache: object = None) -> Callable[[Source], object]:
 
 def older_by_direction(cache: object = None, prints: Callable[[Source], object] | None = None) -> Older:
     """:data:`Older` from the learned direction model of tree recovery, on fingerprints (``prints``, or
-    :func:`_fingerprints` of ``cache``)."""
+    :func:`fingerprints_once` of ``cache``)."""
     from ancestree.graph.direction import DirectionModel, pair_features
     from ancestree.graph.vectors import group_vectors
 
-    model, get = DirectionModel.load(), prints or _fingerprints(cache)
+    model, get = DirectionModel.load(), prints or fingerprints_once(cache)
 
     def older(a: Source, b: Source) -> float:
         gv = group_vectors([get(a), get(b)])
@@ -74,10 +74,10 @@ CopyOf = Callable[[Source, Source], bool]
 
 def copies_by_weights(cache: object = None, prints: Callable[[Source], object] | None = None) -> CopyOf:
     """:data:`CopyOf` from the copy tests of tree recovery (:mod:`ancestree.graph.relations`), on fingerprints
-    (``prints``, or :func:`_fingerprints` of ``cache``)."""
+    (``prints``, or :func:`fingerprints_once` of ``cache``)."""
     from ancestree.graph.relations import is_duplicate, is_pruned_copy, is_quantized_copy
 
-    get = prints or _fingerprints(cache)
+    get = prints or fingerprints_once(cache)
 
     def copy_of(a: Source, b: Source) -> bool:
         fa, fb = get(a), get(b)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache
-from ancestree.lineage.ancestors import Older, copies_by_weights, older_by_direction, rank_ancestors
+from ancestree.lineage.ancestors import Older, copies_by_weights, fingerprints_once, older_by_direction, rank_ancestors
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
 
@@ -57,7 +57,8 @@ def rank_parents(child: Source, candidates: Sequence[Source], method: str | None
     step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
     ranker = make_ranker(method, probe_data, detector, cache)
     if ancestors:
-        return walk_ancestors(ranker, child, candidates, older_by_direction(_fingerprint_cache(ranker)))
+        prints = fingerprints_once(_fingerprint_cache(ranker))  # one read per model for both checks of the walk
+        return walk_ancestors(ranker, child, candidates, older_by_direction(prints=prints), prints)
     return ranker.rank(child, candidates)
 
 
@@ -66,9 +67,10 @@ def _fingerprint_cache(ranker: Any) -> Any:
     return getattr(ranker, "cache", None)
 
 
-def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], older: Older | None = None) -> Ranking:
+def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], older: Older | None = None,
+                   prints: Callable[[Source], Any] | None = None) -> Ranking:
     """``--ancestors``: :func:`rank_ancestors` with ``ranker``, the steps above the first ranked without the
-    recovered graph.
+    recovered graph; ``prints`` (:func:`fingerprints_once`) shares the fingerprints read for ``older``.
 
     The graph's direction comes from the same weight statistics as the walk's direction check: with it
     the two cues are one, and where the statistics are confidently wrong (the test family's Adam fine-tune
@@ -79,4 +81,4 @@ def walk_ancestors(ranker: Any, child: Source, candidates: Sequence[Source], old
     """
     above = ranker.without_graph().rank if hasattr(ranker, "without_graph") else ranker.rank
     return rank_ancestors(ranker.rank, child, candidates, older=older, rank_above=above,
-                          copy_of=copies_by_weights(_fingerprint_cache(ranker)))
+                          copy_of=copies_by_weights(_fingerprint_cache(ranker), prints))

@@ -18,6 +18,7 @@ from ancestree.errors import BadInputError
 from ancestree.align import align
 from ancestree.fingerprint import Fingerprint, fingerprint
 from ancestree.io.base import Model
+from ancestree.io.loader import model_files
 
 #: Fraction of the child's learned parameters that must pair with a candidate's for a comparison.
 MIN_COVERAGE = 0.5
@@ -111,14 +112,18 @@ def check_distinct(child: Source, candidates: list[Source]) -> None:
         raise BadInputError(name, "no candidates given")
     # the same model twice split its probability with itself; by another path too: a link, or a folder and
     # one of its own weight files (as for the child below)
-    resolved = [(c, Path(c).resolve()) for c in candidates if not isinstance(c, Model)]
-    folders = {where for _, where in resolved if where.is_dir()}
     seen: dict[Path, Source] = {}
-    for c, where in resolved:
-        key = where.parent if where.is_file() and where.parent in folders else where
+    for c in candidates:
+        if isinstance(c, Model):
+            continue
+        key = Path(c).resolve()
         if key in seen:
             raise BadInputError(c, f"given twice among the candidates (also as {seen[key]})")
         seen[key] = c
+    for folder, c in [(k, c) for k, c in seen.items() if k.is_dir()]:
+        for own in model_files(folder):  # a folder, and one of the very files it is read from
+            if own in seen:
+                raise BadInputError(seen[own], f"given twice among the candidates (also as {c}, whose weights it holds)")
     if not isinstance(child, Model):
         itself = Path(child).resolve()
         # by another path too: a symlink to the child's folder or to one of its weight files (a folder below
