@@ -10,6 +10,7 @@ the fingerprints stored in the SQLite file (:mod:`ancestree.index.store`).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -183,9 +184,8 @@ class Atlas:
         touching, _ = combine_edges(self.store.edges(names=[name]))
         # a declared edge against the recovered lineage (its child a recovered ancestor of its parent) closes a
         # cycle: left out, as export leaves it out (combine_edges over the touching edges sees 2-cycles only)
-        above: dict[str, set[str]] = {}  # per distinct parent: a base's thousands of declared children share one
-        touching = [e for e in touching if e.source != "declared"
-                    or e.child not in above.setdefault(e.parent, self.store.ancestors(e.parent))]
+        above = functools.cache(self.store.ancestors)  # per distinct parent: a base's thousands of declared children share one
+        touching = [e for e in touching if e.source != "declared" or e.child not in above(e.parent)]
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
         path = self.store.lineage(name, "recovered")
