@@ -270,9 +270,9 @@ def test_a_hugging_face_cache_repository_is_its_current_revision_and_answers_to_
     tuned = {k: v + 0.01 * np.float32(1) if v.dtype == np.float32 else v for k, v in small_tensors(3).items()}
     write_hf_folder(hub / "tuned", tuned, {"base_model": "org/tiny"})
     assert [mid for mid, _ in scan_models(hub)] == ["models--org--tiny", "models--org--tiny/snapshots/0000old0", "tuned"]
-    # `--scan` of the repository itself (or of any model folder): named as from above, not "." and "snapshots/…"
-    assert [mid for mid, _ in scan_models(repo)] == ["models--org--tiny", "models--org--tiny/snapshots/0000old0"]
-    assert [mid for mid, _ in scan_models(hub / "tuned")] == ["tuned"]
+    # `--scan` of the repository itself (or of any model folder): ids relative to it, as the contract has them
+    assert [mid for mid, _ in scan_models(repo)] == [".", "snapshots/0000old0"]
+    assert [mid for mid, _ in scan_models(hub / "tuned")] == ["."]
     with load_model(repo) as model:
         np.testing.assert_array_equal(model.read("layer.0.weight"), small_tensors(3)["layer.0.weight"])
     prints = [fingerprint(path, model_id=mid) for mid, path in scan_models(hub)]
@@ -388,11 +388,11 @@ def test_a_cache_whose_blobs_are_gone_says_so(tmp_path: Path) -> None:
         assert "--scan" not in str(err.value)
 
 
-def test_a_scanned_model_folder_is_named_as_from_above(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A --scan folder that is itself a model is named by its own name: two such of one name get their
-    parents in front (they got runA/final/final), `--scan .` inside a cache repository reads the repository
-    (it gave its snapshot, 'snapshots/<hash>'), a link keeps its own name (the target's was used), and a
-    scanned cache repository whose blobs are gone is one model saying so (its dangling file was a model)."""
+def test_scanned_folders_that_are_models_keep_distinct_ids(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two --scan folders that are models are named as given (both are "." relative to themselves);
+    `--scan .` inside a cache repository reads the repository (its snapshot was read as a model folder of its
+    own, 'snapshots/<hash>'); a scanned cache repository whose blobs are gone is one model saying so (its
+    dangling file was scanned as a model of its own)."""
     from ancestree.io.loader import scan_folders, scan_models
 
     for run in ("runA", "runB"):
@@ -401,13 +401,11 @@ def test_a_scanned_model_folder_is_named_as_from_above(tmp_path: Path, monkeypat
     assert [mid for mid, _ in scan_folders(["runA/final", "runB/final"])] == ["runA/final", "runB/final"]
     write_hf_folder(tmp_path / "runA" / "final" / "final", small_tensors(3))  # a model inside a model folder
     monkeypatch.chdir(tmp_path / "runA" / "final")
-    assert [mid for mid, _ in scan_folders([".", "final"])] == ["../final", "final"]  # not 'final' twice
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "mine").symlink_to(tmp_path / "runA" / "final")
-    assert [mid for mid, _ in scan_models("mine")] == ["mine"]
+    assert [mid for mid, _ in scan_folders([".", "final"])] == [".", "final"]
     snapshot = _hf_cache(tmp_path / "hub")
     monkeypatch.chdir(snapshot.parent.parent)
-    assert [mid for mid, _ in scan_models(".")] == ["models--org--tiny"]
+    assert [(mid, path) for mid, path in scan_models(".")] == [(".", Path("."))]
+    monkeypatch.chdir(tmp_path)
     for blob in (snapshot.parent.parent / "blobs").iterdir():
         blob.unlink()
     assert [mid for mid, _ in scan_models(tmp_path / "hub")] == ["models--org--tiny"]

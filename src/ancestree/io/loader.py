@@ -230,17 +230,17 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
     root = Path(root)
     if not root.is_dir():
         raise BadInputError(root, "not a folder (models are searched below a folder)")
-    if is_model_folder(root):  # named by its folder name, not "." (a cache repository too), as from above
-        yield from _model_folder(root, root, {root.resolve()}, _own_name(root) or str(root))
+    if is_model_folder(root):  # the contract's id: the path relative to the folder scanned, "." (see scan_folders)
+        yield from _model_folder(root, root, {root.resolve()})
         return
     yield from _scan(root, root, {root.resolve()})
 
 
-def _model_folder(root: Path, folder: Path, seen: set[Path], prefix: str = "") -> Iterator[tuple[str, Path]]:
+def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path]]:
     """A model folder found by a scan, and for a cache repository its snapshots other than the current one;
-    ids are relative to ``root``, behind ``prefix`` when given."""
+    ids are relative to ``root``."""
     def name(path: Path) -> str:
-        return (Path(prefix) / path.relative_to(root)).as_posix()
+        return path.relative_to(root).as_posix()
 
     yield name(folder), folder
     current = cache_revision(folder)
@@ -263,14 +263,14 @@ def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
         models = list(scan_models(folder))
         if not models:  # a typo'd or emptied folder: said by name, not as "no models given"
             raise BadInputError(folder, "no model found below this folder (weight files or model folders)")
-        # a folder that is a model names it (and its snapshots) by its own name: the folder's parent goes in front
-        front = Path(os.path.relpath(Path(os.path.abspath(folder)).parent)) if is_model_folder(Path(folder)) else Path(folder)
         for mid, path in models:
             if path.resolve() not in reached:  # overlapping folders: the first name wins
                 reached.add(path.resolve())
-                found.append((front.as_posix(), mid, path))
+                found.append((str(folder), mid, path))
     counts = Counter(mid for _, mid, _ in found)
-    return [(mid if counts[mid] == 1 else Path(front, mid).as_posix(), path) for front, mid, path in found]
+    # two scanned folders that are models themselves are both "." (the contract's relative id): named as given
+    return [(mid if counts[mid] == 1 else Path(folder, mid).as_posix() if mid != "." else Path(folder).as_posix(), path)
+            for folder, mid, path in found]
 
 
 def _outside(target: Path, top: Path) -> bool:
