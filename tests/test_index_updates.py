@@ -353,3 +353,29 @@ def test_show_of_a_base_with_many_declared_children_reads_its_lineage_once(tmp_p
         shown = atlas.show("base")
         atlas.store.conn.set_trace_callback(None)
         assert len(shown["children"]) == 12 and len(queries) < 12, queries
+
+
+def test_an_alias_that_becomes_a_model_forgets_it_was_an_alias(tmp_path: Path) -> None:
+    """``copy`` of ``orig`` is indexed as its alias, then changed (a model of its own), then ``orig`` is
+    re-uploaded: the stale alias row handed ``copy``'s name to orig's row, a UNIQUE failure (exit 1) that
+    stopped every later run. A cache repository whose refs/main went a -> b -> a -> d -> a was skipped as
+    holding d's weights by the same stale row."""
+    rng = np.random.default_rng(4)
+    base = small_tensors(21)
+
+    def tuned() -> dict:
+        return {k: v + 0.05 * rng.standard_normal(v.shape).astype(np.float32) if v.dtype == np.float32 else v for k, v in base.items()}
+
+    hub = tmp_path / "hub"
+    write_hf_folder(hub / "orig", base)
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[hub])
+        shutil.copytree(hub / "orig", hub / "copy")
+        atlas.add(scan=[hub])
+        write_hf_folder(hub / "copy", tuned())
+        atlas.add(scan=[hub])
+        write_hf_folder(hub / "orig", tuned())
+        report = atlas.add(scan=[hub])
+        assert report.updated == ["orig"] and sorted(r["name"] for r in atlas.ls()) == ["copy", "orig"]
+        assert atlas.store.alias_of("copy") is None
+        atlas.add(scan=[hub])  # and the next run too

@@ -119,6 +119,13 @@ MODEL_COLUMNS = ("id", "name", "path", "file_hash", "content_key", "format", "pa
 PRINTS = "SELECT m.name, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
 
 
+def _forget_alias_name(cur: sqlite3.Cursor, name: str) -> None:
+    """A name that now names a model of its own is no other model's alias any more: a stale alias row kept
+    its old files' stat (a later scan skipped the name as holding them) and was handed the name back on a
+    re-upload of the other model (a UNIQUE failure that stopped every later run)."""
+    cur.execute("DELETE FROM aliases WHERE name = ?", (name,))
+
+
 @dataclass(frozen=True)
 class Edge:
     """One edge of the atlas, by model names."""
@@ -309,6 +316,7 @@ class IndexStore:
                         (fp.id, *_content_row(fp, path, file_hash, stat_key, run)))
             model = int(cur.lastrowid)
             cur.execute("INSERT INTO prints VALUES (?, ?, ?)", (model, to_bytes([fp]), to_blob(embed(fp))))
+            _forget_alias_name(cur, fp.id)
             return model
 
     def update_model(self, model: int, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None,
@@ -322,6 +330,7 @@ class IndexStore:
                         (*_content_row(fp, path, file_hash, stat_key, run), model))
             cur.execute("UPDATE prints SET fingerprint = ?, embedding = ? WHERE model = ?",
                         (to_bytes([fp]), to_blob(embed(fp)), model))
+            _forget_alias_name(cur, cur.execute("SELECT name FROM models WHERE id = ?", (model,)).fetchone()[0])
 
     def hand_over(self, model: int) -> str | None:
         """Give an indexed model's row to another name found holding the very same files (an alias), before the
