@@ -154,12 +154,24 @@ def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path:
 def test_dask_ingestion_matches_local(tiny_zoo: Path, tiny_atlas: Path, tmp_path: Path) -> None:
     from distributed import LocalCluster
 
+    from ancestree.index.ingest import ingest_dask
+    from conftest import small_tensors, write_hf_folder
+
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         with Atlas(tmp_path / "dask.db") as atlas:
             report = atlas.add(scan=[tiny_zoo], dask=cluster.scheduler_address)
             assert not report.bad and len(report.added) == len(list(scan_models(tiny_zoo)))
             got = {r["name"]: r["content_key"] for r in atlas.ls()}
             edges = {(e.parent, e.child, e.relation) for e in atlas.edges("recovered")}
+        # two runs at once on one cluster, models of the same names: each gets its own (the task keys were
+        # alike, and one index stored the other hub's models)
+        runs = {}
+        for hub, seed in (("a", 1), ("b", 2)):
+            runs[hub] = [(f"m{i}", str(write_hf_folder(tmp_path / hub / f"m{i}", small_tensors(10 * seed + i)))) for i in range(3)]
+        gen_a, gen_b = (ingest_dask(runs[h], set(), cluster.scheduler_address) for h in ("a", "b"))
+        first_a, first_b = next(gen_a), next(gen_b)  # both runs' tasks submitted before either is done
+        for hub, results in (("a", [first_a, *gen_a]), ("b", [first_b, *gen_b])):
+            assert sorted(r.path for r in results) == sorted(path for _, path in runs[hub]), hub
     with Atlas(tiny_atlas, read_only=True) as local:
         assert got == {r["name"]: r["content_key"] for r in local.ls()}
         assert edges == {(e.parent, e.child, e.relation) for e in local.edges("recovered")}

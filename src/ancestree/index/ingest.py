@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], a
     try:
         # wrapped in a list: scatter would otherwise send each element of the set as its own piece of data
         known_future = client.scatter([frozenset(known)], broadcast=True)[0]
-        futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{i}-{name}")
+        run = uuid.uuid4().hex[:12]  # keys of this run only: runs at once on one cluster shared tasks of one name
+        futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{run}-{i}-{name}")
                    for i, (name, path) in enumerate(items)]
         for future in as_completed(futures):
             yield future.result()
