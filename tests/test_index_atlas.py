@@ -129,6 +129,11 @@ def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path:
     code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json"], capsys)
     exported = json.loads(out)
     assert {(e["parent"], e["child"]) for e in exported["edges"]} == {(e["parent"], e["child"]) for e in tiny_tree["edges"]}
+    with Atlas(db, read_only=True) as atlas:  # never over an indexed model's weights (it wrote JSON over them)
+        weights = next(Path(atlas.model(child["child"])["path"]).glob("*.safetensors"))
+    before = weights.read_bytes()
+    code, _, err = cli(["index", "export", "--db", str(db), "-o", str(weights)], capsys)
+    assert code == 2 and "inside the input folder" in err and weights.read_bytes() == before
     _assert_same_tree_ids(db, exported, capsys)
     for fmt in ("graphml", "dot", "mermaid", "html"):  # the package's writers, on the atlas's graph
         code, _, _ = cli(["index", "export", "--db", str(db), "--format", fmt, "-o", str(tmp_path / f"g.{fmt}")], capsys)

@@ -302,6 +302,10 @@ class IndexStore:
                 known.add((name[: -len(file_hash[:8]) - 1], key))
         return known
 
+    def paths(self) -> list[str]:
+        """Every path the index read a model from (its own and its aliases')."""
+        return [r[0] for r in self.conn.execute("SELECT path FROM models UNION SELECT path FROM aliases")]
+
     def by_file_hash(self, file_hash: str) -> sqlite3.Row | None:
         return self.conn.execute("SELECT id, name, path FROM models WHERE file_hash = ?", (file_hash,)).fetchone()
 
