@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -266,9 +267,12 @@ def test_cards_naming_each_other_give_no_cycle(tmp_path: Path, capsys: pytest.Ca
         graph = ModelGraph.load(tmp_path / f"{edges}.json")  # refuses a cycle
         assert exit_.value.code in (0, None) and "would close a cycle" in err
         assert len(graph.notes) == 1 and len(graph.edges()) == 2
-    payload = AtlasReader(db).graph("all")
-    assert len({(e["parent"], e["child"]) for e in payload["edges"]}) == len(payload["edges"]) == 2
-    assert len(payload["notes"]) == 1
+    for edges in ("all", "declared"):  # the page's graph is what export writes, tree ids included
+        payload = AtlasReader(db).graph(edges)
+        assert len({(e["parent"], e["child"]) for e in payload["edges"]}) == len(payload["edges"]) == 2
+        assert len(payload["notes"]) == 1
+        exported = json.loads((tmp_path / f"{edges}.json").read_text())
+        assert {m["id"]: m["tree"] for m in payload["models"]} == {m["id"]: m["tree"] for m in exported["models"]}
 
 
 def test_a_cache_repository_whose_revision_moves_is_indexed_by_what_it_names(tmp_path: Path) -> None:

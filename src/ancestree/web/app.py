@@ -20,8 +20,8 @@ from fastapi.staticfiles import StaticFiles
 from ancestree import __version__
 from ancestree.errors import BadInputError
 from ancestree.fingerprint.types import short_name
-from ancestree.index.atlas import Atlas, combine_edges
-from ancestree.index.store import IndexStore
+from ancestree.index.atlas import Atlas
+from ancestree.index.store import Edge, IndexStore
 
 STATIC = Path(str(resources.files("ancestree.web") / "static"))
 
@@ -55,10 +55,12 @@ class AtlasReader:
         if cached is not None and cached[0] == version:
             return cached[1]
         store = self.atlas.store
-        models = [{"id": r["name"], "format": r["format"], "parameters": r["parameters"], "tree": r["tree"],
+        graph = self.atlas.graph(source)  # what `index export --edges SOURCE` writes: its edges, notes and tree ids
+        tree_of = graph.trees()
+        models = [{"id": r["name"], "format": r["format"], "parameters": r["parameters"], "tree": tree_of[r["name"]],
                    "declared_base_model": r["declared_base"], "label": short_name(r["name"], 18)} for r in store.models()]
-        edges, notes = combine_edges(store.edges(None if source == "all" else source))
-        payload = {"models": models, "edges": [e.record() for e in edges], "trees": store.trees(), "notes": notes}
+        edges = [Edge(p, c, a["relation"], a["confidence"], a["source"]).record() for p, c, a in graph.edges()]
+        payload = {"models": models, "edges": edges, "trees": store.trees(), "notes": graph.notes}
         with self._lock:
             self._graph[source] = (version, payload)
         return payload
