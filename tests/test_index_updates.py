@@ -383,3 +383,26 @@ def test_an_alias_that_becomes_a_model_forgets_it_was_an_alias(tmp_path: Path) -
         assert report.updated == ["orig"] and sorted(r["name"] for r in atlas.ls()) == ["copy", "orig"]
         assert atlas.store.alias_of("copy") is None
         atlas.add(scan=[hub])  # and the next run too
+
+
+def test_a_second_writer_at_once_is_told_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Two `index add` runs on one index at once interleaved their transactions: one died of a UNIQUE
+    failure (exit 1). The second says another run is writing (exit 2) and leaves the index alone."""
+    from ancestree.index.atlas import sole_writer
+
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
+    db = tmp_path / "atlas.db"
+    with Atlas(db) as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+    write_hf_folder(tmp_path / "hub" / "b", small_tensors(2))
+    with sole_writer(db):  # what a run in progress holds
+        with pytest.raises(SystemExit) as exit_:
+            run(["index", "add", "--scan", str(tmp_path / "hub"), "--db", str(db)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and "another `index add` or `index rebuild` is writing this index" in err, err
+        with Atlas(db) as atlas, pytest.raises(BadInputError, match="is writing this index"):
+            atlas.rebuild()
+    with Atlas(db) as atlas:
+        assert sorted(r["name"] for r in atlas.ls()) == ["a"]
+        atlas.add(scan=[tmp_path / "hub"])  # free again
+        assert sorted(r["name"] for r in atlas.ls()) == ["a", "b"]

@@ -14,7 +14,8 @@ import functools
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +59,41 @@ class Outcome:
     same_as: str | None = None  # the indexed model holding the very same files (the name became its alias)
 
 
+@contextmanager
+def sole_writer(db: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold ``DB.lock`` for a run that writes the index: two runs at once interleaved their transactions and
+    one stopped at a UNIQUE failure (exit 1); the second now says so and leaves the index alone."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: SQLite's own locking only
+        yield
+        return
+    try:
+        lock = open(f"{db}.lock", "a")  # noqa: SIM115 - held for the whole run
+    except OSError:  # a folder we cannot write to: the index's own writes will say so
+        yield
+        return
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BadInputError(db, "another `index add` or `index rebuild` is writing this index now: run this one "
+                                    "after it") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _writes(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def one_at_a_time(self: Atlas, *args: Any, **kwargs: Any) -> Any:
+        with sole_writer(self.store.path):
+            return method(self, *args, **kwargs)
+
+    return one_at_a_time
+
+
 class Atlas:
     """An atlas file; ``read_only=True`` for serving it, ``create=False`` to refuse a missing one."""
 
@@ -74,6 +110,7 @@ class Atlas:
         self.close()
 
     # -- writing ------------------------------------------------------------------------------------
+    @_writes
     def add(self, paths: Iterable[PathLike | tuple[str, PathLike]] = (), scan: Iterable[PathLike] = (),
             dask: str | None = None, threads: int = 1, on_model: Callable[[Outcome], None] | None = None) -> AddReport:
         """Index new models (each committed on its own) and place them in the graph.
@@ -157,6 +194,7 @@ class Atlas:
         """Place models committed but not yet placed (after an interrupted run)."""
         return place(self.store)
 
+    @_writes
     def rebuild(self) -> Placement:
         """Recover the whole graph from the stored fingerprints (no model file is read)."""
         run = self.store.start_run("index rebuild")
