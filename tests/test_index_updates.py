@@ -406,3 +406,16 @@ def test_a_second_writer_at_once_is_told_so(tmp_path: Path, capsys: pytest.Captu
         assert sorted(r["name"] for r in atlas.ls()) == ["a"]
         atlas.add(scan=[tmp_path / "hub"])  # free again
         assert sorted(r["name"] for r in atlas.ls()) == ["a", "b"]
+
+
+def test_a_moved_model_is_read_from_where_its_files_are(tmp_path: Path) -> None:
+    """A model folder moved within the scanned hub became an alias of itself and the model kept its old, gone
+    path (text search and anything reading it dropped the model)."""
+    write_hf_folder(tmp_path / "hub" / "m", small_tensors(1))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        (tmp_path / "hub" / "moved").mkdir()
+        (tmp_path / "hub" / "m").rename(tmp_path / "hub" / "moved" / "m")
+        atlas.add(scan=[tmp_path / "hub"])
+        assert Path(atlas.model("m")["path"]) == (tmp_path / "hub" / "moved" / "m").resolve()
+        assert atlas.store.alias_of("moved/m") == "m"

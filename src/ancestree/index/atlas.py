@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
@@ -170,11 +171,10 @@ class Atlas:
             # cards are resolved again with the name found only now, in one transaction: placing resolves them
             # too, but an alias is never placed, and a run stopped before placement would leave a card naming
             # it unlinked for good (the next run skips the name)
-            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name,
-                                 then=lambda cur: sync_declared(self.store, cur))
+            self._also_at(result, same, then=lambda cur: sync_declared(self.store, cur))
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat
-            self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name)
+            self._also_at(result, same)
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:
@@ -193,6 +193,19 @@ class Atlas:
     def place(self) -> Placement:
         """Place models committed but not yet placed (after an interrupted run)."""
         return place(self.store)
+
+    def _also_at(self, result: Ingested, same: Any, then: Callable[[Any], None] | None = None) -> None:
+        """Remember another path (and name) holding an indexed model's files; when its files left the indexed
+        path (a folder moved), the model is read from here from now on."""
+        moved = not Path(same["path"]).exists()
+
+        def write(cur: Any) -> None:
+            if moved:
+                self.store.repath(int(same["id"]), result.path, result.stat_key, cur)
+            if then is not None:
+                then(cur)
+
+        self.store.add_alias(result.path, int(same["id"]), result.stat_key, result.name, then=write)
 
     @_writes
     def rebuild(self) -> Placement:

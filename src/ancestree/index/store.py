@@ -396,6 +396,10 @@ class IndexStore:
             if then is not None:
                 then(cur)
 
+    def repath(self, model: int, path: str, stat_key: str | None, cur: sqlite3.Cursor) -> None:
+        """Where an indexed model's files are read from now (inside the caller's transaction)."""
+        cur.execute("UPDATE models SET path = ?, stat_key = ? WHERE id = ?", (path, stat_key, model))
+
     def alias_of(self, name: str) -> str | None:
         """The indexed model whose files another name was found holding (None when ``name`` is no alias)."""
         row = self.conn.execute("SELECT m.name FROM aliases a JOIN models m ON m.id = a.model WHERE a.name = ?",
