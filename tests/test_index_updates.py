@@ -419,3 +419,18 @@ def test_a_moved_model_is_read_from_where_its_files_are(tmp_path: Path) -> None:
         atlas.add(scan=[tmp_path / "hub"])
         assert Path(atlas.model("m")["path"]) == (tmp_path / "hub" / "moved" / "m").resolve()
         assert atlas.store.alias_of("moved/m") == "m"
+
+
+def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
+    """The index skipped a model by a stat of its weight files: a base_model added to its card later was
+    never read (not by add, not by rebuild)."""
+    write_hf_folder(tmp_path / "hub" / "base", small_tensors(1))
+    write_hf_folder(tmp_path / "hub" / "child", small_tensors(2))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        assert atlas.model("child")["declared_base"] is None
+        (tmp_path / "hub" / "child" / "README.md").write_text("---\nbase_model: base\n---\n")
+        report = atlas.add(scan=[tmp_path / "hub"])
+        assert not report.added and not report.updated  # the weights are as indexed: nothing fingerprinted anew
+        assert atlas.model("child")["declared_base"] == "base"
+        assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("base", "child")]

@@ -173,8 +173,8 @@ class Atlas:
             # it unlinked for good (the next run skips the name)
             self._also_at(result, same, then=lambda cur: sync_declared(self.store, cur))
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
-        if same is not None:  # its own files, touched or moved: remember their new stat
-            self._also_at(result, same)
+        if same is not None:  # its own files, touched or moved: remember their new stat, and what its card says now
+            self._also_at(result, same, then=lambda cur: (self.store.redeclare(int(same["id"]), fp, cur), sync_declared(self.store, cur)))
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:

@@ -9,6 +9,7 @@ process, the only writer of the SQLite file, stores it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, SketchSpec, compute_fingerprint, to_bytes
+from ancestree.fingerprint.compute import declared_of
 from ancestree.io import load_model
 from ancestree.io.base import Model
 
@@ -44,6 +46,16 @@ def file_hash(model: Model) -> str:
     return digest.hexdigest()
 
 
+def skip_key(model: Model) -> str | None:
+    """What decides that an indexed model need not be read again: a ``stat`` of its weight files and what its
+    card (or adapter config) declares, read as the model opens (a card edited after indexing was never read)."""
+    key = FingerprintCache.stat_key(model, SketchSpec())
+    if key is None:
+        return None
+    declared = declared_of(model)
+    return hashlib.sha256(json.dumps([key, declared.base_model, declared.relation]).encode()).hexdigest()
+
+
 def ingest(name: str, path: str, known: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Ingested:
     """Fingerprint the model at ``path`` under ``name``, unless ``(name, its stat key)`` is in ``known``."""
     import time
@@ -51,7 +63,7 @@ def ingest(name: str, path: str, known: frozenset[tuple[str, str]] | set[tuple[s
     start = time.perf_counter()
     try:
         with load_model(path, name) as model:
-            key = FingerprintCache.stat_key(model, SketchSpec())
+            key = skip_key(model)
             if key is not None and (name, key) in known:
                 return Ingested(name, path, "known", stat_key=key, seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)

@@ -396,6 +396,12 @@ class IndexStore:
             if then is not None:
                 then(cur)
 
+    def redeclare(self, model: int, fp: Fingerprint, cur: sqlite3.Cursor) -> None:
+        """What an indexed model's card declares now (inside the caller's transaction)."""
+        base = fp.declared.base_model
+        cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = ?",
+                    (json.dumps(base) if base is not None else None, fp.declared.relation, model))
+
     def repath(self, model: int, path: str, stat_key: str | None, cur: sqlite3.Cursor) -> None:
         """Where an indexed model's files are read from now (inside the caller's transaction)."""
         cur.execute("UPDATE models SET path = ?, stat_key = ? WHERE id = ?", (path, stat_key, model))
