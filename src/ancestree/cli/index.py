@@ -136,9 +136,11 @@ def export(
 
     if source not in ("recovered", "declared", "all"):
         raise BadInputError(None, f"--edges must be recovered, declared or all, not {source!r}")
+    if output:  # SQLite keeps the index in the file and its -wal / -shm companions (checked before opening it)
+        check_output(output, [db, f"{db}-wal", f"{db}-shm"])
     with _open(db) as atlas:
-        if output:  # SQLite keeps the index in the file and its -wal / -shm companions; never into a model
-            check_output(output, [db, f"{db}-wal", f"{db}-shm", *atlas.store.paths()])
+        if output:  # and never into an indexed model
+            check_not_an_input(output, atlas.store.paths())
         graph = atlas.graph(source)
     emit(render(graph, format.value), output)
     print_notes(graph.notes)
