@@ -57,7 +57,7 @@ def test_store_round_trip_and_transactions(tmp_path: Path) -> None:
         back = store.fingerprints([fps[1].id])[0]
         assert back.content_key == fps[1].content_key
         assert np.array_equal(back.tensors[0].sketch, fps[1].tensors[0].sketch)
-        assert store.known_stat_keys() == {("a-root", "stat0"), ("a-ft0", "stat1")}
+        assert set(store.known_stat_keys()) == {("a-root", "stat0"), ("a-ft0", "stat1")}
         # foreign keys hold: an edge to a model that does not exist is refused
         with pytest.raises(sqlite3.IntegrityError), store.transaction() as cur:
             cur.execute("INSERT INTO edges VALUES (1, 999, 'finetune', 0.5, 'recovered')")
@@ -98,8 +98,8 @@ def test_ingest_skips_known_stat_keys(tmp_path: Path) -> None:
     path = family(tmp_path / "zoo", "a", 3, 0)[0]
     first = ingest("a", str(path))
     assert first.status == "new" and first.fingerprint and first.file_hash
-    assert ingest("a", str(path), {("a", first.stat_key)}).status == "known"
-    assert ingest("b", str(path), {("a", first.stat_key)}).status == "new"  # the same files under another name
+    assert ingest("a", str(path), {("a", first.stat_key): (None, None)}).status == "known"
+    assert ingest("b", str(path), {("a", first.stat_key): (None, None)}).status == "new"  # the same files under another name
     bad = ingest("nope", str(tmp_path / "nope"))
     assert bad.status == "bad" and "no such file" in bad.error
 

@@ -24,7 +24,7 @@ from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
-from ancestree.index.store import DEFAULT_DB, Edge, IndexStore
+from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
 
 if TYPE_CHECKING:
     from ancestree.graph.model_graph import ModelGraph
@@ -38,6 +38,8 @@ class AddReport:
     updated: list[str] = field(default_factory=list)  # indexed names whose files changed: fingerprinted and placed again
     skipped: list[str] = field(default_factory=list)  # already indexed (same files)
     bad: list[str] = field(default_factory=list)  # "path: problem" lines
+    #: indexed names whose card now declares another base (their weights as indexed): name -> stored declaration
+    redeclared: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
     placement: Placement | None = None
     ingest_seconds: float = 0.0
 
@@ -137,6 +139,11 @@ class Atlas:
                 if on_model is not None:
                     on_model(outcome)
             report.ingest_seconds = time.perf_counter() - start
+            if report.redeclared:  # one transaction, one pass over the cards: a run stopped before it finds them again
+                with self.store.transaction() as cur:
+                    for name, declared in report.redeclared.items():
+                        self.store.redeclare(name, declared, cur)
+                    sync_declared(self.store, cur)
             report.placement = place(self.store)  # resolves every card again against the names indexed now
             status = "done"
         finally:
@@ -148,6 +155,8 @@ class Atlas:
             report.bad.append(result.error or result.path)
             return Outcome(result.name, "unreadable", result.error or "")
         if result.status == "known":
+            if result.declared is not None:  # its card says otherwise now (written after the loop)
+                report.redeclared[result.name] = result.declared
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None
@@ -174,7 +183,8 @@ class Atlas:
             self._also_at(result, same, then=lambda cur: sync_declared(self.store, cur))
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat, and what its card says now
-            self._also_at(result, same, then=lambda cur: (self.store.redeclare(int(same["id"]), fp, cur), sync_declared(self.store, cur)))
+            self._also_at(result, same)
+            report.redeclared[fp.id] = stored_declaration(fp.declared.base_model, fp.declared.relation)
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,7 @@ from ancestree.fingerprint import FingerprintCache, SketchSpec, compute_fingerpr
 from ancestree.fingerprint.compute import declared_of
 from ancestree.io import load_model
 from ancestree.io.base import Model
+from ancestree.index.store import stored_declaration
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Ingested:
     stat_key: str | None = None
     file_hash: str | None = None
     fingerprint: bytes | None = None  # ``ancestree.fingerprint.to_bytes`` of one fingerprint
+    declared: tuple[str | None, str | None] | None = None  # ``known``, its card now declaring otherwise
     error: str | None = None
     seconds: float = 0.0
 
@@ -46,26 +48,20 @@ def file_hash(model: Model) -> str:
     return digest.hexdigest()
 
 
-def skip_key(model: Model) -> str | None:
-    """What decides that an indexed model need not be read again: a ``stat`` of its weight files and what its
-    card (or adapter config) declares, read as the model opens (a card edited after indexing was never read)."""
-    key = FingerprintCache.stat_key(model, SketchSpec())
-    if key is None:
-        return None
-    declared = declared_of(model)
-    return hashlib.sha256(json.dumps([key, declared.base_model, declared.relation]).encode()).hexdigest()
-
-
-def ingest(name: str, path: str, known: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset()) -> Ingested:
-    """Fingerprint the model at ``path`` under ``name``, unless ``(name, its stat key)`` is in ``known``."""
+def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
+    """Fingerprint the model at ``path`` under ``name``, unless ``(name, its stat key)`` is in ``known``
+    (:meth:`~ancestree.index.store.IndexStore.known_stat_keys`: then only its card is read)."""
     import time
 
     start = time.perf_counter()
     try:
         with load_model(path, name) as model:
-            key = skip_key(model)
-            if key is not None and (name, key) in known:
-                return Ingested(name, path, "known", stat_key=key, seconds=time.perf_counter() - start)
+            key = FingerprintCache.stat_key(model, SketchSpec())
+            if key is not None and known and (name, key) in known:  # the weights as indexed; the card read again
+                declared = declared_of(model)
+                now = stored_declaration(declared.base_model, declared.relation)
+                return Ingested(name, path, "known", stat_key=key, declared=now if now != known[name, key] else None,
+                                seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)
             digest = file_hash(model)
     except BadInputError as exc:
@@ -74,18 +70,20 @@ def ingest(name: str, path: str, known: frozenset[tuple[str, str]] | set[tuple[s
                     seconds=time.perf_counter() - start)
 
 
-def ingest_local(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], threads: int = 1) -> Iterator[Ingested]:
+Known = Mapping[tuple[str, str], tuple[str | None, str | None]]
+
+
+def ingest_local(items: Sequence[tuple[str, str]], known: Known, threads: int = 1) -> Iterator[Ingested]:
     """:func:`ingest` each ``(name, path)`` in this process, yielding results in order as they finish."""
     if threads <= 1:
         for name, path in items:
             yield ingest(name, path, known)
         return
-    frozen = frozenset(known)
-    with ThreadPoolExecutor(threads, thread_name_prefix="ancestree-ingest") as pool:
-        yield from pool.map(lambda item: ingest(item[0], item[1], frozen), items)
+    with ThreadPoolExecutor(threads, thread_name_prefix="ancestree-ingest") as pool:  # ``known`` is only read
+        yield from pool.map(lambda item: ingest(item[0], item[1], known), items)
 
 
-def ingest_dask(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], address: str) -> Iterator[Ingested]:
+def ingest_dask(items: Sequence[tuple[str, str]], known: Known, address: str) -> Iterator[Ingested]:
     """:func:`ingest` each ``(name, path)`` on the Dask cluster at ``address``, yielding results as they complete.
 
     Workers read the files (so the paths must be visible to them); only fingerprints travel back. The
@@ -101,7 +99,7 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: set[tuple[str, str]], a
         raise BadInputError(address, f"cannot reach the Dask scheduler ({exc})") from None
     try:
         # wrapped in a list: scatter would otherwise send each element of the set as its own piece of data
-        known_future = client.scatter([frozenset(known)], broadcast=True)[0]
+        known_future = client.scatter([dict(known)], broadcast=True)[0]
         run = uuid.uuid4().hex[:12]  # keys of this run only: runs at once on one cluster shared tasks of one name
         futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{run}-{i}-{name}")
                    for i, (name, path) in enumerate(items)]

@@ -288,18 +288,20 @@ class IndexStore:
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM models").fetchone()[0])
 
-    def known_stat_keys(self) -> set[tuple[str, str]]:
-        """``(name, stat key)`` of every indexed file set and its aliases: a model found under a name that
-        already holds those files needs only a ``stat``. Known files under another name are no skip: a Hugging
-        Face cache repository whose ``refs/main`` moved back names the files of an older snapshot."""
-        rows = self.conn.execute("SELECT name, stat_key, file_hash FROM models WHERE stat_key IS NOT NULL "
-                                 "UNION SELECT coalesce(a.name, m.name), a.stat_key, '' FROM aliases a JOIN models m"
-                                 " ON m.id = a.model WHERE a.stat_key IS NOT NULL")
-        known = set()
-        for name, key, file_hash in rows:
-            known.add((name, key))
+    def known_stat_keys(self) -> dict[tuple[str, str], tuple[str | None, str | None]]:
+        """``(name, stat key)`` of every indexed file set and its aliases, with what the model's card declared
+        (``declared_base`` as stored, relation): a model found under a name that already holds those files needs
+        only a ``stat``, and its card read again. Known files under another name are no skip: a Hugging Face
+        cache repository whose ``refs/main`` moved back names the files of an older snapshot."""
+        rows = self.conn.execute("SELECT name, stat_key, file_hash, declared_base, declared_relation FROM models"
+                                 " WHERE stat_key IS NOT NULL UNION SELECT coalesce(a.name, m.name), a.stat_key, '',"
+                                 " m.declared_base, m.declared_relation FROM aliases a JOIN models m ON m.id = a.model"
+                                 " WHERE a.stat_key IS NOT NULL")
+        known = {}
+        for name, key, file_hash, base, relation in rows:
+            known[(name, key)] = (base, relation)
             if file_hash and name.endswith(f"@{file_hash[:8]}"):  # a name given twice in one run: found under the name given
-                known.add((name[: -len(file_hash[:8]) - 1], key))
+                known[(name[: -len(file_hash[:8]) - 1], key)] = (base, relation)
         return known
 
     def paths(self) -> list[str]:
@@ -396,11 +398,12 @@ class IndexStore:
             if then is not None:
                 then(cur)
 
-    def redeclare(self, model: int, fp: Fingerprint, cur: sqlite3.Cursor) -> None:
-        """What an indexed model's card declares now (inside the caller's transaction)."""
-        base = fp.declared.base_model
-        cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = ?",
-                    (json.dumps(base) if base is not None else None, fp.declared.relation, model))
+    def redeclare(self, name: str, declared: tuple[str | None, str | None], cur: sqlite3.Cursor) -> None:
+        """What the card of the model indexed under ``name`` (or holding its files) declares now, as
+        :func:`stored_declaration` gives it (inside the caller's transaction)."""
+        cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = coalesce("
+                    "(SELECT id FROM models WHERE name = ?), (SELECT model FROM aliases WHERE name = ?))",
+                    (*declared, name, name))
 
     def repath(self, model: int, path: str, stat_key: str | None, cur: sqlite3.Cursor) -> None:
         """Where an indexed model's files are read from now (inside the caller's transaction)."""
@@ -609,11 +612,15 @@ class IndexStore:
         cur.execute("DELETE FROM trees")
 
 
+def stored_declaration(base: str | list[str] | None, relation: str | None) -> tuple[str | None, str | None]:
+    """A card's ``base_model`` and relation as the index stores them (the base as JSON)."""
+    return (json.dumps(base) if base is not None else None, relation)
+
+
 def _content_row(fp: Fingerprint, path: str, file_hash: str, stat_key: str | None, run: int | None) -> tuple[Any, ...]:
     """The columns of a model row that its files decide (all but its name), in the order the statements use."""
-    base = fp.declared.base_model
     return (path, file_hash, stat_key, fp.content_key, fp.format, int(fp.parameters),
-            json.dumps(base) if base is not None else None, fp.declared.relation, time.time(), run)
+            *stored_declaration(fp.declared.base_model, fp.declared.relation), time.time(), run)
 
 
 def _model_dict(row: sqlite3.Row) -> dict[str, Any]:
