@@ -434,3 +434,14 @@ def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
         assert not report.added and not report.updated  # the weights are as indexed: nothing fingerprinted anew
         assert atlas.model("child")["declared_base"] == "base"
         assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("base", "child")]
+
+
+def test_scanned_folders_that_are_models_are_two_models(tmp_path: Path) -> None:
+    """`index add --scan MODEL` named the model "." (the scan id `tree` gives it): a second such folder was
+    taken for a re-upload of "." and replaced the first."""
+    for name, seed in (("m1", 1), ("m2", 2)):
+        write_hf_folder(tmp_path / name, small_tensors(seed))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "m1"])
+        report = atlas.add(scan=[tmp_path / "m2"])
+        assert not report.updated and sorted(r["name"] for r in atlas.ls()) == ["m1", "m2"]

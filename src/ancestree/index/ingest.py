@@ -128,7 +128,7 @@ def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterab
         if not Path(folder).is_dir():
             raise BadInputError(folder, "not a folder (--scan needs a folder to search for models)")
     empty = [folder for folder in scan if next(iter(scan_models(folder)), None) is None]
-    items.extend((str(name), str(Path(path).resolve())) for name, path in scan_folders([f for f in scan if f not in empty]))
+    items.extend((_index_name(name, path), str(Path(path).resolve())) for name, path in scan_folders([f for f in scan if f not in empty]))
     items.extend((str(folder), str(Path(folder).resolve())) for folder in empty)
     seen: set[str] = set()
     unique = []
@@ -137,6 +137,19 @@ def resolve_items(paths: Iterable[PathLike | tuple[str, PathLike]], scan: Iterab
             seen.add(path)
             unique.append((name, path))
     return unique
+
+
+def _index_name(name: str, path: Path) -> str:
+    """A scan id as an index name: a scanned folder that is itself a model is "." to `tree` (the contract's id,
+    relative to the folder), but a name is a model's identity in the index: two such folders would both be
+    ".", the second taken for a re-upload of the first. Such a folder is named by its own name (a cache
+    repository's older snapshots below it)."""
+    where = Path(os.path.abspath(path))
+    if name == ".":
+        return where.name
+    if name.startswith("snapshots/") and where.parent.name == "snapshots" and where.parent.parent.name.startswith("models--"):
+        return f"{where.parent.parent.name}/{name}"
+    return name
 
 
 __all__ = ["Ingested", "file_hash", "ingest", "ingest_dask", "ingest_local", "resolve_items"]
