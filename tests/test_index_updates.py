@@ -445,3 +445,24 @@ def test_scanned_folders_that_are_models_are_two_models(tmp_path: Path) -> None:
         atlas.add(scan=[tmp_path / "m1"])
         report = atlas.add(scan=[tmp_path / "m2"])
         assert not report.updated and sorted(r["name"] for r in atlas.ls()) == ["m1", "m2"]
+
+
+def test_the_page_graph_is_one_reading_of_the_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/api/graph read the models twice (once for the tree ids, once for the list): a model committed by an
+    `index add` in between was in one reading only, a KeyError and HTTP 500 (40 of 5 760 requests)."""
+    from ancestree.web.app import AtlasReader
+
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+    reader = AtlasReader(tmp_path / "atlas.db")
+    store = reader.atlas.store
+    rows, calls = store.models(), []
+
+    def growing(*args):  # each reading sees one model more, as an `add` committing meanwhile would make it
+        calls.append(1)
+        return [*rows, *({**rows[0], "name": f"new{i}", "id": 100 + i} for i in range(len(calls) - 1))]
+
+    monkeypatch.setattr(store, "models", growing)
+    payload = reader.graph("recovered")  # one reading: every model listed has its tree id
+    assert [m["id"] for m in payload["models"]] == ["a"] and calls == [1]

@@ -56,9 +56,10 @@ class AtlasReader:
             return cached[1]
         store = self.atlas.store
         graph = self.atlas.graph(source)  # what `index export --edges SOURCE` writes: its edges, notes and tree ids
-        tree_of = graph.trees()
-        models = [{"id": r["name"], "format": r["format"], "parameters": r["parameters"], "tree": tree_of[r["name"]],
-                   "declared_base_model": r["declared_base"], "label": short_name(r["name"], 18)} for r in store.models()]
+        tree_of = graph.trees()  # models as that one read saw them (an `add` may commit more meanwhile)
+        models = [{"id": m, "format": a["format"], "parameters": a["parameters"], "tree": tree_of[m],
+                   "declared_base_model": a.get("declared_base_model"), "label": short_name(m, 18)}
+                  for m, a in sorted(graph.graph.nodes(data=True))]
         edges = [Edge(p, c, a["relation"], a["confidence"], a["source"]).record() for p, c, a in graph.edges()]
         payload = {"models": models, "edges": edges, "trees": store.trees(), "notes": graph.notes}
         with self._lock:
