@@ -34,3 +34,21 @@ def test_new_file_gets_umask_permissions_and_replacement_keeps_mode(tmp_path: Pa
         assert stat.S_IMODE(kept.stat().st_mode) == 0o600 and kept.read_text() == "b"
     finally:
         os.umask(old)
+
+
+def test_an_input_that_cannot_be_looked_at_does_not_stop_the_check(tmp_path, monkeypatch) -> None:
+    """`index export -o` checks the output against every indexed path: one the user may not stat (another
+    user's folder, NFS) raised PermissionError (exit 1, no export)."""
+    from pathlib import Path
+
+    from ancestree.atomic import check_not_an_input
+
+    real = Path.is_dir
+
+    def denied(self):
+        if "private" in str(self):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self)
+
+    monkeypatch.setattr(Path, "is_dir", denied)
+    check_not_an_input(tmp_path / "out.json", [tmp_path / "private" / "model"])  # no error: not inside it

@@ -42,8 +42,17 @@ def check_not_an_input(target: str | Path, inputs: Iterable[str | Path], option:
         source = Path(src).resolve()
         if out == source or _same_file(out, source):
             raise BadInputError(target, f"{option} is one of the inputs (would overwrite it)")
-        if source.is_dir() and out.is_relative_to(source):
+        if out.is_relative_to(source) and _is_dir(source):
             raise BadInputError(target, f"{option} lies inside the input folder {src} (would change it)")
+
+
+def _is_dir(path: Path) -> bool:
+    """Whether ``path`` is a folder; False where it cannot be looked at (another user's folder, over NFS):
+    the output cannot be written there either, which :func:`check_writable` says."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def check_output(target: str | Path, inputs: Iterable[str | Path] = (), option: str = "output") -> None:

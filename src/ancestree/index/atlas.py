@@ -82,6 +82,9 @@ def sole_writer(db: str | os.PathLike[str]) -> Iterator[None]:
         except BlockingIOError:
             raise BadInputError(db, "another `index add` or `index rebuild` is writing this index now: run this one "
                                     "after it") from None
+        except OSError:  # no locks here (NFS without a lock daemon): SQLite's own locking only
+            yield
+            return
         try:
             yield
         finally:
