@@ -434,6 +434,8 @@ def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
         assert not report.added and not report.updated  # the weights are as indexed: nothing fingerprinted anew
         assert atlas.model("child")["declared_base"] == "base"
         assert [(e.parent, e.child) for e in atlas.edges("declared")] == [("base", "child")]
+        # the stored fingerprint the recovery reads its prior from says so too
+        assert atlas.store.fingerprints(["child"])[0].declared.base_model == "base"
 
 
 def test_scanned_folders_that_are_models_are_two_models(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -401,9 +401,19 @@ class IndexStore:
     def redeclare(self, name: str, declared: tuple[str | None, str | None], cur: sqlite3.Cursor) -> None:
         """What the card of the model indexed under ``name`` (or holding its files) declares now, as
         :func:`stored_declaration` gives it (inside the caller's transaction)."""
-        cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = coalesce("
-                    "(SELECT id FROM models WHERE name = ?), (SELECT model FROM aliases WHERE name = ?))",
-                    (*declared, name, name))
+        row = cur.execute("SELECT coalesce((SELECT id FROM models WHERE name = ?), (SELECT model FROM aliases WHERE name = ?))",
+                          (name, name)).fetchone()
+        if row is None or row[0] is None:
+            return
+        model = int(row[0])
+        cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = ?", (*declared, model))
+        # the stored fingerprint too: recovery (`place`, `rebuild`) reads the card's prior from it
+        blob = cur.execute("SELECT fingerprint FROM prints WHERE model = ?", (model,)).fetchone()
+        if blob is not None:
+            fp = from_bytes(blob[0])[0]
+            base = json.loads(declared[0]) if declared[0] is not None else None
+            fp.declared = replace(fp.declared, base_model=base, relation=declared[1])
+            cur.execute("UPDATE prints SET fingerprint = ? WHERE model = ?", (to_bytes([fp]), model))
 
     def repath(self, model: int, path: str, stat_key: str | None, cur: sqlite3.Cursor) -> None:
         """Where an indexed model's files are read from now (inside the caller's transaction)."""
