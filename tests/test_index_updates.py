@@ -468,3 +468,23 @@ def test_the_page_graph_is_one_reading_of_the_index(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(store, "models", growing)
     payload = reader.graph("recovered")  # one reading: every model listed has its tree id
     assert [m["id"] for m in payload["models"]] == ["a"] and calls == [1]
+
+
+def test_card_rereads_change_only_the_model_the_card_belongs_to(tmp_path: Path) -> None:
+    """Byte-identical copies whose cards name other bases: the alias's card was compared with the model's and
+    written over it, and back on the next run, run after run. One name given to two models: an edit of the
+    second's card landed on the first."""
+    write_hf_folder(tmp_path / "hub" / "base1", small_tensors(1))
+    write_hf_folder(tmp_path / "hub" / "base2", small_tensors(2))
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(3), {"base_model": "base1"})
+    write_hf_folder(tmp_path / "hub" / "b", small_tensors(3), {"base_model": "base2"})  # a's weights
+    write_hf_folder(tmp_path / "other" / "a", small_tensors(4))  # another model scanned as "a"
+    hub_a, other_a = str(tmp_path / "hub" / "a"), str(tmp_path / "other" / "a")  # "a" below both: named with the folder
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        for _ in range(3):
+            report = atlas.add(scan=[tmp_path / "hub", tmp_path / "other"])
+            assert not report.redeclared and atlas.model(hub_a)["declared_base"] == "base1"
+        (tmp_path / "other" / "a" / "README.md").write_text("---\nbase_model: base2\n---\n")
+        report = atlas.add(scan=[tmp_path / "hub", tmp_path / "other"])
+        assert list(report.redeclared) == [other_a] and atlas.model(other_a)["declared_base"] == "base2"
+        assert atlas.model(hub_a)["declared_base"] == "base1"

@@ -159,7 +159,7 @@ class Atlas:
             return Outcome(result.name, "unreadable", result.error or "")
         if result.status == "known":
             if result.declared is not None:  # its card says otherwise now (written after the loop)
-                report.redeclared[result.name] = result.declared
+                report.redeclared[result.declared[0]] = result.declared[1:]
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None
@@ -187,7 +187,9 @@ class Atlas:
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat, and what its card says now
             self._also_at(result, same)
-            report.redeclared[fp.id] = stored_declaration(fp.declared.base_model, fp.declared.relation)
+            now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(fp.id)
+            if row is not None and now != stored_declaration(row["declared_base"], row["declared_relation"]):
+                report.redeclared[fp.id] = now
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:
@@ -277,8 +279,9 @@ class Atlas:
             attrs: dict[str, object] = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
             g.add_model(row["name"], row["format"], row["parameters"], **attrs)
         edges, g.notes = combine_edges(self.store.edges(None if source == "all" else source))
-        for e in edges:
-            g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
+        for e in edges:  # an edge to a model committed after the models were read waits for the next reading
+            if e.parent in g.graph and e.child in g.graph:
+                g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
         indexed = {row["name"]: row["tree"] for row in rows if row["tree"] is not None}
         if source != "declared" and len(indexed) == len(rows):  # every model placed (else numbered from 0)
             tree_of = dict(indexed)

@@ -35,7 +35,7 @@ class Ingested:
     stat_key: str | None = None
     file_hash: str | None = None
     fingerprint: bytes | None = None  # ``ancestree.fingerprint.to_bytes`` of one fingerprint
-    declared: tuple[str | None, str | None] | None = None  # ``known``, its card now declaring otherwise
+    declared: tuple[str, str | None, str | None] | None = None  # ``known``, its card declaring otherwise now: (indexed name, base, relation)
     error: str | None = None
     seconds: float = 0.0
 
@@ -58,9 +58,11 @@ def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
         with load_model(path, name) as model:
             key = FingerprintCache.stat_key(model, SketchSpec())
             if key is not None and known and (name, key) in known:  # the weights as indexed; the card read again
+                indexed, *stored = known[name, key]
                 declared = declared_of(model)
                 now = stored_declaration(declared.base_model, declared.relation)
-                return Ingested(name, path, "known", stat_key=key, declared=now if now != known[name, key] else None,
+                changed = indexed is not None and now != tuple(stored)  # an alias's card is not the model's
+                return Ingested(name, path, "known", stat_key=key, declared=(indexed, *now) if changed else None,
                                 seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)
             digest = file_hash(model)
@@ -70,7 +72,7 @@ def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
                     seconds=time.perf_counter() - start)
 
 
-Known = Mapping[tuple[str, str], tuple[str | None, str | None]]
+Known = Mapping[tuple[str, str], tuple[str | None, str | None, str | None]]
 
 
 def ingest_local(items: Sequence[tuple[str, str]], known: Known, threads: int = 1) -> Iterator[Ingested]:

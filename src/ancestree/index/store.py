@@ -288,20 +288,20 @@ class IndexStore:
     def count(self) -> int:
         return int(self.conn.execute("SELECT count(*) FROM models").fetchone()[0])
 
-    def known_stat_keys(self) -> dict[tuple[str, str], tuple[str | None, str | None]]:
-        """``(name, stat key)`` of every indexed file set and its aliases, with what the model's card declared
-        (``declared_base`` as stored, relation): a model found under a name that already holds those files needs
-        only a ``stat``, and its card read again. Known files under another name are no skip: a Hugging Face
-        cache repository whose ``refs/main`` moved back names the files of an older snapshot."""
-        rows = self.conn.execute("SELECT name, stat_key, file_hash, declared_base, declared_relation FROM models"
+    def known_stat_keys(self) -> dict[tuple[str, str], tuple[str | None, str | None, str | None]]:
+        """``(name, stat key)`` of every indexed file set and its aliases -> ``(model, declared base as stored,
+        relation)``: a model found under a name that already holds those files needs only a ``stat``, and its
+        card read again (``model`` names the row it is the card of; None for an alias, whose card the index
+        does not keep). Known files under another name are no skip: a Hugging Face cache repository whose
+        ``refs/main`` moved back names the files of an older snapshot."""
+        rows = self.conn.execute("SELECT name, stat_key, file_hash, name, declared_base, declared_relation FROM models"
                                  " WHERE stat_key IS NOT NULL UNION SELECT coalesce(a.name, m.name), a.stat_key, '',"
-                                 " m.declared_base, m.declared_relation FROM aliases a JOIN models m ON m.id = a.model"
-                                 " WHERE a.stat_key IS NOT NULL")
+                                 " NULL, NULL, NULL FROM aliases a JOIN models m ON m.id = a.model WHERE a.stat_key IS NOT NULL")
         known = {}
-        for name, key, file_hash, base, relation in rows:
-            known[(name, key)] = (base, relation)
+        for name, key, file_hash, model, base, relation in rows:
+            known.setdefault((name, key), (model, base, relation))
             if file_hash and name.endswith(f"@{file_hash[:8]}"):  # a name given twice in one run: found under the name given
-                known[(name[: -len(file_hash[:8]) - 1], key)] = (base, relation)
+                known.setdefault((name[: -len(file_hash[:8]) - 1], key), (model, base, relation))
         return known
 
     def paths(self) -> list[str]:
@@ -399,11 +399,10 @@ class IndexStore:
                 then(cur)
 
     def redeclare(self, name: str, declared: tuple[str | None, str | None], cur: sqlite3.Cursor) -> None:
-        """What the card of the model indexed under ``name`` (or holding its files) declares now, as
-        :func:`stored_declaration` gives it (inside the caller's transaction)."""
-        row = cur.execute("SELECT coalesce((SELECT id FROM models WHERE name = ?), (SELECT model FROM aliases WHERE name = ?))",
-                          (name, name)).fetchone()
-        if row is None or row[0] is None:
+        """What the card of the model indexed under ``name`` declares now, as :func:`stored_declaration` gives
+        it (inside the caller's transaction)."""
+        row = cur.execute("SELECT id FROM models WHERE name = ?", (name,)).fetchone()
+        if row is None:
             return
         model = int(row[0])
         cur.execute("UPDATE models SET declared_base = ?, declared_relation = ? WHERE id = ?", (*declared, model))
