@@ -322,4 +322,4 @@ def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any
     return list(taken.values()), notes
 
 
-__all__ = ["AddReport", "Atlas", "Outcome", "combine_edges"]
+__all__ = ["AddReport", "Atlas", "Outcome", "combine_edges", "sole_writer"]

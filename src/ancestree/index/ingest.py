@@ -9,7 +9,6 @@ process, the only writer of the SQLite file, stores it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -154,4 +153,4 @@ def _index_name(name: str, path: Path) -> str:
     return name
 
 
-__all__ = ["Ingested", "file_hash", "ingest", "ingest_dask", "ingest_local", "resolve_items"]
+__all__ = ["Ingested", "Known", "file_hash", "ingest", "ingest_dask", "ingest_local", "resolve_items"]

@@ -645,4 +645,4 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[list[Any]]:
         yield list(items[start : start + size])
 
 
-__all__ = ["DEFAULT_DB", "Edge", "IndexStore", "SCHEMA_VERSION"]
+__all__ = ["DEFAULT_DB", "Edge", "IndexStore", "SCHEMA_VERSION", "stored_declaration"]
