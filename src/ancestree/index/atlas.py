@@ -257,7 +257,7 @@ class Atlas:
         path = self.store.lineage(name, "recovered")
         if len(path) == 1:  # no recovered parent: follow what the models declare, up to a base recovered below it
             for base in self.store.lineage(name, "declared")[1:]:
-                if name in self.store.ancestors(base):
+                if name in above(base):
                     break  # cards naming each other (or against the weights' direction): no path through a cycle
                 path.append(base)
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],

@@ -99,7 +99,7 @@ def ingest_dask(items: Sequence[tuple[str, str]], known: Known, address: str) ->
     except (OSError, TimeoutError, ValueError) as exc:  # ValueError: not an address ("missing port number")
         raise BadInputError(address, f"cannot reach the Dask scheduler ({exc})") from None
     try:
-        # wrapped in a list: scatter would otherwise send each element of the set as its own piece of data
+        # wrapped in a list: scatter would otherwise send each item of the mapping as its own piece of data
         known_future = client.scatter([dict(known)], broadcast=True)[0]
         run = uuid.uuid4().hex[:12]  # keys of this run only: runs at once on one cluster shared tasks of one name
         futures = [client.submit(ingest, name, path, known_future, pure=False, key=f"ingest-{run}-{i}-{name}")

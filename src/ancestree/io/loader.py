@@ -239,10 +239,7 @@ def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
 def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[str, Path]]:
     """A model folder found by a scan, and for a cache repository its snapshots other than the current one;
     ids are relative to ``root``."""
-    def name(path: Path) -> str:
-        return path.relative_to(root).as_posix()
-
-    yield name(folder), folder
+    yield folder.relative_to(root).as_posix(), folder
     current = cache_revision(folder)
     if current is None:
         return
@@ -250,7 +247,7 @@ def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[s
     for snapshot in sorted((folder / "snapshots").iterdir()):
         if snapshot.resolve() not in seen and is_model_folder(snapshot):
             seen.add(snapshot.resolve())
-            yield name(snapshot), snapshot
+            yield snapshot.relative_to(root).as_posix(), snapshot
 
 
 def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:

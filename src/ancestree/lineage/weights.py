@@ -136,12 +136,14 @@ def recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint]) -
     return parents, parents | copies(graph.successors("0")), merged
 
 
-def add_recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]]) -> None:
+def add_recovered_relatives(child: Fingerprint, candidates: Sequence[Fingerprint], evidence: Sequence[dict[str, float]],
+                            merges_only: bool = False) -> None:
     """Set ``recovered_parent``, ``recovered_link`` and ``recovered_merge`` in each candidate's evidence
-    (order of ``candidates``)."""
+    (order of ``candidates``); with ``merges_only``, only ``recovered_merge``."""
     parents, linked, merged = recovered_relatives(child, candidates)
     for i, ev in enumerate(evidence):
-        ev["recovered_parent"], ev["recovered_link"] = float(i in parents), float(i in linked)
+        if not merges_only:
+            ev["recovered_parent"], ev["recovered_link"] = float(i in parents), float(i in linked)
         ev["recovered_merge"] = float(i in merged)
 
 
@@ -247,7 +249,8 @@ def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
     safetensors sorts): a copy of the file, not a relative. (Equal
     ``content_key``s are not enough: they also match a copy with its hidden units permuted, which the
     robustness table asks to rank as a child of the model it was permuted from.)"""
-    return _values_key(a) is not None and _values_key(a) == _values_key(b)
+    key = _values_key(a)
+    return key is not None and key == _values_key(b)
 
 
 class WeightsRanker:
@@ -345,9 +348,7 @@ class WeightsRanker:
         if self.graph_applies(evidence):
             add_recovered_relatives(child, candidates, evidence)
         elif self.tree and len(evidence) >= 2:
-            merged = recovered_relatives(child, candidates)[2]
-            for i, ev in enumerate(evidence):
-                ev["recovered_merge"] = float(i in merged)
+            add_recovered_relatives(child, candidates, evidence, merges_only=True)
 
     def graph_applies(self, evidence: Sequence[dict[str, float]]) -> bool:
         """Whether the recovered graph is asked about these candidates (else it abstains)."""

@@ -111,7 +111,7 @@ class LayerCache:
         """Cache one model's candidates (if not cached yet); return its entry ``{key, arch, layers, shapes}``."""
         stat_id = self._stat_id(Path(path))
         entry = self._index.get(stat_id)
-        current = entry and "biases" in entry and entry.get("key_version") == KEY_VERSION  # else written by an older version
+        current = entry and entry.get("key_version") == KEY_VERSION  # else written by an older version (its biases too)
         if current and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
             return entry
         with load_model(path, model_id) as model:
