@@ -421,6 +421,21 @@ def test_a_moved_model_is_read_from_where_its_files_are(tmp_path: Path) -> None:
         assert atlas.store.alias_of("moved/m") == "m"
 
 
+def test_a_model_whose_files_left_is_read_from_a_copy_indexed_before_as_its_alias(tmp_path: Path) -> None:
+    """A model with a byte-identical copy (indexed as its alias) whose own folder was deleted kept its gone
+    path: the copy was skipped by its stat as a known alias, so nothing read the model from there."""
+    write_hf_folder(tmp_path / "hub" / "m", small_tensors(1))
+    shutil.copytree(tmp_path / "hub" / "m", tmp_path / "hub" / "z-copy")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        assert atlas.store.alias_of("z-copy") == "m"
+        shutil.rmtree(tmp_path / "hub" / "m")
+        atlas.add(scan=[tmp_path / "hub"])
+        assert Path(atlas.model("m")["path"]) == (tmp_path / "hub" / "z-copy").resolve()
+        atlas.add(scan=[tmp_path / "hub"])  # and stays there, skipped by its stat
+        assert Path(atlas.model("m")["path"]) == (tmp_path / "hub" / "z-copy").resolve()
+
+
 def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
     """The index skipped a model by a stat of its weight files: a base_model added to its card later was
     never read (not by add, not by rebuild)."""

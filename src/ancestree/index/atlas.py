@@ -160,6 +160,9 @@ class Atlas:
         if result.status == "known":
             if result.declared is not None:  # its card says otherwise now (written after the loop)
                 report.redeclared[result.declared[0]] = result.declared[1:]
+            same = self.store.model_of_alias(result.path) if result.alias else None
+            if same is not None and not Path(same["path"]).exists():  # the model's own files left: read it from here
+                self._also_at(result, same)
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         assert result.fingerprint is not None and result.file_hash is not None

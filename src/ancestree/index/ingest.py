@@ -35,6 +35,7 @@ class Ingested:
     file_hash: str | None = None
     fingerprint: bytes | None = None  # ``ancestree.fingerprint.to_bytes`` of one fingerprint
     declared: tuple[str, str | None, str | None] | None = None  # ``known``, its card declaring otherwise now: (indexed name, base, relation)
+    alias: bool = False  # ``known`` as the files of another name: an alias of an indexed model
     error: str | None = None
     seconds: float = 0.0
 
@@ -62,7 +63,7 @@ def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
                 now = stored_declaration(declared.base_model, declared.relation)
                 changed = indexed is not None and now != tuple(stored)  # an alias's card is not the model's
                 return Ingested(name, path, "known", stat_key=key, declared=(indexed, *now) if changed else None,
-                                seconds=time.perf_counter() - start)
+                                alias=indexed is None, seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)
             digest = file_hash(model)
     except BadInputError as exc:

@@ -424,6 +424,11 @@ class IndexStore:
                                 (name,)).fetchone()
         return row[0] if row else None
 
+    def model_of_alias(self, path: str) -> sqlite3.Row | None:
+        """``(id, name, path)`` of the indexed model whose files the alias at ``path`` holds."""
+        return self.conn.execute("SELECT m.id, m.name, m.path FROM aliases a JOIN models m ON m.id = a.model WHERE a.path = ?",
+                                 (path,)).fetchone()
+
     def names(self) -> list[tuple[str, str]]:
         """``(name, model)`` for every indexed model (its own name, in the order they were indexed), then for
         every other name found holding the very same files as one (an alias)."""
