@@ -72,6 +72,24 @@ def test_png(graph: ModelGraph, tmp_path: Path) -> None:
     assert (tmp_path / "g.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_png_of_many_models_draws_dots_in_a_square_and_names_the_roots() -> None:
+    """At 1 000 models a labelled box each was squeezed into 30 inches: the boxes covered each other and the
+    edges. A large graph is drawn as dots, its trees wrapped into a square, only the roots named."""
+    from ancestree.present.png import MAX_SIDE, draw
+
+    ids = [f"t{t:02d}m{i:02d}" for t in range(30) for i in range(20)]
+    edges = [(f"t{t:02d}m{(i - 1) // 3:02d}", f"t{t:02d}m{i:02d}", "finetune", 0.9) for t in range(30) for i in range(1, 20)]
+    fig = draw(graph_from_edges(ids, edges))
+    width, height = fig.get_size_inches()
+    ax = fig.axes[0]
+    names = [t.get_text() for t in ax.texts]
+    assert max(width, height) <= MAX_SIDE and 0.5 <= width / height <= 2.0, (width, height)
+    assert sorted(names) == [f"t{t:02d}m00" for t in range(30)]  # every root, nothing else
+    assert "600 models in 30 trees" in ax.get_title()
+    small = draw(graph_from_edges(ids[:20], edges[:19]))
+    assert sum(bool(t.get_text()) for t in small.axes[0].texts) == 20  # a box each while they fit (arrows: no text)
+
+
 def test_every_format_registered() -> None:
     assert set(WRITERS) == {"json", "dot", "graphml", "mermaid", "text", "html"}
 
