@@ -10,6 +10,12 @@ import pytest
 from safetensors.numpy import save_file
 
 
+#: Debian's chromium, driven by Playwright (never `playwright install`), for the tests of the pages.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 def write_hf_folder(folder: Path, tensors: dict[str, np.ndarray], card: dict | None = None) -> Path:
     """A Hugging Face style model folder with ``config.json``, safetensors weights and an optional card."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,8 @@ from fastapi.testclient import TestClient
 from ancestree.errors import BadInputError
 from ancestree.index import Atlas
 from ancestree.web import create_app
+from conftest import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One self-contained HTML file: an interactive picture of the Model Graph (pan, zoom, click for details).
+"""One self-contained HTML file: an interactive picture of the Model Graph (pan, zoom, click for details, find by name).
 
 No CDN and no external file: the data is embedded as JSON and drawn as SVG by a small inline script.
 """
@@ -28,14 +28,16 @@ table{border-collapse:collapse}td{padding:2px 6px;border-bottom:1px solid #eee;v
 </style></head><body>
 <svg id="view"><defs>__MARKERS__</defs><g id="world"></g></svg>
 <div id="side"><h3>__TITLE__</h3><div id="summary"></div><div class="legend" id="legend"></div>
-<p>Drag to pan, wheel to zoom, click a model for details.</p><div id="details"></div></div>
+<p>Drag to pan, wheel to zoom, click a model for details.</p>
+<input id="find" type="search" placeholder="find a model by name" autocomplete="off" style="width:100%;box-sizing:border-box">
+<div id="found"></div><div id="details"></div></div>
 <script id="graph-data" type="application/json">__DATA__</script>
 <script>
 (function(){
 const data=JSON.parse(document.getElementById('graph-data').textContent);
 const colors=__COLORS__;const svg=document.getElementById('view');const world=document.getElementById('world');
 const NS='http://www.w3.org/2000/svg';const W=150,H=40,SX=180,SY=110;
-let tx=40,ty=40,k=1;const byId={};data.models.forEach(m=>byId[m.id]=m);
+let tx=40,ty=40,k=1;const byId={},drawn={};data.models.forEach(m=>byId[m.id]=m);
 function el(tag,attrs,parent){const e=document.createElementNS(NS,tag);for(const a in attrs)e.setAttribute(a,attrs[a]);parent.appendChild(e);return e;}
 function px(m){return [m.x*SX,-m.y*SY];}
 data.edges.forEach(e=>{const a=px(byId[e.parent]),b=px(byId[e.child]);
@@ -43,7 +45,7 @@ data.edges.forEach(e=>{const a=px(byId[e.parent]),b=px(byId[e.child]);
  class:'edge',stroke:colors[e.relation]||'#555','stroke-dasharray':e.relation==='finetune'||e.relation==='merge'?'':'6 4',
  'marker-end':e.relation==='duplicate'?'':'url(#arrow-'+e.relation+')'},world);
  const t=el('title',{},p);t.textContent=`${e.parent} → ${e.child}: ${e.relation} (${e.confidence.toFixed(2)})`;});
-data.models.forEach(m=>{const [x,y]=px(m);const g=el('g',{class:'node',transform:`translate(${x-W/2},${y-H/2})`},world);
+data.models.forEach(m=>{const [x,y]=px(m);const g=el('g',{class:'node','data-id':m.id,transform:`translate(${x-W/2},${y-H/2})`},world);drawn[m.id]=g;
  el('rect',{width:W,height:H},g);const t=el('text',{x:8,y:17},g);t.textContent=m.label;
  const s=el('text',{x:8,y:32,fill:'#666'},g);s.textContent=`${m.format} · tree ${m.tree}`;
  g.addEventListener('click',ev=>{ev.stopPropagation();select(m,g);});});
@@ -55,6 +57,14 @@ function select(m,g){document.querySelectorAll('.node.sel').forEach(n=>n.classLi
  row('parents',parents.map(e=>`${esc(e.parent)} (${e.relation}, ${e.confidence.toFixed(2)})`).join('<br>')||'none (root)')+
  row('children',kids.map(e=>`${esc(e.child)} (${e.relation}, ${e.confidence.toFixed(2)})`).join('<br>')||'none')+'</table>';}
 function apply(){world.setAttribute('transform',`translate(${tx},${ty}) scale(${k})`);}
+function focus(m){const [x,y]=px(m),r=svg.getBoundingClientRect();k=Math.max(k,1);tx=r.width/2-x*k;ty=r.height/2-y*k;apply();select(m,drawn[m.id]);}
+const find=document.getElementById('find'),found=document.getElementById('found');
+find.addEventListener('input',()=>{const q=find.value.trim().toLowerCase();found.replaceChildren();if(!q)return;
+ const hits=data.models.filter(m=>m.id.toLowerCase().includes(q));
+ hits.slice(0,20).forEach(m=>{const a=document.createElement('a');a.href='#';a.className='hit';a.textContent=m.id;a.style.display='block';
+  a.addEventListener('click',ev=>{ev.preventDefault();focus(m);});found.appendChild(a);});
+ if(hits.length>20)found.append(`… and ${hits.length-20} more`);if(!hits.length)found.textContent='no model matches';});
+find.addEventListener('keydown',ev=>{const first=found.querySelector('a.hit');if(ev.key==='Enter'&&first)first.click();});
 let drag=null;svg.addEventListener('mousedown',e=>{drag=[e.clientX-tx,e.clientY-ty];});
 window.addEventListener('mousemove',e=>{if(drag){tx=e.clientX-drag[0];ty=e.clientY-drag[1];apply();}});
 window.addEventListener('mouseup',()=>drag=null);
