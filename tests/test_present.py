@@ -62,41 +62,34 @@ def test_html_is_self_contained_and_carries_the_data(graph: ModelGraph) -> None:
 def test_html_page_in_headless_chromium(tmp_path: Path) -> None:
     """`tree -f html` of 300 models, opened from disk: every model drawn, a name typed in the find box
     brings the model into view and shows its parent, clicking a model shows it, the wheel zooms."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    from conftest import CHROMIUM, CHROMIUM_ARGS
+    from conftest import chromium_page
 
     ids = [f"org/t{t:02d}-m{i:02d}" for t in range(15) for i in range(20)]
     edges = [(f"org/t{t:02d}-m{(i - 1) // 3:02d}", f"org/t{t:02d}-m{i:02d}", "finetune", 0.9) for t in range(15) for i in range(1, 20)]
     (tmp_path / "g.html").write_text(render(graph_from_edges(ids, edges), "html"))
-    errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 720})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto((tmp_path / "g.html").as_uri())
-            assert page.locator("g.node").count() == 300 and page.locator("path.edge").count() == 285
-            before = page.get_attribute("#world", "transform")
-            page.fill("#find", "t07-m1")  # m10..m19 of tree 7
-            expect(page.locator("#found a.hit")).to_have_count(10)
-            page.fill("#find", "t07-m13")
-            page.press("#find", "Enter")
-            expect(page.locator("#details h4")).to_have_text("org/t07-m13")
-            expect(page.locator("#details")).to_contain_text("org/t07-m04 (finetune, 0.90)")
-            assert page.get_attribute("#world", "transform") != before  # brought into view
-            assert page.locator("g.node.sel").get_attribute("data-id") == "org/t07-m13"
-            page.fill("#find", "no-such-model")
-            expect(page.locator("#found")).to_have_text("no model matches")
-            page.click("g.node[data-id='org/t07-m04']")
-            expect(page.locator("#details h4")).to_have_text("org/t07-m04")
-            expect(page.locator("#details")).to_contain_text("org/t07-m13 (finetune, 0.90)")
-            zoom = page.get_attribute("#world", "transform")
-            page.mouse.move(400, 300)
-            page.mouse.wheel(0, -400)
-            assert page.get_attribute("#world", "transform") != zoom
-        finally:
-            browser.close()
+    with chromium_page() as (page, errors):
+        page.goto((tmp_path / "g.html").as_uri())
+        assert page.locator("g.node").count() == 300 and page.locator("path.edge").count() == 285
+        before = page.get_attribute("#world", "transform")
+        page.fill("#find", "t07-m1")  # m10..m19 of tree 7
+        expect(page.locator("#found a.hit")).to_have_count(10)
+        page.fill("#find", "t07-m13")
+        page.press("#find", "Enter")
+        expect(page.locator("#details h4")).to_have_text("org/t07-m13")
+        expect(page.locator("#details")).to_contain_text("org/t07-m04 (finetune, 0.90)")
+        assert page.get_attribute("#world", "transform") != before  # brought into view
+        assert page.locator("g.node.sel").get_attribute("data-id") == "org/t07-m13"
+        page.fill("#find", "no-such-model")
+        expect(page.locator("#found")).to_have_text("no model matches")
+        page.click("g.node[data-id='org/t07-m04']")
+        expect(page.locator("#details h4")).to_have_text("org/t07-m04")
+        expect(page.locator("#details")).to_contain_text("org/t07-m13 (finetune, 0.90)")
+        zoom = page.get_attribute("#world", "transform")
+        page.mouse.move(400, 300)
+        page.mouse.wheel(0, -400)
+        assert page.get_attribute("#world", "transform") != zoom
     assert errors == []
 
 

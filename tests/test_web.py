@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from ancestree.errors import BadInputError
 from ancestree.index import Atlas
 from ancestree.web import create_app
-from conftest import CHROMIUM, CHROMIUM_ARGS
-
+from conftest import chromium_page
 
 
 @pytest.fixture(scope="module")
@@ -104,52 +103,45 @@ def server(tiny_atlas: Path):
 def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
     import re
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     child, parent = a_child_with_parent(tiny_atlas)
-    errors: list[str] = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 720})
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(server + "/")
-            page.wait_for_selector("body[data-ready='1']", timeout=15000)
-            # the graph is drawn: one circle per model, one line per recovered edge
-            assert page.locator("circle.node").count() == n_models(tiny_atlas)
-            assert page.locator("line.edge").count() == len(Atlas(tiny_atlas, read_only=True).edges("recovered"))
-            # name search finds the model and selecting it shows its parent and the lineage path
-            page.fill("#search", child)
-            page.press("#search", "Enter")
-            page.locator("#result-list a.model", has_text=re.compile(f"^{re.escape(child)}$")).first.click()
-            # (expect retries until the asynchronous fetch has been rendered, so a slow server is no failure)
-            expect(page.locator("#model-name")).to_have_text(child)
-            expect(page.locator("#parents")).to_contain_text(parent)
-            expect(page.locator("#lineage")).to_have_text(re.compile(f"^{re.escape(child)} ←"))
-            # clicking the parent's node shows the parent, with the child among its children
-            page.click(f"circle.node[data-id='{parent}']")
-            expect(page.locator("#model-name")).to_have_text(parent)
-            expect(page.locator("#children")).to_contain_text(child)
-            # a slow search answer must not undo a later click: delay /api/search, search the child (a single
-            # match, which the page opens), click the parent before the answer lands, and the parent stays
-            page.evaluate("""() => { const f = window.fetch; window.fetch = (u, ...a) => String(u).includes('/api/search')
-                ? new Promise((r) => setTimeout(r, 800)).then(() => f(u, ...a)) : f(u, ...a); }""")
-            page.fill("#search", child)
-            page.press("#search", "Enter")
-            page.click(f"circle.node[data-id='{parent}']")
-            page.wait_for_timeout(1500)
-            expect(page.locator("#model-name")).to_have_text(parent)
-            # colour by relation, zoom and pan change the drawing without errors
-            before = page.get_attribute(f"circle.node[data-id='{child}']", "fill")
-            page.select_option("#colour", "relation")
-            assert page.get_attribute(f"circle.node[data-id='{child}']", "fill") != before
-            page.mouse.move(500, 400)
-            page.mouse.wheel(0, -300)
-            assert "scale(" in (page.get_attribute("#viewport", "transform") or "")
-            # no experts configured: the text search box is not shown
-            assert not page.is_visible("#text")
-        finally:
-            browser.close()
+    with chromium_page() as (page, errors):
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=15000)
+        # the graph is drawn: one circle per model, one line per recovered edge
+        assert page.locator("circle.node").count() == n_models(tiny_atlas)
+        assert page.locator("line.edge").count() == len(Atlas(tiny_atlas, read_only=True).edges("recovered"))
+        # name search finds the model and selecting it shows its parent and the lineage path
+        page.fill("#search", child)
+        page.press("#search", "Enter")
+        page.locator("#result-list a.model", has_text=re.compile(f"^{re.escape(child)}$")).first.click()
+        # (expect retries until the asynchronous fetch has been rendered, so a slow server is no failure)
+        expect(page.locator("#model-name")).to_have_text(child)
+        expect(page.locator("#parents")).to_contain_text(parent)
+        expect(page.locator("#lineage")).to_have_text(re.compile(f"^{re.escape(child)} ←"))
+        # clicking the parent's node shows the parent, with the child among its children
+        page.click(f"circle.node[data-id='{parent}']")
+        expect(page.locator("#model-name")).to_have_text(parent)
+        expect(page.locator("#children")).to_contain_text(child)
+        # a slow search answer must not undo a later click: delay /api/search, search the child (a single
+        # match, which the page opens), click the parent before the answer lands, and the parent stays
+        page.evaluate("""() => { const f = window.fetch; window.fetch = (u, ...a) => String(u).includes('/api/search')
+            ? new Promise((r) => setTimeout(r, 800)).then(() => f(u, ...a)) : f(u, ...a); }""")
+        page.fill("#search", child)
+        page.press("#search", "Enter")
+        page.click(f"circle.node[data-id='{parent}']")
+        page.wait_for_timeout(1500)
+        expect(page.locator("#model-name")).to_have_text(parent)
+        # colour by relation, zoom and pan change the drawing without errors
+        before = page.get_attribute(f"circle.node[data-id='{child}']", "fill")
+        page.select_option("#colour", "relation")
+        assert page.get_attribute(f"circle.node[data-id='{child}']", "fill") != before
+        page.mouse.move(500, 400)
+        page.mouse.wheel(0, -300)
+        assert "scale(" in (page.get_attribute("#viewport", "transform") or "")
+        # no experts configured: the text search box is not shown
+        assert not page.is_visible("#text")
     assert errors == []
 
 
