@@ -344,6 +344,33 @@ def test_show_leaves_out_a_declared_edge_that_closes_a_longer_cycle(tmp_path: Pa
         assert atlas.show("b")["lineage"] == ["b"]
 
 
+def test_a_ring_of_cards_is_left_out_alike_by_show_and_export(tmp_path: Path) -> None:
+    """Three cards naming each other in a ring (a -> b -> c -> a) and no recovered edge among them: export left
+    out whichever declared edge came last in its order, while `show` listed all three (it saw cycles of two
+    only), so the two disagreed. Every edge of the ring is left out now, by both, in any order."""
+    from ancestree.index.store import Edge
+
+    for seed, name in enumerate("abcd"):
+        write_hf_folder(tmp_path / "hub" / name, small_tensors(seed + 1))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        store = atlas.store
+        ring = [Edge("a", "b", "unknown", 1.0, "declared"), Edge("b", "c", "unknown", 1.0, "declared"),
+                Edge("c", "a", "unknown", 1.0, "declared"), Edge("c", "d", "unknown", 1.0, "declared")]
+        for order in (ring, ring[::-1]):
+            with store.transaction() as cur:
+                store.replace_recovered(list("abcd"), [], [(m, [m]) for m in "abcd"], cur)
+                store.replace_declared(order, cur)
+            for source in ("all", "declared"):
+                graph = atlas.graph(source)
+                assert {(p, c) for p, c, _ in graph.edges()} == {("c", "d")}, source
+                assert sorted(n["model"] for n in graph.notes) == ["a", "b", "c"]
+            shown = {m: atlas.show(m) for m in "abcd"}
+            assert [e["parent"] for e in shown["d"]["parents"]] == ["c"] and shown["d"]["lineage"] == ["d", "c"]
+            assert all(not shown[m]["parents"] for m in "abc") and [e["child"] for e in shown["c"]["children"]] == ["d"]
+            assert all(shown[m]["lineage"] == [m] for m in "abc")
+
+
 def test_show_of_a_base_with_many_declared_children_reads_its_lineage_once(tmp_path: Path) -> None:
     """The cycle check of `show` searched the base's ancestors once per declared child (40 006 queries for
     10 000 children, paid by every /api/model request for that base)."""

@@ -250,21 +250,41 @@ class Atlas:
     def show(self, name: str) -> dict[str, Any]:
         """A model with its parents, children (recovered and declared) and its lineage path to the root."""
         row = self.model(name)
-        touching, _ = combine_edges(self.store.edges(names=[name]))
-        # a declared edge against the recovered lineage (its child a recovered ancestor of its parent) closes a
-        # cycle: left out, as export leaves it out (combine_edges over the touching edges sees 2-cycles only)
-        above = functools.cache(self.store.ancestors)  # per distinct parent: a base's thousands of declared children share one
-        touching = [e for e in touching if e.source != "declared" or e.child not in above(e.parent)]
+        kept = self._declared_kept()
+        touching, _ = combine_edges([e for e in self.store.edges(names=[name]) if e.source != "declared" or kept(e)])
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
         path = self.store.lineage(name, "recovered")
-        if len(path) == 1:  # no recovered parent: follow what the models declare, up to a base recovered below it
+        if len(path) == 1:  # no recovered parent: follow what the models declare, up to a card export leaves out
             for base in self.store.lineage(name, "declared")[1:]:
-                if name in above(base):
-                    break  # cards naming each other (or against the weights' direction): no path through a cycle
+                if not kept(Edge(base, path[-1], "unknown", 1.0, "declared")):
+                    break
                 path.append(base)
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
                 "parents": parents, "children": children, "lineage": path}
+
+    def _declared_kept(self) -> Callable[[Edge], bool]:
+        """Whether :func:`combine_edges` over the whole index keeps a declared edge, decided from the edge's
+        surroundings: it is left out when its child is above its parent, along recovered edges or along those
+        and the declared edges kept by the first test (the same two tests, the same answer; one search of the
+        ancestors per distinct parent: a base's thousands of declared children share it)."""
+        recovered_above = functools.cache(self.store.ancestors)
+
+        @functools.cache
+        def above(name: str) -> frozenset[str]:
+            found: set[str] = set()
+            todo = [name]
+            while todo:
+                child = todo.pop()
+                parents = self.store.parents(child) + [p for p in self.store.parents(child, "declared")
+                                                       if child not in recovered_above(p)]
+                for parent in parents:
+                    if parent not in found:
+                        found.add(parent)
+                        todo.append(parent)
+            return frozenset(found)
+
+        return lambda e: e.child not in recovered_above(e.parent) and e.child not in above(e.parent)
 
     def graph(self, source: str = "recovered") -> ModelGraph:
         """The atlas as a :class:`ModelGraph`, edges as :func:`combine_edges` gives them (declared bases it
@@ -281,7 +301,13 @@ class Atlas:
         for row in rows:
             attrs: dict[str, object] = {"declared_base_model": row["declared_base"]} if row["declared_base"] else {}
             g.add_model(row["name"], row["format"], row["parameters"], **attrs)
-        edges, g.notes = combine_edges(self.store.edges(None if source == "all" else source))
+        stored = self.store.edges("recovered" if source == "recovered" else None)
+        edges, notes = combine_edges(stored)
+        if source != "recovered":  # the declared edges left out are decided over the whole index, whatever is exported
+            g.notes = notes
+        if source == "declared":  # as the cards declare them (relation and all), those combine_edges keeps
+            kept = {(e.parent, e.child) for e in edges if e.source != "recovered"}
+            edges = [e for e in stored if e.source == "declared" and (e.parent, e.child) in kept]
         for e in edges:  # an edge to a model committed after the models were read waits for the next reading
             if e.parent in g.graph and e.child in g.graph:
                 g.add_edge(e.parent, e.child, e.relation, e.confidence, source=e.source)
@@ -302,27 +328,44 @@ def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any
     """One edge per (parent, child), and no cycle: ``(edges, notes)``.
 
     An edge both declared and recovered is one, with the recovered relation and confidence and source
-    ``declared+recovered``. Recovered edges come first (they are acyclic by construction); a declared edge
-    that would close a cycle (two cards naming each other, or a card against the recovered direction) is left
-    out and named in a note, as ``tree`` does: a Model Graph is acyclic.
+    ``declared+recovered``. Recovered edges are acyclic by construction. A declared edge that would close a
+    cycle is left out and named in a note, as ``tree`` does (a Model Graph is acyclic): first one against the
+    recovered direction (a card naming the model's own recovered descendant), then every edge of a ring of
+    cards naming each other (which card is wrong, the cards do not say). Neither depends on the order of the
+    edges, and `show` decides both from a model's surroundings (:meth:`Atlas._declared_kept`).
     """
     import networkx as nx
 
-    edges = sorted(edges, key=lambda e: e.source != "recovered")
-    taken: dict[tuple[str, str], Edge] = {}
-    dag = nx.DiGraph()
+    edges = list(edges)
+    recovered = nx.DiGraph([(e.parent, e.child) for e in edges if e.source == "recovered"])
+    recovered_above = functools.cache(lambda m: nx.ancestors(recovered, m) if m in recovered else set())
     notes: list[dict[str, Any]] = []
+    declared = []
     for e in edges:
+        if e.source != "declared":
+            continue
+        if e.child in recovered_above(e.parent):
+            notes.append(_cycle_note(e, f"declared base model {e.parent} is already below it: the edge would close a cycle, left out"))
+        else:
+            declared.append(e)
+    full = nx.DiGraph(recovered)
+    full.add_edges_from((e.parent, e.child) for e in declared)
+    component = {m: k for k, members in enumerate(nx.strongly_connected_components(full)) for m in members}
+    taken = {(e.parent, e.child): e for e in edges if e.source == "recovered"}
+    for e in declared:
         key = (e.parent, e.child)
-        if key in taken:
+        if component[e.parent] == component[e.child]:
+            notes.append(_cycle_note(e, f"declared base model {e.parent} is named back by cards naming each other in a ring: "
+                                        "the edge would close a cycle, left out (every edge of the ring)"))
+        elif key in taken:
             taken[key] = replace(taken[key], source="declared+recovered")
-        elif e.source == "declared" and e.child in dag and e.parent in dag and nx.has_path(dag, e.child, e.parent):
-            notes.append({"model": e.child, "declared_base_model": [e.parent], "problem":
-                          f"declared base model {e.parent} is already below it: the edge would close a cycle, left out"})
         else:
             taken[key] = e
-            dag.add_edge(e.parent, e.child)
     return list(taken.values()), notes
+
+
+def _cycle_note(e: Edge, problem: str) -> dict[str, Any]:
+    return {"model": e.child, "declared_base_model": [e.parent], "problem": problem}
 
 
 __all__ = ["AddReport", "Atlas", "Outcome", "combine_edges", "sole_writer"]
