@@ -318,6 +318,32 @@ def test_mother_kurtosis_order_flips_direction() -> None:
         MoTHer(kurtosis_order="sideways")
 
 
+def test_mother_reads_each_model_once_and_measures_the_papers_distance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline opened both models again for every pair (O(N²) reads); the paper's code loads each model
+    once and compares pairs in memory, and so does the baseline now (the speed comparison depends on it).
+    Its distance is the mean over shared square matrices of the RMS difference; non-square ones are ignored."""
+    import ancestree.graph.mother as mother
+    from conftest import write_hf_folder
+
+    rng = np.random.default_rng(0)
+    models = {f"m{i}": {"a.weight": rng.standard_normal((6, 6)).astype(np.float32),
+                        "b.weight": rng.standard_normal((4, 4)).astype(np.float32),
+                        "head.weight": rng.standard_normal((3, 6)).astype(np.float32)} for i in range(4)}
+    for name, tensors in models.items():
+        write_hf_folder(tmp_path / name, tensors)
+    opened: list[str] = []
+    real = mother.load_model
+    monkeypatch.setattr(mother, "load_model", lambda path, mid=None: opened.append(mid) or real(path, mid))
+    fitted = MoTHer(n_trees=1).fit([(name, tmp_path / name) for name in models])
+    assert sorted(opened) == sorted(models)  # each once
+    rms = lambda x, y: float(np.sqrt(np.mean((x.astype(np.float64) - y) ** 2)))
+    for i, j in [(0, 1), (2, 3), (1, 3)]:
+        a, b = models[f"m{i}"], models[f"m{j}"]
+        expected = (rms(a["a.weight"], b["a.weight"]) + rms(a["b.weight"], b["b.weight"])) / 2
+        assert fitted.distances_[i, j] == fitted.distances_[j, i] == pytest.approx(expected, rel=1e-12)
+    assert len(fitted.graph_.edges()) == 3
+
+
 def test_a_declared_base_is_a_candidate_even_beyond_the_nearest_neighbours(monkeypatch: pytest.MonkeyPatch) -> None:
     """A fan of 32 fine-tunes that share a drift: each is nearer its siblings than their parent, so with two
     nearest neighbours the parent is a candidate edge of only two of them; when a third one's card names

@@ -11,10 +11,12 @@ What the paper's method does (METHODS.md §1), and what this code does too:
 * models are clustered into ``K`` trees by Ward linkage on the distances (``K`` must be given: the paper does
   not estimate it); each cluster's tree is the minimum directed spanning arborescence of the cost matrix.
 
-Like the paper's code it reads raw weights for every pair (O(N²·P) reading), one tensor at a time so memory
-stays small. Models that share no square matrix by name cannot be compared: they are kept in clusters of their
-own (pairs get a distance far above every real one). Every edge is a ``finetune`` with confidence 0.5: MoTHer
-has neither relation kinds nor confidences.
+Like the paper's code (which loads every model of a tree with ``AutoModel.from_pretrained`` and then compares
+pairs in memory), it reads each model once, keeps its square matrices in memory (float32, as stored) and
+compares every pair there: O(N·P) reading and memory, O(N²·P) arithmetic. Models that share no square
+matrix by name cannot be compared: they are kept in clusters of their own (pairs get a distance far above
+every real one). Every edge is a ``finetune`` with confidence 0.5: MoTHer has neither relation kinds nor
+confidences.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import itertools
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
@@ -69,6 +72,17 @@ def _rank(diff: np.ndarray, dtype: str) -> int:
     return int((s > s.max(initial=0.0) * max(diff.shape) * eps).sum()) if s.size else 0
 
 
+@dataclass
+class Held:
+    """A model as MoTHer keeps it in memory."""
+
+    format: str
+    parameters: int
+    matrices: dict[str, np.ndarray]  # square matrices by name, float32
+    dtypes: dict[str, str]  # their stored dtypes (the rank tolerance of the LoRA distance)
+    kurtosis: float
+
+
 class MoTHer:
     """MoTHer: ``MoTHer(n_trees=K).fit([(id, path), ...]).graph_``.
 
@@ -89,36 +103,37 @@ class MoTHer:
         self.kurtosis_order = kurtosis_order
 
     # -- the paper's pieces -----------------------------------------------------------------------
-    def _pair_distance(self, a: Source, b: Source) -> float:
-        """Open both models and compare their shared square matrices tensor by tensor (NaN: none shared)."""
-        with load_model(a[1], a[0]) as ma, load_model(b[1], b[0]) as mb:
-            names = sorted(set(square_names(ma)) & set(square_names(mb)))
-            names = [n for n in names if ma.tensors[n].shape == mb.tensors[n].shape]
+    def _pair_distance(self, a: Held, b: Held) -> float:
+        """Compare two held models' shared square matrices (NaN: none shared)."""
+        names = sorted(n for n in set(a.matrices) & set(b.matrices) if a.matrices[n].shape == b.matrices[n].shape)
+        if self.distance == "lora":
+            names = _kind(names, VALUE)
+        if not names:
+            return float("nan")
+        values = []
+        for n in names:
+            diff = np.subtract(a.matrices[n], b.matrices[n], dtype=np.float64)
             if self.distance == "lora":
-                names = _kind(names, VALUE)
-            if not names:
-                return float("nan")
-            values = []
-            for n in names:
-                diff = np.asarray(ma.read(n), dtype=np.float64) - np.asarray(mb.read(n), dtype=np.float64)
-                if self.distance == "lora":
-                    values.append(float(_rank(diff, ma.tensors[n].dtype)))
-                else:
-                    values.append(float(np.sqrt(np.mean(diff * diff))))
-            return float(np.sum(values)) if self.distance == "lora" else float(np.mean(values))
+                values.append(float(_rank(diff, a.dtypes[n])))
+            else:
+                values.append(float(np.sqrt(np.mean(diff * diff))))
+        return float(np.sum(values)) if self.distance == "lora" else float(np.mean(values))
 
     @staticmethod
-    def _kurtosis(source: Source) -> float:
+    def read(source: Source) -> Held:
+        """One model as MoTHer holds it: its square matrices, their stored dtypes and its kurtosis."""
         with load_model(source[1], source[0]) as m:
-            names = _kind(square_names(m), ATTN_OUTPUT)
-            return float(sum(kurtosis(np.asarray(m.read(n), dtype=np.float64).ravel()) for n in names))
+            names = square_names(m)
+            matrices = {n: np.asarray(m.read(n), dtype=np.float32) for n in names}
+            kurt = float(sum(kurtosis(matrices[n].astype(np.float64).ravel()) for n in _kind(names, ATTN_OUTPUT)))
+            return Held(m.format, m.parameters, matrices, {n: m.tensors[n].dtype for n in names}, kurt)
 
-    def distances(self, sources: Sequence[Source]) -> np.ndarray:
-        """The N×N distance matrix (NaN where two models share no square matrix)."""
-        n = len(sources)
+    def distances(self, held: Sequence[Held]) -> np.ndarray:
+        """The N×N distance matrix of held models (NaN where two share no square matrix)."""
+        n = len(held)
         dist = np.zeros((n, n))
         for i, j in itertools.combinations(range(n), 2):
-            dist[i, j] = dist[j, i] = self._pair_distance(sources[i], sources[j])
+            dist[i, j] = dist[j, i] = self._pair_distance(held[i], held[j])
         return dist
 
     def cluster(self, dist: np.ndarray) -> np.ndarray:
@@ -161,16 +176,13 @@ class MoTHer:
     def fit(self, sources: Sequence[Source | str]) -> MoTHer:
         """Recover the graph of ``sources`` (paths or ``(id, path)`` pairs); the result is ``self.graph_``."""
         items: list[Source] = [s if isinstance(s, tuple) else (str(s), s) for s in sources]
-        infos = []
-        for mid, path in items:
-            with load_model(path, mid) as m:
-                infos.append((m.format, m.parameters))
-        self.distances_ = self.distances(items)
-        self.kurtosis_ = np.array([self._kurtosis(s) for s in items])
+        held = [self.read(s) for s in items]
+        self.distances_ = self.distances(held)
+        self.kurtosis_ = np.array([h.kurtosis for h in held])
         self.labels_ = self.cluster(self.distances_)
         graph = ModelGraph()
-        for (mid, _), (fmt, params) in zip(items, infos):
-            graph.add_model(mid, fmt, params)
+        for (mid, _), h in zip(items, held):
+            graph.add_model(mid, h.format, h.parameters)
         for label in sorted(set(self.labels_.tolist())):
             members = [i for i in range(len(items)) if self.labels_[i] == label]
             for p, c in self.arborescence(members, self.distances_, self.kurtosis_):
