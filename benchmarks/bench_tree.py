@@ -2,7 +2,8 @@
 
 For every zoo given (folders made by ``ancestree zoo make``, with ``truth.json``), in fresh subprocesses:
 
-* ``mother``: the faithful baseline, reading raw weights pair by pair, with the TRUE number of trees given
+* ``mother``: the faithful baseline (each model read once, every pair compared on its raw square matrices in
+  memory, as the paper's code does), with the TRUE number of trees given
   (the paper needs it; ours estimates it) — and ``mother-lora`` for zoos whose name contains ``lora``;
   ``mother-flipped`` / ``mother-lora-flipped``: the same with the kurtosis rule flipped by hand, as the paper
   does for continued pre-training (what a user would do after looking at one tree of the zoo);
