@@ -5,7 +5,9 @@
 ZOO defaults to /work/zoos/lineage (made with ``ancestree zoo make ZOO --preset lineage`` when missing).
 Everything learned (weights coefficients and none score, α and calibrations of the linearised methods, the
 detector) is fitted on tasks whose *children and candidates* belong to the zoo's train families; accuracy
-is measured on children of the val and test families, never seen in fitting. Prints Markdown tables.
+is measured on children of the val and test families, never seen in this fitting. (The shipped tree
+direction model behind the recovered-graph evidence was fitted on the whole zoo, val and test families
+included; refitted without them, the weights row is the same: README.) Prints Markdown tables.
 
 Tasks (:func:`ancestree.lineage.tasks.make_tasks`): the ancestor k generations up plus 9 distractors of the
 same architecture, first from the ancestor's own generation (its siblings and other families' models at
@@ -78,7 +80,7 @@ def feature_scores(task: Task) -> tuple[list[str], dict[tuple[str, float], list[
 
 
 def fit_features(train: list[Task]) -> dict[str, tuple[float, Calibration]]:
-    """Per method name: (α, calibration); α by top-1 on the train tasks (ties: the likelier calibration)."""
+    """Per method name: (α, calibration); α by top-1 on the train tasks (ties: the smallest α)."""
     per: dict[tuple[str, float], list] = defaultdict(list)
     for t in train:
         ids, scores = feature_scores(t)
@@ -322,6 +324,8 @@ def main() -> None:
     detector = DetectorRanker(model)
     results = evaluate(evals, weights, feats, detector)
     summary = {name: summarise(zoo, r) for name, r in results.items()}
+    # the linearised metric shown in the robustness table: the best on the evaluation tasks (a choice on
+    # the tasks it is then shown on, which can only favour that baseline)
     best_lin = max((k for k in feats if k.startswith("linearized")), key=lambda k: summary[k]["top1_gen1"] or 0)
     log("robustness ...")
     robust, robust_info = robustness(zoo, evals, {"weights": weights, "detector": detector,

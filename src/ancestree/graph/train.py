@@ -3,8 +3,10 @@
     python -m ancestree.graph.train direction ZOO... [-o src/ancestree/graph/direction.json]
     python -m ancestree.graph.train calibration ZOO... [-o src/ancestree/graph/calibration.json]
 
-Direction is fitted on the true parent→child pairs (fine-tunes and merged adapters; merges and copies are oriented by exact tests) of the zoos; calibration on
-the edges that recovery (with that direction model) produces on OTHER zoos, so its probabilities are honest.
+Direction is fitted on the true parent→child pairs (fine-tunes and merged adapters; merges and copies are oriented by
+exact tests) of the zoos; calibration on the edges that recovery (with that direction model) produces on the zoos
+given to it. The shipped files were both fitted on the same zoos (``lineage``, ``tiny`` seeds 1–3: each file's
+``zoos`` says so); the calibration's reliability is measured on zoos neither saw (``reliability ZOO...``).
 """
 
 from __future__ import annotations
