@@ -14,6 +14,10 @@ Wall time (format readers imported before the clock, for every method; each meth
 process: the first run, and the second, warm one) and peak RSS (``ru_maxrss`` of the subprocess) are
 measured per method. The scaling run times
 recovery alone on 1k and 10k synthetic fingerprints (random-walk trees, :mod:`ancestree.graph.synthetic`).
+``--speed N...`` times ours and MoTHer end to end on zoos of N random-walk models written to a temporary
+folder (families of 25, each model ``--speed-layers`` square float32 matrices of side ``--speed-side``):
+the small zoos above hold 80k–1.8M parameters a model, where reading is cheap and MoTHer's pairs are cheap
+too; this shows how the two grow with the number of models.
 
 Usage: ``python benchmarks/bench_tree.py --zoo /work/zoos/vthr --zoo /work/zoos/wild [--scaling 1000 10000]``
 Prints markdown tables (and ``--json FILE`` writes the raw numbers).
@@ -89,6 +93,56 @@ def run_scaling(n: int) -> dict:
             "undirected_f1": s.undirected_f1, "edge_f1": s.edge_f1, "tree_exact": s.tree_exact}
 
 
+def write_walk_zoo(folder: Path, n: int, side: int, layers: int, per_family: int = 25, seed: int = 0) -> Path:
+    """``n`` models in families of ``per_family`` (a random root; each child a random earlier member plus 5 %
+    noise), ``layers`` attention-output-like square matrices each, and the zoo's ``truth.json``."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(seed)
+    models, edges, family = [], [], []
+    for i in range(n):
+        name = f"m{i:05d}"
+        if i % per_family == 0:
+            family = []
+            tensors = {f"encoder.layer.{k}.attention.output.dense.weight": rng.standard_t(5, (side, side)).astype(np.float32)
+                       for k in range(layers)}
+        else:
+            parent, base = family[int(rng.integers(len(family)))]
+            tensors = {k: (v + 0.05 * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in base.items()}
+            edges.append({"parent": parent, "child": name, "relation": "finetune"})
+        family.append((name, tensors))
+        (folder / name).mkdir(parents=True)
+        save_file(tensors, str(folder / name / "model.safetensors"))
+        (folder / name / "config.json").write_text(json.dumps({"model_type": "walk"}))
+        models.append({"id": name, "format": "safetensors", "parameters": layers * side * side})
+    (folder / "truth.json").write_text(json.dumps({"models": models, "edges": edges}))
+    return folder
+
+
+def run_speed(sizes: list[int], side: int, layers: int) -> list[dict]:
+    """Ours and MoTHer on random-walk zoos of each size (fresh subprocesses, as the zoo rows)."""
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            zoo = write_walk_zoo(Path(tmp) / f"walk-{n}", n, side, layers)
+            for method in ("mother", "ours"):
+                rows.append({**subprocess_json(["--one", method, str(zoo)]), "models": n, "side": side, "layers": layers})
+                print(f"speed {n} {method}: {rows[-1]['seconds']:.1f} s", file=sys.stderr)
+    return rows
+
+
+def speed_markdown(rows: list[dict]) -> str:
+    lines = ["| models | parameters each | MoTHer s (warm) | ours s (warm) | ours faster, fresh / warm | MoTHer MB | ours MB |",
+             "|---|---|---|---|---|---|---|"]
+    for mother, ours in zip(rows[::2], rows[1::2]):
+        lines.append(f"| {mother['models']:,} | {mother['layers'] * mother['side'] ** 2:,} | {mother['seconds']:.1f} "
+                     f"({mother['seconds_warm']:.1f}) | {ours['seconds']:.1f} ({ours['seconds_warm']:.1f}) | "
+                     f"{mother['seconds'] / ours['seconds']:.1f}× / {mother['seconds_warm'] / ours['seconds_warm']:.1f}× | "
+                     f"{mother['peak_mb']:.0f} | {ours['peak_mb']:.0f} |")
+    return "\n".join(lines)
+
+
 def subprocess_json(args: list[str]) -> dict:
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,6 +178,9 @@ def main() -> None:
                         help="comma-separated methods to run (mother-lora* only on zoos named *lora*; *-flipped: the "
                              "paper's hand-flipped kurtosis rule)")
     parser.add_argument("--reuse", help="rows of an earlier --json run to reuse for (zoo, method) pairs not run now")
+    parser.add_argument("--speed", type=int, nargs="*", default=[], help="time ours and MoTHer on random-walk zoos of these sizes")
+    parser.add_argument("--speed-side", type=int, default=256)
+    parser.add_argument("--speed-layers", type=int, default=4)
     parser.add_argument("--one", nargs=2, metavar=("METHOD", "ZOO"), help=argparse.SUPPRESS)
     parser.add_argument("--scale-one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -156,15 +213,18 @@ def main() -> None:
             warm = by["mother"].get("seconds_warm", float("nan")) / by["ours"].get("seconds_warm", float("nan"))
             print(f"- {Path(zoo).name}: ours (fingerprints + recovery) is {by['mother']['seconds'] / by['ours']['seconds']:.1f}x "
                   f"faster than MoTHer in a fresh process, {warm:.1f}x in a warm one, and uses {by['ours']['peak_mb']:.0f} MB vs {by['mother']['peak_mb']:.0f} MB peak RSS")
+    speed = run_speed(args.speed, args.speed_side, args.speed_layers)
+    if speed:
+        print("\n" + speed_markdown(speed))
     scaling = [subprocess_json(["--scale-one", str(n)]) for n in args.scaling]
     if args.json:  # write the raw numbers before printing, so a long run is never lost
-        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling, "speed": speed}, indent=2) + "\n")
     if scaling:
         print("\n| synthetic models | recovery time s | peak MB | undirected F1 | directed F1 | trees exact |\n|---|---|---|---|---|---|")
         for s in scaling:
             print(f"| {s['models']:,} | {s['seconds']:.1f} | {s['peak_mb']:.0f} | {s['undirected_f1']:.3f} | {s['edge_f1']:.3f} | {s['tree_exact']} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"zoos": rows, "scaling": scaling, "speed": speed}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
