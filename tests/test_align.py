@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -106,7 +105,6 @@ class TinyNet(torch.nn.Module):
         return self.out(self.norm(torch.relu(self.hidden(torch.relu(self.embed(x))))))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ancestree.io.onnx") is None, reason="ONNX reader not available yet")
 def test_onnx_export_aligns_with_safetensors_original(tmp_path: Path) -> None:
     torch.manual_seed(0)
     net = TinyNet().eval()

@@ -278,6 +278,15 @@ def test_bad_input_writes_no_output_file(case: str, tmp_path: Path, capsys: pyte
     assert not out_file.exists() and not out_file.parent.exists() or not any(out_file.parent.iterdir())
 
 
+def test_a_problem_spanning_lines_is_said_in_one() -> None:
+    """Library messages (numpy, yaml, onnx) span lines; the error ancestree prints is one line all the same."""
+    from ancestree.errors import BadInputError
+
+    err = BadInputError("weights\nfile.bin", "cannot read it:\n  unexpected end of data\n\tat offset 12")
+    assert str(err) == "weights\\nfile.bin: cannot read it: unexpected end of data at offset 12"
+    assert "\n" not in str(BadInputError(None, "two\nlines"))
+
+
 def test_good_input_still_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The same entry point on a valid file exits 0: the cases above fail for their content, not the harness."""
     path = tmp_path / "ok.safetensors"

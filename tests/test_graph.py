@@ -162,8 +162,12 @@ def test_eval_known_answers() -> None:
     assert s.relation_accuracy == pytest.approx(4 / 5)  # a->c called finetune
     assert s.mother_accuracy == pytest.approx(3 / 5)
     assert s.cross_tree_edges == 1 and not s.tree_exact and s.predicted_trees == 1
+    assert s.tree_accuracy == 0.0  # one predicted tree: no model's tree has its true tree's members
     perfect = evaluate(truth, truth)
-    assert perfect.edge_f1 == 1.0 and perfect.tree_exact and perfect.tree_ari == 1.0
+    assert perfect.edge_f1 == 1.0 and perfect.tree_exact and perfect.tree_ari == 1.0 and perfect.tree_accuracy == 1.0
+    split = graph_from_edges(ids, [("r", "a", "finetune", 1), ("r", "b", "finetune", 1), ("a", "c", "quantized", 1),
+                                   ("a", "d", "duplicate", 1)])  # x and y apart: 5 of 7 models in their true tree
+    assert evaluate(split, truth).tree_accuracy == pytest.approx(5 / 7)
 
 
 def test_duplicate_rep_makes_edges_copy_invariant() -> None:

@@ -98,7 +98,8 @@ def test_a_model_joining_two_trees_falls_back_to_recovering_both(families, tmp_p
         after = edges(atlas)
         # the recovery links the merge to both families (it takes the average for their common origin):
         # one tree now, as a full recovery has it
-        assert {p for p, c in after if c == "m"} | {c for p, c in after if p == "m"} & {"a32", "b03", "a20"}
+        linked = {p for p, c in after if c == "m"} | {c for p, c in after if p == "m"}
+        assert any(x.startswith("a") for x in linked) and any(x.startswith("b") for x in linked), linked
         assert len({r["tree"] for r in atlas.ls()}) == 1
     shutil.copy(tmp_path / "a.db", tmp_path / "b.db")  # closed first: its WAL is checkpointed into the file
     with Atlas(tmp_path / "b.db") as atlas:

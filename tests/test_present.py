@@ -47,6 +47,12 @@ def test_dot_and_mermaid_well_formed(graph: ModelGraph) -> None:
     assert len(arrows) == 5
     assert sum(l.strip() == "end" for l in mer) == sum(l.strip().startswith("subgraph") for l in mer) == 2
     assert not any("<" in l for l in mer if "[" in l)
+    # each edge drawn parent to child, with its relation, confidence and style
+    assert '"ft" -> "q" [label="quantized 0.99", style=dotted];' in dot
+    assert '"base" -> "ft" [label="finetune 0.91", style=solid];' in dot and '"ft" -> "m" [label="merge 0.80", style=bold];' in dot
+    node = {m.group(2): m.group(1) for m in (re.match(r'\s*(m\d+)\["(.*)"\]$', l) for l in mer) if m}
+    assert f'{node["ft"]} -.->|"quantized 0.99"| {node["q"]}' in [l.strip() for l in mer]
+    assert f'{node["base"]} -->|"finetune 0.91"| {node["ft"]}' in [l.strip() for l in mer]
 
 
 def test_html_is_self_contained_and_carries_the_data(graph: ModelGraph) -> None:
