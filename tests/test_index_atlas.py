@@ -142,6 +142,13 @@ def test_cli_show_ls_export_rebuild(tiny_atlas: Path, tiny_tree: dict, tmp_path:
     import networkx as nx
 
     assert nx.read_graphml(tmp_path / "g.graphml").number_of_edges() == len(tiny_tree["edges"])
+    from ancestree.index.store import Edge
+
+    with Atlas(db) as atlas:  # scramble the stored graph (one chain by name): rebuild must recover it again
+        names = sorted(r["name"] for r in atlas.ls())
+        with atlas.store.transaction() as cur:
+            atlas.store.replace_recovered(names, [Edge(a, b, "finetune", 0.5) for a, b in zip(names, names[1:])],
+                                          [(names[0], names)], cur)
     code, out, _ = cli(["index", "rebuild", "--db", str(db), "--format", "json"], capsys)
     assert code == 0 and json.loads(out)["models"] == len(tiny_tree["models"])
     code, out, _ = cli(["index", "export", "--db", str(db), "--format", "json"], capsys)

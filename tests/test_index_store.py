@@ -144,6 +144,36 @@ def test_sigkill_mid_run_loses_nothing_committed(tmp_path: Path) -> None:
         assert sorted(t["size"] for t in atlas.store.trees()) == [6] * 6
 
 
+def test_each_model_is_committed_as_it_is_read_and_never_fingerprinted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SIGKILL test above kills after the third commit, so it cannot tell commits made while reading from
+    commits made after reading everything (a run that read all models first lost them all when killed), nor
+    a resumed run that fingerprints the committed models again from one that skips them."""
+    import ancestree.index.atlas as atlas_module
+    import ancestree.index.ingest as ingest_module
+
+    zoo = tmp_path / "zoo"
+    for f in range(3):
+        family(zoo, f"f{f}", 20 + f, 4)
+    real_ingest, real_fingerprint = atlas_module.ingest_local, ingest_module.compute_fingerprint
+
+    def stops_after_four(items, known, threads=1):  # the run dies while reading the fifth model
+        for i, result in enumerate(real_ingest(items, known, threads)):
+            if i == 4:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(atlas_module, "ingest_local", stops_after_four)
+    with Atlas(tmp_path / "atlas.db") as atlas, pytest.raises(KeyboardInterrupt):
+        atlas.add(scan=[zoo])
+    monkeypatch.setattr(atlas_module, "ingest_local", real_ingest)
+    read: list[str] = []
+    monkeypatch.setattr(ingest_module, "compute_fingerprint", lambda model: read.append(model.id) or real_fingerprint(model))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        assert len(atlas.ls()) == 4
+        report = atlas.add(scan=[zoo])
+        assert len(report.skipped) == 4 and len(read) == len(report.added) == 15 - 4 and len(atlas.ls()) == 15
+
+
 @contextmanager
 def unwritable(path: Path) -> Iterator[None]:
     """``path`` (a file or folder) made read-only for real: by its mode, or for root (whom modes do not stop)
