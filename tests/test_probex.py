@@ -100,6 +100,27 @@ def test_expert_beats_chance_and_zero_shot_beats_chance(fitted, probex_zoo):
     assert scores["zero_shot_top1"] >= scores["zero_shot_chance"] + 0.2, scores
 
 
+def test_zero_shot_search_ranks_the_models_trained_on_an_unseen_class_first(fitted, probex_zoo):
+    """`search --classes`: for each held-out class name, with the other two as the alternatives, the val and
+    test models trained on it score above those that were not (an inverted or constant score passed before)."""
+    import json
+
+    from sklearn.metrics import roc_auc_score
+
+    experts, _ = fitted
+    truth = json.loads((probex_zoo / "truth.json").read_text())
+    unseen = {m["id"]: set(m["classes"]) for m in truth["models"] if m["split"] in ("val", "test")}
+    labels, scores = [], []
+    for name in HELD:
+        found = experts.search(name, [(m, probex_zoo / m) for m in unseen], classes=[c for c in HELD if c != name])
+        for r in found["results"]:
+            labels.append(name in unseen[r["model"]])
+            scores.append(r["score"])
+    assert len(scores) == 3 * len(unseen) and 0 < sum(labels) < len(labels)
+    auroc = roc_auc_score(labels, scores)
+    assert auroc >= 0.75, auroc  # 0.5 at random
+
+
 def test_save_load_round_trip_and_resume(fitted, probex_zoo):
     experts, out = fitted
     loaded = ProbeXExperts.load(out)
