@@ -33,6 +33,29 @@ def ours_weights_only(tiny_fps):
     return GraphRecovery(use_declared=False).fit(fps).graph_, truth
 
 
+def test_an_adapter_that_names_no_base_hangs_below_the_model_its_weights_were_added_to(tiny_fps, tiny_zoo: Path, tmp_path: Path) -> None:
+    """Every zoo adapter names its base (``base_model_name_or_path``), so finding it from the weights alone
+    (the base whose weights plus the adapter's difference give a merged model) was never exercised."""
+    import shutil
+
+    from ancestree.fingerprint import fingerprint
+
+    fps, truth = tiny_fps
+    adapters = {c: p for p, c, d in truth.edges() if d["relation"] == "adapter" and (tiny_zoo / c / "adapter_config.json").is_file()}
+    assert adapters
+    stripped = {}
+    for mid in adapters:
+        folder = shutil.copytree(tiny_zoo / mid, tmp_path / mid)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = None
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        stripped[mid] = fingerprint(folder, model_id=mid)
+        assert not stripped[mid].declared.base_model
+    graph = GraphRecovery(use_declared=False).fit([stripped.get(f.id, f) for f in fps]).graph_
+    for child, parent in adapters.items():
+        assert [(p, d["relation"]) for p, _, d in graph.edges() if _ == child] == [(parent, "adapter")], child
+
+
 def test_ours_recovers_tiny_zoo(ours) -> None:
     graph, truth = ours
     s = evaluate(graph, truth)

@@ -499,8 +499,8 @@ class GraphRecovery:
                 pi = int(np.argmin(d))
                 if d[pi] < 0.05 * max(np.linalg.norm(delta), 1e-12) and (best is None or d[pi] < best[0]):
                     best = (d[pi], gv.ids[pi])
-            if best:
-                return best[1]
+            if best:  # a byte-identical copy of the base (an ONNX export) matches as well: name the original
+                return next((e.parent for e in self.edges_ if e.relation == "duplicate" and e.child == best[1]), best[1])
         return None
 
     # -- output ---------------------------------------------------------------------------------------
