@@ -463,6 +463,28 @@ def test_a_model_whose_files_left_is_read_from_a_copy_indexed_before_as_its_alia
         assert Path(atlas.model("m")["path"]) == (tmp_path / "hub" / "z-copy").resolve()
 
 
+def test_a_model_with_an_alias_keeps_its_name_when_its_files_are_touched_or_come_back(tmp_path: Path) -> None:
+    """A model with a byte-identical copy (its alias): touching its weight file, or moving its folder away and
+    back, had it fingerprinted again as a re-upload, and its row was handed to the alias's name (the model
+    was listed as `z-copy` from then on)."""
+    import os
+
+    hub = tmp_path / "hub"
+    write_hf_folder(hub / "m", small_tensors(1))
+    shutil.copytree(hub / "m", hub / "z-copy")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[hub])
+        weights = next((hub / "m").glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # touched
+        report = atlas.add(scan=[hub])
+        assert [r["name"] for r in atlas.ls()] == ["m"] and not report.updated and atlas.store.alias_of("z-copy") == "m"
+        shutil.move(hub / "m", tmp_path / "away")
+        atlas.add(scan=[hub])
+        shutil.move(tmp_path / "away", hub / "m")  # back as it was
+        report = atlas.add(scan=[hub])
+        assert [r["name"] for r in atlas.ls()] == ["m"] and not report.updated and atlas.store.alias_of("z-copy") == "m"
+
+
 def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
     """The index skipped a model by a stat of its weight files: a base_model added to its card later was
     never read (not by add, not by rebuild)."""

@@ -171,8 +171,11 @@ class Atlas:
         # this run by another path names two models given the same name: both kept, distinctly
         existing = self.store.model(fp.id) if fp.id not in named else None
         named.add(fp.id)
-        # its old files held under another name too (an alias) live on under that name; this one starts afresh
-        handed = self.store.hand_over(int(existing["id"])) if existing is not None else None
+        # its old files held under another name too (an alias) live on under that name; this one starts afresh.
+        # Not when its files are the ones indexed (touched, or moved away and back): nothing was re-uploaded
+        same = self.store.by_file_hash(result.file_hash)
+        own = existing is not None and same is not None and int(same["id"]) == int(existing["id"])
+        handed = self.store.hand_over(int(existing["id"])) if existing is not None and not own else None
         renewed = existing is not None  # this name held other files before
         existing = None if handed is not None else existing
         same = self.store.by_file_hash(result.file_hash)
