@@ -386,6 +386,59 @@ def test_show_of_a_base_with_many_declared_children_reads_its_lineage_once(tmp_p
         assert len(shown["children"]) == 12 and len(queries) < 12, queries
 
 
+def test_show_at_the_end_of_a_long_chain_of_cards_reads_each_ancestor_once(tmp_path: Path) -> None:
+    """Each step of `show`'s declared lineage searched the ancestors of the step's base anew: at the end of a
+    chain of 400 cards, 160 803 queries (a second per request); and it stopped at a base left out of the
+    graph even when the model declared another one that is kept."""
+    from ancestree.index.store import Edge
+
+    for name in ("a", "x", "y", "z"):
+        write_hf_folder(tmp_path / "hub" / name, small_tensors(len(name) + ord(name[0])))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        store = atlas.store
+        chain = [f"c{i:03d}" for i in range(300)]
+        fp = store.fingerprints(["a"])[0]
+        for name in chain:  # model rows of their own (the fingerprint of one stands in: no file is read)
+            fp.id = name
+            store.add_model(fp, str(tmp_path / "hub" / "a"), f"hash-{name}", None, None)
+        declared = [Edge(p, c, "unknown", 1.0, "declared") for p, c in zip(chain, chain[1:])]
+        declared += [Edge("x", "a", "unknown", 1.0, "declared"), Edge("a", "x", "unknown", 1.0, "declared"),
+                     Edge("y", "a", "unknown", 1.0, "declared")]  # a's card names x and y; x's names a
+        with store.transaction() as cur:
+            store.replace_recovered(["a", "x", "y", "z", *chain], [], [(m, [m]) for m in ["a", "x", "y", "z", *chain]], cur)
+            store.replace_declared(declared, cur)
+        queries: list[str] = []
+        store.conn.set_trace_callback(queries.append)
+        shown = atlas.show(chain[-1])
+        store.conn.set_trace_callback(None)
+        assert shown["lineage"] == chain[::-1] and len(queries) < 10 * len(chain), len(queries)
+        assert {(p, c) for p, c, _ in atlas.graph("all").edges() if "c" not in p} == {("y", "a")}
+        assert atlas.show("a")["lineage"] == ["a", "y"] and [e["parent"] for e in atlas.show("a")["parents"]] == ["y"]
+
+
+def test_combine_edges_does_not_depend_on_the_order_of_its_edges() -> None:
+    """The store hands edges over sorted by name, so only a direct call can shuffle them."""
+    import random
+
+    from ancestree.index.atlas import combine_edges
+    from ancestree.index.store import Edge
+
+    edges = [Edge("r", "a", "finetune", 0.9), Edge("a", "b", "finetune", 0.9), Edge("b", "a", "unknown", 1.0, "declared"),
+             Edge("r", "a", "unknown", 1.0, "declared"), Edge("p", "q", "unknown", 1.0, "declared"),
+             Edge("q", "s", "unknown", 1.0, "declared"), Edge("s", "p", "unknown", 1.0, "declared"),
+             Edge("s", "t", "unknown", 1.0, "declared"), Edge("b", "c", "unknown", 1.0, "declared")]
+    first = combine_edges(edges)
+    for seed in range(20):
+        shuffled = edges[:]
+        random.Random(seed).shuffle(shuffled)
+        kept, notes = combine_edges(shuffled)
+        assert sorted(kept, key=repr) == sorted(first[0], key=repr)
+        assert sorted(map(repr, notes)) == sorted(map(repr, first[1]))
+    assert {(e.parent, e.child, e.source) for e in first[0]} == {
+        ("r", "a", "declared+recovered"), ("a", "b", "recovered"), ("s", "t", "declared"), ("b", "c", "declared")}
+
+
 def test_an_alias_that_becomes_a_model_forgets_it_was_an_alias(tmp_path: Path) -> None:
     """``copy`` of ``orig`` is indexed as its alias, then changed (a model of its own), then ``orig`` is
     re-uploaded: the stale alias row handed ``copy``'s name to orig's row, a UNIQUE failure (exit 1) that

@@ -253,41 +253,47 @@ class Atlas:
     def show(self, name: str) -> dict[str, Any]:
         """A model with its parents, children (recovered and declared) and its lineage path to the root."""
         row = self.model(name)
-        kept = self._declared_kept()
+        kept = self._declared_kept(name)
         touching, _ = combine_edges([e for e in self.store.edges(names=[name]) if e.source != "declared" or kept(e)])
         parents = [e.record() for e in touching if e.child == name]
         children = [e.record() for e in touching if e.parent == name]
         path = self.store.lineage(name, "recovered")
-        if len(path) == 1:  # no recovered parent: follow what the models declare, up to a card export leaves out
-            for base in self.store.lineage(name, "declared")[1:]:
-                if not kept(Edge(base, path[-1], "unknown", 1.0, "declared")):
+        if len(path) == 1:  # no recovered parent: follow what the models declare (the first base export keeps)
+            while True:
+                step = next((p for p in self.store.parents(path[-1], "declared")
+                             if p not in path and kept(Edge(p, path[-1], "unknown", 1.0, "declared"))), None)
+                if step is None:
                     break
-                path.append(base)
+                path.append(step)
         return {**{k: v for k, v in row.items() if k != "placed"}, "placed": row["placed"],
                 "parents": parents, "children": children, "lineage": path}
 
-    def _declared_kept(self) -> Callable[[Edge], bool]:
-        """Whether :func:`combine_edges` over the whole index keeps a declared edge, decided from the edge's
-        surroundings: it is left out when its child is above its parent, along recovered edges or along those
-        and the declared edges kept by the first test (the same two tests, the same answer; one search of the
-        ancestors per distinct parent: a base's thousands of declared children share it)."""
+    def _declared_kept(self, name: str) -> Callable[[Edge], bool]:
+        """Whether :func:`combine_edges` over the whole index keeps a declared edge touching ``name`` or on its
+        declared lineage, decided from ``name``'s ancestors alone: every cycle through such an edge runs through
+        them. They are gathered once, along recovered edges and the declared ones not against the recovered
+        direction (one search of recovered ancestors per declared parent); an edge is left out when it is
+        against the recovered direction or both its ends lie in one strongly connected component of them."""
+        import networkx as nx
+
         recovered_above = functools.cache(self.store.ancestors)
+        up = nx.DiGraph()
+        up.add_node(name)
+        todo = [name]
+        while todo:
+            child = todo.pop()
+            for parent in self.store.parents(child) + [p for p in self.store.parents(child, "declared")
+                                                       if child not in recovered_above(p)]:
+                if parent not in up:
+                    todo.append(parent)
+                up.add_edge(parent, child)
+        component = {m: k for k, members in enumerate(nx.strongly_connected_components(up)) for m in members}
 
-        @functools.cache
-        def above(name: str) -> frozenset[str]:
-            found: set[str] = set()
-            todo = [name]
-            while todo:
-                child = todo.pop()
-                parents = self.store.parents(child) + [p for p in self.store.parents(child, "declared")
-                                                       if child not in recovered_above(p)]
-                for parent in parents:
-                    if parent not in found:
-                        found.add(parent)
-                        todo.append(parent)
-            return frozenset(found)
+        def kept(e: Edge) -> bool:
+            ring = e.parent in component and component[e.parent] == component.get(e.child)
+            return not ring and e.child not in recovered_above(e.parent)
 
-        return lambda e: e.child not in recovered_above(e.parent) and e.child not in above(e.parent)
+        return kept
 
     def graph(self, source: str = "recovered") -> ModelGraph:
         """The atlas as a :class:`ModelGraph`, edges as :func:`combine_edges` gives them (declared bases it
