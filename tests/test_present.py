@@ -223,6 +223,19 @@ def test_layout_wraps_trees_into_rows_without_overlap() -> None:
         assert rows[c][1] < rows[p][1]
 
 
+def test_pictures_of_a_chain_of_thousands_of_models(tmp_path: Path) -> None:
+    """The layout placed models by recursion, one level a generation: a chain of 500 checkpoints raised
+    RecursionError in `--png` and `-f html`."""
+    from ancestree.present.png import write_png
+
+    ids = [f"ckpt{i:04d}" for i in range(2000)]
+    g = graph_from_edges(ids, [(a, b, "finetune", 0.9) for a, b in zip(ids, ids[1:])])
+    write_png(g, tmp_path / "chain.png")
+    assert (tmp_path / "chain.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads(re.search(r'<script id="graph-data" type="application/json">(.*?)</script>', render(g, "html"), re.S).group(1))
+    assert sorted(m["y"] for m in data["models"]) == [-float(i) for i in range(1999, -1, -1)]
+
+
 def test_card_relation_of_ours_is_kept_unless_forced(tmp_path: Path) -> None:
     """A card declaring `ancestree_relation: pruned` (no Hub value) is a declaration like any other."""
     from huggingface_hub import ModelCard

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from ancestree.graph.model_graph import ModelGraph
 
 
@@ -24,23 +26,10 @@ def layered_layout(graph: ModelGraph, dx: float = 1.0, dy: float = 1.0, row_widt
             for c in sub.successors(m):
                 depth[c] = max(depth[c], depth[m] + 1)
         slot = [x0]
-
-        def place(node: str, seen: set[str]) -> float:
-            seen.add(node)
-            # a child with several parents (a merge) is placed under the first of them only
-            kids = [c for c in sorted(sub.successors(node)) if c not in seen and min(sub.predecessors(c)) == node]
-            xs = [place(c, seen) for c in kids if c not in seen]
-            if xs:
-                x = sum(xs) / len(xs)
-            else:
-                x = slot[0]
-                slot[0] += dx
-            pos[node] = (x, top - depth[node] * dy)
-            return x
-
         seen: set[str] = set()
         for r in [m for m in members if sub.in_degree(m) == 0]:
-            place(r, seen)
+            for node, x in _place(sub, r, seen, slot, dx):
+                pos[node] = (x, top - depth[node] * dy)
         for m in members:  # nodes reached only through a second parent
             if m not in pos:
                 pos[m] = (slot[0], top - depth[m] * dy)
@@ -48,6 +37,36 @@ def layered_layout(graph: ModelGraph, dx: float = 1.0, dy: float = 1.0, row_widt
         x0 = slot[0] + dx
         row_bottom = min(row_bottom, top - max(depth.values(), default=0) * dy)
     return pos
+
+
+def _place(sub, root: str, seen: set[str], slot: list[float], dx: float) -> Iterator[tuple[str, float]]:
+    """``(model, x)`` below ``root``, children before their parent: leaves take the next slot from the left, a
+    parent the mean x of its children (depth first, without
+    recursion: a chain of thousands of models is as deep). A child with several parents (a merge) is placed
+    under the first of them only."""
+    seen.add(root)
+    stack: list[tuple[str, list[str], list[float]]] = [(root, _kids(sub, root, seen), [])]
+    while stack:
+        node, kids, xs = stack[-1]
+        if kids:
+            kid = kids.pop(0)
+            if kid not in seen:
+                seen.add(kid)
+                stack.append((kid, _kids(sub, kid, seen), []))
+            continue
+        stack.pop()
+        if xs:
+            x = sum(xs) / len(xs)
+        else:
+            x = slot[0]
+            slot[0] += dx
+        yield node, x
+        if stack:
+            stack[-1][2].append(x)
+
+
+def _kids(sub, node: str, seen: set[str]) -> list[str]:
+    return [c for c in sorted(sub.successors(node)) if c not in seen and min(sub.predecessors(c)) == node]
 
 
 def _topological(sub):
