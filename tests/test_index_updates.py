@@ -538,6 +538,24 @@ def test_a_model_with_an_alias_keeps_its_name_when_its_files_are_touched_or_come
         assert [r["name"] for r in atlas.ls()] == ["m"] and not report.updated and atlas.store.alias_of("z-copy") == "m"
 
 
+def test_touching_the_second_model_of_a_name_given_twice_keeps_both(tmp_path: Path) -> None:
+    """`m` given on the command line and found again by a scan is two models, `m` and `m@hash`; touching the
+    second's weights took it for `m` re-uploaded as a copy of `m@hash`: `m` was removed, added back by the
+    next run, removed by the one after."""
+    import os
+
+    write_hf_folder(tmp_path / "m", small_tensors(1))
+    write_hf_folder(tmp_path / "other" / "m", small_tensors(2))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add([("m", tmp_path / "m")], scan=[tmp_path / "other"])
+        before = sorted(r["name"] for r in atlas.ls())
+        weights = next((tmp_path / "other" / "m").glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        for _ in range(3):
+            report = atlas.add([("m", tmp_path / "m")], scan=[tmp_path / "other"])
+            assert sorted(r["name"] for r in atlas.ls()) == before and not report.updated and not report.added
+
+
 def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
     """The index skipped a model by a stat of its weight files: a base_model added to its card later was
     never read (not by add, not by rebuild)."""

@@ -171,15 +171,15 @@ class Atlas:
         # this run by another path names two models given the same name: both kept, distinctly
         existing = self.store.model(fp.id) if fp.id not in named else None
         named.add(fp.id)
-        # its old files held under another name too (an alias) live on under that name; this one starts afresh.
-        # Not when its files are the ones indexed (touched, or moved away and back): nothing was re-uploaded
         same = self.store.by_file_hash(result.file_hash)
-        own = existing is not None and same is not None and int(same["id"]) == int(existing["id"])
+        # its own files, touched or moved away and back (under this name, or as the second model a name was
+        # given to in one run, ``name@hash``): nothing was re-uploaded
+        own = same is not None and same["name"] in (fp.id, f"{fp.id}@{result.file_hash[:8]}")
+        # re-uploaded: its old files held under another name too (an alias) live on under that name
         handed = self.store.hand_over(int(existing["id"])) if existing is not None and not own else None
         renewed = existing is not None  # this name held other files before
         existing = None if handed is not None else existing
-        same = self.store.by_file_hash(result.file_hash)
-        if same is not None and same["name"] != fp.id:  # the very same files as another model: remember the path
+        if same is not None and not own:  # the very same files as another model: remember the path
             if existing is not None:  # this name held other weights, and now holds a copy of that model's
                 self.store.remove_model(int(existing["id"]))
             if renewed:
@@ -193,9 +193,9 @@ class Atlas:
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat, and what its card says now
             self._also_at(result, same)
-            now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(fp.id)
+            now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(same["name"])
             if row is not None and now != stored_declaration(row["declared_base"], row["declared_relation"]):
-                report.redeclared[fp.id] = now
+                report.redeclared[same["name"]] = now
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:
