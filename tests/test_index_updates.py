@@ -556,6 +556,21 @@ def test_touching_the_second_model_of_a_name_given_twice_keeps_both(tmp_path: Pa
             assert sorted(r["name"] for r in atlas.ls()) == before and not report.updated and not report.added
 
 
+def test_a_reuploaded_model_does_not_hand_its_old_files_to_an_alias_that_is_gone(tmp_path: Path) -> None:
+    """`m` re-uploaded with other weights hands its old row to a copy of its old files (an alias); a copy whose
+    folder was deleted got it all the same: a model listed at a path that no longer exists."""
+    hub = tmp_path / "hub"
+    write_hf_folder(hub / "m", small_tensors(1))
+    shutil.copytree(hub / "m", hub / "z1")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[hub])
+        shutil.rmtree(hub / "z1")
+        shutil.rmtree(hub / "m")
+        write_hf_folder(hub / "m", small_tensors(2))
+        report = atlas.add(scan=[hub])
+        assert report.updated == ["m"] and [r["name"] for r in atlas.ls()] == ["m"] and atlas.store.alias_of("z1") is None
+
+
 def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
     """The index skipped a model by a stat of its weight files: a base_model added to its card later was
     never read (not by add, not by rebuild)."""

@@ -339,14 +339,15 @@ class IndexStore:
             _forget_alias_name(cur, cur.execute("SELECT name FROM models WHERE id = ?", (model,)).fetchone()[0])
 
     def hand_over(self, model: int) -> str | None:
-        """Give an indexed model's row to another name found holding the very same files (an alias), before the
-        model's own name takes other content, and commit: the alias keeps that content, its place in the graph
-        and the other aliases (they hold the same files); returns the alias's name, None when there is none
-        (the caller then updates or removes the row)."""
+        """Give an indexed model's row to another name found holding the very same files (an alias whose folder is
+        still there), before the model's own name takes other content, and commit: the alias keeps that content,
+        its place in the graph and the other aliases (they hold the same files); returns the alias's name, None
+        when there is none (the caller then updates or removes the row)."""
         with self.transaction() as cur:
             own = cur.execute("SELECT name FROM models WHERE id = ?", (model,)).fetchone()[0]
-            row = cur.execute("SELECT path, stat_key, name FROM aliases WHERE model = ? AND name IS NOT NULL AND name != ?"
-                              " ORDER BY rowid LIMIT 1", (model, own)).fetchone()
+            rows = cur.execute("SELECT path, stat_key, name FROM aliases WHERE model = ? AND name IS NOT NULL AND name != ?"
+                               " ORDER BY rowid", (model, own)).fetchall()
+            row = next((r for r in rows if Path(r[0]).exists()), None)  # an alias whose folder is gone holds nothing
             if row is None:
                 return None
             cur.execute("DELETE FROM aliases WHERE model = ? AND (path = ? OR name = ?)", (model, row[0], own))
