@@ -12,8 +12,8 @@ What the paper's method does (METHODS.md §1), and what this code does too:
   not estimate it); each cluster's tree is the minimum directed spanning arborescence of the cost matrix.
 
 Like the paper's code (which loads every model of a tree with ``AutoModel.from_pretrained`` and then compares
-pairs in memory), it reads each model once, keeps its square matrices in memory (float32, as stored) and
-compares every pair there: O(N·P) reading and memory, O(N²·P) arithmetic. Models that share no square
+pairs in memory), it reads each model once, keeps its square matrices (as float32: views of the memory-mapped
+file where they are stored so, copies otherwise) and compares every pair there: O(N·P) reading and memory, O(N²·P) arithmetic. Models that share no square
 matrix by name cannot be compared: they are kept in clusters of their own (pairs get a distance far above
 every real one). Every edge is a ``finetune`` with confidence 0.5: MoTHer has neither relation kinds nor
 confidences.
@@ -78,7 +78,7 @@ class Held:
 
     format: str
     parameters: int
-    matrices: dict[str, np.ndarray]  # square matrices by name, float32
+    matrices: dict[str, np.ndarray]  # square matrices by name, float32 (views of a memory-mapped file or copies)
     dtypes: dict[str, str]  # their stored dtypes (the rank tolerance of the LoRA distance)
     kurtosis: float
 
