@@ -533,9 +533,13 @@ def test_a_model_with_an_alias_keeps_its_name_when_its_files_are_touched_or_come
         assert [r["name"] for r in atlas.ls()] == ["m"] and not report.updated and atlas.store.alias_of("z-copy") == "m"
         shutil.move(hub / "m", tmp_path / "away")
         atlas.add(scan=[hub])
+        assert Path(atlas.model("m")["path"]) == (hub / "z-copy").resolve()  # read from its copy meanwhile
         shutil.move(tmp_path / "away", hub / "m")  # back as it was
         report = atlas.add(scan=[hub])
         assert [r["name"] for r in atlas.ls()] == ["m"] and not report.updated and atlas.store.alias_of("z-copy") == "m"
+        assert Path(atlas.model("m")["path"]) == (hub / "m").resolve()  # and from its own folder again
+        report = atlas.add(scan=[hub])
+        assert len(report.skipped) == 2 and Path(atlas.model("m")["path"]) == (hub / "m").resolve()
 
 
 def test_touching_the_second_model_of_a_name_given_twice_keeps_both(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ class Atlas:
             if result.declared is not None:  # its card says otherwise now (written after the loop)
                 report.redeclared[result.declared[0]] = result.declared[1:]
             same = self.store.model_of_alias(result.path) if result.alias else None
-            if same is not None and not Path(same["path"]).exists():  # the model's own files left: read it from here
+            if same is not None and _read_from_here(result, same):
                 self._also_at(result, same)
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
@@ -216,9 +216,9 @@ class Atlas:
         return place(self.store)
 
     def _also_at(self, result: Ingested, same: Any, then: Callable[[Any], None] | None = None) -> None:
-        """Remember another path (and name) holding an indexed model's files; when its files left the indexed
-        path (a folder moved), the model is read from here from now on."""
-        moved = not Path(same["path"]).exists()
+        """Remember another path (and name) holding an indexed model's files; the model is read from here from
+        now on when :func:`_read_from_here` says so."""
+        moved = _read_from_here(result, same)
 
         def write(cur: Any) -> None:
             if moved:
@@ -331,6 +331,13 @@ class Atlas:
 
     def edges(self, source: str | None = None) -> list[Edge]:
         return self.store.edges(source)
+
+
+def _read_from_here(result: Ingested, same: Any) -> bool:
+    """Whether an indexed model (``same``), whose files were found at ``result.path``, is read from there now: its
+    files left the indexed path (a folder moved), or its own name holds them here (back from a copy it was read
+    from meanwhile)."""
+    return not Path(same["path"]).exists() or (result.name == same["name"] and result.path != same["path"])
 
 
 def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any]]]:
