@@ -575,6 +575,17 @@ def test_a_reuploaded_model_does_not_hand_its_old_files_to_an_alias_that_is_gone
         assert report.updated == ["m"] and [r["name"] for r in atlas.ls()] == ["m"] and atlas.store.alias_of("z1") is None
 
 
+def test_one_name_at_two_identical_folders_stays_read_from_the_first(tmp_path: Path) -> None:
+    """`m` on the command line and a byte-identical `m` in a scanned folder are one model; it is read from
+    where it was first indexed, run after run (switching to a copy is for a model whose folder left)."""
+    write_hf_folder(tmp_path / "m", small_tensors(1))
+    shutil.copytree(tmp_path / "m", tmp_path / "other" / "m")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        for _ in range(3):
+            atlas.add([("m", tmp_path / "m")], scan=[tmp_path / "other"])
+            assert [(r["name"], Path(r["path"])) for r in atlas.ls()] == [("m", (tmp_path / "m").resolve())]
+
+
 def test_a_card_edited_after_indexing_is_read_again(tmp_path: Path) -> None:
     """The index skipped a model by a stat of its weight files: a base_model added to its card later was
     never read (not by add, not by rebuild)."""

@@ -161,7 +161,7 @@ class Atlas:
             if result.declared is not None:  # its card says otherwise now (written after the loop)
                 report.redeclared[result.declared[0]] = result.declared[1:]
             same = self.store.model_of_alias(result.path) if result.alias else None
-            if same is not None and _read_from_here(result, same):
+            if same is not None and self._read_from_here(result, same):
                 self._also_at(result, same)
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
@@ -215,10 +215,19 @@ class Atlas:
         """Place models committed but not yet placed (after an interrupted run)."""
         return place(self.store)
 
+    def _read_from_here(self, result: Ingested, same: Any) -> bool:
+        """Whether an indexed model (``same``), whose files were found at ``result.path``, is read from there now:
+        its files left the indexed path (a folder moved), or its own name holds them here while it is read from
+        a copy under another name (its folder was away meanwhile)."""
+        if not Path(same["path"]).exists():
+            return True
+        on_copy = self.store.alias_name(same["path"]) not in (None, same["name"])
+        return result.name == same["name"] and result.path != same["path"] and on_copy
+
     def _also_at(self, result: Ingested, same: Any, then: Callable[[Any], None] | None = None) -> None:
         """Remember another path (and name) holding an indexed model's files; the model is read from here from
         now on when :func:`_read_from_here` says so."""
-        moved = _read_from_here(result, same)
+        moved = self._read_from_here(result, same)
 
         def write(cur: Any) -> None:
             if moved:
@@ -331,13 +340,6 @@ class Atlas:
 
     def edges(self, source: str | None = None) -> list[Edge]:
         return self.store.edges(source)
-
-
-def _read_from_here(result: Ingested, same: Any) -> bool:
-    """Whether an indexed model (``same``), whose files were found at ``result.path``, is read from there now: its
-    files left the indexed path (a folder moved), or its own name holds them here (back from a copy it was read
-    from meanwhile)."""
-    return not Path(same["path"]).exists() or (result.name == same["name"] and result.path != same["path"])
 
 
 def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any]]]:

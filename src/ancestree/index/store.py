@@ -425,6 +425,11 @@ class IndexStore:
                                 (name,)).fetchone()
         return row[0] if row else None
 
+    def alias_name(self, path: str) -> str | None:
+        """The name the alias at ``path`` was found under (None: no alias there, or one without a name)."""
+        row = self.conn.execute("SELECT name FROM aliases WHERE path = ?", (path,)).fetchone()
+        return row[0] if row else None
+
     def model_of_alias(self, path: str) -> sqlite3.Row | None:
         """``(id, name, path)`` of the indexed model whose files the alias at ``path`` holds."""
         return self.conn.execute("SELECT m.id, m.name, m.path FROM aliases a JOIN models m ON m.id = a.model WHERE a.path = ?",
