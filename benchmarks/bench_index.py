@@ -44,18 +44,22 @@ def write_model(folder: Path, tensors: dict[str, np.ndarray]) -> Path:
 
 
 def write_families(out: Path, families: int, per_family: int, side: int, layers: int, seed: int = 0,
-                   prefix: str = "f") -> list[Path]:
-    """``families`` trees of ``per_family`` models: each child is a random earlier member plus a small step."""
+                   prefix: str = "f", edges: list[tuple[Path, Path]] | None = None) -> list[Path]:
+    """``families`` trees of ``per_family`` models: each child is a random earlier member plus a small step.
+    ``edges``, when given, receives the true ``(parent folder, child folder)`` pairs."""
     rng = np.random.default_rng(seed)
     paths = []
     for f in range(families):
         members = [{f"layer.{i}.weight": rng.standard_t(5, (side, side)).astype(np.float32) for i in range(layers)}]
-        paths.append(write_model(out / f"{prefix}{f:03d}" / "m000", members[0]))
+        folders = [write_model(out / f"{prefix}{f:03d}" / "m000", members[0])]
         for m in range(1, per_family):
-            parent = members[int(rng.integers(len(members)))]
-            child = {k: (v + 0.05 * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in parent.items()}
+            k = int(rng.integers(len(members)))
+            child = {name: (v + 0.05 * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for name, v in members[k].items()}
             members.append(child)
-            paths.append(write_model(out / f"{prefix}{f:03d}" / f"m{m:03d}", child))
+            folders.append(write_model(out / f"{prefix}{f:03d}" / f"m{m:03d}", child))
+            if edges is not None:
+                edges.append((folders[k], folders[-1]))
+        paths += folders
     return paths
 
 

@@ -15,7 +15,8 @@ process: the first run, and the second, warm one) and peak RSS (``ru_maxrss`` of
 measured per method. The scaling run times
 recovery alone on 1k and 10k synthetic fingerprints (random-walk trees, :mod:`ancestree.graph.synthetic`).
 ``--speed N...`` times ours and MoTHer end to end on zoos of N random-walk models written to a temporary
-folder (families of 25, each model ``--speed-layers`` square float32 matrices of side ``--speed-side``):
+folder (families of 25, N rounded down to them; each model ``--speed-layers`` square float32 matrices of side
+``--speed-side``, as ``bench_index.py`` writes its atlases):
 the small zoos above hold 80k–1.8M parameters a model, where reading is cheap and MoTHer's pairs are cheap
 too; this shows how the two grow with the number of models.
 
@@ -94,29 +95,16 @@ def run_scaling(n: int) -> dict:
 
 
 def write_walk_zoo(folder: Path, n: int, side: int, layers: int, per_family: int = 25, seed: int = 0) -> Path:
-    """``n`` models in families of ``per_family`` (a random root; each child a random earlier member plus 5 %
-    noise), ``layers`` attention-output-like square matrices each, and the zoo's ``truth.json``."""
-    import numpy as np
-    from safetensors.numpy import save_file
+    """About ``n`` models in families of ``per_family`` (``bench_index.write_families``: a random root, each
+    child a random earlier member plus 5 % noise), ``layers`` square matrices each, and the zoo's ``truth.json``."""
+    from bench_index import write_families
 
-    rng = np.random.default_rng(seed)
-    models, edges, family = [], [], []
-    for i in range(n):
-        name = f"m{i:05d}"
-        if i % per_family == 0:
-            family = []
-            tensors = {f"encoder.layer.{k}.attention.output.dense.weight": rng.standard_t(5, (side, side)).astype(np.float32)
-                       for k in range(layers)}
-        else:
-            parent, base = family[int(rng.integers(len(family)))]
-            tensors = {k: (v + 0.05 * v.std() * rng.standard_normal(v.shape)).astype(np.float32) for k, v in base.items()}
-            edges.append({"parent": parent, "child": name, "relation": "finetune"})
-        family.append((name, tensors))
-        (folder / name).mkdir(parents=True)
-        save_file(tensors, str(folder / name / "model.safetensors"))
-        (folder / name / "config.json").write_text(json.dumps({"model_type": "walk"}))
-        models.append({"id": name, "format": "safetensors", "parameters": layers * side * side})
-    (folder / "truth.json").write_text(json.dumps({"models": models, "edges": edges}))
+    edges: list[tuple[Path, Path]] = []
+    paths = write_families(folder, max(1, n // per_family), per_family, side, layers, seed=seed, edges=edges)
+    rel = lambda p: p.relative_to(folder).as_posix()  # noqa: E731
+    models = [{"id": rel(p), "format": "safetensors", "parameters": layers * side * side} for p in paths]
+    truth = {"models": models, "edges": [{"parent": rel(p), "child": rel(c), "relation": "finetune"} for p, c in edges]}
+    (folder / "truth.json").write_text(json.dumps(truth))
     return folder
 
 
