@@ -653,3 +653,23 @@ def test_card_rereads_change_only_the_model_the_card_belongs_to(tmp_path: Path) 
         report = atlas.add(scan=[tmp_path / "hub", tmp_path / "other"])
         assert list(report.redeclared) == [other_a] and atlas.model(other_a)["declared_base"] == "base2"
         assert atlas.model(hub_a)["declared_base"] == "base1"
+
+
+def test_a_second_name_of_one_folder_survives_a_touch_and_names_are_listed_once(tmp_path: Path) -> None:
+    """One folder indexed as `m` and again as `c` (an alias at the same path): touching its weights and adding
+    `m` again wrote `m` over `c`'s alias row (`c` was no longer known), and listed `m` as an alias of itself;
+    a name found at a second path was listed twice."""
+    import os
+
+    write_hf_folder(tmp_path / "m", small_tensors(1))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add([("m", tmp_path / "m")])
+        atlas.add([("c", tmp_path / "m")])
+        weights = next((tmp_path / "m").glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        report = atlas.add([("m", tmp_path / "m")])
+        assert not report.updated and not report.added
+        assert atlas.store.alias_of("c") == "m" and atlas.store.names() == [("m", "m"), ("c", "m")]
+        shutil.copytree(tmp_path / "m", tmp_path / "copy")
+        atlas.add([("c", tmp_path / "copy")])  # `c` is found at a second path: still one name
+        assert atlas.store.alias_of("c") == "m" and atlas.store.names() == [("m", "m"), ("c", "m")]

@@ -393,9 +393,15 @@ class IndexStore:
 
     def add_alias(self, path: str, model: int, stat_key: str | None, name: str | None = None,
                   then: Callable[[sqlite3.Cursor], None] | None = None) -> None:
-        """Remember another path (and name) holding ``model``'s files; ``then`` writes more in the same transaction."""
+        """Remember another path (and name) holding ``model``'s files; ``then`` writes more in the same transaction.
+
+        A path found again under the model's own name (its files touched) keeps the other name it was found
+        under before: the alias row is that name's only record."""
         with self.transaction() as cur:
-            cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (path, model, stat_key, name))
+            cur.execute("INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET model = excluded.model,"
+                        " stat_key = excluded.stat_key, name = CASE WHEN aliases.model = excluded.model AND aliases.name"
+                        " IS NOT NULL AND excluded.name = (SELECT name FROM models WHERE id = excluded.model)"
+                        " THEN aliases.name ELSE excluded.name END", (path, model, stat_key, name))
             if then is not None:
                 then(cur)
 
@@ -421,8 +427,8 @@ class IndexStore:
 
     def alias_of(self, name: str) -> str | None:
         """The indexed model whose files another name was found holding (None when ``name`` is no alias)."""
-        row = self.conn.execute("SELECT m.name FROM aliases a JOIN models m ON m.id = a.model WHERE a.name = ?",
-                                (name,)).fetchone()
+        row = self.conn.execute("SELECT m.name FROM aliases a JOIN models m ON m.id = a.model WHERE a.name = ?"
+                                " ORDER BY a.rowid DESC LIMIT 1", (name,)).fetchone()
         return row[0] if row else None
 
     def alias_name(self, path: str) -> str | None:
@@ -437,9 +443,11 @@ class IndexStore:
 
     def names(self) -> list[tuple[str, str]]:
         """``(name, model)`` for every indexed model (its own name, in the order they were indexed), then for
-        every other name found holding the very same files as one (an alias)."""
+        every other name found holding the very same files as one (an alias; a name found at several paths
+        once, for the model at its most recently recorded path, as :meth:`alias_of`)."""
         rows = self.conn.execute("SELECT name, name FROM models UNION ALL SELECT * FROM (SELECT a.name, m.name FROM aliases a"
-                                 " JOIN models m ON m.id = a.model WHERE a.name IS NOT NULL ORDER BY a.rowid)")
+                                 " JOIN models m ON m.id = a.model WHERE a.name IS NOT NULL AND a.name != m.name AND a.rowid ="
+                                 " (SELECT MAX(b.rowid) FROM aliases b WHERE b.name = a.name) ORDER BY a.rowid)")
         return [(r[0], r[1]) for r in rows]
 
     def models(self, where: str = "", params: Sequence[Any] = ()) -> list[dict[str, Any]]:
