@@ -836,6 +836,27 @@ def test_architecture_groups_do_not_depend_on_input_order_nor_on_renamed_copies(
     assert len(found) == 1, found
 
 
+def test_a_transposed_fine_tune_of_square_matrices_is_placed_whatever_the_input_order() -> None:
+    """A fine-tune stored the other way round (Linear vs Conv1D) under the same names, every matrix square:
+    it was compared untransposed when named like the reference member, and the reference was the first of
+    the inputs, so one order left it alone and another linked it below its renamed sibling, its base alone."""
+    from itertools import permutations
+
+    rng = np.random.default_rng(0)
+    base = {f"l{i}.weight": (rng.standard_normal((64, 64)) * 0.1).astype(np.float32) for i in range(6)}
+
+    def tuned() -> dict[str, np.ndarray]:
+        return {k: v + np.float32(0.01) * v.std() * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}
+
+    models = {"base": base, "renamed": {f"model.{k}": v for k, v in tuned().items()},
+              "transposed": {k: v.T.copy() for k, v in tuned().items()}}
+    found = set()
+    for order in permutations(models):
+        graph = GraphRecovery(use_declared=False).fit([_print(m, models[m]) for m in order]).graph_
+        found.add(frozenset(frozenset((p, c)) for p, c, _ in graph.edges()))
+    assert found == {frozenset({frozenset(("base", "renamed")), frozenset(("base", "transposed"))})}, found
+
+
 def test_a_model_alone_beside_an_architecture_like_its_own_is_told_why() -> None:
     """A student made of every other layer of its base (renumbered) is another architecture, compared with
     nothing: it stood alone without a word. A note says which group it nearly belongs to; a model of

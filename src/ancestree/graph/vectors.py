@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ancestree.align import align, canonical_sketch, normalise_name, shape_class, sketch_distances
+from ancestree.align import TRANSPOSE_MARGIN, align, canonical_sketch, normalise_name, shape_class, sketch_distances
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.relate import precision_bits
 
@@ -116,10 +116,12 @@ def _finite(x: float) -> float:
 
 
 def _reference(fps: Sequence[Fingerprint]) -> Fingerprint:
-    """The member whose matrix-tensor names are shared by most members (so most are matched by name)."""
+    """The member whose matrix-tensor names are shared by most members (so most are matched by name); among
+    those, the one of least content key, so the input order does not choose it."""
     sets = [frozenset(t.name for t in matrix_tensors(f)) for f in fps]
-    common, _ = Counter(sets).most_common(1)[0]
-    return next(f for f, s in zip(fps, sets) if s == common)
+    counts = Counter(sets)
+    most = max(counts.values())
+    return min((f for f, s in zip(fps, sets) if counts[s] == most), key=lambda f: (f.content_key, f.id))
 
 
 def _named_like(fp: Fingerprint, ref_tensors: list[TensorPrint]) -> bool:
@@ -157,13 +159,30 @@ def _anchor(fp: Fingerprint, named: Sequence[Fingerprint], signatures: Sequence[
     return named[int(np.argmin(np.where(count > 0, total / np.maximum(count, 1), np.inf)))]
 
 
+def _transposed_square(ref_tensors: list[TensorPrint], named: Sequence[Fingerprint]) -> np.ndarray:
+    """``(len(named), len(ref_tensors))``: which square matrices of the named members are stored the other way
+    round from the reference's (Linear vs Conv1D layout under the same names), as
+    :func:`ancestree.align.orientation` decides it, one vectorised pass per matrix."""
+    out = np.zeros((len(named), len(ref_tensors)), dtype=bool)
+    for j, t in enumerate(ref_tensors):
+        if len(t.shape) != 2 or t.shape[0] != t.shape[1] or not named:
+            continue
+        mine = t.sketch.astype(np.float64).reshape(1, -1)
+        theirs = np.stack([f[t.name].sketch for f in named]).astype(np.float64)
+        straight = sketch_distances(mine, theirs.reshape(len(named), -1))[0]
+        flipped = sketch_distances(mine, theirs.transpose(0, 2, 1).reshape(len(named), -1))[0]
+        out[:, j] = flipped < TRANSPOSE_MARGIN * straight
+    return out
+
+
 def _mapping(ref: Fingerprint, fp: Fingerprint, ref_tensors: list[TensorPrint],
-             named: Sequence[Fingerprint] = (), signatures: Sequence[dict] = ()) -> dict[str, tuple[str, bool]]:
+             named: Sequence[Fingerprint], signatures: Sequence[dict], transposed: np.ndarray | None) -> dict[str, tuple[str, bool]]:
     """Reference tensor name -> (member tensor name, stored transposed); a renamed member is aligned by
     content to its nearest named member (:func:`_anchor`, ``signatures`` the named members' :func:`_signature`),
-    whose names are the reference's."""
-    if _named_like(fp, ref_tensors):
-        return {t.name: (t.name, False) for t in ref_tensors}
+    whose names are the reference's. ``transposed``: a named member's row of :func:`_transposed_square` (None for
+    a renamed member)."""
+    if transposed is not None:  # a named member
+        return {t.name: (t.name, bool(flag)) for t, flag in zip(ref_tensors, transposed)}
     partner = _anchor(fp, named, signatures) or ref
     return {p.a: (p.b, p.transposed) for p in align(partner, fp).pairs}
 
@@ -228,8 +247,9 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     rows = {k: [] for k in stats}
     named = [f for f in fps if _named_like(f, ref_tensors)]
     signatures = [_signature(f) for f in named] if len(named) < len(fps) else []  # only renamed members need them
+    flips = dict(zip(map(id, named), _transposed_square(ref_tensors, named)))
     for i, fp in enumerate(fps):
-        mapping = _mapping(ref, fp, ref_tensors, named, signatures)
+        mapping = _mapping(ref, fp, ref_tensors, named, signatures, flips.get(id(fp)))
         for j, t in enumerate(ref_tensors):
             if t.name not in mapping:
                 continue
