@@ -54,11 +54,15 @@ def _int8_with_scale(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np
     return w, q, scale.astype(np.float32)
 
 
-@pytest.mark.parametrize(("scale_name", "divisor"), [("layer.weight_scale", 1.0), ("layer.weight.scale", 1.0), ("layer.weight.SCB", 127.0)])
+@pytest.mark.parametrize(("scale_name", "divisor"), [("layer.weight_scale", 1.0), ("layer.weight.scale", 1.0), ("layer.weight.SCB", 127.0),
+                                                    ("layer.SCB", 127.0)])
 def test_safetensors_int8_with_sibling_scale_is_one_tensor(tmp_path: Path, scale_name: str, divisor: float) -> None:
+    """``layer.SCB`` (and a ``layer.weight_format`` flag) is how bitsandbytes' Linear8bitLt saves an int8 layer:
+    it was read as a learned vector beside an int8 matrix counted as nothing."""
     w, q, scale = _int8_with_scale((6, 5))
     stored_scale = scale * divisor  # bitsandbytes stores the row absmax, i.e. 127 x scale
-    save_file({"layer.weight": q, scale_name: stored_scale, "layer.bias": w[0]}, str(tmp_path / "q.safetensors"))
+    extra = {"layer.weight_format": np.array(0, np.uint8)} if scale_name == "layer.SCB" else {}
+    save_file({"layer.weight": q, scale_name: stored_scale, "layer.bias": w[0], **extra}, str(tmp_path / "q.safetensors"))
     with load_model(tmp_path / "q.safetensors") as model:
         assert set(model.tensors) == {"layer.weight", "layer.bias"}  # the scale is not listed
         info = model.tensors["layer.weight"]

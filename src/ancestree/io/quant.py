@@ -7,7 +7,8 @@ parameter counts and tensor alignment see the model as it was before quantizatio
 Two ways to find the pairs:
 
 * by name (:func:`pair_by_name`), for flat tensor stores (safetensors, npz, PyTorch): ``<w>_scale`` /
-  ``<w>.scale``, bitsandbytes' ``<w>.SCB`` (an absmax, so the divisor is 127), and onnxruntime's quantizer
+  ``<w>.scale``, bitsandbytes' ``<module>.SCB`` beside ``<module>.weight`` (an absmax, so the divisor is 127;
+  its ``<module>.weight_format`` flag hidden with it; also spelled ``<w>.SCB``), and onnxruntime's quantizer
   naming ``X_quantized`` + ``X_scale`` + ``X_zero_point`` (exposed as ``X``);
 * by graph (the ONNX reader builds :class:`QuantSpec` from ``DequantizeLinear`` nodes itself).
 """
@@ -45,6 +46,7 @@ class QuantSpec:
     axis: int | None = None
     divisor: float = 1.0
     block_size: int = 0
+    companions: tuple[str, ...] = ()  # stored beside the pair, hidden with its scale (bitsandbytes' format flag)
 
 
 def dequantize(
@@ -146,12 +148,13 @@ def pair_by_name(infos: Mapping[str, TensorInfo]) -> dict[str, QuantSpec]:
             continue
         exposed, scale, divisor, zero_point = found
         ok, axis = resolve_axis(info.shape, infos[scale].shape)
+        flag = scale[: -len("SCB")] + "weight_format" if scale.endswith("SCB") else ""
         if zero_point is not None and infos[zero_point].numel != infos[scale].numel:
             zero_point = None  # a zero point that does not match its scale is left as a plain tensor
         if ok:
             if exposed != name and (exposed in infos or exposed in specs):
                 exposed = name  # never shadow a tensor that exists under the stripped name
-            specs[exposed] = QuantSpec(name, scale, zero_point, axis, divisor)
+            specs[exposed] = QuantSpec(name, scale, zero_point, axis, divisor, companions=(flag,) if flag in infos else ())
     return specs
 
 
@@ -164,15 +167,19 @@ def _scale_for(name: str, infos: Mapping[str, TensorInfo], floats: set[str]) -> 
             if base + scale_sfx in floats:
                 zp = base + zp_sfx if base + zp_sfx in infos else None
                 return base, base + scale_sfx, 1.0, zp
-    if name + ".SCB" in floats:  # bitsandbytes LLM.int8(): row-wise absmax, values in [-127, 127]
-        return name, name + ".SCB", 127.0, None
+    # bitsandbytes LLM.int8(): row-wise absmax, values in [-127, 127]; Linear8bitLt saves it as its module's
+    # "SCB" (``q_proj.weight`` beside ``q_proj.SCB``)
+    module = name[: -len("weight")] if name.endswith(".weight") else None
+    for scb in (name + ".SCB", *([module + "SCB"] if module else [])):
+        if scb in floats:
+            return name, scb, 127.0, None
     return None
 
 
 def fold(infos: list[TensorInfo], specs: Mapping[str, QuantSpec]) -> list[TensorInfo]:
     """The tensor list with each quantized pair shown once (at its values' place) and scales hidden."""
     by_values = {spec.values: exposed for exposed, spec in specs.items()}
-    hidden = {n for spec in specs.values() for n in (spec.scale, spec.zero_point) if n}
+    hidden = {n for spec in specs.values() for n in (spec.scale, spec.zero_point, *spec.companions) if n}
     out: list[TensorInfo] = []
     for info in infos:
         if info.name in by_values:
