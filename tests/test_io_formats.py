@@ -370,11 +370,14 @@ def test_onnx_external_data(tmp_path: Path) -> None:
 
 
 # -- GGUF --------------------------------------------------------------------------------------------------
-def _write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, str]]) -> None:
+def _write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, str]], arch: str = "llama", heads: tuple[int, int] = (0, 0)) -> None:
     from gguf import GGMLQuantizationType, GGUFWriter, quants
 
-    writer = GGUFWriter(str(path), "llama")
+    writer = GGUFWriter(str(path), arch)
     writer.add_name("tiny-test")
+    if heads[0]:
+        writer.add_head_count(heads[0])
+        writer.add_head_count_kv(heads[1])
     writer.add_string("general.base_model.0.repo_url", "https://huggingface.co/org/base-model")
     for name, (values, kind) in tensors.items():
         if kind in ("f32", "f16"):
@@ -419,6 +422,31 @@ def test_gguf_shapes_dtypes_values_and_metadata(tmp_path: Path) -> None:
         assert model.meta.extra["general.name"] == "tiny-test"
         assert model.meta.extra["general.architecture"] == "llama"
         assert model.meta.declared_base_model == "org/base-model"
+
+
+@pytest.mark.parametrize("kind", ["f16", "q8_0"])
+def test_gguf_query_and_key_rows_permuted_by_llama_cpp_are_put_back(tmp_path: Path, kind: str) -> None:
+    """llama.cpp's converter reorders each head's query/key rows (LlamaModel.permute) for Llama-like
+    architectures: read as stored, a GGUF of a model looked unrelated to its own safetensors in attention."""
+    r = rng()
+    heads, kv_heads, width = 4, 2, 64
+    q = r.standard_normal((heads * 16, width)).astype(np.float32)
+    k = r.standard_normal((kv_heads * 16, width)).astype(np.float32)
+    v = r.standard_normal((kv_heads * 16, width)).astype(np.float32)
+
+    def permute(w: np.ndarray, n: int) -> np.ndarray:  # as convert_hf_to_gguf.py writes it
+        return w.reshape(n, 2, w.shape[0] // n // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    stored = {"blk.0.attn_q.weight": (permute(q, heads), kind), "blk.0.attn_k.weight": (permute(k, kv_heads), kind),
+              "blk.0.attn_v.weight": (v, kind)}
+    tolerance = 0.01 if kind == "f16" else 0.05
+    _write_gguf(tmp_path / "llama.gguf", stored, "llama", (heads, kv_heads))
+    with load_model(tmp_path / "llama.gguf") as model:
+        for name, want in (("blk.0.attn_q.weight", q), ("blk.0.attn_k.weight", k), ("blk.0.attn_v.weight", v)):
+            assert np.abs(model.read(name) - want).max() < tolerance * np.abs(want).max(), name
+    _write_gguf(tmp_path / "qwen2.gguf", stored, "qwen2", (heads, kv_heads))  # rotary halves: never permuted
+    with load_model(tmp_path / "qwen2.gguf") as model:
+        assert np.abs(model.read("blk.0.attn_q.weight") - permute(q, heads)).max() < tolerance * np.abs(q).max()
 
 
 # -- PEFT --------------------------------------------------------------------------------------------------

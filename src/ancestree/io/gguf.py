@@ -6,6 +6,11 @@ quantized tensors (``q8_0``, ``q4_0``, ``q4_k``, ...) keep their GGML type name 
 ``quantized`` and are dequantized on read with ``gguf.quants.dequantize``; plain float and integer
 tensors use numpy's dtype names (``float16``, ``float32``) so they count as learned like in every other
 format. ``general.*`` metadata goes into ``meta.extra``; a declared base model into ``meta.card``.
+
+llama.cpp's converter reorders the rows of every query and key projection of the architectures whose
+rotary embedding pairs neighbouring dimensions (Llama, Mistral, Granite, ...: ``LlamaModel.permute``,
+within each head); those rows are put back in the Hugging Face order on read (:func:`unpermute`), else a
+GGUF of a model compared with its safetensors release looked like another model in its attention.
 """
 
 from __future__ import annotations
@@ -33,6 +38,20 @@ PLAIN_TYPES: dict[GGMLQuantizationType, str] = {
     Q.I32: "int32",
     Q.I64: "int64",
 }
+
+
+#: ``general.architecture`` values whose query/key rows llama.cpp's ``convert_hf_to_gguf.py`` permutes.
+PERMUTED_QK = frozenset({"llama", "granite", "granitemoe", "minicpm", "deci", "baichuan"})
+
+
+def unpermute(values: np.ndarray, heads: int) -> np.ndarray:
+    """Undo ``LlamaModel.permute`` of llama.cpp's converter: rows ``(head, half, i)`` were stored as
+    ``(head, i, half)``. ``values`` in PyTorch layout (rows first); a row count that does not split into
+    ``heads`` pairs is returned as it is."""
+    rows = values.shape[0]
+    if heads <= 0 or rows % (2 * heads):
+        return values
+    return values.reshape(heads, rows // heads // 2, 2, *values.shape[1:]).swapaxes(1, 2).reshape(values.shape)
 
 
 def field_value(field: Any) -> Any:
@@ -74,6 +93,23 @@ class GGUFModel(Model):
         base = declared_base(self.meta.extra)
         if base:
             self.meta.card.setdefault("base_model", base)
+        self._heads = self._permuted_heads()
+
+    def _permuted_heads(self) -> dict[str, int]:
+        """Heads of the query and key projections whose rows the converter permuted (none for other architectures)."""
+        assert self._reader is not None
+        arch = str(self.meta.extra.get("general.architecture", ""))
+        if arch not in PERMUTED_QK:
+            return {}
+        counts = {}
+        for key, part in ((f"{arch}.attention.head_count", "attn_q"), (f"{arch}.attention.head_count_kv", "attn_k")):
+            field = self._reader.fields.get(key)
+            try:
+                counts[part] = int(field_value(field)) if field is not None else 0
+            except (TypeError, ValueError, IndexError):
+                counts[part] = 0
+        counts["attn_k"] = counts["attn_k"] or counts["attn_q"]  # no grouped-query count: as many heads as queries
+        return counts
 
     def _general_metadata(self) -> dict[str, Any]:
         assert self._reader is not None
@@ -98,12 +134,19 @@ class GGUFModel(Model):
     def _read(self, name: str) -> np.ndarray:
         if self._reader is None:
             raise ValueError(f"{self.id}: model is closed")
+        values = self._values(name)
+        part = name.split(".")[-2] if name.startswith("blk.") and name.count(".") == 3 else ""
+        heads = self._heads.get(part, 0)
+        return unpermute(values, heads) if heads else values
+
+    def _values(self, name: str) -> np.ndarray:
         t = self._tensors[name]
         qtype = Q(t.tensor_type)
         if qtype in (Q.F32, Q.F16, Q.F64) or PLAIN_TYPES.get(qtype, "").startswith("int"):
             return np.asarray(t.data)  # a view into the file map
         try:
-            return dequantize(t.data, qtype)
+            with np.errstate(all="ignore"):  # damaged block scales decode to inf/NaN: reported as such, not warned
+                return dequantize(t.data, qtype)
         except NotImplementedError:
             raise BadInputError(self.path, f"tensor {name!r}: GGML type {qtype.name} cannot be dequantized by this gguf version") from None
 
