@@ -535,6 +535,27 @@ def test_a_model_without_tensors_is_named(command: str, tmp_path: Path, capsys: 
     assert status == 2 and len(err.strip().splitlines()) == 1 and "holds no tensors" in err and str(empty) in err, err
 
 
+@pytest.mark.parametrize(("tensors", "problem"), [
+    ({"l0.weight": "int8", "l1.weight": "int8"}, "holds no floating-point weights: its 2 integer matrices ('l0.weight', int8) come without scales"),
+    ({"l0.qweight": "int32", "l0.qzeros": "int32", "l0.scales": "float16", "l0.g_idx": "int32"},
+     "holds GPTQ/AWQ-packed low-bit weights ('l0.qweight'), which ancestree does not unpack"),
+    ({"l0.weight": "uint8", "l0.weight.absmax": "float32", "l0.weight.quant_map": "float32",
+      "l0.weight.quant_state.bitsandbytes__nf4": "uint8"}, "holds bitsandbytes 4-bit (NF4) weights"),
+])
+@pytest.mark.parametrize("command", ["tree", "compare"])
+def test_weights_this_reader_cannot_dequantize_are_named(command: str, tensors: dict[str, str], problem: str, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """int8 matrices without their scales, and packed 4-bit layouts (GPTQ, AWQ, bitsandbytes NF4): `tree` drew
+    such a model as a lone tree without a word, fingerprinting its scales (or nothing) as its weights."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    save_file({n: (rng.standard_normal((16, 8)) * 50).astype(d) for n, d in tensors.items()}, str(tmp_path / "q.safetensors"))
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    status, _, err = _run([command, str(tmp_path / "m.safetensors"), str(tmp_path / "q.safetensors"), "--no-cache"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and problem in err and str(tmp_path / "q.safetensors") in err, err
+
+
 @pytest.mark.parametrize("argv, named", [
     (["inspect", ""], "argument 2"),                      # read the current folder
     (["fingerprint", "{m}", "--cache", ""], "--cache"),   # wrote the cache into the current folder
