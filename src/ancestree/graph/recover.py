@@ -49,7 +49,7 @@ from ancestree.graph.relations import (
     MERGE_CANDIDATES,
     is_duplicate,
     is_pruned_copy,
-    is_quantized_copy,
+    quantized_source,
     merge_coordinates,
     merge_parents,
     merge_tolerance,
@@ -246,14 +246,13 @@ class GraphRecovery:
         zeros = np.nanmean(np.where(gv.matched, gv.zeros, np.nan), axis=1)
         leaves: set[int] = set()
         forced: dict[int, int] = {}
-        # quantized copies: coarsest first, parent = the finest relative they are a rounded copy of
+        # quantized copies: coarsest first, parent = the relative they are the nearest rounded copy of
         for c in sorted(nodes, key=lambda i: precision[i]):
-            finer = [(-(precision[j]), d, j) for d, j in near[c][:MERGE_CANDIDATES] if precision[j] > precision[c] + 0.5 and j not in leaves]
-            for _, d, p in sorted(finer):
-                if is_quantized_copy(members[p], members[c]):
-                    self.edges_.append(Edge(members[p].id, members[c].id, "quantized", 0.99, "quantized"))
-                    leaves.add(c)
-                    break
+            finer = [j for _, j in near[c][:MERGE_CANDIDATES] if precision[j] > precision[c] + 0.5 and j not in leaves]
+            k = quantized_source(members[c], [(float(precision[j]), members[j]) for j in finer])
+            if k is not None:
+                self.edges_.append(Edge(members[finer[k]].id, members[c].id, "quantized", 0.99, "quantized"))
+                leaves.add(c)
         # pruned copies: more exact zeros, the other weights unchanged
         pool = [i for i in nodes if i not in leaves]
         sources = np.array(pool, dtype=np.int64)
