@@ -169,6 +169,14 @@ class ZipModel(Model):
         self.workdir = workdir  # where the archive was extracted; removed on close
         self._cleanup = weakref.finalize(self, shutil.rmtree, workdir, ignore_errors=True)
 
+    @property
+    def parameters(self) -> int:  # the inner format's count: a PEFT adapter's stored factors, not its dense updates
+        return self.inner.parameters
+
+    @property
+    def dtype_counts(self) -> dict[str, int]:
+        return self.inner.dtype_counts
+
     def _list(self) -> list[TensorInfo]:
         return list(self.inner.tensors.values())
 
