@@ -19,9 +19,17 @@ def test_version_prints_and_exits_0() -> None:
     assert (done.returncode, done.stdout.strip()) == (0, __version__)
 
 
-def test_bare_command_prints_help_and_exits_0() -> None:
+def test_bare_command_prints_help_once_and_exits_0() -> None:
+    """The help was printed twice (typer's rich help prints itself when the no-arguments error is made)."""
     done = _run()
     assert done.returncode == 0 and "inspect" in done.stdout and "tree" in done.stdout
+    assert done.stdout.count("Usage") == 1 and not done.stderr
+
+
+def test_a_group_without_its_command_prints_its_help_once_and_says_so() -> None:
+    done = _run("zoo")
+    assert done.returncode == 2 and done.stdout.count("Usage") == 1 and "make" in done.stdout
+    assert done.stderr.strip() == "ancestree: error: ancestree zoo needs a command (listed above)"
 
 
 @pytest.mark.parametrize(
@@ -31,7 +39,7 @@ def test_bare_command_prints_help_and_exits_0() -> None:
         (("inspect",), "Missing argument"),
         (("tree", "--format", "nope", "x"), "'nope' is not one of"),
         (("no-such-command",), "No such command"),
-        (("zoo",), ""),
+        (("zoo",), "needs a command"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line_and_no_traceback(args: tuple[str, ...], needle: str) -> None:

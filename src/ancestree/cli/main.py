@@ -148,7 +148,11 @@ def run(argv: list[str] | None = None) -> None:
     except _EXITS as exc:
         sys.exit(exc.exit_code)
     except _HELP_ON_NO_ARGS as exc:  # bare `ancestree` or a bare group: the help is the answer
-        print(exc.ctx.get_help())
+        text = exc.format_message()  # typer's rich help printed itself when the error was made (the text is empty)
+        if text.strip():
+            print(text)
+        if args:  # a group without its command is a usage error
+            print(f"ancestree: error: {exc.ctx.command_path} needs a command (listed above)", file=sys.stderr)
         sys.exit(0 if not args else 2)
     except _USAGE_ERRORS as exc:  # usage errors: one line naming the problem, status 2
         print(f"ancestree: error: {exc.format_message()}", file=sys.stderr)
