@@ -300,6 +300,23 @@ def test_the_childs_own_weights_are_no_candidate(lineage_family: dict, tmp_path)
     assert result.parent == str(run / "checkpoint-500")
 
 
+def test_the_childs_own_coarser_copy_is_no_candidate(lineage_family: dict, tmp_path) -> None:
+    """The child's own float16 release among the candidates was ranked its parent at probability 1.0 (the
+    tree puts it below the child, as a quantized copy); it is set aside with the reason, the parent found."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    paths = lineage_family["paths"]
+    (tmp_path / "A11-fp16").mkdir()
+    state = load_file(str(paths["A11"] / "model.safetensors"))
+    save_file({k: v.astype(np.float16) for k, v in state.items()}, str(tmp_path / "A11-fp16" / "model.safetensors"))
+    copy = str(tmp_path / "A11-fp16")
+    result = rank_parents(str(paths["A11"]), [copy, str(paths["A1"]), str(paths["A"]), str(paths["B"])])
+    assert result.parent == str(paths["A1"]) and "a quantized copy of the child" in result.incomparable[copy]
+    result = rank_parents(copy, [str(paths["A11"]), str(paths["A1"]), str(paths["A"])])  # the other way round: its parent
+    assert result.parent == str(paths["A11"]) and not result.incomparable
+
+
 def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:
     """The walk's rule, on rankings written out by hand: the child's ranking gives its parent 0.35 and its
     grandparent 0.2 against 0.4 for "none" (the detector splits probability between ancestors so). "None"

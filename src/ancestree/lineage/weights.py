@@ -47,12 +47,13 @@ from ancestree.fingerprint.cache import as_cache
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import Fingerprint, SketchSpec
 from ancestree.graph import GraphRecovery
+from ancestree.graph.relations import quantized_copy_ratio
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import (Source, TensorPair, adapter_config_of, check_distinct, incomparable_reason, open_model,
                                      pair_tensors)
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.relate import adapter_verdict
+from ancestree.relate import adapter_verdict, precision_bits
 from ancestree.relate.update import effective_rank, scaled_residual
 
 #: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
@@ -253,6 +254,24 @@ def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
     return key is not None and key == _values_key(b)
 
 
+def _precision(fp: Fingerprint) -> float:
+    """Parameter-weighted mean bits of precision of a model's tensors."""
+    sizes = np.array([max(t.numel, 1) for t in fp.tensors], dtype=np.float64)
+    return float(np.average([precision_bits(t) for t in fp.tensors], weights=sizes)) if fp.tensors else 0.0
+
+
+def _coarser_copy(child: Fingerprint, candidate: Fingerprint) -> str | None:
+    """Why ``candidate`` is the child's own weights stored at lower precision (an fp16 or 4-bit release of
+    the child: a copy of it, never its parent: quantized copies are leaves), or None."""
+    if _precision(candidate) >= _precision(child) - 0.5:  # the copy test (a pair's evidence) only when it can pass
+        return None
+    ratio = quantized_copy_ratio(child, candidate)
+    if ratio is None:
+        return None
+    return (f"holds the child's own weights stored coarser (within {ratio:.2f} of its rounding steps: a quantized "
+            "copy of the child, not its parent)")
+
+
 class WeightsRanker:
     """Rank candidate parents of a child from weights alone (any format ancestree reads).
 
@@ -303,6 +322,9 @@ class WeightsRanker:
         candidate_print = candidate_print or fingerprint(candidate, self.cache)
         if _same_values(candidate_print, cache["__print__"]):
             return "holds the child's own weights (the same values: a copy of the child, not its parent)"
+        coarser = _coarser_copy(cache["__print__"], candidate_print)
+        if coarser is not None:
+            return coarser
         pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print)
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
