@@ -154,9 +154,11 @@ def canonical_sketch(t: TensorPrint) -> tuple[np.ndarray, bool]:
 
 
 def sketch_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """:func:`sketch_distance` of every row of ``a`` with every row of ``b`` (one row of pairs at a time)."""
+    """:func:`sketch_distance` of every row of ``a`` with every row of ``b`` (one row of pairs at a time); NaN
+    where a row holds NaN (callers leave such tensors out), without a warning on the console."""
     nb = np.linalg.norm(b, axis=1)
-    return np.stack([np.linalg.norm(b - row, axis=1) / np.maximum(np.linalg.norm(row) + nb, 1e-300) for row in a])
+    with np.errstate(invalid="ignore"):
+        return np.stack([np.linalg.norm(b - row, axis=1) / np.maximum(np.linalg.norm(row) + nb, 1e-300) for row in a])
 
 
 def _content_costs(ta: list[TensorPrint], tb: list[TensorPrint]) -> tuple[np.ndarray, np.ndarray]:
