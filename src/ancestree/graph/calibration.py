@@ -2,7 +2,8 @@
 
 Tree edges get ``σ(a · logit(score) + b)``; edges decided by exact tests (duplicates, quantized, pruned,
 merges, adapters) get the share of such edges that were right in the zoos the calibration was fitted on.
-The fitted numbers live in ``graph/calibration.json`` (see :func:`fit_calibration`).
+The fitted numbers live in ``graph/calibration.json`` (recoveries that weigh declared bases) and
+``graph/calibration-weights.json`` (weights only, ``--no-declared``); see :func:`fit_calibration`.
 """
 
 from __future__ import annotations
@@ -71,9 +72,13 @@ class Calibration:
         return cls(data.get("a", 1.0), data.get("b", 0.0), data.get("by_kind", {}), meta)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> Calibration:
+    def load(cls, path: str | Path | None = None, weights_only: bool = False) -> Calibration:
+        """The calibration at ``path``, else the shipped one: of recoveries that weigh declared bases
+        (``calibration.json``), or of weights-only ones (``weights_only``: ``calibration-weights.json``; a card
+        that agrees makes an edge likelier right, so the same raw score is worth less without cards)."""
         if path is None:
-            text = resources.files("ancestree.graph").joinpath("calibration.json").read_text(encoding="utf-8")
+            name = "calibration-weights.json" if weights_only else "calibration.json"
+            text = resources.files("ancestree.graph").joinpath(name).read_text(encoding="utf-8")
         else:
             text = Path(path).read_text(encoding="utf-8")
         return cls.from_dict(json.loads(text))

@@ -134,7 +134,7 @@ class GraphRecovery:
         damaged = [(f, g) for f, g in zip(fingerprints, finite) if g is not f]
         fingerprints = [f if matrix_tensors(g) else g for f, g in zip(fingerprints, finite)]
         self.direction_ = self.direction or DirectionModel.load()
-        self.calibration_ = self.calibration or Calibration.load()
+        self.calibration_ = self.calibration or Calibration.load(weights_only=not self.use_declared)
         self.fps_ = {f.id: f for f in fingerprints}
         self.settled_ = set(settled)
         self.declared_ = declared_parents(fingerprints) if self.use_declared else {}

@@ -2,6 +2,7 @@
 
     python -m ancestree.graph.train direction ZOO... [-o src/ancestree/graph/direction.json]
     python -m ancestree.graph.train calibration ZOO... [-o src/ancestree/graph/calibration.json]
+    python -m ancestree.graph.train calibration ZOO... --no-declared [-o src/ancestree/graph/calibration-weights.json]
 
 Direction is fitted on the true parent→child pairs (fine-tunes and merged adapters; merges and copies are oriented by
 exact tests) of the zoos; calibration on the edges that recovery (with that direction model) produces on the zoos
@@ -102,17 +103,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-o", "--output")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--rates-from", nargs="*", default=[], help="more zoos whose exact edges count for the rates only")
+    parser.add_argument("--no-declared", action="store_true", help="recover from weights only (the calibration of `tree --no-declared`)")
     args = parser.parse_args(argv)
+    params = {"use_declared": not args.no_declared}
     cache = FingerprintCache(args.cache) if args.cache else None
     if args.what == "reliability":
         _, _, correct, conf = [], [], [], []
         for z in args.zoos:
-            _, _, c, p = edge_outcomes(z, cache)
+            _, _, c, p = edge_outcomes(z, cache, **params)
             correct += c
             conf += p
         print(json.dumps(reliability(conf, correct), indent=2))
         return
-    model = fit_direction(args.zoos, cache) if args.what == "direction" else fit_calibration(args.zoos, cache, args.rates_from)
+    model = fit_direction(args.zoos, cache) if args.what == "direction" else fit_calibration(args.zoos, cache, args.rates_from, **params)
     text = json.dumps(model.to_dict(), indent=2)
     if args.output:
         model.save(args.output)
