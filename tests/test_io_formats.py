@@ -288,6 +288,36 @@ def test_onnx_constants_in_subgraphs_and_generic_names(tmp_path: Path) -> None:
         np.testing.assert_array_equal(model.read("onnx::MatMul_45"), loop_c)
 
 
+def test_onnx_folded_rotary_tables_and_masks_are_not_weights(tmp_path: Path) -> None:
+    """torch.onnx.export(dynamo=True) folds rotary cos/sin tables and the causal mask into (1, 1, T, D)
+    initializers that only elementwise ops use: listed as weights, they made the export another architecture
+    than its own safetensors, and `tree` left the two unlinked. A (1, 1, 3, 3) convolution kernel stays."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.graph import GraphRecovery
+
+    r = rng()
+    weights = {f"w{i}": (r.standard_normal((16, 16)) * 0.1).astype(np.float32) for i in range(4)}
+    tables = {"unsqueeze_14": r.standard_normal((1, 1, 8, 16)).astype(np.float32),
+              "val_189": np.triu(np.full((1, 1, 8, 8), -1e4, np.float32), 1), "kernel": r.standard_normal((1, 1, 3, 3)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "val_0"], ["h0"])]
+    for i in range(1, 4):
+        nodes.append(helper.make_node("MatMul", [f"h{i - 1}", f"val_{i}"], [f"h{i}"]))
+    nodes += [helper.make_node("Mul", ["h3", "unsqueeze_14"], ["rot"]), helper.make_node("Add", ["rot", "val_189"], ["masked"]),
+              helper.make_node("Conv", ["masked", "kernel"], ["y"])]
+    inits = [numpy_helper.from_array(w, f"val_{i}") for i, w in enumerate(weights.values())]
+    inits += [numpy_helper.from_array(v, n) for n, v in tables.items()]
+    onnx.save(_onnx_model(nodes, inits), tmp_path / "export.onnx")
+    with load_model(tmp_path / "export.onnx") as model:
+        assert set(model.tensors) == {"val_0", "val_1", "val_2", "val_3", "kernel"}
+    save_file(weights | {"kernel": tables["kernel"]}, str(tmp_path / "model.safetensors"))
+    fps = [fingerprint(tmp_path / f, model_id=f) for f in ("model.safetensors", "export.onnx")]
+    graph = GraphRecovery(use_declared=False).fit(fps).graph_
+    assert [d["relation"] for _, _, d in graph.graph.edges(data=True)] == ["duplicate"]
+
+
 def test_onnx_dequantize_linear_per_tensor_per_axis_and_qdq(tmp_path: Path) -> None:
     import onnx
     from onnx import helper, numpy_helper

@@ -130,6 +130,18 @@ def is_literal(info: TensorInfo) -> bool:
     return info.numel <= 1 or info.dtype in ("int64", "int32", "bool")
 
 
+#: Elementwise ops: a constant that only these consume, broadcast over batch and heads (two leading axes of
+#: one), is graph arithmetic folded by the exporter (rotary cos/sin tables, a causal mask), not a weight.
+ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Where"})
+
+
+def is_broadcast_constant(info: TensorInfo, consumers: set[str]) -> bool:
+    """``(1, 1, T, D)`` tables that ``torch.onnx.export(dynamo=True)`` folds into initializers: they made an
+    export another architecture than its own safetensors, so `tree` left the two unlinked."""
+    shape = info.shape
+    return len(shape) >= 4 and shape[0] == shape[1] == 1 and bool(consumers) and consumers <= ELEMENTWISE
+
+
 def tensor_info(tensor: TensorProto) -> TensorInfo | None:
     """Name, shape and stored dtype from the proto alone (None for strings and undefined types)."""
     if tensor.data_type in (TensorProto.UNDEFINED, TensorProto.STRING):
@@ -172,6 +184,11 @@ class OnnxModel(Model):
         self._specs.update(pair_by_name({n: i for n, i in stored.items() if n not in taken}))
         taken = self._used() | set(self._fake)
         literals = {n for n in from_nodes if n in stored and n not in taken and is_literal(stored[n])}
+        consumers: dict[str, set[str]] = {}
+        for node in nodes:
+            for name in node.input:
+                consumers.setdefault(name, set()).add(node.op_type)
+        literals |= {n for n, info in stored.items() if n not in taken and is_broadcast_constant(info, consumers.get(n, set()))}
         self._hidden = hidden | literals  # scales and zero points of quantization ops, and graph literals
         self.meta.files = [FileInfo.of(self.path)]
         self.meta.extra["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
