@@ -556,6 +556,18 @@ def test_weights_this_reader_cannot_dequantize_are_named(command: str, tensors: 
     assert status == 2 and len(err.strip().splitlines()) == 1 and problem in err and str(tmp_path / "q.safetensors") in err, err
 
 
+def test_inspect_shows_a_gptq_model_and_warns_that_its_weights_are_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`inspect` counted a GPTQ model's float scales as its parameters without a word."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    save_file({"l0.qweight": rng.integers(0, 2**30, (2, 16), dtype=np.int32), "l0.scales": rng.standard_normal((1, 16)).astype(np.float16)},
+              str(tmp_path / "q.safetensors"))
+    status, out, err = _run(["inspect", str(tmp_path / "q.safetensors"), "-f", "json"], capsys)
+    assert status == 0 and json.loads(out)["parameters"] == 16
+    assert len(err.strip().splitlines()) == 1 and "GPTQ/AWQ-packed" in err and "floating-point tensors only" in err, err
+
+
 @pytest.mark.parametrize("argv, named", [
     (["inspect", ""], "argument 2"),                      # read the current folder
     (["fingerprint", "{m}", "--cache", ""], "--cache"),   # wrote the cache into the current folder

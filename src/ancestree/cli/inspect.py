@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ancestree.cli.common import OutputFormat, console, emit, print_table, to_json
+from ancestree.cli.common import OutputFormat, console, emit, err_console, print_table, to_json
+from ancestree.fingerprint.compute import unreadable_weights
 from ancestree.io import load_model
 from ancestree.io.loader import cache_revision
 
@@ -21,6 +22,10 @@ def inspect(
     """Show a model's format, size, dtypes and declared base model."""
     with load_model(path) as model:
         record = model.summary()
+        problem = unreadable_weights(model)
+        if problem is not None:  # shown as stored; the other commands refuse it
+            err_console.print(f"warning: {path}: {problem}; the parameters counted are its floating-point tensors only",
+                              soft_wrap=True, highlight=False)
         if (snapshot := cache_revision(Path(path))) is not None:  # which of a cache repository's revisions was read
             record["revision"] = snapshot.name
         if tensors:

@@ -228,21 +228,29 @@ PACKED_LAYOUTS = ((".qweight", "GPTQ/AWQ-packed low-bit weights"),
                   (".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit (FP4) weights"))
 
 
+def unreadable_weights(model: Model) -> str | None:
+    """Why the weights of ``model`` cannot be read as weights (packed low-bit layouts this reader does not
+    unpack, integer matrices without their scales), or None."""
+    for ending, layout in PACKED_LAYOUTS:
+        packed = next((n for n in model.tensors if n.endswith(ending)), None)
+        if packed is not None:
+            return f"holds {layout} ({packed!r}), which ancestree does not unpack: give it a dequantized copy of the model"
+    if not any(t.learned for t in model.tensors.values()):
+        ints = [t for t in model.tensors.values() if len(t.shape) >= 2]
+        if ints:
+            return (f"holds no floating-point weights: its {len(ints)} integer matrices ({ints[0].name!r}, "
+                    f"{ints[0].dtype}) come without scales to read them by")
+    return None
+
+
 def _require_tensors(model: Model) -> None:
     """Refuse a model with nothing this reader can compare, saying why (instead of fingerprinting its
     scales, or nothing, as if they were its weights)."""
     if not model.tensors:  # a header of {}, an ONNX graph without initializers: no lineage to read
         raise BadInputError(model.path, "holds no tensors: nothing to fingerprint")
-    for ending, layout in PACKED_LAYOUTS:
-        packed = next((n for n in model.tensors if n.endswith(ending)), None)
-        if packed is not None:
-            raise BadInputError(model.path, f"holds {layout} ({packed!r}), which ancestree does not unpack: "
-                                            "give it a dequantized copy of the model")
-    if not any(t.learned for t in model.tensors.values()):
-        ints = [t for t in model.tensors.values() if len(t.shape) >= 2]
-        if ints:
-            raise BadInputError(model.path, f"holds no floating-point weights: its {len(ints)} integer matrices "
-                                            f"({ints[0].name!r}, {ints[0].dtype}) come without scales to read them by")
+    problem = unreadable_weights(model)
+    if problem is not None:
+        raise BadInputError(model.path, problem)
 
 
 def _fingerprint_open(model: Model, store: FingerprintCache | None, spec: SketchSpec | None) -> Fingerprint:
