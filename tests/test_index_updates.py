@@ -673,3 +673,32 @@ def test_a_second_name_of_one_folder_survives_a_touch_and_names_are_listed_once(
         shutil.copytree(tmp_path / "m", tmp_path / "copy")
         atlas.add([("c", tmp_path / "copy")])  # `c` is found at a second path: still one name
         assert atlas.store.alias_of("c") == "m" and atlas.store.names() == [("m", "m"), ("c", "m")]
+
+
+def test_fingerprints_stored_by_an_older_version_are_computed_again_by_add(tmp_path: Path) -> None:
+    """A newer ancestree reads some formats otherwise (GGUF query/key rows, bitsandbytes scales), so it
+    bumps the fingerprint version: an index made before could not be rebuilt, and `add` skipped its
+    models by their files as known (their stat keys change with the version; their content does not)."""
+    import os
+    from dataclasses import replace
+
+    from ancestree.fingerprint import FINGERPRINT_VERSION, from_bytes, to_bytes
+
+    write_hf_folder(tmp_path / "a", small_tensors(1))
+    write_hf_folder(tmp_path / "b", small_tensors(2))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path])
+        with atlas.store.transaction() as cur:  # as an older version stored them
+            for model, blob in cur.execute("SELECT model, fingerprint FROM prints").fetchall():
+                old = replace(from_bytes(blob)[0], version=FINGERPRINT_VERSION - 1)
+                cur.execute("UPDATE prints SET fingerprint = ? WHERE model = ?", (to_bytes([old]), model))
+        with pytest.raises(BadInputError, match="`ancestree index add` of the same models"):
+            atlas.rebuild()
+        for folder in ("a", "b"):  # the stat keys change with the version
+            weights = next((tmp_path / folder).glob("*.safetensors"))
+            os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        report = atlas.add(scan=[tmp_path])
+        assert sorted(report.updated) == ["a", "b"] and not report.added
+        assert {atlas.store.print_version(int(r["id"])) for r in atlas.ls()} == {FINGERPRINT_VERSION}
+        atlas.rebuild()
+        assert not atlas.add(scan=[tmp_path]).updated  # and once only

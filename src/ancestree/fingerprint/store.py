@@ -93,7 +93,19 @@ def _model_from(record: dict[str, Any], sketches: np.ndarray) -> Fingerprint:
 def _check_versions(records: list[dict[str, Any]]) -> None:
     found = {int(r.get("version", 0)) for r in records} - {FINGERPRINT_VERSION}
     if found:
-        raise ValueError(f"fingerprint version {min(found)}, this ancestree reads {FINGERPRINT_VERSION}: recompute them")
+        raise ValueError(f"fingerprint version {min(found)}, this ancestree reads {FINGERPRINT_VERSION}: compute them again"
+                         " (an index: `ancestree index add` of the same models does)")
+
+
+def stored_version(data: bytes) -> int:
+    """The oldest fingerprint version in ``.npz`` bytes of :func:`to_bytes` (0 when unreadable): whether
+    they must be computed again, without reading them."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            header = json.loads(npz["header"].tobytes().decode("utf-8"))
+        return min(int(r.get("version", 0)) for r in header["models"])
+    except DAMAGED_FILE:
+        return 0
 
 
 def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> list[Fingerprint]:

@@ -20,7 +20,8 @@ import numpy as np
 from ancestree.io.base import inspect_record
 
 #: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
-FINGERPRINT_VERSION = 2  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1
+FINGERPRINT_VERSION = 3  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1; 3: GGUF query/key rows in HF order,
+# bitsandbytes ``module.SCB`` layers dequantized, ONNX broadcast tables left out (same files, other fingerprints)
 
 #: The ``content_key`` of a fingerprint with no learned tensor before such keys hashed the files (the hash of
 #: nothing, still in older caches and indexes): it identifies no content, so it makes no copies.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
-from ancestree.fingerprint import from_bytes
+from ancestree.fingerprint import FINGERPRINT_VERSION, from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
@@ -196,6 +196,11 @@ class Atlas:
             now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(same["name"])
             if row is not None and now != stored_declaration(row["declared_base"], row["declared_relation"]):
                 report.redeclared[same["name"]] = now
+            if self.store.print_version(int(same["id"])) != FINGERPRINT_VERSION:  # stored by an older ancestree
+                fp.id = same["name"]
+                self.store.refresh_print(int(same["id"]), fp)
+                report.updated.append(same["name"])
+                return Outcome(same["name"], "updated", "fingerprinted again (stored by an older version of ancestree)")
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:

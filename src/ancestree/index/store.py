@@ -36,6 +36,7 @@ from ancestree.errors import BadInputError
 import numpy as np
 
 from ancestree.fingerprint import Fingerprint, from_bytes, to_bytes
+from ancestree.fingerprint.store import stored_version
 from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
 
 #: Bumped when the schema changes; an index of another version is refused rather than misread.
@@ -325,6 +326,18 @@ class IndexStore:
             _forget_alias_name(cur, fp.id)
             return model
 
+    def print_version(self, model: int) -> int:
+        """The fingerprint version stored for ``model`` (0 when none or unreadable)."""
+        row = self.conn.execute("SELECT fingerprint FROM prints WHERE model = ?", (model,)).fetchone()
+        return stored_version(row[0]) if row is not None and isinstance(row[0], bytes) else 0
+
+    def refresh_print(self, model: int, fp: Fingerprint) -> None:
+        """Store ``fp``, the same files fingerprinted by this version (a newer ancestree reads some formats
+        otherwise), and commit: the model and its recovered children are left to be placed again."""
+        with self.transaction() as cur:
+            self._unplace(model, cur, files_changed=False)
+            cur.execute("UPDATE prints SET fingerprint = ?, embedding = ? WHERE model = ?", (to_bytes([fp]), to_blob(embed(fp)), model))
+
     def update_model(self, model: int, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None,
                      run: int | None) -> None:
         """Replace the content of an indexed model (its files changed under the same name) and commit: its
@@ -360,10 +373,10 @@ class IndexStore:
             self._unplace(model, cur)
             cur.execute("DELETE FROM models WHERE id = ?", (model,))  # cascades to its print, edges and aliases
 
-    def _unplace(self, model: int, cur: sqlite3.Cursor) -> None:
+    def _unplace(self, model: int, cur: sqlite3.Cursor, files_changed: bool = True) -> None:
         """Take ``model`` and its recovered children out of the graph (inside the caller's transaction): the
         model's own edges (its declared ones are read again from its new files), the children's recovered
-        parents, their trees; paths found holding its old files are forgotten."""
+        parents, their trees; paths found holding its old files are forgotten when ``files_changed``."""
         rows = cur.execute("SELECT DISTINCT c.id FROM edges e JOIN models c ON c.id = e.child"
                            " WHERE e.parent = ? AND e.source = 'recovered' AND c.id != ?", (model, model)).fetchall()
         ids = [model, *(int(r[0]) for r in rows)]
@@ -373,7 +386,8 @@ class IndexStore:
         cur.execute("DELETE FROM edges WHERE child = ?", (model,))
         cur.execute(f"DELETE FROM edges WHERE source = 'recovered' AND child IN ({marks})", ids)
         cur.execute(f"UPDATE models SET tree = NULL, placed = 0 WHERE id IN ({marks})", ids)
-        cur.execute("DELETE FROM aliases WHERE model = ?", (model,))
+        if files_changed:
+            cur.execute("DELETE FROM aliases WHERE model = ?", (model,))
         for tree in trees:  # what is left of each tree keeps its row; a root taken out leaves it without one
             cur.execute("DELETE FROM trees WHERE id = ? AND NOT EXISTS (SELECT 1 FROM models WHERE tree = ?)", (tree, tree))
             cur.execute("UPDATE trees SET size = (SELECT count(*) FROM models WHERE tree = ?),"
