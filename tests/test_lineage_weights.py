@@ -312,9 +312,21 @@ def test_the_childs_own_coarser_copy_is_no_candidate(lineage_family: dict, tmp_p
     save_file({k: v.astype(np.float16) for k, v in state.items()}, str(tmp_path / "A11-fp16" / "model.safetensors"))
     copy = str(tmp_path / "A11-fp16")
     result = rank_parents(str(paths["A11"]), [copy, str(paths["A1"]), str(paths["A"]), str(paths["B"])])
-    assert result.parent == str(paths["A1"]) and "a quantized copy of the child" in result.incomparable[copy]
+    assert result.parent == str(paths["A1"]) and "cast to float16" in result.incomparable[copy]
     result = rank_parents(copy, [str(paths["A11"]), str(paths["A1"]), str(paths["A"])])  # the other way round: its parent
     assert result.parent == str(paths["A11"]) and not result.incomparable
+    # a parent released in bfloat16 and a child moved from it by 0.1 % (within three of its rounding steps, so
+    # a rounding-step test took it for the child's own copy): the parent, not a copy
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    base = load_file(str(paths["A1"] / "model.safetensors"))
+    for name, values in {"A1-bf16": {k: v.astype(ml_dtypes.bfloat16) for k, v in base.items()},
+                         "light": {k: v + 0.001 * v.std() * rng.standard_normal(v.shape).astype(np.float32) for k, v in base.items()}}.items():
+        (tmp_path / name).mkdir()
+        save_file(values, str(tmp_path / name / "model.safetensors"))
+    result = rank_parents(str(tmp_path / "light"), [str(tmp_path / "A1-bf16"), str(paths["A"]), str(paths["B"])])
+    assert result.parent == str(tmp_path / "A1-bf16") and not result.incomparable
 
 
 def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 from scipy.stats import kurtosis
 
@@ -47,13 +48,12 @@ from ancestree.fingerprint.cache import as_cache
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.types import Fingerprint, SketchSpec
 from ancestree.graph import GraphRecovery
-from ancestree.graph.relations import quantized_copy_ratio
 from ancestree.io.base import Model
 from ancestree.lineage.pairs import (Source, TensorPair, adapter_config_of, check_distinct, incomparable_reason, open_model,
                                      pair_tensors)
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
-from ancestree.relate import adapter_verdict, precision_bits
+from ancestree.relate import adapter_verdict
 from ancestree.relate.update import effective_rank, scaled_residual
 
 #: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
@@ -254,22 +254,30 @@ def _same_values(a: Fingerprint, b: Fingerprint) -> bool:
     return key is not None and key == _values_key(b)
 
 
-def _precision(fp: Fingerprint) -> float:
-    """Parameter-weighted mean bits of precision of a model's tensors."""
-    sizes = np.array([max(t.numel, 1) for t in fp.tensors], dtype=np.float64)
-    return float(np.average([precision_bits(t) for t in fp.tensors], weights=sizes)) if fp.tensors else 0.0
+#: Float types a model is released in by a plain cast (``model.half()``, ``.to(torch.bfloat16)``).
+CAST_TYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+#: Share of entries that must equal the child's values cast for a candidate to be the child's cast copy.
+CAST_SHARE = 0.999
 
 
-def _coarser_copy(child: Fingerprint, candidate: Fingerprint) -> str | None:
-    """Why ``candidate`` is the child's own weights stored at lower precision (an fp16 or 4-bit release of
-    the child: a copy of it, never its parent: quantized copies are leaves), or None."""
-    if _precision(candidate) >= _precision(child) - 0.5:  # the copy test (a pair's evidence) only when it can pass
+def _cast_of_child(child: Model, candidate: Model, pairs: Sequence[TensorPair], c_values: dict[str, np.ndarray],
+                   p_values: dict[str, np.ndarray]) -> str | None:
+    """Why the candidate is the child's own weights cast to a coarser float type (its float16 or bfloat16
+    release: every paired tensor so stored, equal to the child's values cast, entry for entry), or None.
+    A parent stored coarser is no such cast: the fine-tune moved the child off its grid. (Block-quantized
+    candidates, int8 or 4-bit, are never set aside: their rounding hides a small fine-tune.)"""
+    kinds = {candidate.tensors[p.candidate].dtype for p in pairs}
+    kind = CAST_TYPES.get(kinds.pop()) if len(kinds) == 1 else None
+    if kind is None or not all(child.tensors[p.child].dtype in ("float32", "float64") for p in pairs):
         return None
-    ratio = quantized_copy_ratio(child, candidate)
-    if ratio is None:
+    equal = total = 0
+    for name, c in c_values.items():
+        equal += int(np.count_nonzero(c.astype(kind).astype(np.float32) == p_values[name]))
+        total += c.size
+    if not total or equal < CAST_SHARE * total:
         return None
-    return (f"holds the child's own weights stored coarser (within {ratio:.2f} of its rounding steps: a quantized "
-            "copy of the child, not its parent)")
+    return f"holds the child's own weights cast to {kind.name} ({equal / total:.1%} of entries equal): a copy of the child, not its parent"
 
 
 class WeightsRanker:
@@ -322,9 +330,6 @@ class WeightsRanker:
         candidate_print = candidate_print or fingerprint(candidate, self.cache)
         if _same_values(candidate_print, cache["__print__"]):
             return "holds the child's own weights (the same values: a copy of the child, not its parent)"
-        coarser = _coarser_copy(cache["__print__"], candidate_print)
-        if coarser is not None:
-            return coarser
         pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print)
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
@@ -341,6 +346,9 @@ class WeightsRanker:
             del c_values[name], p_values[name]
         if not c_values:
             return "NaN or infinite values in every tensor the child and this candidate share: nothing to compare"
+        cast = _cast_of_child(child, candidate, pairs, c_values, p_values)
+        if cast is not None:
+            return cast
         if all(_constant(c_values[n]) or _constant(p_values[n]) for n in _pooled(c_values)):
             return ("every weight matrix the two share is constant (all zeros or one value) in one of them: "
                     "no evidence of lineage")  # scored, its residual and kurtosis were NaN (an invalid JSON)
