@@ -85,10 +85,11 @@ def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:
     return quantized_copy_ratio(parent, child) is not None
 
 
-#: A quantized copy's source is the relative it is fewest rounding steps from; relatives within this factor
-#: of that are copies of one model in several precisions (an int8 file is as near an fp32 model as its fp16
-#: copy), and the finest of them is taken. A 4-bit step is coarse enough that a fine-tune's parent passes
-#: the copy test as well (1.25 steps against 0.52 from the fp16 fine-tune it was made from).
+#: A quantized copy's source is the relative it is fewest rounding steps from; a finer relative within this
+#: factor of that is taken instead only when the nearest is itself a copy of it (one model in several
+#: precisions: an int8 file is as near an fp32 model as its fp16 copy). A 4-bit step is coarse enough that a
+#: lightly fine-tuned model's parent passes the copy test at nearly the same count (0.54 against 0.51 steps
+#: from the fp16 fine-tune a Q4_0 was made from), so nearness alone cannot choose between those two.
 QUANTIZED_SOURCE_SLACK = 1.1
 
 
@@ -96,11 +97,14 @@ def quantized_source(child: Fingerprint, finer: Sequence[tuple[float, Fingerprin
     """Index in ``finer`` (``(precision bits, fingerprint)`` of relatives stored finer than ``child``) of the
     model ``child`` is a quantized copy of (see :data:`QUANTIZED_SOURCE_SLACK`), None when it is none's."""
     ratios = [(quantized_copy_ratio(fp, child), -bits, k) for k, (bits, fp) in enumerate(finer)]
-    found = [(r, b, k) for r, b, k in ratios if r is not None]
+    found = sorted((r, b, k) for r, b, k in ratios if r is not None)
     if not found:
         return None
-    nearest = min(r for r, _, _ in found)
-    return min((b, r, k) for r, b, k in found if r <= nearest * QUANTIZED_SOURCE_SLACK)[2]
+    nearest_ratio, _, nearest = found[0]
+    within = sorted((b, r, k) for r, b, k in found if r <= nearest_ratio * QUANTIZED_SOURCE_SLACK)
+    near = finer[nearest][1]
+    return next(k for _, _, k in within
+                if k == nearest or is_duplicate(finer[k][1], near) or is_quantized_copy(finer[k][1], near))
 
 
 def is_pruned_copy(parent: Fingerprint, child: Fingerprint) -> bool:
