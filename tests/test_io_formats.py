@@ -401,7 +401,7 @@ def test_onnx_external_data(tmp_path: Path) -> None:
 
 
 # -- GGUF --------------------------------------------------------------------------------------------------
-def _write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, str]], arch: str = "llama", heads: tuple[int, int] = (0, 0)) -> None:
+def _write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, str]], arch: str = "llama", heads: tuple = (0, 0)) -> None:
     from gguf import GGMLQuantizationType, GGUFWriter, quants
 
     writer = GGUFWriter(str(path), arch)
@@ -455,10 +455,11 @@ def test_gguf_shapes_dtypes_values_and_metadata(tmp_path: Path) -> None:
         assert model.meta.declared_base_model == "org/base-model"
 
 
-@pytest.mark.parametrize("kind", ["f16", "q8_0"])
-def test_gguf_query_and_key_rows_permuted_by_llama_cpp_are_put_back(tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(("kind", "arch"), [("f16", "llama"), ("q8_0", "llama"), ("f16", "olmo"), ("f16", "deci")])
+def test_gguf_query_and_key_rows_permuted_by_llama_cpp_are_put_back(tmp_path: Path, kind: str, arch: str) -> None:
     """llama.cpp's converter reorders each head's query/key rows (LlamaModel.permute) for Llama-like
-    architectures: read as stored, a GGUF of a model looked unrelated to its own safetensors in attention."""
+    architectures: read as stored, a GGUF of a model looked unrelated to its own safetensors in attention.
+    DeciLM stores its head counts per layer."""
     r = rng()
     heads, kv_heads, width = 4, 2, 64
     q = r.standard_normal((heads * 16, width)).astype(np.float32)
@@ -471,7 +472,7 @@ def test_gguf_query_and_key_rows_permuted_by_llama_cpp_are_put_back(tmp_path: Pa
     stored = {"blk.0.attn_q.weight": (permute(q, heads), kind), "blk.0.attn_k.weight": (permute(k, kv_heads), kind),
               "blk.0.attn_v.weight": (v, kind)}
     tolerance = 0.01 if kind == "f16" else 0.05
-    _write_gguf(tmp_path / "llama.gguf", stored, "llama", (heads, kv_heads))
+    _write_gguf(tmp_path / "llama.gguf", stored, arch, ([heads, 0], [kv_heads, 0]) if arch == "deci" else (heads, kv_heads))
     with load_model(tmp_path / "llama.gguf") as model:
         for name, want in (("blk.0.attn_q.weight", q), ("blk.0.attn_k.weight", k), ("blk.0.attn_v.weight", v)):
             assert np.abs(model.read(name) - want).max() < tolerance * np.abs(want).max(), name

@@ -41,7 +41,7 @@ PLAIN_TYPES: dict[GGMLQuantizationType, str] = {
 
 
 #: ``general.architecture`` values whose query/key rows llama.cpp's ``convert_hf_to_gguf.py`` permutes.
-PERMUTED_QK = frozenset({"llama", "granite", "granitemoe", "minicpm", "deci", "baichuan"})
+PERMUTED_QK = frozenset({"llama", "granite", "granitemoe", "minicpm", "deci", "baichuan", "olmo", "arcee", "smollm3"})
 
 
 def unpermute(values: np.ndarray, heads: int) -> np.ndarray:
@@ -95,21 +95,34 @@ class GGUFModel(Model):
             self.meta.card.setdefault("base_model", base)
         self._heads = self._permuted_heads()
 
-    def _permuted_heads(self) -> dict[str, int]:
-        """Heads of the query and key projections whose rows the converter permuted (none for other architectures)."""
+    def _permuted_heads(self) -> dict[str, int | list[int]]:
+        """Heads of the query and key projections whose rows the converter permuted (none for other
+        architectures): one count, or one per layer (DeciLM stores arrays)."""
         assert self._reader is not None
         arch = str(self.meta.extra.get("general.architecture", ""))
         if arch not in PERMUTED_QK:
             return {}
-        counts = {}
+        counts: dict[str, int | list[int]] = {}
         for key, part in ((f"{arch}.attention.head_count", "attn_q"), (f"{arch}.attention.head_count_kv", "attn_k")):
             field = self._reader.fields.get(key)
             try:
-                counts[part] = int(field_value(field)) if field is not None else 0
+                value = field_value(field) if field is not None else 0
+                counts[part] = [int(v) for v in value] if isinstance(value, list) else int(value)
             except (TypeError, ValueError, IndexError):
                 counts[part] = 0
         counts["attn_k"] = counts["attn_k"] or counts["attn_q"]  # no grouped-query count: as many heads as queries
         return counts
+
+    def _heads_of(self, name: str) -> int:
+        """Heads to un-permute tensor ``name`` by (0: not a permuted query or key projection)."""
+        parts = name.split(".")
+        if len(parts) != 4 or parts[0] != "blk" or not parts[1].isdigit():
+            return 0
+        count = self._heads.get(parts[2], 0)
+        if isinstance(count, list):
+            layer = int(parts[1])
+            return count[layer] if layer < len(count) else 0
+        return count
 
     def _general_metadata(self) -> dict[str, Any]:
         assert self._reader is not None
@@ -135,8 +148,7 @@ class GGUFModel(Model):
         if self._reader is None:
             raise ValueError(f"{self.id}: model is closed")
         values = self._values(name)
-        part = name.split(".")[-2] if name.startswith("blk.") and name.count(".") == 3 else ""
-        heads = self._heads.get(part, 0)
+        heads = self._heads_of(name)
         return unpermute(values, heads) if heads else values
 
     def _values(self, name: str) -> np.ndarray:
