@@ -541,6 +541,8 @@ def test_a_model_without_tensors_is_named(command: str, tmp_path: Path, capsys: 
      "holds GPTQ/AWQ-packed low-bit weights ('l0.qweight'), which ancestree does not unpack"),
     ({"l0.weight": "uint8", "l0.weight.absmax": "float32", "l0.weight.quant_map": "float32",
       "l0.weight.quant_state.bitsandbytes__nf4": "uint8"}, "holds bitsandbytes 4-bit (NF4) weights"),
+    ({"l0.weight_packed": "int32", "l0.weight_scale": "float16", "l0.weight_shape": "int64"}, "compressed-tensors packed"),
+    ({"l0.q_weight": "int32", "l0.q_scale": "int32", "l0.q_scale_max": "float16"}, "EXL2-packed"),
 ])
 @pytest.mark.parametrize("command", ["tree", "compare"])
 def test_weights_this_reader_cannot_dequantize_are_named(command: str, tensors: dict[str, str], problem: str, tmp_path: Path,

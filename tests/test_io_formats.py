@@ -318,6 +318,25 @@ def test_onnx_folded_rotary_tables_and_masks_are_not_weights(tmp_path: Path) -> 
     assert [d["relation"] for _, _, d in graph.graph.edges(data=True)] == ["duplicate"]
 
 
+def test_onnx_weights_packed_for_matmulnbits_are_named_not_fingerprinted(tmp_path: Path) -> None:
+    """onnxruntime's MatMulNBits holds 4-bit blocks in uint8 and float block scales: the scales alone were
+    fingerprinted as the model's weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ancestree.fingerprint import fingerprint
+
+    r = rng()
+    packed = numpy_helper.from_array(r.integers(0, 255, (8, 1, 16), dtype=np.uint8), "B")
+    scales = numpy_helper.from_array(r.standard_normal(8).astype(np.float32), "scales")
+    node = helper.make_node("MatMulNBits", ["x", "B", "scales"], ["y"], domain="com.microsoft", K=32, N=8, bits=4, block_size=32)
+    proto = _onnx_model([node], [packed, scales])
+    proto.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    onnx.save(proto, tmp_path / "nbits.onnx")
+    with pytest.raises(BadInputError, match="packed for onnxruntime's MatMulNBits"):
+        fingerprint(tmp_path / "nbits.onnx")
+
+
 def test_onnx_dequantize_linear_per_tensor_per_axis_and_qdq(tmp_path: Path) -> None:
     import onnx
     from onnx import helper, numpy_helper

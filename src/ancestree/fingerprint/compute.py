@@ -225,7 +225,11 @@ def fingerprint(
 #: Name endings of packed low-bit layouts this reader does not unpack, and what they are.
 PACKED_LAYOUTS = ((".qweight", "GPTQ/AWQ-packed low-bit weights"),
                   (".quant_state.bitsandbytes__nf4", "bitsandbytes 4-bit (NF4) weights"),
-                  (".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit (FP4) weights"))
+                  (".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit (FP4) weights"),
+                  (".weight_packed", "compressed-tensors packed low-bit weights"),
+                  (".q_weight", "EXL2-packed weights"),
+                  (".W_q", "HQQ-packed weights"),
+                  (".codebooks", "AQLM codebook-quantized weights"))
 
 
 def unreadable_weights(model: Model) -> str | None:
@@ -235,6 +239,10 @@ def unreadable_weights(model: Model) -> str | None:
         packed = next((n for n in model.tensors if n.endswith(ending)), None)
         if packed is not None:
             return f"holds {layout} ({packed!r}), which ancestree does not unpack: give it a dequantized copy of the model"
+    ops = model.meta.extra.get("onnx_packed_ops")
+    if ops:
+        return (f"holds weights packed for onnxruntime's {', '.join(ops)}, which ancestree does not unpack: "
+                "give it a dequantized copy of the model")
     if not any(t.learned for t in model.tensors.values()):
         ints = [t for t in model.tensors.values() if len(t.shape) >= 2]
         if ints:

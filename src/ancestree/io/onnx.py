@@ -130,6 +130,9 @@ def is_literal(info: TensorInfo) -> bool:
     return info.numel <= 1 or info.dtype in ("int64", "int32", "bool")
 
 
+#: onnxruntime contrib ops that hold block-packed low-bit weights this reader does not unpack.
+PACKED_OPS = frozenset({"MatMulNBits", "GatherBlockQuantized", "MatMulBnb4"})
+
 #: Elementwise ops: a constant that only these consume, broadcast over batch and heads (two leading axes of
 #: one), is graph arithmetic folded by the exporter (rotary cos/sin tables, a causal mask), not a weight.
 ELEMENTWISE = frozenset({"Add", "Sub", "Mul", "Div", "Where"})
@@ -193,6 +196,9 @@ class OnnxModel(Model):
         self.meta.files = [FileInfo.of(self.path)]
         self.meta.extra["onnx_producer"] = f"{proto.producer_name} {proto.producer_version}".strip()
         self.meta.extra["onnx_opset"] = {imp.domain or "ai.onnx": imp.version for imp in proto.opset_import}
+        packed = sorted({node.op_type for node in nodes} & PACKED_OPS)
+        if packed:  # their packed integers and block scales are not read as weights (fingerprint refuses the model)
+            self.meta.extra["onnx_packed_ops"] = packed
 
     # -- finding quantized weights ------------------------------------------------------------------
     def _find_quantized(self, nodes: list[NodeProto]) -> set[str]:
