@@ -702,3 +702,25 @@ def test_fingerprints_stored_by_an_older_version_are_computed_again_by_add(tmp_p
         assert {atlas.store.print_version(int(r["id"])) for r in atlas.ls()} == {FINGERPRINT_VERSION}
         atlas.rebuild()
         assert not atlas.add(scan=[tmp_path]).updated  # and once only
+
+
+def test_a_name_found_again_at_an_earlier_path_names_the_model_there(tmp_path: Path) -> None:
+    """`x` found holding a's files, then b's elsewhere, then a's again (a cache repository whose refs/main
+    moved back): the alias row of the first path was updated in place, kept its old place in the order,
+    and `x` stayed b's."""
+    import os
+
+    write_hf_folder(tmp_path / "a", small_tensors(1))
+    write_hf_folder(tmp_path / "b", small_tensors(2))
+    shutil.copytree(tmp_path / "a", tmp_path / "px1")
+    shutil.copytree(tmp_path / "b", tmp_path / "px2")
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add([("a", tmp_path / "a"), ("b", tmp_path / "b")])
+        atlas.add([("x", tmp_path / "px1")])
+        assert atlas.store.alias_of("x") == "a"
+        atlas.add([("x", tmp_path / "px2")])
+        assert atlas.store.alias_of("x") == "b"
+        weights = next((tmp_path / "px1").glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+        atlas.add([("x", tmp_path / "px1")])
+        assert atlas.store.alias_of("x") == "a" and ("x", "a") in atlas.store.names() and ("x", "b") not in atlas.store.names()

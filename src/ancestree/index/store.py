@@ -412,10 +412,12 @@ class IndexStore:
         A path found again under the model's own name (its files touched) keeps the other name it was found
         under before: the alias row is that name's only record."""
         with self.transaction() as cur:
-            cur.execute("INSERT INTO aliases VALUES (?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET model = excluded.model,"
-                        " stat_key = excluded.stat_key, name = CASE WHEN aliases.model = excluded.model AND aliases.name"
-                        " IS NOT NULL AND excluded.name = (SELECT name FROM models WHERE id = excluded.model)"
-                        " THEN aliases.name ELSE excluded.name END", (path, model, stat_key, name))
+            before = cur.execute("SELECT a.model, a.name, m.name FROM aliases a JOIN models m ON m.id = ? WHERE a.path = ?",
+                                 (model, path)).fetchone()
+            if before is not None and before[0] == model and before[1] is not None and name == before[2]:
+                name = before[1]
+            # a new row (not an update in place): names are read in the order their paths were recorded last
+            cur.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (path, model, stat_key, name))
             if then is not None:
                 then(cur)
 
