@@ -558,6 +558,18 @@ def test_weights_this_reader_cannot_dequantize_are_named(command: str, tensors: 
     assert status == 2 and len(err.strip().splitlines()) == 1 and problem in err and str(tmp_path / "q.safetensors") in err, err
 
 
+def test_float_tensors_named_like_packed_layouts_are_ordinary_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only integer tensors of those names are packed weights: a float `q_weight` or `W_q` is a weight."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(0)
+    save_file({n: rng.standard_normal((16, 8)).astype(np.float32) for n in ("attn.q_weight", "attn.W_q", "vq.codes", "l0.qweight")},
+              str(tmp_path / "f.safetensors"))
+    (tmp_path / "m.safetensors").write_bytes(_SAFE)
+    status, _, err = _run(["tree", str(tmp_path / "m.safetensors"), str(tmp_path / "f.safetensors"), "--no-cache", "-f", "json"], capsys)
+    assert status == 0, err
+
+
 def test_inspect_shows_a_gptq_model_and_warns_that_its_weights_are_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`inspect` counted a GPTQ model's float scales as its parameters without a word."""
     from safetensors.numpy import save_file
