@@ -675,33 +675,47 @@ def test_a_second_name_of_one_folder_survives_a_touch_and_names_are_listed_once(
         assert atlas.store.alias_of("c") == "m" and atlas.store.names() == [("m", "m"), ("c", "m")]
 
 
-def test_fingerprints_stored_by_an_older_version_are_computed_again_by_add(tmp_path: Path) -> None:
-    """A newer ancestree reads some formats otherwise (GGUF query/key rows, bitsandbytes scales), so it
-    bumps the fingerprint version: an index made before could not be rebuilt, and `add` skipped its
-    models by their files as known (their stat keys change with the version; their content does not)."""
-    import os
+def _as_if_an_older_version_stored(atlas: Atlas) -> None:
+    """Rewrite the index's fingerprints with the previous version number, as an older ancestree left them."""
     from dataclasses import replace
 
     from ancestree.fingerprint import FINGERPRINT_VERSION, from_bytes, to_bytes
 
-    write_hf_folder(tmp_path / "a", small_tensors(1))
-    write_hf_folder(tmp_path / "b", small_tensors(2))
+    with atlas.store.transaction() as cur:
+        for model, blob in cur.execute("SELECT model, fingerprint FROM prints").fetchall():
+            old = replace(from_bytes(blob)[0], version=FINGERPRINT_VERSION - 1)
+            cur.execute("UPDATE prints SET fingerprint = ?, embedding = embedding WHERE model = ?", (to_bytes([old]), model))
+        cur.execute("DELETE FROM meta WHERE key = 'fingerprints'")
+
+
+@pytest.mark.parametrize("then", ["add a new model", "rebuild"])
+def test_fingerprints_stored_by_an_older_version_are_computed_again(tmp_path: Path, then: str) -> None:
+    """A newer ancestree reads some formats otherwise (GGUF query/key rows, bitsandbytes scales), so it bumps
+    the fingerprint version: an index made before could not be rebuilt, and adding a model to one of its
+    trees failed on the stored fingerprints. Every stale model is fingerprinted again from its path (once),
+    placed again, its aliases kept; one whose files are gone is named."""
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
+    write_hf_folder(tmp_path / "hub" / "b", small_tensors(2))
+    shutil.copytree(tmp_path / "hub" / "a", tmp_path / "hub" / "a-copy")
     with Atlas(tmp_path / "atlas.db") as atlas:
-        atlas.add(scan=[tmp_path])
-        with atlas.store.transaction() as cur:  # as an older version stored them
-            for model, blob in cur.execute("SELECT model, fingerprint FROM prints").fetchall():
-                old = replace(from_bytes(blob)[0], version=FINGERPRINT_VERSION - 1)
-                cur.execute("UPDATE prints SET fingerprint = ? WHERE model = ?", (to_bytes([old]), model))
-        with pytest.raises(BadInputError, match="`ancestree index add` of the same models"):
+        atlas.add(scan=[tmp_path / "hub"])
+        edges = {(e.parent, e.child) for e in atlas.edges("recovered")}
+        _as_if_an_older_version_stored(atlas)
+        assert [name for _, name, _ in atlas.store.stale_prints()] == ["a", "b"]
+        if then == "rebuild":
             atlas.rebuild()
-        for folder in ("a", "b"):  # the stat keys change with the version
-            weights = next((tmp_path / folder).glob("*.safetensors"))
-            os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-        report = atlas.add(scan=[tmp_path])
-        assert sorted(report.updated) == ["a", "b"] and not report.added
-        assert {atlas.store.print_version(int(r["id"])) for r in atlas.ls()} == {FINGERPRINT_VERSION}
-        atlas.rebuild()
-        assert not atlas.add(scan=[tmp_path]).updated  # and once only
+        else:
+            write_hf_folder(tmp_path / "c", small_tensors(3))
+            report = atlas.add([("c", tmp_path / "c")])
+            assert report.updated == ["a", "b"] and report.added == ["c"] and not report.bad
+        assert not atlas.store.stale_prints() and atlas.store.alias_of("a-copy") == "a"
+        assert {(e.parent, e.child) for e in atlas.edges("recovered")} >= edges and all(r["placed"] for r in atlas.ls())
+        report = atlas.add(scan=[tmp_path / "hub"])
+        assert not report.updated and not report.added  # once only
+        _as_if_an_older_version_stored(atlas)
+        shutil.rmtree(tmp_path / "hub" / "b")  # files gone: named, the index left as it was
+        with pytest.raises(BadInputError, match="b: fingerprinted by an older ancestree, and its files cannot be read again"):
+            atlas.rebuild()
 
 
 def test_a_name_found_again_at_an_earlier_path_names_the_model_there(tmp_path: Path) -> None:

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
-from ancestree.fingerprint import FINGERPRINT_VERSION, from_bytes
+from ancestree.fingerprint import FingerprintCache, SketchSpec, from_bytes
+from ancestree.fingerprint.compute import compute_fingerprint
+from ancestree.io import load_model
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
@@ -131,6 +133,9 @@ class Atlas:
         items = resolve_items(paths, scan)
         report = AddReport()
         run = self.store.start_run(" ".join(["index add", *sys.argv[3:]]) if sys.argv else "index add")
+        refreshed, failed = self._refresh_stale()
+        report.updated += refreshed
+        report.bad += [f"{name}: {problem}" for name, problem in failed]
         known = self.store.known_stat_keys()
         start = time.perf_counter()
         status = "failed"
@@ -196,11 +201,6 @@ class Atlas:
             now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(same["name"])
             if row is not None and now != stored_declaration(row["declared_base"], row["declared_relation"]):
                 report.redeclared[same["name"]] = now
-            if self.store.print_version(int(same["id"])) != FINGERPRINT_VERSION:  # stored by an older ancestree
-                fp.id = same["name"]
-                self.store.refresh_print(int(same["id"]), fp)
-                report.updated.append(same["name"])
-                return Outcome(same["name"], "updated", "fingerprinted again (stored by an older version of ancestree)")
             report.skipped.append(result.name)
             return Outcome(result.name, "skipped", "already indexed")
         if existing is not None:
@@ -215,6 +215,27 @@ class Atlas:
             return Outcome(fp.id, "updated", f"its files changed; the old ones stay indexed as {handed}")
         report.added.append(fp.id)
         return Outcome(fp.id, "added")
+
+    def _refresh_stale(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """Fingerprint again, from their indexed paths, the models whose stored fingerprints an older ancestree
+        computed (each committed on its own; they are placed again by the placement that follows); returns
+        their names, and ``(name, problem)`` for those whose files cannot be read any more (left as they were)."""
+        stale = self.store.stale_prints()
+        refreshed, failed = [], []
+        for model, name, path in stale:
+            try:
+                with load_model(path, name) as opened:
+                    fp = compute_fingerprint(opened)
+                    key = FingerprintCache.stat_key(opened, SketchSpec())
+            except BadInputError as exc:
+                failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({exc.problem})"))
+                continue
+            fp.id = name
+            self.store.refresh_print(model, fp, key)
+            refreshed.append(name)
+        if not failed:
+            self.store.mark_prints_current()
+        return refreshed, failed
 
     def place(self) -> Placement:
         """Place models committed but not yet placed (after an interrupted run)."""
@@ -246,6 +267,11 @@ class Atlas:
     def rebuild(self) -> Placement:
         """Recover the whole graph from the stored fingerprints (no model file is read)."""
         run = self.store.start_run("index rebuild")
+        _, failed = self._refresh_stale()  # the one case where a rebuild reads files: fingerprints of an older version
+        if failed:
+            self.store.finish_run(run, "failed", 0, 0)
+            name, problem = failed[0]
+            raise BadInputError(self.store.path, f"{name}: {problem}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
         result = rebuild(self.store)
         self.store.finish_run(run, "done", 0, 0)
         return result

@@ -35,7 +35,7 @@ from typing import Any
 from ancestree.errors import BadInputError
 import numpy as np
 
-from ancestree.fingerprint import Fingerprint, from_bytes, to_bytes
+from ancestree.fingerprint import FINGERPRINT_VERSION, Fingerprint, from_bytes, to_bytes
 from ancestree.fingerprint.store import stored_version
 from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
 
@@ -235,6 +235,9 @@ class IndexStore:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                # a new index holds fingerprints of this version only; an older one is checked once (stale_prints)
+                cur.execute("INSERT OR IGNORE INTO meta SELECT 'fingerprints', ? WHERE NOT EXISTS (SELECT 1 FROM models)",
+                            (str(FINGERPRINT_VERSION),))
         except sqlite3.DatabaseError as exc:
             self._check_version()  # an index of another schema version says so
             raise self._problem(exc, "cannot create the index tables") from None
@@ -326,16 +329,29 @@ class IndexStore:
             _forget_alias_name(cur, fp.id)
             return model
 
-    def print_version(self, model: int) -> int:
-        """The fingerprint version stored for ``model`` (0 when none or unreadable)."""
-        row = self.conn.execute("SELECT fingerprint FROM prints WHERE model = ?", (model,)).fetchone()
-        return stored_version(row[0]) if row is not None and isinstance(row[0], bytes) else 0
+    def stale_prints(self) -> list[tuple[int, str, str]]:
+        """``(id, name, path)`` of the models whose stored fingerprint an older ancestree computed (a newer one
+        reads some formats otherwise); looked for once per fingerprint version, none when the index says so."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'fingerprints'").fetchone()
+        if row is not None and row[0] == str(FINGERPRINT_VERSION):
+            return []
+        rows = self.conn.execute("SELECT m.id, m.name, m.path, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
+                                 " ORDER BY m.id").fetchall()
+        return [(int(r[0]), r[1], r[2]) for r in rows if stored_version(r[3]) != FINGERPRINT_VERSION]
 
-    def refresh_print(self, model: int, fp: Fingerprint) -> None:
-        """Store ``fp``, the same files fingerprinted by this version (a newer ancestree reads some formats
-        otherwise), and commit: the model and its recovered children are left to be placed again."""
+    def mark_prints_current(self) -> None:
+        """Record that every stored fingerprint is of this version (:meth:`stale_prints` looks no more)."""
+        with self.transaction() as cur:
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprints', ?)", (str(FINGERPRINT_VERSION),))
+
+    def refresh_print(self, model: int, fp: Fingerprint, stat_key: str | None) -> None:
+        """Store ``fp``, the model's same files fingerprinted by this version, with what it decides of the
+        model's row (content key, format, parameters; the stat key of its files now), and commit: the model
+        and its recovered children are left to be placed again; its aliases and declared base stay."""
         with self.transaction() as cur:
             self._unplace(model, cur, files_changed=False)
+            cur.execute("UPDATE models SET stat_key = ?, content_key = ?, format = ?, parameters = ? WHERE id = ?",
+                        (stat_key, fp.content_key, fp.format, int(fp.parameters), model))
             cur.execute("UPDATE prints SET fingerprint = ?, embedding = ? WHERE model = ?", (to_bytes([fp]), to_blob(embed(fp)), model))
 
     def update_model(self, model: int, fp: Fingerprint, path: str, file_hash: str, stat_key: str | None,
