@@ -543,6 +543,7 @@ def test_a_model_without_tensors_is_named(command: str, tmp_path: Path, capsys: 
       "l0.weight.quant_state.bitsandbytes__nf4": "uint8"}, "holds bitsandbytes 4-bit (NF4) weights"),
     ({"l0.weight_packed": "int32", "l0.weight_scale": "float16", "l0.weight_shape": "int64"}, "compressed-tensors packed"),
     ({"l0.q_weight": "int32", "l0.q_scale": "int32", "l0.q_scale_max": "float16"}, "EXL2-packed"),
+    ({"l0.codes": "int16", "l0.codebooks": "float16", "l0.scales": "float16"}, "AQLM codebook-quantized"),
 ])
 @pytest.mark.parametrize("command", ["tree", "compare"])
 def test_weights_this_reader_cannot_dequantize_are_named(command: str, tensors: dict[str, str], problem: str, tmp_path: Path,
@@ -563,8 +564,9 @@ def test_float_tensors_named_like_packed_layouts_are_ordinary_weights(tmp_path: 
     from safetensors.numpy import save_file
 
     rng = np.random.default_rng(0)
-    save_file({n: rng.standard_normal((16, 8)).astype(np.float32) for n in ("attn.q_weight", "attn.W_q", "vq.codes", "l0.qweight")},
-              str(tmp_path / "f.safetensors"))
+    tensors = {n: rng.standard_normal((16, 8)).astype(np.float32) for n in ("attn.q_weight", "attn.W_q", "vq.codes", "l0.qweight")}
+    tensors["quantizer.codes"] = rng.integers(0, 8, (4, 16), dtype=np.int64)  # an integer buffer without AQLM's codebooks
+    save_file(tensors, str(tmp_path / "f.safetensors"))
     (tmp_path / "m.safetensors").write_bytes(_SAFE)
     status, _, err = _run(["tree", str(tmp_path / "m.safetensors"), str(tmp_path / "f.safetensors"), "--no-cache", "-f", "json"], capsys)
     assert status == 0, err

@@ -327,6 +327,21 @@ def test_the_childs_own_coarser_copy_is_no_candidate(lineage_family: dict, tmp_p
         save_file(values, str(tmp_path / name / "model.safetensors"))
     result = rank_parents(str(tmp_path / "light"), [str(tmp_path / "A1-bf16"), str(paths["A"]), str(paths["B"])])
     assert result.parent == str(tmp_path / "A1-bf16") and not result.incomparable
+    # a child whose backbone stayed frozen (saved in float32 from the bfloat16 parent, one tensor trained) sits
+    # on the parent's grid: it cannot be told from its own cast, so its parent is not set aside
+    frozen = {k: v.astype(ml_dtypes.bfloat16).astype(np.float32) for k, v in base.items()}
+    last = sorted(frozen)[-1]
+    frozen[last] = frozen[last] + 0.01 * frozen[last].std() * rng.standard_normal(frozen[last].shape).astype(np.float32)
+    (tmp_path / "frozen").mkdir()
+    save_file(frozen, str(tmp_path / "frozen" / "model.safetensors"))
+    result = rank_parents(str(tmp_path / "frozen"), [str(tmp_path / "A1-bf16"), str(paths["A"]), str(paths["B"])])
+    assert result.parent == str(tmp_path / "A1-bf16") and not result.incomparable
+    # a float16 release that keeps one tensor in float32 (`_keep_in_fp32_modules`) is still the child's cast
+    kept = {k: (v if k == last else v.astype(np.float16)) for k, v in state.items()}
+    (tmp_path / "A11-mixed").mkdir()
+    save_file(kept, str(tmp_path / "A11-mixed" / "model.safetensors"))
+    result = rank_parents(str(paths["A11"]), [str(tmp_path / "A11-mixed"), str(paths["A1"]), str(paths["A"])])
+    assert result.parent == str(paths["A1"]) and "cast to float16" in result.incomparable[str(tmp_path / "A11-mixed")]
 
 
 def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:

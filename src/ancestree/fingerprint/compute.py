@@ -224,20 +224,21 @@ def fingerprint(
 
 #: Name endings of the integer tensors of packed low-bit layouts this reader does not unpack, and what they
 #: are (a float tensor of such a name, a VQ codebook or a layer called ``q_weight``, is an ordinary weight).
-PACKED_LAYOUTS = ((".qweight", "GPTQ/AWQ-packed low-bit weights"),
-                  (".quant_state.bitsandbytes__nf4", "bitsandbytes 4-bit (NF4) weights"),
-                  (".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit (FP4) weights"),
-                  (".weight_packed", "compressed-tensors packed low-bit weights"),
-                  (".q_weight", "EXL2-packed weights"),
-                  (".W_q", "HQQ-packed weights"),
-                  (".codes", "AQLM codebook-quantized weights"))
+PACKED_LAYOUTS = ((".qweight", "GPTQ/AWQ-packed low-bit weights", ""),
+                  (".quant_state.bitsandbytes__nf4", "bitsandbytes 4-bit (NF4) weights", ""),
+                  (".quant_state.bitsandbytes__fp4", "bitsandbytes 4-bit (FP4) weights", ""),
+                  (".weight_packed", "compressed-tensors packed low-bit weights", ""),
+                  (".q_weight", "EXL2-packed weights", ""),
+                  (".W_q", "HQQ-packed weights", ""),
+                  (".codes", "AQLM codebook-quantized weights", ".codebooks"))  # the third: a companion it needs
 
 
 def unreadable_weights(model: Model) -> str | None:
     """Why the weights of ``model`` cannot be read as weights (packed low-bit layouts this reader does not
     unpack, integer matrices without their scales), or None."""
-    for ending, layout in PACKED_LAYOUTS:
-        packed = next((n for n, t in model.tensors.items() if n.endswith(ending) and t.dtype.startswith(("int", "uint"))), None)
+    for ending, layout, companion in PACKED_LAYOUTS:
+        packed = next((n for n, t in model.tensors.items() if n.endswith(ending) and t.dtype.startswith(("int", "uint"))
+                       and (not companion or n[: -len(ending)] + companion in model.tensors)), None)
         if packed is not None:
             return f"holds {layout} ({packed!r}), which ancestree does not unpack: give it a dequantized copy of the model"
     ops = model.meta.extra.get("onnx_packed_ops")

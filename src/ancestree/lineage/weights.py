@@ -264,20 +264,33 @@ CAST_SHARE = 0.999
 def _cast_of_child(child: Model, candidate: Model, pairs: Sequence[TensorPair], c_values: dict[str, np.ndarray],
                    p_values: dict[str, np.ndarray]) -> str | None:
     """Why the candidate is the child's own weights cast to a coarser float type (its float16 or bfloat16
-    release: every paired tensor so stored, equal to the child's values cast, entry for entry), or None.
-    A parent stored coarser is no such cast: the fine-tune moved the child off its grid. (Block-quantized
-    candidates, int8 or 4-bit, are never set aside: their rounding hides a small fine-tune.)"""
-    kinds = {candidate.tensors[p.candidate].dtype for p in pairs}
-    kind = CAST_TYPES.get(kinds.pop()) if len(kinds) == 1 else None
-    if kind is None or not all(child.tensors[p.child].dtype in ("float32", "float64") for p in pairs):
-        return None
-    equal = total = 0
-    for name, c in c_values.items():
-        equal += int(np.count_nonzero(c.astype(kind).astype(np.float32) == p_values[name]))
+    release, maybe keeping some tensors as they were: entry for entry the child's values cast), or None.
+
+    A parent stored coarser is no such cast: the fine-tune moved the child off its grid. A child still on
+    that grid (a frozen backbone saved in float32 from a bfloat16 parent, a few biases trained) cannot be
+    told from its own cast, and is not set aside. Block-quantized candidates (int8, 4-bit) never are: their
+    rounding hides a small fine-tune."""
+    cast_to: str | None = None
+    equal = on_grid = cast_entries = total = 0
+    for pair in pairs:
+        if pair.child not in c_values:
+            continue
+        c, p = c_values[pair.child], p_values[pair.child]
+        kept, stored = child.tensors[pair.child].dtype, candidate.tensors[pair.candidate].dtype
         total += c.size
-    if not total or equal < CAST_SHARE * total:
+        if stored == kept:  # a tensor the release kept as it was (float32 norms, `_keep_in_fp32_modules`)
+            equal += int(np.count_nonzero(c == p))
+            continue
+        if stored not in CAST_TYPES or kept not in ("float32", "float64") or cast_to not in (None, stored):
+            return None
+        cast_to = stored
+        rounded = c.astype(CAST_TYPES[stored]).astype(np.float32)
+        equal += int(np.count_nonzero(rounded == p))
+        on_grid += int(np.count_nonzero(rounded == c))
+        cast_entries += c.size
+    if cast_to is None or cast_entries < total / 2 or on_grid >= cast_entries / 2 or equal < CAST_SHARE * total:
         return None
-    return f"holds the child's own weights cast to {kind.name} ({equal / total:.1%} of entries equal): a copy of the child, not its parent"
+    return f"holds the child's own weights cast to {cast_to} ({equal / total:.1%} of entries equal): a copy of the child, not its parent"
 
 
 class WeightsRanker:
