@@ -738,3 +738,20 @@ def test_a_name_found_again_at_an_earlier_path_names_the_model_there(tmp_path: P
         os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
         atlas.add([("x", tmp_path / "px1")])
         assert atlas.store.alias_of("x") == "a" and ("x", "a") in atlas.store.names() and ("x", "b") not in atlas.store.names()
+
+
+def test_a_stale_model_whose_files_changed_is_refreshed_as_a_re_upload(tmp_path: Path) -> None:
+    """Refreshing an older version's fingerprint from a path that now holds other files stored the new
+    files' fingerprint under the old file hash (a later add of the old files took them for this model)."""
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
+    write_hf_folder(tmp_path / "hub" / "b", small_tensors(2))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        old_hash = atlas.model("b")["file_hash"]
+        _as_if_an_older_version_stored(atlas)
+        shutil.rmtree(tmp_path / "hub" / "b")
+        write_hf_folder(tmp_path / "hub" / "b", small_tensors(4))
+        atlas.rebuild()
+        assert atlas.model("b")["file_hash"] != old_hash and not atlas.store.stale_prints()
+        report = atlas.add(scan=[tmp_path / "hub"])
+        assert not report.updated and not report.added

@@ -24,7 +24,7 @@ from ancestree.errors import BadInputError
 from ancestree.fingerprint import FingerprintCache, SketchSpec, from_bytes
 from ancestree.fingerprint.compute import compute_fingerprint
 from ancestree.io import load_model
-from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
+from ancestree.index.ingest import Ingested, PathLike, file_hash, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
 
@@ -227,11 +227,16 @@ class Atlas:
                 with load_model(path, name) as opened:
                     fp = compute_fingerprint(opened)
                     key = FingerprintCache.stat_key(opened, SketchSpec())
+                    digest = file_hash(opened)
             except BadInputError as exc:
                 failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({exc.problem})"))
                 continue
             fp.id = name
-            self.store.refresh_print(model, fp, key)
+            row = self.store.model(name)
+            if row is not None and row["file_hash"] != digest:  # other files there now: indexed as a re-upload is
+                self.store.update_model(model, fp, path, digest, key, None)
+            else:
+                self.store.refresh_print(model, fp, key)
             refreshed.append(name)
         if not failed:
             self.store.mark_prints_current()
