@@ -693,7 +693,7 @@ def test_fingerprints_stored_by_an_older_version_are_computed_again(tmp_path: Pa
     """A newer ancestree reads some formats otherwise (GGUF query/key rows, bitsandbytes scales), so it bumps
     the fingerprint version: an index made before could not be rebuilt, and adding a model to one of its
     trees failed on the stored fingerprints. Every stale model is fingerprinted again from its path (once),
-    placed again, its aliases kept; one whose files are gone is named."""
+    placed again, its aliases kept; one whose files are gone is named and keeps its old fingerprint."""
     write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
     write_hf_folder(tmp_path / "hub" / "b", small_tensors(2))
     shutil.copytree(tmp_path / "hub" / "a", tmp_path / "hub" / "a-copy")
@@ -713,9 +713,12 @@ def test_fingerprints_stored_by_an_older_version_are_computed_again(tmp_path: Pa
         report = atlas.add(scan=[tmp_path / "hub"])
         assert not report.updated and not report.added  # once only
         _as_if_an_older_version_stored(atlas)
-        shutil.rmtree(tmp_path / "hub" / "b")  # files gone: named, the index left as it was
-        with pytest.raises(BadInputError, match="b: fingerprinted by an older ancestree, and its files cannot be read again"):
-            atlas.rebuild()
+        shutil.rmtree(tmp_path / "hub" / "b")  # files gone: named once, its old fingerprint used, the index working
+        result = atlas.rebuild()
+        assert len(result.kept_old) == 1 and result.kept_old[0].startswith("b: fingerprinted by an older ancestree")
+        write_hf_folder(tmp_path / "d", small_tensors(5))
+        report = atlas.add([("d", tmp_path / "d")])
+        assert report.added == ["d"] and not report.bad and all(r["placed"] for r in atlas.ls())
 
 
 def test_a_name_found_again_at_an_earlier_path_names_the_model_there(tmp_path: Path) -> None:

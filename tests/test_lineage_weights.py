@@ -342,6 +342,13 @@ def test_the_childs_own_coarser_copy_is_no_candidate(lineage_family: dict, tmp_p
     save_file(kept, str(tmp_path / "A11-mixed" / "model.safetensors"))
     result = rank_parents(str(paths["A11"]), [str(tmp_path / "A11-mixed"), str(paths["A1"]), str(paths["A"])])
     assert result.parent == str(paths["A1"]) and "cast to float16" in result.incomparable[str(tmp_path / "A11-mixed")]
+    # a pruned child's zeros sit on every grid: its own cast is still known by its other entries
+    pruned = {k: np.where(np.abs(v) < np.quantile(np.abs(v), 0.6), 0, v).astype(np.float32) for k, v in state.items()}
+    for name, values in {"pruned": pruned, "pruned-bf16": {k: v.astype(ml_dtypes.bfloat16) for k, v in pruned.items()}}.items():
+        (tmp_path / name).mkdir()
+        save_file(values, str(tmp_path / name / "model.safetensors"))
+    result = rank_parents(str(tmp_path / "pruned"), [str(tmp_path / "pruned-bf16"), str(paths["A11"]), str(paths["A"])])
+    assert "cast to bfloat16" in result.incomparable[str(tmp_path / "pruned-bf16")]
 
 
 def test_ancestors_walk_continues_while_an_ancestor_is_likely() -> None:

@@ -154,6 +154,8 @@ def rebuild(
     """Recover the whole graph again from the stored fingerprints (reads no model file)."""
     with _open(db, read_only=False) as atlas:
         result = atlas.rebuild()
+    for line in result.kept_old:  # their files are gone: recovered from the fingerprints an older version stored
+        err_console.print(f"warning: {line}", soft_wrap=True, highlight=False)
     record = {"models": result.members, "trees": result.trees_touched, "seconds": round(result.seconds, 3)}
     if format is OutputFormat.json:
         emit(to_json(record), None)

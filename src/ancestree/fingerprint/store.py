@@ -90,11 +90,10 @@ def _model_from(record: dict[str, Any], sketches: np.ndarray) -> Fingerprint:
     )
 
 
-def _check_versions(records: list[dict[str, Any]]) -> None:
-    found = {int(r.get("version", 0)) for r in records} - {FINGERPRINT_VERSION}
+def _check_versions(records: list[dict[str, Any]], oldest: int) -> None:
+    found = {int(r.get("version", 0)) for r in records} - set(range(oldest, FINGERPRINT_VERSION + 1))
     if found:
-        raise ValueError(f"fingerprint version {min(found)}, this ancestree reads {FINGERPRINT_VERSION}: compute them again"
-                         " (an index: `ancestree index add` of the same models does)")
+        raise ValueError(f"fingerprint version {min(found)}, this ancestree reads {FINGERPRINT_VERSION}: compute them again")
 
 
 def stored_version(data: bytes) -> int:
@@ -108,15 +107,16 @@ def stored_version(data: bytes) -> int:
         return 0
 
 
-def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None) -> list[Fingerprint]:
-    """Fingerprints from ``.npz`` bytes; :class:`BadInputError` naming ``source`` when they are not ours."""
+def from_bytes(data: bytes, source: str | os.PathLike[str] | None = None, oldest: int = FINGERPRINT_VERSION) -> list[Fingerprint]:
+    """Fingerprints from ``.npz`` bytes; :class:`BadInputError` naming ``source`` when they are not ours
+    (or of a version before ``oldest``: an index reads those of :data:`OLDEST_READABLE` on)."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             header = json.loads(npz["header"].tobytes().decode("utf-8"))
             sketches = np.array(npz["sketches"], dtype=np.float32)
         if header.get("format") != MAGIC:
             raise ValueError("not an ancestree fingerprint file")
-        _check_versions(header["models"])
+        _check_versions(header["models"], oldest)
         return [_model_from(r, sketches) for r in header["models"]]
     except DAMAGED_FILE as exc:
         raise BadInputError(source, f"cannot read fingerprints ({exc.__class__.__name__}: {str(exc) or 'empty or cut short'})") from None

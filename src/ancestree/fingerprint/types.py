@@ -23,6 +23,10 @@ from ancestree.io.base import inspect_record
 FINGERPRINT_VERSION = 3  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1; 3: GGUF query/key rows in HF order,
 # bitsandbytes ``module.SCB`` layers dequantized, ONNX broadcast tables left out (same files, other fingerprints)
 
+#: The oldest version whose fingerprints hold the same fields as this one's (version 3 changed how some
+#: formats are read, not what is stored): an index keeps using them until it fingerprints their files again.
+OLDEST_READABLE = 2
+
 #: The ``content_key`` of a fingerprint with no learned tensor before such keys hashed the files (the hash of
 #: nothing, still in older caches and indexes): it identifies no content, so it makes no copies.
 NOTHING_KEY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

@@ -133,13 +133,13 @@ class Atlas:
         items = resolve_items(paths, scan)
         report = AddReport()
         run = self.store.start_run(" ".join(["index add", *sys.argv[3:]]) if sys.argv else "index add")
-        refreshed, failed = self._refresh_stale()
-        report.updated += refreshed
-        report.bad += [f"{name}: {problem}" for name, problem in failed]
-        known = self.store.known_stat_keys()
         start = time.perf_counter()
         status = "failed"
         try:
+            refreshed, failed = self._refresh_stale()
+            report.updated += refreshed
+            report.bad += [f"{name}: {problem}" for name, problem in failed]
+            known = self.store.known_stat_keys()
             results = ingest_dask(items, known, dask) if dask else ingest_local(items, known, threads)
             named: set[str] = set()  # names given to models in this run
             for result in results:
@@ -219,7 +219,9 @@ class Atlas:
     def _refresh_stale(self) -> tuple[list[str], list[tuple[str, str]]]:
         """Fingerprint again, from their indexed paths, the models whose stored fingerprints an older ancestree
         computed (each committed on its own; they are placed again by the placement that follows); returns
-        their names, and ``(name, problem)`` for those whose files cannot be read any more (left as they were)."""
+        their names, and ``(name, problem)`` for those whose files cannot be read any more: they keep their
+        fingerprints, which an index reads (:data:`~ancestree.fingerprint.types.OLDEST_READABLE`), and are
+        named this once."""
         stale = self.store.stale_prints()
         refreshed, failed = [], []
         for model, name, path in stale:
@@ -229,7 +231,8 @@ class Atlas:
                     key = FingerprintCache.stat_key(opened, SketchSpec())
                     digest = file_hash(opened)
             except BadInputError as exc:
-                failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({exc.problem})"))
+                failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({exc.problem});"
+                                     " its old fingerprint is kept"))
                 continue
             fp.id = name
             row = self.store.model(name)
@@ -238,7 +241,7 @@ class Atlas:
             else:
                 self.store.refresh_print(model, fp, key)
             refreshed.append(name)
-        if not failed:
+        if stale:
             self.store.mark_prints_current()
         return refreshed, failed
 
@@ -273,11 +276,8 @@ class Atlas:
         """Recover the whole graph from the stored fingerprints (no model file is read)."""
         run = self.store.start_run("index rebuild")
         _, failed = self._refresh_stale()  # the one case where a rebuild reads files: fingerprints of an older version
-        if failed:
-            self.store.finish_run(run, "failed", 0, 0)
-            name, problem = failed[0]
-            raise BadInputError(self.store.path, f"{name}: {problem}" + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""))
         result = rebuild(self.store)
+        result.kept_old = [f"{name}: {problem}" for name, problem in failed]
         self.store.finish_run(run, "done", 0, 0)
         return result
 

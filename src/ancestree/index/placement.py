@@ -84,6 +84,7 @@ class Placement:
     seconds: float = 0.0
     local: int = 0  # new models placed by a local recovery of their neighbourhood
     fallbacks: list[str] = field(default_factory=list)  # why a tree was recovered whole instead of locally
+    kept_old: list[str] = field(default_factory=list)  # models kept with an older version's fingerprint, and why
 
 
 def recovery(settled_bonus: float = 0.0, like: GraphRecovery | None = None) -> GraphRecovery:

@@ -37,6 +37,7 @@ import numpy as np
 
 from ancestree.fingerprint import FINGERPRINT_VERSION, Fingerprint, from_bytes, to_bytes
 from ancestree.fingerprint.store import stored_version
+from ancestree.fingerprint.types import OLDEST_READABLE
 from ancestree.index.neighbours import DIM, embed, from_blob, to_blob
 
 #: Bumped when the schema changes; an index of another version is refused rather than misread.
@@ -336,7 +337,7 @@ class IndexStore:
         if row is not None and row[0] == str(FINGERPRINT_VERSION):
             return []
         rows = self.conn.execute("SELECT m.id, m.name, m.path, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
-                                 " ORDER BY m.id").fetchall()
+                                 " ORDER BY m.id")  # one blob at a time: an index of many models is not held at once
         return [(int(r[0]), r[1], r[2]) for r in rows if stored_version(r[3]) != FINGERPRINT_VERSION]
 
     def mark_prints_current(self) -> None:
@@ -448,7 +449,7 @@ class IndexStore:
         # the stored fingerprint too: recovery (`place`, `rebuild`) reads the card's prior from it
         blob = cur.execute("SELECT fingerprint FROM prints WHERE model = ?", (model,)).fetchone()
         if blob is not None:
-            fp = from_bytes(blob[0])[0]
+            fp = from_bytes(blob[0], oldest=OLDEST_READABLE)[0]
             base = json.loads(declared[0]) if declared[0] is not None else None
             fp.declared = replace(fp.declared, base_model=base, relation=declared[1])
             cur.execute("UPDATE prints SET fingerprint = ? WHERE model = ?", (to_bytes([fp]), model))
@@ -510,7 +511,7 @@ class IndexStore:
                 f"{PRINTS} WHERE m.name IN ({','.join('?' * len(chunk))}) ORDER BY m.name", chunk))
         out = []
         for name, blob in rows:
-            fp = from_bytes(blob, f"{self.path}#{name}")[0]
+            fp = from_bytes(blob, f"{self.path}#{name}", oldest=OLDEST_READABLE)[0]
             fp.id = name  # the index's name is authoritative (ids are renamed on collision)
             out.append(fp)
         return out

@@ -271,7 +271,7 @@ def _cast_of_child(child: Model, candidate: Model, pairs: Sequence[TensorPair], 
     told from its own cast, and is not set aside. Block-quantized candidates (int8, 4-bit) never are: their
     rounding hides a small fine-tune."""
     cast_to: str | None = None
-    equal = on_grid = cast_entries = total = 0
+    equal = on_grid = nonzero = cast_entries = total = 0
     for pair in pairs:
         if pair.child not in c_values:
             continue
@@ -286,9 +286,10 @@ def _cast_of_child(child: Model, candidate: Model, pairs: Sequence[TensorPair], 
         cast_to = stored
         rounded = c.astype(CAST_TYPES[stored]).astype(np.float32)
         equal += int(np.count_nonzero(rounded == p))
-        on_grid += int(np.count_nonzero(rounded == c))
+        on_grid += int(np.count_nonzero((rounded == c) & (c != 0)))  # zeros sit on every grid (a pruned child's)
+        nonzero += int(np.count_nonzero(c))
         cast_entries += c.size
-    if cast_to is None or cast_entries < total / 2 or on_grid >= cast_entries / 2 or equal < CAST_SHARE * total:
+    if cast_to is None or cast_entries < total / 2 or on_grid >= nonzero / 2 or equal < CAST_SHARE * total:
         return None
     return f"holds the child's own weights cast to {cast_to} ({equal / total:.1%} of entries equal): a copy of the child, not its parent"
 
