@@ -758,3 +758,25 @@ def test_a_stale_model_whose_files_changed_is_refreshed_as_a_re_upload(tmp_path:
         assert atlas.model("b")["file_hash"] != old_hash and not atlas.store.stale_prints()
         report = atlas.add(scan=[tmp_path / "hub"])
         assert not report.updated and not report.added
+
+
+def test_reading_an_index_an_older_version_made_says_how_to_refresh_it(tmp_path: Path) -> None:
+    """`index ls`/`show`/`export` never refresh (they only read): they showed an older version's graph
+    without a word."""
+    import subprocess
+    import sys
+
+    write_hf_folder(tmp_path / "hub" / "a", small_tensors(1))
+    db = tmp_path / "atlas.db"
+    with Atlas(db) as atlas:
+        atlas.add(scan=[tmp_path / "hub"])
+        _as_if_an_older_version_stored(atlas)
+
+    def ls() -> str:
+        return subprocess.run([sys.executable, "-m", "ancestree", "index", "ls", "--db", str(db)], capture_output=True,
+                              text=True, timeout=120).stderr
+
+    assert "made by an older ancestree" in ls()
+    with Atlas(db) as atlas:
+        atlas.rebuild()
+    assert ls() == ""

@@ -30,7 +30,11 @@ class ExportFormat(str, Enum):
 def _open(db: str, read_only: bool = True, create: bool = False):
     from ancestree.index import Atlas
 
-    return Atlas(db, read_only=read_only, create=create)
+    atlas = Atlas(db, read_only=read_only, create=create)
+    if read_only and atlas.store.count() and not atlas.store.prints_checked():  # reading: nothing is refreshed here
+        err_console.print(f"warning: {db}: made by an older ancestree; `ancestree index add` (of any model) or "
+                          "`ancestree index rebuild` reads its models again as this version does", soft_wrap=True, highlight=False)
+    return atlas
 
 
 @index_app.command("add")

@@ -222,6 +222,8 @@ class Atlas:
         their names, and ``(name, problem)`` for those whose files cannot be read any more: they keep their
         fingerprints, which an index reads (:data:`~ancestree.fingerprint.types.OLDEST_READABLE`), and are
         named this once."""
+        if self.store.prints_checked():
+            return [], []
         stale = self.store.stale_prints()
         refreshed, failed = [], []
         for model, name, path in stale:
@@ -241,8 +243,7 @@ class Atlas:
             else:
                 self.store.refresh_print(model, fp, key)
             refreshed.append(name)
-        if stale:
-            self.store.mark_prints_current()
+        self.store.mark_prints_current()
         return refreshed, failed
 
     def place(self) -> Placement:

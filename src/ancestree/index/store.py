@@ -333,12 +333,17 @@ class IndexStore:
     def stale_prints(self) -> list[tuple[int, str, str]]:
         """``(id, name, path)`` of the models whose stored fingerprint an older ancestree computed (a newer one
         reads some formats otherwise); looked for once per fingerprint version, none when the index says so."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'fingerprints'").fetchone()
-        if row is not None and row[0] == str(FINGERPRINT_VERSION):
+        if self.prints_checked():
             return []
         rows = self.conn.execute("SELECT m.id, m.name, m.path, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
                                  " ORDER BY m.id")  # one blob at a time: an index of many models is not held at once
         return [(int(r[0]), r[1], r[2]) for r in rows if stored_version(r[3]) != FINGERPRINT_VERSION]
+
+    def prints_checked(self) -> bool:
+        """Whether the index records that its fingerprints are of this version (cheap: no blob is read); an
+        index an older ancestree made says no until an ``add`` or ``rebuild`` fingerprints its models again."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'fingerprints'").fetchone()
+        return row is not None and row[0] == str(FINGERPRINT_VERSION)
 
     def mark_prints_current(self) -> None:
         """Record that every stored fingerprint is of this version (:meth:`stale_prints` looks no more)."""
