@@ -21,10 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
-from ancestree.fingerprint import FingerprintCache, SketchSpec, from_bytes
-from ancestree.fingerprint.compute import compute_fingerprint
-from ancestree.io import load_model
-from ancestree.index.ingest import Ingested, PathLike, file_hash, ingest_dask, ingest_local, resolve_items
+from ancestree.fingerprint import from_bytes
+from ancestree.index.ingest import Ingested, PathLike, ingest, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
 
@@ -227,21 +225,17 @@ class Atlas:
         stale = self.store.stale_prints()
         refreshed, failed = [], []
         for model, name, path in stale:
-            try:
-                with load_model(path, name) as opened:
-                    fp = compute_fingerprint(opened)
-                    key = FingerprintCache.stat_key(opened, SketchSpec())
-                    digest = file_hash(opened)
-            except BadInputError as exc:
-                failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({exc.problem});"
+            result = ingest(name, path)  # as `add` reads a new model
+            if result.status == "bad" or result.fingerprint is None or result.file_hash is None:
+                failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({result.error});"
                                      " its old fingerprint is kept"))
                 continue
-            fp.id = name
+            fp = from_bytes(result.fingerprint, path)[0]
             row = self.store.model(name)
-            if row is not None and row["file_hash"] != digest:  # other files there now: indexed as a re-upload is
-                self.store.update_model(model, fp, path, digest, key, None)
+            if row is not None and row["file_hash"] != result.file_hash:  # other files there now: indexed as a re-upload is
+                self.store.update_model(model, fp, path, result.file_hash, result.stat_key, None)
             else:
-                self.store.refresh_print(model, fp, key)
+                self.store.refresh_print(model, fp, result.stat_key)
             refreshed.append(name)
         self.store.mark_prints_current()
         return refreshed, failed
@@ -274,7 +268,8 @@ class Atlas:
 
     @_writes
     def rebuild(self) -> Placement:
-        """Recover the whole graph from the stored fingerprints (no model file is read)."""
+        """Recover the whole graph from the stored fingerprints (no model file is read, but once to
+        fingerprint again those an older ancestree stored)."""
         run = self.store.start_run("index rebuild")
         _, failed = self._refresh_stale()  # the one case where a rebuild reads files: fingerprints of an older version
         result = rebuild(self.store)
