@@ -175,6 +175,13 @@ def test_dask_ingestion_matches_local(tiny_zoo: Path, tiny_atlas: Path, tmp_path
             assert not report.bad and len(report.added) == len(list(scan_models(tiny_zoo)))
             got = {r["name"]: r["content_key"] for r in atlas.ls()}
             edges = {(e.parent, e.child, e.relation) for e in atlas.edges("recovered")}
+            # an index an older version made is fingerprinted again by the workers too (it was read in this process)
+            from test_index_updates import _as_if_an_older_version_stored
+
+            _as_if_an_older_version_stored(atlas)
+            again = atlas.add(dask=cluster.scheduler_address)
+            assert sorted(again.updated) == sorted(got) and not again.bad and not atlas.store.stale_prints()
+            assert all(r["placed"] for r in atlas.ls()) and {r["name"]: r["content_key"] for r in atlas.ls()} == got
         # two runs at once on one cluster, models of the same names: each gets its own (the task keys were
         # alike, and one index stored the other hub's models)
         runs = {}

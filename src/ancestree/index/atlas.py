@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ancestree.errors import BadInputError
 from ancestree.fingerprint import from_bytes
-from ancestree.index.ingest import Ingested, PathLike, ingest, ingest_dask, ingest_local, resolve_items
+from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
 from ancestree.index.store import DEFAULT_DB, Edge, IndexStore, stored_declaration
 
@@ -134,7 +134,7 @@ class Atlas:
         start = time.perf_counter()
         status = "failed"
         try:
-            refreshed, failed = self._refresh_stale()
+            refreshed, failed = self._refresh_stale(dask, threads)
             report.updated += refreshed
             report.bad += [f"{name}: {problem}" for name, problem in failed]
             known = self.store.known_stat_keys()
@@ -214,18 +214,19 @@ class Atlas:
         report.added.append(fp.id)
         return Outcome(fp.id, "added")
 
-    def _refresh_stale(self) -> tuple[list[str], list[tuple[str, str]]]:
+    def _refresh_stale(self, dask: str | None = None, threads: int = 1) -> tuple[list[str], list[tuple[str, str]]]:
         """Fingerprint again, from their indexed paths, the models whose stored fingerprints an older ancestree
         computed (each committed on its own; they are placed again by the placement that follows); returns
         their names, and ``(name, problem)`` for those whose files cannot be read any more: they keep their
         fingerprints, which an index reads (:data:`~ancestree.fingerprint.types.OLDEST_READABLE`), and are
-        named this once."""
+        named this once. ``dask`` / ``threads`` read them as ``add`` reads new models."""
         if self.store.prints_checked():
             return [], []
-        stale = self.store.stale_prints()
+        ids = {name: (model, path) for model, name, path in self.store.stale_prints()}
+        items = [(name, path) for name, (_, path) in ids.items()]
         refreshed, failed = [], []
-        for model, name, path in stale:
-            result = ingest(name, path)  # as `add` reads a new model
+        for result in (ingest_dask(items, {}, dask) if dask and items else ingest_local(items, {}, threads)):
+            name, (model, path) = result.name, ids[result.name]
             if result.status == "bad" or result.fingerprint is None or result.file_hash is None:
                 failed.append((name, f"fingerprinted by an older ancestree, and its files cannot be read again ({result.error});"
                                      " its old fingerprint is kept"))
