@@ -236,7 +236,7 @@ class IndexStore:
                     if statement.strip():
                         cur.execute(statement)
                 cur.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-                # a new index holds fingerprints of this version only; an older one is checked once (stale_prints)
+                # a new index holds fingerprints of this version only; an older one is checked once (prints_checked)
                 cur.execute("INSERT OR IGNORE INTO meta SELECT 'fingerprints', ? WHERE NOT EXISTS (SELECT 1 FROM models)",
                             (str(FINGERPRINT_VERSION),))
         except sqlite3.DatabaseError as exc:
@@ -332,9 +332,8 @@ class IndexStore:
 
     def stale_prints(self) -> list[tuple[int, str, str]]:
         """``(id, name, path)`` of the models whose stored fingerprint an older ancestree computed (a newer one
-        reads some formats otherwise); looked for once per fingerprint version, none when the index says so."""
-        if self.prints_checked():
-            return []
+        reads some formats otherwise). Reads every stored fingerprint's header: callers ask only while
+        :meth:`prints_checked` says no."""
         rows = self.conn.execute("SELECT m.id, m.name, m.path, p.fingerprint FROM models m JOIN prints p ON p.model = m.id"
                                  " ORDER BY m.id")  # one blob at a time: an index of many models is not held at once
         return [(int(r[0]), r[1], r[2]) for r in rows if stored_version(r[3]) != FINGERPRINT_VERSION]
@@ -346,7 +345,7 @@ class IndexStore:
         return row is not None and row[0] == str(FINGERPRINT_VERSION)
 
     def mark_prints_current(self) -> None:
-        """Record that every stored fingerprint is of this version (:meth:`stale_prints` looks no more)."""
+        """Record that the stored fingerprints were checked against this version (:meth:`prints_checked`)."""
         with self.transaction() as cur:
             cur.execute("INSERT OR REPLACE INTO meta VALUES ('fingerprints', ?)", (str(FINGERPRINT_VERSION),))
 
