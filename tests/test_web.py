@@ -145,6 +145,36 @@ def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
     assert errors == []
 
 
+def test_page_layout_keeps_the_page_shape_for_thousands_of_models(server: str) -> None:
+    """An atlas of 300 trees, or one base with 3 000 fine-tunes, is laid out about as wide as asked (1.5 here,
+    the page passes its own shape), every model at a place of its own: not a column of rows of trees, or a
+    line of siblings, a few pixels wide once the page fits it."""
+    with chromium_page() as (page, errors):
+        page.goto(server + "/")
+        page.wait_for_selector("body[data-ready='1']", timeout=15000)
+        shapes = page.evaluate("""() => {
+            const forest = { models: [], edges: [] }, fan = { models: [{ id: "base", tree: 0 }], edges: [] };
+            for (let t = 0; t < 300; t++) for (let i = 0; i < 20; i++) {
+                forest.models.push({ id: `t${t}/m${i}`, tree: t });
+                if (i) forest.edges.push({ parent: `t${t}/m${Math.floor((i - 1) / 2)}`, child: `t${t}/m${i}`, relation: "finetune" });
+            }
+            for (let i = 0; i < 3000; i++) {
+                fan.models.push({ id: `ft${i}`, tree: 0 });
+                fan.edges.push({ parent: "base", child: `ft${i}`, relation: "finetune" });
+            }
+            const shape = (graph) => {
+                const at = [...layout(graph, 1.5).values()], xs = at.map((p) => p.x), ys = at.map((p) => p.y);
+                return { placed: at.length, distinct: new Set(at.map((p) => `${p.x},${p.y}`)).size,
+                         aspect: (Math.max(...xs) - Math.min(...xs) + 70) / (Math.max(...ys) - Math.min(...ys) + 90) };
+            };
+            return [shape(forest), shape(fan)];
+        }""")
+    for shape, n in zip(shapes, (6000, 3001)):
+        assert shape["placed"] == shape["distinct"] == n
+        assert 0.5 < shape["aspect"] < 3.0, shape
+    assert errors == []
+
+
 # -- text search backed by ProbeX experts ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def experts_atlas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, list[str]]]:

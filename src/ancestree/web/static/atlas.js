@@ -7,9 +7,12 @@ const RELATION_COLOURS = {
   finetune: "#1f77b4", adapter: "#9467bd", quantized: "#2ca02c", merge: "#d62728",
   pruned: "#8c564b", duplicate: "#7f7f7f", unknown: "#bcbd22", root: "#444444",
 };
-const DX = 70, DY = 90, TREE_GAP = 60, ROW_WIDTH = 2400;
+const DX = 70, DY = 90, TREE_GAP = 60, MIN_ROW_WIDTH = 2400;
+// a layer of more than WIDE_LAYER models (a base with thousands of fine-tunes) is wrapped into sub-rows
+// SUB_DY apart, so a huge fan is drawn as a block, not as a line a few pixels high when the page fits it
+const WIDE_LAYER = 30, SUB_DY = 45;
 
-const state = { graph: null, pos: new Map(), nodes: new Map(), edges: [], view: { x: 0, y: 0, k: 1 },
+const state = { graph: null, pos: new Map(), nodes: new Map(), edges: [], incoming: new Map(), view: { x: 0, y: 0, k: 1 },
                 colour: "tree", source: "recovered", selected: null, path: [], matches: new Set() };
 const $ = (id) => document.getElementById(id);
 
@@ -43,53 +46,86 @@ function treeColour(tree) {
 }
 
 // ---- layout: trees side by side (wrapping into rows), each drawn in layers by depth from its roots ----
-function layout(graph) {
+// Rows are as wide as makes the whole picture about the shape of the page (`aspect`: width / height), so
+// that an atlas of thousands of trees fits the screen as a block rather than a column.
+function layout(graph, aspect = viewAspect()) {
   const parents = new Map(), children = new Map();
   for (const m of graph.models) { parents.set(m.id, []); children.set(m.id, []); }
   for (const e of graph.edges) {
     if (!parents.has(e.child) || !parents.has(e.parent)) continue;
     parents.get(e.child).push(e.parent); children.get(e.parent).push(e.child);
   }
-  // components of the drawn edges (so "declared" edges lay out too), largest first
-  const comp = new Map(); let count = 0;
-  for (const m of graph.models) {
-    if (comp.has(m.id)) continue;
-    const stack = [m.id]; comp.set(m.id, count);
-    while (stack.length) {
-      const v = stack.pop();
-      for (const w of [...parents.get(v), ...children.get(v)]) if (!comp.has(w)) { comp.set(w, count); stack.push(w); }
-    }
-    count++;
+  const boxes = [], singles = [];
+  for (const group of components(graph, parents, children)) {
+    if (group.length === 1) singles.push(group[0]);
+    else boxes.push(treeBox(group, parents, children));
   }
-  const groups = Array.from({ length: count }, () => []);
-  for (const m of graph.models) groups[comp.get(m.id)].push(m.id);
-  groups.sort((a, b) => b.length - a.length || (a[0] < b[0] ? -1 : 1));
+  const area = boxes.reduce((s, b) => s + (b.width + TREE_GAP) * (b.height + TREE_GAP), 0) + singles.length * DX * DY;
+  const rowWidth = Math.max(MIN_ROW_WIDTH, Math.sqrt(area * aspect));
   const pos = new Map();
   let x0 = 0, y0 = 0, rowHeight = 0;
-  const singles = [];
-  for (const group of groups) {
-    if (group.length === 1) { singles.push(group[0]); continue; }
-    const depth = depths(group, parents, children);
-    const layers = [];
-    for (const id of group) (layers[depth.get(id)] ||= []).push(id);
-    const x = new Map();
-    layers.forEach((layer, d) => {
-      // order a layer by the mean position of its parents, so lines cross less
-      const key = (id) => { const ps = parents.get(id).filter((p) => x.has(p)); return ps.length ? ps.reduce((s, p) => s + x.get(p), 0) / ps.length : -1; };
-      layer.sort((a, b) => key(a) - key(b) || (a < b ? -1 : 1));
-      layer.forEach((id, i) => x.set(id, i));
-    });
-    const width = Math.max(...layers.map((l) => l.length)) * DX;
-    if (x0 > 0 && x0 + width > ROW_WIDTH) { x0 = 0; y0 += rowHeight + TREE_GAP; rowHeight = 0; }
-    layers.forEach((layer, d) => layer.forEach((id, i) => pos.set(id, { x: x0 + (i + 0.5) * (width / layer.length), y: y0 + d * DY })));
-    x0 += width + TREE_GAP; rowHeight = Math.max(rowHeight, layers.length * DY);
+  for (const box of boxes) {
+    if (x0 > 0 && x0 + box.width > rowWidth) { x0 = 0; y0 += rowHeight + TREE_GAP; rowHeight = 0; }
+    for (const [id, fx, y] of box.nodes) pos.set(id, { x: x0 + fx * box.width, y: y0 + y });
+    x0 += box.width + TREE_GAP; rowHeight = Math.max(rowHeight, box.height);
   }
   if (singles.length) {
     y0 += rowHeight + TREE_GAP; x0 = 0;
-    const perRow = Math.max(1, Math.floor(ROW_WIDTH / DX));
+    const perRow = Math.max(1, Math.floor(rowWidth / DX));
     singles.sort().forEach((id, i) => pos.set(id, { x: x0 + (i % perRow + 0.5) * DX, y: y0 + Math.floor(i / perRow) * DY }));
   }
   return pos;
+}
+
+function viewAspect() {
+  const svg = $("graph");
+  return svg && svg.clientWidth && svg.clientHeight ? svg.clientWidth / svg.clientHeight : 16 / 9;
+}
+
+// components of the drawn edges (so "declared" edges lay out too), largest first
+function components(graph, parents, children) {
+  const comp = new Map(), groups = [];
+  for (const m of graph.models) {
+    if (comp.has(m.id)) continue;
+    const group = [m.id], stack = [m.id]; comp.set(m.id, groups.length);
+    while (stack.length) {
+      const v = stack.pop();
+      for (const w of [...parents.get(v), ...children.get(v)]) if (!comp.has(w)) { comp.set(w, groups.length); group.push(w); stack.push(w); }
+    }
+    groups.push(group);
+  }
+  // members in the page's model order, as they were before
+  const order = new Map(graph.models.map((m, i) => [m.id, i]));
+  for (const g of groups) g.sort((a, b) => order.get(a) - order.get(b));
+  return groups.sort((a, b) => b.length - a.length || (a[0] < b[0] ? -1 : 1));
+}
+
+// One tree: `nodes` as [id, x as a share of the box's width, y], and the box's size. A layer is ordered by the
+// mean position of its parents, so lines cross less; a wide one is wrapped into sub-rows.
+function treeBox(group, parents, children) {
+  const depth = depths(group, parents, children);
+  const layers = [];
+  for (const id of group) (layers[depth.get(id)] ||= []).push(id);
+  const share = new Map(), rows = [];
+  for (const layer of layers) {
+    if (!layer) continue;
+    const key = (id) => { const ps = parents.get(id).filter((p) => share.has(p)); return ps.length ? ps.reduce((s, p) => s + share.get(p), 0) / ps.length : -1; };
+    const keys = new Map(layer.map((id) => [id, key(id)]));
+    layer.sort((a, b) => keys.get(a) - keys.get(b) || (a < b ? -1 : 1));
+    const wrap = layer.length > WIDE_LAYER ? Math.max(WIDE_LAYER, Math.ceil(Math.sqrt(layer.length * SUB_DY / DX))) : layer.length;
+    const layerRows = [];
+    for (let i = 0; i < layer.length; i += wrap) layerRows.push(layer.slice(i, i + wrap));
+    layerRows.forEach((row) => row.forEach((id, i) => share.set(id, (i + 0.5) / row.length)));
+    rows.push(layerRows);
+  }
+  const width = Math.max(...rows.flat().map((r) => r.length)) * DX;
+  const nodes = [];
+  let y = 0;
+  for (const layerRows of rows) {
+    layerRows.forEach((row, k) => row.forEach((id) => nodes.push([id, share.get(id), y + k * SUB_DY])));
+    y += DY + (layerRows.length - 1) * SUB_DY;
+  }
+  return { nodes, width, height: y };
 }
 
 function depths(group, parents, children) {
@@ -97,8 +133,8 @@ function depths(group, parents, children) {
   const indeg = new Map(group.map((id) => [id, parents.get(id).length]));
   const depth = new Map(group.map((id) => [id, 0]));
   const queue = group.filter((id) => indeg.get(id) === 0);
-  while (queue.length) {
-    const v = queue.shift();
+  for (let head = 0; head < queue.length; head++) {
+    const v = queue[head];
     for (const w of children.get(v)) {
       depth.set(w, Math.max(depth.get(w), depth.get(v) + 1));
       indeg.set(w, indeg.get(w) - 1);
@@ -110,8 +146,7 @@ function depths(group, parents, children) {
 
 // ---- drawing ----
 function incomingRelation(id) {
-  const e = state.graph.edges.find((e) => e.child === id);
-  return e ? e.relation : "root";
+  return state.incoming.get(id) || "root";
 }
 
 function nodeColour(m) {
@@ -122,6 +157,8 @@ function draw() {
   const graph = state.graph, edgeLayer = $("edge-layer"), nodeLayer = $("node-layer");
   edgeLayer.replaceChildren(); nodeLayer.replaceChildren(); state.nodes.clear(); state.edges = [];
   state.pos = layout(graph);
+  state.incoming = new Map();  // the relation of each model's first incoming edge, for colouring by relation
+  for (const e of graph.edges) if (!state.incoming.has(e.child)) state.incoming.set(e.child, e.relation);
   for (const e of graph.edges) {
     const a = state.pos.get(e.parent), b = state.pos.get(e.child);
     if (!a || !b) continue;
