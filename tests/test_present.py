@@ -223,6 +223,18 @@ def test_layout_wraps_trees_into_rows_without_overlap() -> None:
         assert rows[c][1] < rows[p][1]
 
 
+def test_html_page_of_hundreds_of_trees_keeps_the_page_shape() -> None:
+    """`-f html` wrapped its trees into rows 30 models wide whatever their number: 300 trees of 20 models made
+    a column 30 times as high as wide, a few pixels across once the page fits it."""
+    ids = [f"t{t}/m{i}" for t in range(300) for i in range(20)]
+    edges = [(f"t{t}/m{(i - 1) // 2}", f"t{t}/m{i}", "finetune", 0.9) for t in range(300) for i in range(1, 20)]
+    page = render(graph_from_edges(ids, edges), "html")
+    models = json.loads(re.search(r'<script id="graph-data" type="application/json">(.*?)</script>', page, re.S).group(1))["models"]
+    xs, ys = [m["x"] for m in models], [m["y"] for m in models]
+    assert len({(m["x"], m["y"]) for m in models}) == len(ids)
+    assert 0.8 < (max(xs) - min(xs) + 1) / (max(ys) - min(ys) + 1) < 4.0
+
+
 def test_pictures_of_a_chain_of_thousands_of_models(tmp_path: Path) -> None:
     """The layout placed models by recursion, one level a generation: a chain of 500 checkpoints raised
     RecursionError in `--png` and `-f html`."""

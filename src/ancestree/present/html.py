@@ -10,7 +10,7 @@ import json
 
 from ancestree.fingerprint.types import short_name
 from ancestree.graph.model_graph import ModelGraph
-from ancestree.present.layout import layered_layout
+from ancestree.present.layout import layered_layout, shaped_row_width
 
 COLORS = {"finetune": "#3b6fb6", "adapter": "#8e44ad", "quantized": "#16a085", "pruned": "#d35400",
           "merge": "#c0392b", "duplicate": "#7f8c8d", "unknown": "#555555"}
@@ -81,10 +81,15 @@ document.getElementById('legend').innerHTML=Object.keys(colors).map(c=>`<span st
 """
 
 
+#: Width over height of the page's drawing area, which the rows of trees are shaped to.
+PAGE_ASPECT = 1.6
+
+
 def to_html(graph: ModelGraph, title: str = "ancestree: Model Graph") -> str:
     """The interactive page; the graph's JSON (with layout coordinates) is embedded in it."""
     data = graph.to_dict()
-    pos = layered_layout(graph, row_width=30.0)
+    # rows of trees at least 30 models wide, wider where that keeps a big graph about the page's shape
+    pos = layered_layout(graph, row_width=max(30.0, shaped_row_width(graph, PAGE_ASPECT)))
     for m in data["models"]:
         m["x"], m["y"] = pos[m["id"]]
         m["label"] = short_name(m["id"], 22)

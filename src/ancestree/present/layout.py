@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 from ancestree.graph.model_graph import ModelGraph
@@ -37,6 +38,22 @@ def layered_layout(graph: ModelGraph, dx: float = 1.0, dy: float = 1.0, row_widt
         x0 = slot[0] + dx
         row_bottom = min(row_bottom, top - max(depth.values(), default=0) * dy)
     return pos
+
+
+def extent(pos: dict[str, tuple[float, float]]) -> tuple[float, float]:
+    """Width and height of a layout in layout units (one unit a model)."""
+    if not pos:
+        return 1.0, 1.0
+    xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
+    return max(xs) - min(xs) + 1.0, max(ys) - min(ys) + 1.0
+
+
+def shaped_row_width(graph: ModelGraph, aspect: float = 1.0) -> float:
+    """A row width that wraps the trees into a block about ``aspect`` times as wide as it is high: all trees in
+    one row are ``w`` wide and ``h`` deep, so ``r`` units a row make ``w / r`` rows of about ``h + 1.5`` (the
+    gap between rows)."""
+    width, height = extent(layered_layout(graph))
+    return max(1.0, math.sqrt(aspect * width * (height + 1.5)))
 
 
 def _place(sub, root: str, seen: set[str], slot: list[float], dx: float) -> Iterator[tuple[str, float]]:
@@ -78,4 +95,4 @@ def _topological(sub):
         return iter(sub.nodes)
 
 
-__all__ = ["layered_layout"]
+__all__ = ["extent", "layered_layout", "shaped_row_width"]

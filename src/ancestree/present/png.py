@@ -16,7 +16,7 @@ from ancestree.atomic import atomic_path
 from ancestree.fingerprint.types import short_name
 from ancestree.graph.model_graph import ModelGraph
 from ancestree.present.html import COLORS
-from ancestree.present.layout import layered_layout
+from ancestree.present.layout import extent, layered_layout, shaped_row_width
 
 #: Inches one labelled model needs across and down (an 18-character id and its format at 8 pt, with gaps).
 LABEL_WIDTH, LABEL_HEIGHT = 1.15, 0.95
@@ -46,13 +46,13 @@ def draw(graph: ModelGraph, title: str | None = None, row_width: float = 16.0) -
     import matplotlib.pyplot as plt
 
     pos = layered_layout(graph, row_width=row_width)
-    width, height = _extent(pos)
+    width, height = extent(pos)
     labelled = width * LABEL_WIDTH <= MAX_SIDE and height * LABEL_HEIGHT <= MAX_SIDE
     if labelled:
         size = (max(4.0, LABEL_WIDTH * width), max(3.0, LABEL_HEIGHT * height))
     else:
-        pos = layered_layout(graph, row_width=_square_row_width(graph))
-        width, height = _extent(pos)
+        pos = layered_layout(graph, row_width=shaped_row_width(graph))
+        width, height = extent(pos)
         inch = MAX_SIDE / max(width, height)  # inches per layout unit
         size = (max(4.0, inch * width), max(3.0, inch * height))
     fig, ax = plt.subplots(figsize=size)
@@ -75,21 +75,6 @@ def draw(graph: ModelGraph, title: str | None = None, row_width: float = 16.0) -
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _extent(pos: Positions) -> tuple[float, float]:
-    """Width and height of a layout in layout units (one unit a model)."""
-    if not pos:
-        return 1.0, 1.0
-    xs, ys = [p[0] for p in pos.values()], [p[1] for p in pos.values()]
-    return max(xs) - min(xs) + 1.0, max(ys) - min(ys) + 1.0
-
-
-def _square_row_width(graph: ModelGraph) -> float:
-    """A row width that wraps the trees into a roughly square block: all trees in one row are ``w`` wide and
-    ``h`` deep, so ``r`` units a row make ``w / r`` rows of about ``h + 1.5`` (the gap between rows)."""
-    width, height = _extent(layered_layout(graph))
-    return max(1.0, math.sqrt(width * (height + 1.5)))
 
 
 def _style(relation: str) -> dict[str, Any]:
@@ -126,7 +111,7 @@ def _draw_dots(ax: Any, graph: ModelGraph, pos: Positions, inch: float) -> None:
     ax.scatter(xs, ys, s=dot ** 2, c="#333", zorder=3, linewidths=0)
     font = min(8.0, max(4.0, 0.35 * points))
     for members in graph.tree_members():
-        span = _extent({m: pos[m] for m in members})[0] * inch  # inches the tree is wide
+        span = extent({m: pos[m] for m in members})[0] * inch  # inches the tree is wide
         for root in (m for m in members if graph.graph.in_degree(m) == 0):
             x, y = pos[root]
             ax.scatter([x], [y], s=(2 * dot) ** 2, c="#c0392b", zorder=4, linewidths=0)
