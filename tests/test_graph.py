@@ -896,6 +896,59 @@ def _write_q_gguf(path: Path, tensors: dict[str, np.ndarray], kind: str) -> None
     writer.close()
 
 
+@pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q5_0", "Q8_0"])
+def test_a_block_quantized_fine_tune_of_an_absent_model_is_no_quantized_copy_of_its_base(tmp_path: Path, kind: str) -> None:
+    """The usual hub upload: a GGUF of someone's fine-tune, whose float weights are not in the set. The copy
+    test bounded a 4-bit step by the tensor's largest entry, about twice a block's step, so a fine-tune moved
+    by a fifth of the weights' spread passed as the base's quantized copy (a license audit then reads "the
+    base, quantized"). The step is now measured block by block: the base's own copy still passes."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.relate import relate, verdict
+
+    rng = np.random.default_rng(1)
+    names = [f"model.layers.{i}.mlp.{p}.weight" for i in range(4) for p in ("up_proj", "down_proj")]
+    base = {n: (rng.standard_normal((128, 128)) * 0.05).astype(np.float32) for n in names}
+    tuned = {n: v + (rng.standard_normal(v.shape) * 0.05 * 0.2).astype(np.float32) for n, v in base.items()}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    _write_q_gguf(tmp_path / f"base-{kind}.gguf", base, kind)
+    _write_q_gguf(tmp_path / f"ft-{kind}.gguf", tuned, kind)
+    fps = {f: fingerprint(tmp_path / f, model_id=f) for f in ("base.safetensors", f"base-{kind}.gguf", f"ft-{kind}.gguf")}
+    assert verdict(relate(fps["base.safetensors"], fps[f"base-{kind}.gguf"])).kind == "quantized"
+    assert verdict(relate(fps["base.safetensors"], fps[f"ft-{kind}.gguf"])).kind != "quantized"
+    graph = GraphRecovery(use_declared=False).fit(list(fps.values())).graph_
+    into = {c: (p, d["relation"]) for p, c, d in graph.graph.edges(data=True)}
+    assert into[f"base-{kind}.gguf"] == ("base.safetensors", "quantized")
+    assert into[f"ft-{kind}.gguf"] == ("base.safetensors", "finetune")
+
+
+def test_a_gguf_with_float32_biases_hangs_below_its_float32_source_not_its_float16_copy(tmp_path: Path) -> None:
+    """Q4_0 matrices and float32 biases (as llama.cpp's converter writes them) against a float32 model and its
+    float16 copy: on the biases the float16 side is the coarser one, and its three bias ratios outvoted the
+    three matrices' in the median, so the copy looked fewer steps away and was taken as the source."""
+    import torch
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.zoo.save import write_gguf
+
+    rng = np.random.default_rng(2)
+    source = {}
+    for i in range(3):
+        source[f"fc{i}.weight"] = (rng.standard_normal((128, 128)) * 0.05).astype(np.float32)
+        source[f"fc{i}.bias"] = (rng.standard_normal(128) * 0.05).astype(np.float32)
+    save_file(source, str(tmp_path / "source.safetensors"))
+    save_file({n: v.astype(np.float16) for n, v in source.items()}, str(tmp_path / "source-fp16.safetensors"))
+    (tmp_path / "source-Q4_0.gguf").mkdir()  # the zoo's writer: Q4_0 matrices, float32 vectors
+    write_gguf(tmp_path / "source-Q4_0.gguf", {n: torch.from_numpy(v) for n, v in source.items()}, "toy", "source")
+    files = ("source.safetensors", "source-fp16.safetensors", "source-Q4_0.gguf")
+    graph = GraphRecovery(use_declared=False).fit([fingerprint(tmp_path / f, model_id=f) for f in files]).graph_
+    into = {c: (p, d["relation"]) for p, c, d in graph.graph.edges(data=True)}
+    assert into["source-Q4_0.gguf"] == ("source.safetensors", "quantized")
+    assert into["source-fp16.safetensors"] == ("source.safetensors", "quantized")
+
+
 @pytest.mark.parametrize("moved", [0.01, 0.2])
 def test_a_4bit_copy_of_a_half_precision_fine_tune_hangs_below_it_not_below_its_finer_base(tmp_path: Path, moved: float) -> None:
     """A 4-bit step is coarse enough that a fine-tune's float32 base passes the copy test too (1.25 steps

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from ancestree.blas import one_blas_thread
 from ancestree.errors import BadInputError
 from ancestree.fingerprint.sketch import take_sketch
-from ancestree.fingerprint.stats import content_digest, content_hashes, flat_view, is_small, moments, small_summary
+from ancestree.fingerprint.stats import (content_digest, content_hashes, flat_view, is_small, moments, rounding_step,
+                                         small_summary)
 from ancestree.fingerprint.types import Declared, Fingerprint, SketchSpec, TensorPrint
 from ancestree.io import load_model
 from ancestree.io.base import FileInfo, Model, TensorInfo
@@ -67,6 +68,7 @@ def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: T
         absmax=mom.absmax,
         zeros=mom.zeros,
         sketch=take_sketch(values.reshape(info.shape) if values.shape != info.shape else values, spec),
+        step=rounding_step(flat, info.dtype) if info.quantized else None,
     )
 
 

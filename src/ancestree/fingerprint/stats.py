@@ -138,6 +138,28 @@ def _shifted_power_sums(x: np.ndarray, shift: float) -> tuple[float, float, floa
     return s1, s2, s3, s4, zeros
 
 
+#: GGUF block types whose blocks lie on a uniform grid: ``(entries a block, levels)``. A block holds
+#: ``d·q + m`` for integers ``q`` of ``levels`` values, so its span over ``levels − 1`` is its step ``d``
+#: (a little under when it does not reach both end levels: Q4_0's largest entry sits at −8, the other end at
+#: 7 or short of it). Only types whose copies were measured are listed (``gguf`` makes these; the K-quants
+#: and importance-matrix types it cannot make keep the bound from the tensor's largest entry).
+BLOCK_GRIDS = {"q4_0": (32, 16), "q4_1": (32, 16), "q5_0": (32, 32), "q5_1": (32, 32), "q8_0": (32, 256)}
+
+
+def rounding_step(flat: np.ndarray, dtype: str) -> float | None:
+    """The RMS over blocks of the rounding step of a block-quantized tensor (dequantized values, C order),
+    measured from its values (see :data:`BLOCK_GRIDS`); None for other dtypes or damaged values."""
+    grid = BLOCK_GRIDS.get(dtype)
+    if grid is None or flat.size == 0 or flat.size % grid[0]:
+        return None
+    block, levels = grid
+    blocks = flat.reshape(-1, block)
+    with np.errstate(invalid="ignore", over="ignore"):
+        span = (blocks.max(axis=1).astype(np.float64) - blocks.min(axis=1)) / (levels - 1)
+        step = float(np.sqrt(np.mean(span * span)))
+    return step if math.isfinite(step) and step > 0 else None
+
+
 def moments(flat: np.ndarray) -> Moments:
     """Exact moments of a flat tensor; ``kurtosis`` equals ``scipy.stats.kurtosis`` (Fisher, biased).
 

@@ -29,6 +29,8 @@ def _tensor_record(t: TensorPrint, offset: int) -> dict[str, Any]:
     record: dict[str, Any] = {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "quantized": t.quantized}
     record.update({k: getattr(t, k) for k in _SCALARS})
     record["sketch"] = [offset, list(t.sketch.shape)]
+    if t.step is not None:
+        record["step"] = t.step
     return record
 
 
@@ -72,7 +74,7 @@ def _tensor_from(record: dict[str, Any], sketches: np.ndarray) -> TensorPrint:
     scalars = {k: record[k] for k in _SCALARS}
     return TensorPrint(
         name=record["name"], shape=tuple(record["shape"]), dtype=record["dtype"], quantized=record["quantized"],
-        sketch=sketch, **scalars,
+        sketch=sketch, step=record.get("step"), **scalars,
     )
 
 

@@ -20,11 +20,13 @@ import numpy as np
 from ancestree.io.base import inspect_record
 
 #: Bumped whenever what a fingerprint holds or how it is computed changes; caches key on it.
-FINGERPRINT_VERSION = 3  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1; 3: GGUF query/key rows in HF order,
+FINGERPRINT_VERSION = 4  # 2: BLAKE3 ``digest`` replaced the sha256 of version 1; 3: GGUF query/key rows in HF order,
 # bitsandbytes ``module.SCB`` layers dequantized, ONNX broadcast tables left out (same files, other fingerprints)
+# 4: the measured rounding ``step`` of GGUF block-quantized tensors
 
 #: The oldest version whose fingerprints hold the same fields as this one's (version 3 changed how some
-#: formats are read, not what is stored): an index keeps using them until it fingerprints their files again.
+#: formats are read, not what is stored; version 4 added the optional ``step``): an index keeps using them until
+#: it fingerprints their files again.
 OLDEST_READABLE = 2
 
 #: The ``content_key`` of a fingerprint with no learned tensor before such keys hashed the files (the hash of
@@ -82,6 +84,9 @@ class TensorPrint:
     absmax: float
     zeros: float
     sketch: np.ndarray = field(repr=False)
+    #: RMS rounding step of a block-quantized tensor, measured from its values
+    #: (:func:`~ancestree.fingerprint.stats.rounding_step`); None when unknown (then bounded by ``absmax``)
+    step: float | None = None
 
     @cached_property  # read per pair and per layer in every comparison
     def numel(self) -> int:

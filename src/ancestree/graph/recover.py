@@ -61,6 +61,7 @@ from ancestree.graph.vectors import (GroupVectors, angle_distances, arch_key, gr
                                      near_architectures)
 from ancestree.relate import relate, shares_weights, verdict
 from ancestree.relate.evidence import low_rank_limit
+from ancestree.relate.precision import integer_bits
 from ancestree.relate.verdict import PRUNED_ZEROS
 
 @dataclass
@@ -332,6 +333,13 @@ class GraphRecovery:
         if len(core) < 2:
             return []
         core_set = set(core)
+        # models stored in integers (int8, GGUF blocks) are releases for inference: nothing stored finer is
+        # fine-tuned from them (the atlas's "quantized models are leaves"), so they parent only their like
+        coarse = {i for i in core if integer_stored(members[i])}
+
+        def allowed(a: int, b: int) -> bool:
+            return a not in coarse or b in coarse or self._declares(members, b, a)
+
         # a declared base is a candidate even when it is not among the child's nearest neighbours: the
         # fine-tunes of one sweep are often nearer each other than to their parent
         linked = list(forced.items()) + self._declared_pairs(members, core)
@@ -349,7 +357,7 @@ class GraphRecovery:
         incoming: dict[int, list[tuple[float, int]]] = defaultdict(list)
         floor = float(cost.min()) - 1.0
         for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
-            if b in merges.get(a, ()):  # a merge is no parent of what it was merged from
+            if b in merges.get(a, ()) or not allowed(a, b):  # a merge is no parent of what it was merged from
                 continue
             if b in forced:  # a pruned copy keeps the parent it was copied from
                 if forced[b] != a:
@@ -372,14 +380,14 @@ class GraphRecovery:
             return c not in forced and q not in forced and not self._declares(members, c, q)
 
         def movable(ancestor: int, q: int, c: int, is_root: bool) -> bool:
-            if not may_move(q, c):
+            if not may_move(q, c) or not allowed(ancestor, c):
                 return False
             self._add_costs(gv, [(ancestor, c)], data, incoming)
             return data[(ancestor, c)]["weight"] - data[(q, c)]["weight"] < (ROOT_NEAR_COST if is_root else NEAR_COST)
 
         # the first round's grandparents and roots in one batch; later rounds add the few they need
         self._add_costs(gv, [(a, c) for c, q in parent_of.items() if q in parent_of and may_move(q, c)
-                             for a in (parent_of[q], root_above(parent_of, q))], data, incoming)
+                             for a in (parent_of[q], root_above(parent_of, q)) if allowed(a, c)], data, incoming)
         lifted = lift_to_grandparents(parent_of, members, movable)
         parent_of.update(lifted)
         return [(p, c, data[(p, c)], incoming[c]) for c, p in parent_of.items() if c not in merges]
@@ -561,6 +569,12 @@ SCREEN_TENSORS = 4
 #: Models of the nearest group a lone model is matched with by content for its note (each is an assignment
 #: per matrix shape: cheap, but a group can hold thousands).
 NEAR_CHECKED = 16
+
+
+def integer_stored(fp: Fingerprint) -> bool:
+    """Its matrices are stored as integers (int8 with scales, GGUF blocks; not float8, in which some bases are
+    released and fine-tuned)."""
+    return any(integer_bits(t.dtype) is not None for t in fp.tensors if t.is_matrix)
 
 
 def _near_note(members: list[Fingerprint], nearest: list[Fingerprint], shared: int, size: int, related: float) -> dict[str, str]:

@@ -15,7 +15,7 @@ import numpy as np
 from ancestree.fingerprint import Fingerprint
 from ancestree.errors import IncomparableError
 from ancestree.relate import PairEvidence, relate
-from ancestree.relate.verdict import PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, QUANTIZED_RATIO, same_weights
+from ancestree.relate.verdict import PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, same_weights
 
 #: Two models whose scale-free distance is below this may be the same weights (checked exactly).
 DUPLICATE_DISTANCE = 1e-6
@@ -75,7 +75,7 @@ def quantized_copy_ratio(parent: Fingerprint, child: Fingerprint) -> float | Non
     """How many of its rounding steps ``child`` is from ``parent`` when it is ``parent`` stored at lower
     precision (they differ by about one rounding step), else None."""
     ev = _copy_evidence(parent, child)
-    if ev is None or ev.quant_ratio is None or ev.quant_ratio > QUANTIZED_RATIO or ev.precision_b >= ev.precision_a:
+    if ev is None or ev.quant_ratio is None or ev.quant_ratio > ev.quant_limit or ev.precision_b >= ev.precision_a:
         return None
     return ev.quant_ratio
 
@@ -89,7 +89,8 @@ def is_quantized_copy(parent: Fingerprint, child: Fingerprint) -> bool:
 #: factor of that is taken instead only when the nearest is itself a copy of it (one model in several
 #: precisions: an int8 file is as near an fp32 model as its fp16 copy). A 4-bit step is coarse enough that a
 #: lightly fine-tuned model's parent passes the copy test at nearly the same count (0.54 against 0.51 steps
-#: from the fp16 fine-tune a Q4_0 was made from), so nearness alone cannot choose between those two.
+#: from the fp16 fine-tune a Q4_0 was made from, when steps were bounded by the largest entry), so nearness
+#: alone cannot choose between those two.
 QUANTIZED_SOURCE_SLACK = 1.1
 
 

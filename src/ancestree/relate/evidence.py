@@ -19,7 +19,7 @@ from ancestree.align import Alignment, TensorPair, align, oriented
 from ancestree.errors import IncomparableError
 from ancestree.fingerprint import Fingerprint, TensorPrint
 from ancestree.fingerprint.types import both_buffers
-from ancestree.relate.precision import precision_bits, quantization_noise
+from ancestree.relate.precision import QUANTIZED_RATIO, precision_bits, quantization_noise, rounding_limit
 from ancestree.relate.update import squared_singular_values
 
 #: Singular values below this fraction of the largest are numerical zeros (float64 SVD of float32 data).
@@ -64,6 +64,7 @@ class LayerEvidence:
     diff_rank: int | None  # numerical rank of the sketch difference (matrices only)
     rank_limit: int | None  # the largest rank the sketch can show: min(sketch rows, cols)
     quant_ratio: float | None  # distance / storage noise of the coarser side (when precisions differ)
+    quant_limit: float | None  # the most a copy stored as the coarser side can show (rounding_limit)
     zeros_a: float
     zeros_b: float
     nonzero_rel_distance: float  # rel. distance on entries non-zero on both sides (pruning cue)
@@ -96,6 +97,7 @@ class PairEvidence:
     precision_a: float = 0.0  # parameter-weighted mean bits of precision
     precision_b: float = 0.0
     quant_ratio: float | None = None  # median over changed layers; ~1 for a rounded copy
+    quant_limit: float = QUANTIZED_RATIO  # median over the same layers of the most a rounded copy shows
     zeros_delta: float = 0.0  # zero fraction of b minus that of a (parameter-weighted)
     nonzero_rel_distance: float = 0.0
     changed_matrices: int = 0  # matrices (sketch side >= MIN_RANK_SIDE) that differ beyond storage noise
@@ -172,10 +174,11 @@ def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair, ranks: bo
     both = (sa != 0) & (sb != 0)
     nz_norm = float(np.linalg.norm(sa[both]))
     noise_a, noise_b = quantization_noise(ta), quantization_noise(tb)
-    quant_ratio = None
+    quant_ratio = quant_limit = None
     if precision_bits(ta) != precision_bits(tb):
         coarse = max(noise_a, noise_b)
         quant_ratio = distance / coarse if coarse > 0 else (0.0 if distance == 0 else math.inf)
+        quant_limit = rounding_limit(ta if precision_bits(ta) < precision_bits(tb) else tb)
     rank = limit = None
     if ta.is_matrix and diff.ndim == 2:
         limit = int(min(diff.shape))
@@ -196,6 +199,7 @@ def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair, ranks: bo
         diff_rank=rank,
         rank_limit=limit,
         quant_ratio=quant_ratio,
+        quant_limit=quant_limit,
         zeros_a=ta.zeros,
         zeros_b=tb.zeros,
         nonzero_rel_distance=float(np.linalg.norm(diff[both])) / nz_norm if nz_norm > 0 else 0.0,
@@ -236,7 +240,12 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     counted = [l for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= MIN_CORRELATION_VALUES]
     corrs = [l.correlation for l in counted]
     changed = [l for l in layers if not l.identical]
-    ratios = [l.quant_ratio for l in changed if l.quant_ratio is not None]
+    # rounding is judged on the matrices too (all tensors if none differ in precision): a GGUF keeps its
+    # biases in float32, finer than a float16 relative's, and three such biases outvoted three 4-bit matrices
+    rounded = [l for l in changed if l.quant_ratio is not None]
+    rounded = [l for l in rounded if l.is_matrix] or rounded
+    ratios = [l.quant_ratio for l in rounded]
+    limits = [l.quant_limit for l in rounded if l.quant_limit is not None]
     # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).
     rankable = [l for l in matrices if (l.rank_limit or 0) >= MIN_RANK_SIDE and (l.diff_rank or 0) > 0]
     low = [l for l in rankable if (l.diff_rank or 0) <= low_rank_limit(l.rank_limit or 0)]
@@ -260,6 +269,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
         precision_a=_weighted([precision_bits(fa[l.a]) for l in layers], n),
         precision_b=_weighted([precision_bits(fb[l.b]) for l in layers], n),
         quant_ratio=float(np.median(ratios)) if ratios else None,
+        quant_limit=float(np.median(limits)) if limits else QUANTIZED_RATIO,
         zeros_delta=_weighted([l.zeros_b - l.zeros_a for l in layers], n),
         nonzero_rel_distance=math.sqrt(sum(nz_terms) / sq_a) if sq_a > 0 else 0.0,
         changed_matrices=len(rankable),

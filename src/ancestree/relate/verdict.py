@@ -36,10 +36,9 @@ UNRELATED_DISTANCE = 0.8
 # also stands CHANCE_DEVIATIONS above chance (0.25 for 16×16; large layers keep the 0.2 line).
 CHANCE_DEVIATIONS = 4.0
 
-# A rounded copy differs by about one storage step of the coarser dtype: quant_ratio ≈ 1 (0.2–2 in
-# practice: per-channel schemes round finer than the per-tensor step assumed). A fine-tune in the same
-# pair is at least ~10× larger. 3 leaves room for subnormals and outliers.
-QUANTIZED_RATIO = 3.0
+# A rounded copy differs by about one storage step of the coarser dtype (ancestree.relate.precision):
+# ev.quant_ratio ≤ ev.quant_limit (QUANTIZED_RATIO against a step bounded by the largest entry,
+# QUANTIZED_STEP_RATIO against a step measured block by block).
 
 # Pruning zeroes a visible share of the weights (≥ 5 points more exact zeros) and leaves the rest alone:
 # the surviving entries differ by < 5% (exactly 0 for a plain pruned copy; a short recovery fine-tune
@@ -99,7 +98,7 @@ def verdict(ev: PairEvidence) -> Verdict:
     correlated = corr == corr and corr >= max(UNRELATED_CORRELATION, CHANCE_DEVIATIONS * ev.chance_correlation)
     if not correlated and ev.rel_distance > UNRELATED_DISTANCE:
         return Verdict("unrelated", f"matching weights are {_correlated(corr, 'uncorrelated')} and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
-    if ev.quant_ratio is not None and ev.quant_ratio <= QUANTIZED_RATIO and ev.precision_a != ev.precision_b:
+    if ev.quant_ratio is not None and ev.quant_ratio <= ev.quant_limit and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
         return Verdict("quantized", f"model {coarse} is stored coarser ({min(ev.precision_a, ev.precision_b):.0f} vs {max(ev.precision_a, ev.precision_b):.0f} bits) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
     if abs(ev.zeros_delta) >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE:
