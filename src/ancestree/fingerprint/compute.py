@@ -187,6 +187,7 @@ def compute_fingerprint(model: Model, spec: SketchSpec | None = None, threads: b
             for info, values in model.iter_tensors():
                 tensors.append(tensor_print(info, values, spec, pool))
                 ahead.advance(stored_bytes(info))
+                del values  # else it lives on while the next tensor is read (a dequantized copy: 2x the memory)
     finally:
         if pool is not None:
             pool.shutdown()

@@ -225,7 +225,8 @@ class PeftAdapterModel(Model):
         delta = (b.reshape(b.shape[0], pair.rank) @ a.reshape(pair.rank, -1)).reshape((b.shape[0], *a.shape[1:]))
         if pair.embedding or (self._fan_in_fan_out and delta.ndim == 2):
             delta = delta.T
-        return delta * np.float32(pair.scale)
+        delta *= np.float32(pair.scale)  # in place: the update can be as large as the base's matrix
+        return delta
 
     def close(self) -> None:
         self._stored.close()
