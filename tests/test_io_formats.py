@@ -414,6 +414,11 @@ def test_onnx_external_data(tmp_path: Path) -> None:
     assert (tmp_path / "ext.data").stat().st_size >= w.nbytes
     with load_model(tmp_path / "ext.onnx") as model:
         np.testing.assert_array_equal(model.read("W"), w)
+        # mapped from the side file: reading its bytes into the proto and decoding them made two copies
+        values = model.read("W")
+        while values is not None and not isinstance(values, np.memmap):
+            values = values.base
+        assert isinstance(values, np.memmap)
     (tmp_path / "ext.data").unlink()
     with load_model(tmp_path / "ext.onnx") as model, pytest.raises(BadInputError, match="missing"):
         model.read("W")
@@ -440,6 +445,26 @@ def _write_gguf(path: Path, tensors: dict[str, tuple[np.ndarray, str]], arch: st
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+@pytest.mark.parametrize("kind", ["q8_0", "q4_0", "q5_1"])
+def test_gguf_blocks_dequantized_a_slice_at_a_time_are_the_whole_tensor_dequantized(tmp_path: Path, monkeypatch, kind: str) -> None:
+    """gguf's ``dequantize`` builds temporaries as large as its output, so a tensor is dequantized a slice
+    of rows at a time into one array: the values must be those of one call on the whole tensor, in any
+    layout (here 3-D, slices of 7 rows' blocks)."""
+    from gguf import GGMLQuantizationType, quants
+
+    import ancestree.io.gguf as gguf_reader
+
+    a = rng().standard_normal((5, 40, 64)).astype(np.float32)
+    _write_gguf(tmp_path / "m.gguf", {"w": (a, kind)})
+    qtype = GGMLQuantizationType[kind.upper()]
+    packed = quants.quantize(a, qtype)
+    monkeypatch.setattr(gguf_reader, "DEQUANTIZE_SLICE_BYTES", 7 * packed.shape[-1])
+    with load_model(tmp_path / "m.gguf") as model:
+        values = model.read("w")
+    np.testing.assert_array_equal(values, quants.dequantize(packed, qtype))
+    assert values.dtype == np.float32 and values.shape == a.shape
 
 
 def test_gguf_shapes_dtypes_values_and_metadata(tmp_path: Path) -> None:

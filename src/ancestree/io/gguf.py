@@ -54,6 +54,26 @@ def unpermute(values: np.ndarray, heads: int) -> np.ndarray:
     return values.reshape(heads, rows // heads // 2, 2, *values.shape[1:]).swapaxes(1, 2).reshape(values.shape)
 
 
+#: Rows dequantized at a time: ``dequantize`` builds temporaries as large as its output, so a whole tensor
+#: at once needed about 3× its float size; in slices of this many bytes of blocks, about 1× plus a slice.
+DEQUANTIZE_SLICE_BYTES = 4 << 20
+
+
+def _dequantize_rows(blocks: np.ndarray, qtype: Any) -> np.ndarray:
+    """``dequantize`` of a tensor's blocks (rows of bytes, as the file holds them), a slice of rows at a time
+    into one float32 array."""
+    rows = blocks.reshape(-1, blocks.shape[-1])
+    step = max(1, DEQUANTIZE_SLICE_BYTES // max(rows.shape[1], 1))
+    if rows.shape[0] <= step:
+        return dequantize(blocks, qtype)
+    first = dequantize(rows[:step], qtype)
+    out = np.empty((rows.shape[0], first.shape[1]), dtype=np.float32)
+    out[:step] = first
+    for start in range(step, rows.shape[0], step):
+        out[start:start + step] = dequantize(rows[start:start + step], qtype)
+    return out.reshape(*blocks.shape[:-1], first.shape[1])
+
+
 def field_value(field: Any) -> Any:
     """The Python value of a GGUF metadata field (string, number or list)."""
     if hasattr(field, "contents"):
@@ -158,7 +178,7 @@ class GGUFModel(Model):
             return np.asarray(t.data)  # a view into the file map
         try:
             with np.errstate(all="ignore"):  # damaged block scales decode to inf/NaN: reported as such, not warned
-                return dequantize(t.data, qtype)
+                return _dequantize_rows(t.data, qtype)
         except NotImplementedError:
             raise BadInputError(self.path, f"tensor {name!r}: GGML type {qtype.name} cannot be dequantized by this gguf version") from None
 

@@ -41,6 +41,12 @@ QUANT_OPERANDS: dict[str, tuple[tuple[int, int, int, int | None], ...]] = {
 _ZERO_POINT_INPUTS = {"MatMulInteger": (2, 3), "ConvInteger": (2, 3)}
 
 
+#: ONNX element types stored as plain little-endian numbers, which external data can be mapped as.
+MAPPABLE_TYPES = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.DOUBLE: np.dtype("<f8"),
+                  TensorProto.INT8: np.dtype("i1"), TensorProto.UINT8: np.dtype("u1"), TensorProto.INT16: np.dtype("<i2"),
+                  TensorProto.UINT16: np.dtype("<u2"), TensorProto.INT32: np.dtype("<i4"), TensorProto.INT64: np.dtype("<i8")}
+
+
 @dataclass(frozen=True)
 class FakeQuant:
     """A float weight that the graph quantizes and dequantizes again (``QuantizeLinear -> DequantizeLinear``)."""
@@ -299,6 +305,9 @@ class OnnxModel(Model):
     def _array(self, name: str) -> np.ndarray:
         tensor = self._constants[name]
         if tensor.data_location == TensorProto.EXTERNAL:
+            mapped = self._mapped_external(tensor)
+            if mapped is not None:
+                return mapped
             tensor = self._with_external_data(tensor)
         try:
             return numpy_helper.to_array(tensor)
@@ -330,6 +339,17 @@ class OnnxModel(Model):
         if len(tensor.raw_data) != need:
             raise BadInputError(self.path, f"tensor {tensor.name!r} holds {len(tensor.raw_data)} bytes, its shape "
                                            f"{list(info.shape)} of {info.dtype} needs {need}")
+
+    def _mapped_external(self, tensor: TensorProto) -> np.ndarray | None:
+        """A plain numeric tensor's bytes in its side file, memory-mapped: reading them into the proto and
+        decoding that made two copies (about 3× the tensor in memory). None for other types or sizes, which
+        :meth:`_with_external_data` reads (and :func:`numpy_helper.to_array` checks)."""
+        dtype = MAPPABLE_TYPES.get(tensor.data_type)
+        side, offset, length = self._external_span(tensor)
+        shape = tuple(int(d) for d in tensor.dims)
+        if dtype is None or any(d < 0 for d in shape) or length != int(np.prod(shape)) * dtype.itemsize or length == 0:
+            return None
+        return np.memmap(side, dtype=dtype, mode="r", offset=offset, shape=shape).view(np.ndarray)
 
     def _with_external_data(self, tensor: TensorProto) -> TensorProto:
         """A copy of ``tensor`` with its bytes read from the side file (kept out of the loaded proto)."""
