@@ -780,3 +780,26 @@ def test_reading_an_index_an_older_version_made_says_how_to_refresh_it(tmp_path:
     with Atlas(db) as atlas:
         atlas.rebuild()
     assert ls() == ""
+
+
+def test_a_second_scanned_folder_with_the_same_relative_names_adds_its_models(tmp_path: Path) -> None:
+    """`index add --scan A`, later `--scan B` with the same relative names (two zoos, two organisations'
+    `checkpoint-500`): B's models were taken for re-uploads of A's ("updated ... its files changed") and A's
+    left the index, though their files never changed. They are other models, named with their folder in
+    front as one run's scan of both folders names them; a changed file in B is B's re-upload."""
+    for folder, seed in (("A", 1), ("B", 2)):
+        fine_tunes(tmp_path / folder, "m", seed, 2)
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        first = atlas.add(scan=[tmp_path / "A"])
+        second = atlas.add(scan=[tmp_path / "B"])
+        assert sorted(first.added) == ["m", "m-ft0", "m-ft1"] and not second.updated
+        assert sorted(second.added) == ["B/m", "B/m-ft0", "B/m-ft1"]
+        assert atlas.model("m")["path"] == str((tmp_path / "A" / "m").resolve())
+        assert not atlas.add(scan=[tmp_path / "B"]).added  # read again: the same models, skipped
+        rng = np.random.default_rng(9)
+        write_hf_folder(tmp_path / "B" / "m-ft1", {f"layer.{i}.weight": rng.standard_normal((32, 32)).astype(np.float32)
+                                                   for i in range(3)})
+        third = atlas.add(scan=[tmp_path / "B"])
+        assert third.updated == ["B/m-ft1"] and not third.added
+        assert len(atlas.ls()) == 6 and atlas.model("m-ft1")["path"] == str((tmp_path / "A" / "m-ft1").resolve())
+        consistent(atlas)

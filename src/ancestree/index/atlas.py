@@ -128,7 +128,7 @@ class Atlas:
         (fingerprinted again, its edges dropped, placed again with the children that hung below its old
         weights). ``dask`` is a scheduler address: workers read the files. ``on_model`` hears of each model.
         """
-        items = resolve_items(paths, scan)
+        items = [(self._name_at(name, path), path) for name, path in resolve_items(paths, scan)]
         report = AddReport()
         run = self.store.start_run(" ".join(["index add", *sys.argv[3:]]) if sys.argv else "index add")
         start = time.perf_counter()
@@ -155,6 +155,17 @@ class Atlas:
         finally:
             self.store.finish_run(run, status, len(report.added), len(report.skipped))
         return report
+
+    def _name_at(self, name: str, path: str) -> str:
+        """The index name of the model at ``path`` found as ``name``: the same relative name below another
+        scanned folder (``--scan A``, later ``--scan B``) names another model, not a re-upload of the indexed
+        one, whose files are still at its path; as one run's scan of both folders names them, it gets its folder
+        in front (and keeps that name run after run)."""
+        row = self.store.model(name)
+        if row is None or not _elsewhere(row, path):
+            return name
+        held = self.store.model_of_alias(path)  # a path this model was read from before (moved away and back)
+        return name if held is not None and held["id"] == row["id"] else _with_folder(name, path)
 
     def _store_one(self, result: Ingested, run: int, report: AddReport, named: set[str]) -> Outcome:
         if result.status == "bad":
@@ -373,6 +384,20 @@ class Atlas:
 
     def edges(self, source: str | None = None) -> list[Edge]:
         return self.store.edges(source)
+
+
+def _elsewhere(row: dict[str, Any], path: str) -> bool:
+    """The indexed model ``row`` lives at another path than ``path``, and its files are still there."""
+    old = Path(row["path"])
+    return old.resolve() != Path(path).resolve() and old.exists()
+
+
+def _with_folder(name: str, path: str) -> str:
+    """``name`` (relative to the folder scanned) with that folder's name in front: ``B/m0003`` for a model at
+    ``…/B/m0003``; a name that is no tail of its path gets its parent folder's name."""
+    parts, where = Path(name).parts, Path(path)
+    folder = where.parents[len(parts) - 1] if 0 < len(parts) < len(where.parts) and where.parts[-len(parts):] == parts else where.parent
+    return f"{folder.name}/{name}"
 
 
 def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any]]]:
