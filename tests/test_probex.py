@@ -199,6 +199,38 @@ def test_router_splits_a_graph_tree_by_layout() -> None:
     assert router.route(np.concatenate([root, root]), "onnx").members == ["export"]
 
 
+def test_router_refuses_unrelated_weights_near_the_centroid_of_a_wide_tree(tmp_path) -> None:
+    """A tree of long chains (as the graph clusters model-j's CNN tree: 171 models) has members far from its
+    centroid, 1.53 there, beyond the ≈ 1.41 of unrelated weights: its radius let Gaussian noise, a constant
+    model and another seed's models in, their classes predicted at 0.95-0.99. A model now belongs to the tree
+    of its nearest member within the clustering threshold; the saved router keeps the members' sketches."""
+    from ancestree.probex.router import MEMBERS_KEY, Router
+
+    rng = np.random.default_rng(0)
+    root = rng.normal(size=256)
+    walk = [root]
+    for _ in range(8):  # eight chains of twelve fine-tunes drifting away from the root
+        for _ in range(12):
+            walk.append((walk[-1] if len(walk) % 12 != 1 else root) + 0.5 * rng.normal(size=256))
+    sketches = {f"m{i:03d}": w.astype(np.float32) for i, w in enumerate(walk)}
+    router = Router().fit(sketches, dict.fromkeys(sketches, "cnn"), clusters=dict.fromkeys(sketches, 0))
+    (tree,) = router.trees
+    assert tree.radius > 1.45  # members lie farther from the centroid than unrelated weights do
+    unrelated = rng.normal(size=256) * np.linalg.norm(tree.centroid) / 16.0
+    constant = np.full(256, 0.01, np.float32)
+    assert max(tree.distance(unrelated), tree.distance(constant)) < router.limit(tree)  # what the centroid rule accepted
+    assert router.route(unrelated.astype(np.float32), "cnn") is None
+    assert router.route(constant, "cnn") is None
+    relative = (walk[-1] + 0.5 * rng.normal(size=256)).astype(np.float32)  # the next fine-tune down a chain
+    assert router.route(relative, "cnn") is tree
+    # saved and loaded as `probex train` / `predict` do: the members' sketches travel with the centroid
+    saved = {tree.name: torch.as_tensor(tree.centroid), tree.name + MEMBERS_KEY: torch.as_tensor(tree.sketches)}
+    torch.save(saved, tmp_path / "router.pt")
+    loaded = {k: v.numpy() for k, v in torch.load(tmp_path / "router.pt", weights_only=True).items()}
+    again = Router.from_json(json.loads(json.dumps(router.to_json())), loaded)
+    assert again.route(unrelated.astype(np.float32), "cnn") is None and again.route(relative, "cnn").name == tree.name
+
+
 def test_a_damaged_model_is_named_not_scored(fitted, probex_zoo, tmp_path, capsys):
     """One NaN entry in a layer (a diverged or damaged checkpoint): `predict` refuses it by name (exit 2), a
     `search` over a folder holding it ranks the others and names it as skipped, never a NaN score."""

@@ -29,7 +29,7 @@ from ancestree.io import load_model
 from ancestree.probex.layers import KEY_VERSION, LayerCache, architecture_key, candidate_layers, read_candidates
 from ancestree.probex.model import PRESETS, ProbeX, ProbeXConfig
 from ancestree.probex.naming import RowNamer
-from ancestree.probex.router import Router, graph_clusters, sketch
+from ancestree.probex.router import MEMBERS_KEY, Router, graph_clusters, sketch
 from ancestree.probex.text import DEFAULT_TEMPLATE, CachedEncoder, TextEncoder, encode_classes, get_text_encoder
 
 
@@ -363,7 +363,9 @@ class ProbeXExperts:
         if isinstance(self.encoder, CachedEncoder) and self.encoder.path is not None:
             copy_text_cache(self.encoder.path, directory / "text-embeddings.npz")
         with atomic_path(directory / "router.pt") as tmp:
-            torch.save({t.name: torch.as_tensor(t.centroid) for t in self.router.trees}, tmp)
+            tensors = {t.name: torch.as_tensor(t.centroid) for t in self.router.trees}
+            tensors.update({t.name + MEMBERS_KEY: torch.as_tensor(t.sketches) for t in self.router.trees if t.sketches is not None})
+            torch.save(tensors, tmp)
         meta = {
             "key_version": KEY_VERSION,
             "config": self.config.to_dict(),

@@ -62,6 +62,10 @@ def relative_distances(x: np.ndarray) -> np.ndarray:
     return pdist(x) / np.maximum(scale, 1e-12)
 
 
+#: Key suffix of a tree's member sketches beside its centroid in ``router.pt``.
+MEMBERS_KEY = "\0members"
+
+
 @dataclass
 class Tree:
     """One recovered Model Tree: its name, architecture, members, centroid sketch and radius."""
@@ -71,9 +75,19 @@ class Tree:
     members: list[str]
     centroid: np.ndarray
     radius: float
+    #: the members' sketches (rows in ``members`` order); None in routers saved before they were kept
+    sketches: np.ndarray | None = field(default=None, repr=False)
 
     def distance(self, x: np.ndarray) -> float:
         return float(np.linalg.norm(x - self.centroid) / max(np.linalg.norm(self.centroid), 1e-12))
+
+    def nearest(self, x: np.ndarray) -> float:
+        """The relative distance ``‖x − m‖ / sqrt(‖x‖·‖m‖)`` to the nearest member (the centroid distance when
+        the members' sketches are not kept)."""
+        if self.sketches is None:
+            return self.distance(x)
+        scale = np.sqrt(np.linalg.norm(self.sketches, axis=1) * np.linalg.norm(x))
+        return float(np.min(np.linalg.norm(self.sketches - x, axis=1) / np.maximum(scale, 1e-12)))
 
 
 @dataclass
@@ -119,14 +133,26 @@ class Router:
     def _tree(self, members: list[str], sketches: Mapping[str, np.ndarray], archs: Mapping[str, str]) -> Tree:
         x = np.stack([sketches[m] for m in members])
         centroid = x.mean(0)
-        tree = Tree(name="", arch=archs[members[0]], members=sorted(members), centroid=centroid, radius=0.0)
+        ordered = sorted(members)
+        tree = Tree(name="", arch=archs[members[0]], members=ordered, centroid=centroid, radius=0.0,
+                    sketches=np.stack([sketches[m] for m in ordered]))
         dists = [tree.distance(s) for s in x]
         tree.radius = max(max(dists), self.min_radius)
         tree.name = members[int(np.argmin(dists))]  # named after its most central model (the root, in a fan)
         return tree
 
     def route(self, sketch_vec: np.ndarray, arch: str) -> Tree | None:
-        """The tree a model belongs to, or ``None`` if it is of an unknown architecture or too far from all."""
+        """The tree a model belongs to, or ``None`` if it is of an unknown architecture or too far from all.
+
+        A model belongs to the tree of its nearest member when that member lies within ``threshold``: a
+        relative is one or a few fine-tunes from some member (its parent, a sibling), an unrelated model of the
+        architecture ≈ 1.41 from all. The centroid of a wide tree (171 models down long chains) says little:
+        its members lay up to 1.53 from it, beyond unrelated weights, and random noise was routed there.
+        Routers saved without their members' sketches fall back to the centroid and :meth:`limit`."""
+        fits = [t for t in self.trees if t.arch == arch and t.centroid.shape == sketch_vec.shape]
+        if fits and all(t.sketches is not None for t in fits):
+            d, best = min(((t.nearest(sketch_vec), k) for k, t in enumerate(fits)), default=(np.inf, -1))
+            return fits[best] if d <= self.threshold else None
         best, best_d = None, np.inf
         for tree in self.trees:
             if tree.arch != arch or tree.centroid.shape != sketch_vec.shape:
@@ -159,6 +185,8 @@ class Router:
     def from_json(cls, data: dict[str, Any], centroids: Mapping[str, np.ndarray]) -> Router:
         router = cls(threshold=data["threshold"], margin=data["margin"], min_radius=data["min_radius"])
         router.trees = [
-            Tree(t["name"], t["arch"], t["members"], np.asarray(centroids[t["name"]]), t["radius"]) for t in data["trees"]
+            Tree(t["name"], t["arch"], t["members"], np.asarray(centroids[t["name"]]), t["radius"],
+                 np.asarray(centroids[t["name"] + MEMBERS_KEY]) if t["name"] + MEMBERS_KEY in centroids else None)
+            for t in data["trees"]
         ]
         return router
