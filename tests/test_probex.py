@@ -141,6 +141,22 @@ def test_save_load_round_trip_and_resume(fitted, probex_zoo):
     assert stamp and stamp == {p: p.stat().st_mtime_ns for p in out.glob("expert-*/weights.pt")}
 
 
+def test_searching_saved_experts_writes_nothing_into_their_folder(fitted, probex_zoo, tmp_path):
+    """Each new query was added to the experts folder's text cache and the file written again: `serve` let
+    remote clients grow it without bound, and answered 500 where the folder could not be written. Queries
+    are encoded in memory; the folder is only read."""
+    import shutil
+
+    _, out = fitted
+    folder = tmp_path / "experts"
+    shutil.copytree(out, folder)
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.glob("*") if p.is_file()}
+    model = probex_zoo / "t1" / "ft05"
+    first = search("a model that knows purple dotted rings", folder, {"m": model})
+    assert search("a model that knows purple dotted rings", folder, {"m": model}) == first
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.glob("*") if p.is_file()} == before
+
+
 def test_cli_json_matches_the_contract(fitted, probex_zoo, capsys):
     from ancestree.cli.main import run
 

@@ -455,7 +455,9 @@ class ProbeXExperts:
         centroids = {k: v.numpy() for k, v in torch.load(directory / "router.pt", weights_only=True).items()}
         obj.router = Router.from_json(meta["router"], centroids)
         obj.experts = {tree: cls._load_expert(directory / slug) for tree, slug in meta["experts"].items()}
-        obj._encoder = get_text_encoder(obj.text_encoder_spec, directory / "text-embeddings.npz")
+        # read, never written: `search` and `serve` read experts folders (queries must not grow them, and a
+        # folder that cannot be written is no error); a model fitted again is saved with a cache of its own
+        obj._encoder = get_text_encoder(obj.text_encoder_spec, directory / "text-embeddings.npz", read_only=True)
         return obj
 
 

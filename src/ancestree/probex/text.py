@@ -104,13 +104,22 @@ class ClipTextEncoder:
             return _unit(model(**batch).text_embeds.numpy())
 
 
-class CachedEncoder:
-    """Wrap an encoder with a persistent cache (``cache.npz`` + keys), keyed by encoder name and text."""
+#: Texts a read-only :class:`CachedEncoder` keeps in memory beyond its file (a server's queries).
+MEMO_LIMIT = 4096
 
-    def __init__(self, encoder: TextEncoder, path: str | Path | None) -> None:
+
+class CachedEncoder:
+    """Wrap an encoder with a persistent cache (``cache.npz`` + keys), keyed by encoder name and text.
+
+    ``read_only``: the cache is read, never written (an experts folder that `search` and `serve` read: a query
+    must not grow it, nor fail where it cannot be written); texts it lacks are kept in memory, at most
+    :data:`MEMO_LIMIT` of them."""
+
+    def __init__(self, encoder: TextEncoder, path: str | Path | None, read_only: bool = False) -> None:
         self.encoder = encoder
         self.name = encoder.name
         self.path = Path(path) if path else None
+        self.read_only = read_only
         self._memo: dict[str, np.ndarray] = {}
         self._loaded = False
 
@@ -131,27 +140,28 @@ class CachedEncoder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         self._load()
         missing = sorted({t for t in texts if self._key(t) not in self._memo})
-        if missing:
-            for text, vec in zip(missing, self.encoder.encode(missing)):
-                self._memo[self._key(text)] = vec
+        fresh = {self._key(text): vec for text, vec in zip(missing, self.encoder.encode(missing))} if missing else {}
+        if fresh and (not self.read_only or len(self._memo) + len(fresh) <= MEMO_LIMIT):
+            self._memo.update(fresh)
             self._save()
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._memo[self._key(t)] for t in texts]).astype(np.float32)
+        return np.stack([fresh.get(self._key(t), self._memo.get(self._key(t))) for t in texts]).astype(np.float32)
 
     def _save(self) -> None:
-        if self.path is None:
+        if self.path is None or self.read_only:
             return
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, **self._memo)
 
 
-def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None) -> TextEncoder:
-    """An encoder by name: ``"minilm"`` (default) or ``"clip:/path/to/local/clip"``; cached when ``cache`` given."""
+def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None, read_only: bool = False) -> TextEncoder:
+    """An encoder by name: ``"minilm"`` (default) or ``"clip:/path/to/local/clip"``; cached when ``cache`` given
+    (a cache only read with ``read_only``, see :class:`CachedEncoder`)."""
     check_text_encoder(spec, need_files=False)  # saved experts load (and predict) without the CLIP folder
     encoder: TextEncoder = MiniLMEncoder() if spec == "minilm" else ClipTextEncoder(spec[5:])
-    return CachedEncoder(encoder, cache) if cache else encoder
+    return CachedEncoder(encoder, cache, read_only) if cache else encoder
 
 
 def check_text_encoder(spec: str, need_files: bool = True) -> None:
