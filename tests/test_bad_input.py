@@ -492,6 +492,15 @@ def test_probe_data_cut_short_is_named(probe: str, tiny_zoo: Path, tmp_path: Pat
     assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "probe data" in err, err
 
 
+def test_integer_images_as_probe_data_are_refused(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The zoo's images saved as 0-255 uint8 ran, scaled 255 times too large, and turned the true parent into
+    "none of these" without a word."""
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.zeros((40, 3, 16, 16), np.uint8))
+    status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), "--probe-data", str(path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "uint8" in err, err
+
+
 def test_an_eof_the_commands_do_not_catch_is_still_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """The last line of defence: click turns EOFError into a bare abort (exit 1, a blank line); say what it was."""

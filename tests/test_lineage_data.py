@@ -132,6 +132,11 @@ def test_transformers_model_built_offline_from_config(tmp_path) -> None:
     np.save(ids, np.zeros((4, 8, 2), np.int64))
     with pytest.raises(BadInputError, match="ids.npy"):
         LinearizedRanker("l1", probe_data=ids).rank(str(tmp_path / "child"), cands)
+    # rows longer than the model's positions, and rows of no tokens, were internal errors (exit 1)
+    for shape, problem in (((4, 33), "33 tokens long; .* at most 32"), ((4, 0), "no tokens")):
+        np.save(ids, np.zeros(shape, np.int64))
+        with pytest.raises(BadInputError, match=f"ids.npy: probe data .*{problem}"):
+            LinearizedRanker("l1", probe_data=ids).rank(str(tmp_path / "child"), cands)
 
 
 def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:

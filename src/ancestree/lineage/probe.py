@@ -53,6 +53,10 @@ def read_probe_file(path: str | Path) -> np.ndarray:
     raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
 
 
+#: ``config.json`` keys giving how many positions a text model takes (BERT and Llama; GPT-2).
+POSITION_KEYS = ("max_position_embeddings", "n_positions")
+
+
 def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) -> torch.Tensor:
     """The probe inputs as a tensor, or :class:`BadInputError` when they do not fit ``runnable``."""
     expected = runnable.input_shape
@@ -60,8 +64,9 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
         if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
             raise BadInputError(path, f"probe data has shape {tuple(array.shape)}; {runnable.id} takes inputs of "
                                       f"shape (N, {', '.join(map(str, expected))})")
-        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-            raise BadInputError(path, f"probe data must be real numbers, not {array.dtype}")
+        if not np.issubdtype(array.dtype, np.floating):  # uint8 pixels 0-255 ran, and changed the answer
+            raise BadInputError(path, f"probe data must be floating-point inputs scaled as the model's training data "
+                                      f"(the zoo's images are float32), not {array.dtype}")
         if not np.all(np.isfinite(array)):
             raise BadInputError(path, "probe data holds NaN or infinite values")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
@@ -69,6 +74,11 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer) or len(array) == 0:
         raise BadInputError(path, f"probe data has shape {tuple(array.shape)} and dtype {array.dtype}; {runnable.id} "
                                   "takes token ids of shape (N, length), integers")
+    if array.shape[1] == 0:
+        raise BadInputError(path, f"probe data holds rows of no tokens (shape {tuple(array.shape)})")
+    positions = next((int(runnable.config[k]) for k in POSITION_KEYS if isinstance(runnable.config.get(k), int)), None)
+    if positions and array.shape[1] > positions:
+        raise BadInputError(path, f"probe data rows are {array.shape[1]} tokens long; {runnable.id} takes at most {positions}")
     if vocab and (array.min() < 0 or array.max() >= vocab):
         raise BadInputError(path, f"probe data holds token ids outside [0, {vocab}) of {runnable.id}")
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.int64))
