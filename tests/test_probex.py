@@ -362,6 +362,46 @@ def test_an_experts_file_emptied_is_named(emptied, fitted, probex_zoo, tmp_path,
     assert exit_info.value.code == 2 and "damaged ProbeX experts folder" in err and str(folder) in err, err
 
 
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PAYLOAD_RAN",))
+
+
+@pytest.mark.parametrize("damage", ["router threshold not a number", "expert layer renamed", "weights.pt runs code"])
+def test_an_experts_folder_edited_by_hand_is_named(damage, fitted, probex_zoo, tmp_path, capsys, monkeypatch):
+    """A word for a number in experts.json (TypeError at the first comparison) and a layer name the layout
+    lacks (KeyError) were internal errors, exit 1; a pickle that would run code was refused, with torch's page
+    of advice on stderr and the one-line message cut mid-sentence."""
+    import pickle
+    import shutil
+
+    from ancestree.cli.main import run
+
+    _, out = fitted
+    folder = tmp_path / "experts"
+    shutil.copytree(out, folder)
+    monkeypatch.chdir(tmp_path)
+    if damage == "router threshold not a number":
+        meta = json.loads((folder / "experts.json").read_text())
+        meta["router"]["threshold"] = "high"
+        (folder / "experts.json").write_text(json.dumps(meta))
+    elif damage == "expert layer renamed":
+        for path in folder.glob("expert-*/expert.json"):
+            meta = json.loads(path.read_text())
+            meta["layers"] = ["no.such.layer"] * len(meta["layers"])
+            path.write_text(json.dumps(meta))
+    else:
+        for path in folder.glob("expert-*/weights.pt"):
+            path.write_bytes(pickle.dumps(_Payload()))
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "predict", str(probex_zoo / "t0" / "ft03"), "--experts", str(folder)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "damaged ProbeX experts folder" in err and str(folder) in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "PAYLOAD_RAN").exists(), err
+
+
 def test_a_damaged_layer_cache_is_filled_again(probex_zoo, tmp_path):
     """The layer cache is only a cache: files cut short (here all of them) are read again from the models."""
     from ancestree.probex.layers import LayerCache

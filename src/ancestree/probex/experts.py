@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -155,6 +157,7 @@ class ProbeXExperts:
         self.experts: dict[str, Expert] = {}
         self._cache: LayerCache | None = None
         self._encoder: TextEncoder | None = None
+        self.source_: Path | None = None  # the folder it was loaded from
         self._scratch: tempfile.TemporaryDirectory | None = None  # removed with the object (no leftovers in /tmp)
 
     def _work_dir(self) -> Path:
@@ -303,7 +306,12 @@ class ProbeXExperts:
         if damaged:
             raise BadInputError(path, f"NaN or infinite values in layer {damaged}: ProbeX cannot read this model's weights")
         tree = self.router.route(sketch(layers), arch)
-        return (self.experts.get(tree.name) if tree else None), layers
+        expert = self.experts.get(tree.name) if tree else None
+        lacking = [n for n in expert.layers if n not in layers] if expert is not None else []
+        if lacking:  # the model has the layout the expert was trained on: its expert.json was changed since
+            raise BadInputError(self.source_, f"damaged ProbeX experts folder: the expert of tree {tree.name} reads "
+                                              f"layer {lacking[0]!r}, which models of its layout do not have")
+        return expert, layers
 
     def predict(self, path: str | Path, model_id: str | None = None) -> dict[str, Any]:
         """``{"model", "tree", "classes": [{"name", "probability"}]}`` (the contract's JSON)."""
@@ -402,8 +410,12 @@ class ProbeXExperts:
     @staticmethod
     def _load_expert(folder: Path) -> Expert:
         meta = json.loads((folder / "expert.json").read_text())
-        shapes = [tuple(s) for s in meta["shapes"]]
-        state = torch.load(folder / "weights.pt", weights_only=True)
+        shapes = [tuple(int(d) for d in s) for s in meta["shapes"]]
+        if not isinstance(meta["layers"], list) or len(meta["layers"]) != len(shapes):
+            raise ValueError(f"{folder.name}/expert.json lists {meta['layers']!r} for {len(shapes)} layer shapes")
+        with warnings.catch_warnings():  # a refused pickle: torch's multi-line advice would bury the one-line error
+            warnings.simplefilter("ignore")
+            state = torch.load(folder / "weights.pt", weights_only=True)
         namer_state = {k[len("namer.") :]: v.numpy() for k, v in state.items() if k.startswith("namer.")}
         probex = ProbeX.restore(meta["probex"], shapes, {k: v for k, v in state.items() if not k.startswith("namer.")})
         namer = RowNamer.restore(meta.get("namer"), namer_state)
@@ -432,6 +444,9 @@ class ProbeXExperts:
             return cls._load(directory, cache_dir)
         except BadInputError:
             raise
+        except pickle.UnpicklingError:  # torch's weights_only refusal: a page of advice, cut short it says nothing
+            raise BadInputError(directory, "damaged ProbeX experts folder: a weights.pt holds pickled Python objects, "
+                                           "not tensors only (refused without running them)") from None
         except DAMAGED_FILE as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:160]
             raise BadInputError(directory, f"damaged ProbeX experts folder ({exc.__class__.__name__}: {first or 'empty or cut short'})") from None
@@ -454,6 +469,7 @@ class ProbeXExperts:
         )
         centroids = {k: v.numpy() for k, v in torch.load(directory / "router.pt", weights_only=True).items()}
         obj.router = Router.from_json(meta["router"], centroids)
+        obj.source_ = directory
         obj.experts = {tree: cls._load_expert(directory / slug) for tree, slug in meta["experts"].items()}
         # read, never written: `search` and `serve` read experts folders (queries must not grow them, and a
         # folder that cannot be written is no error); a model fitted again is saved with a cache of its own

@@ -183,9 +183,10 @@ class Router:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], centroids: Mapping[str, np.ndarray]) -> Router:
-        router = cls(threshold=data["threshold"], margin=data["margin"], min_radius=data["min_radius"])
+        # numbers checked here: a damaged experts.json fails on load, named, not on the first comparison
+        router = cls(threshold=float(data["threshold"]), margin=float(data["margin"]), min_radius=float(data["min_radius"]))
         router.trees = [
-            Tree(t["name"], t["arch"], t["members"], np.asarray(centroids[t["name"]]), t["radius"],
+            Tree(str(t["name"]), str(t["arch"]), [str(m) for m in t["members"]], np.asarray(centroids[t["name"]]), float(t["radius"]),
                  np.asarray(centroids[t["name"] + MEMBERS_KEY]) if t["name"] + MEMBERS_KEY in centroids else None)
             for t in data["trees"]
         ]
