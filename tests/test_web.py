@@ -99,6 +99,30 @@ def server(tiny_atlas: Path):
     proc.wait(10)
 
 
+def test_serve_on_port_0_prints_the_address_it_serves(tiny_atlas: Path) -> None:
+    """`--port 0` was accepted, and the server printed http://127.0.0.1:0/, never the port it listened on."""
+    import re
+
+    proc = subprocess.Popen([sys.executable, "-m", "ancestree", "serve", "--db", str(tiny_atlas), "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline().decode()
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert found and int(found.group(1)) > 0, line
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"{found.group(0)}api/status", timeout=1).status_code == 200
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 @pytest.mark.slow
 def test_page_in_headless_chromium(server: str, tiny_atlas: Path) -> None:
     import re
