@@ -139,6 +139,47 @@ def test_transformers_model_built_offline_from_config(tmp_path) -> None:
             LinearizedRanker("l1", probe_data=ids).rank(str(tmp_path / "child"), cands)
 
 
+def test_transformers_vision_fp16_and_unrunnable_candidates(tmp_path) -> None:
+    """From a dogfood round, each an error before: a ViT saved by transformers 5 (its checkpoint names are
+    not its module names) was refused as not fitting its config; a float16 candidate beside a float32 child
+    broke the Jacobian product (internal error); an ONNX candidate stopped the whole ranking (exit 2) instead
+    of being listed incomparable; and a checkpoint lacking a whole layer ran with that layer's random
+    initial weights, without a word."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=1,
+                       num_attention_heads=2, intermediate_size=32)
+    base = ViTModel(config)
+    base.save_pretrained(tmp_path / "vit-base")
+    with torch.no_grad():
+        for p in base.parameters():
+            p.add_(0.05 * p.std() * torch.randn_like(p))
+    base.save_pretrained(tmp_path / "vit-ft")
+    ViTModel(config).save_pretrained(tmp_path / "vit-other")
+    base.half().save_pretrained(tmp_path / "vit-ft-fp16")  # the fine-tune itself, in float16
+    images = tmp_path / "images.npy"
+    np.save(images, np.random.default_rng(0).standard_normal((16, 3, 8, 8)).astype(np.float32))
+    cands = [str(tmp_path / n) for n in ("vit-other", "vit-base")]
+    result = LinearizedRanker("l2", alpha=0.5, probe_data=images).rank(str(tmp_path / "vit-ft"), cands)
+    assert result.ranking[0].candidate == str(tmp_path / "vit-base")
+    # a float16 candidate runs as float32, and a candidate with nothing to run is set aside, not fatal
+    loose = str(next((tmp_path / "vit-other").glob("*.safetensors")))  # weights without a config: nothing to run
+    half = FeatureRanker("cka", probe_data=images).rank(str(tmp_path / "vit-base"), [str(tmp_path / "vit-ft-fp16"), loose])
+    assert half.ranking[0].candidate == str(tmp_path / "vit-ft-fp16") and loose in half.incomparable
+    np.save(images, np.zeros((16, 3, 8, 8), np.float32))
+    bert = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                      max_position_embeddings=32)
+    BertModel(bert).save_pretrained(tmp_path / "bert")
+    state = load_file(str(next((tmp_path / "bert").glob("*.safetensors"))))
+    (tmp_path / "bert-cut").mkdir()
+    bert.save_pretrained(tmp_path / "bert-cut")
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, str(tmp_path / "bert-cut" / "model.safetensors"))
+    with pytest.raises(BadInputError, match="bert-cut: weights do not fit .* not in the checkpoint"):
+        LinearizedRanker("l1").rank(str(tmp_path / "bert-cut"), [str(tmp_path / "bert")])
+
+
 def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:
     paths = {k: str(v) for k, v in lineage_family["paths"].items()}
     cfg = DetectorConfig(dim=32, depth=1, probes=16)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, IncomparableError
 from ancestree.lineage.pairs import Source, adapter_config_of, adapter_reason, check_distinct
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.probe import MIN_CENTRED, probe_inputs, require_inputs, small_probe_note
@@ -142,7 +142,11 @@ class FeatureRanker:
             if not isinstance(source, Runnable) and (reason := adapter_reason(adapter_config_of(source))):
                 incomparable[getattr(source, "id", None) or str(source)] = reason  # nothing to run
                 continue
-            cand = _open_runnable(source)
+            try:
+                cand = _open_runnable(source)
+            except IncomparableError as exc:  # an ONNX or GGUF candidate, weights of another architecture: nothing to run
+                incomparable[getattr(source, "id", None) or str(source)] = exc.problem
+                continue
             if not c_run.comparable(cand):
                 incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"
                 continue

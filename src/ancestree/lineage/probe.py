@@ -60,7 +60,7 @@ POSITION_KEYS = ("max_position_embeddings", "n_positions")
 def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) -> torch.Tensor:
     """The probe inputs as a tensor, or :class:`BadInputError` when they do not fit ``runnable``."""
     expected = runnable.input_shape
-    if runnable.kind == "zoo":
+    if runnable.takes_images:
         if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
             raise BadInputError(path, f"probe data has shape {tuple(array.shape)}; {runnable.id} takes inputs of "
                                       f"shape (N, {', '.join(map(str, expected))})")
@@ -100,6 +100,8 @@ def default_probe(runnable: Runnable, card: dict | None = None, count: int = DEF
             x, _ = make_dataset(domain, classes, max(1, per_domain // len(classes)), seed)
             images.append(x[:per_domain])
         return torch.from_numpy(np.concatenate(images)[:count])
+    if runnable.takes_images:  # a Hugging Face vision model: normalised pixels, as its processors give them
+        return torch.from_numpy(rng.standard_normal((count, *runnable.input_shape)).astype(np.float32))
     vocab = int(runnable.config.get("vocab_size", 1000))
     return torch.from_numpy(rng.integers(0, vocab, size=(count, 16)).astype(np.int64))
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, IncomparableError
 
 
 @dataclass
@@ -30,10 +30,19 @@ class Runnable:
     config: dict[str, Any]
 
     @property
+    def takes_images(self) -> bool:
+        """Images in: the zoo's models and Hugging Face vision models (``image_size`` in their config, as ViT)."""
+        return self.kind == "zoo" or "image_size" in self.config
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one input (images: ``(C, H, W)``; token models: ``(L,)``, any length accepted)."""
         if self.kind == "zoo":
             return tuple(self.config["input_shape"])
+        if self.takes_images:
+            size = self.config["image_size"]
+            h, w = (size, size) if isinstance(size, int) else tuple(size)
+            return (int(self.config.get("num_channels", 3)), int(h), int(w))
         return (-1,)
 
     @property
@@ -89,7 +98,7 @@ class Runnable:
 def _config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
-        raise BadInputError(folder, "cannot run this model: no config.json next to the weights (needed by the data-based methods)")
+        raise IncomparableError(folder, "cannot run this model: no config.json next to the weights (needed by the data-based methods)")
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -101,7 +110,7 @@ def load_runnable(path: str | Path, model_id: str | None = None) -> Runnable:
     folder = Path(path)
     model_id = str(path) if model_id is None else model_id
     if not folder.is_dir():
-        raise BadInputError(path, "the data-based methods need a model folder with config.json")
+        raise IncomparableError(path, "the data-based methods need a model folder with config.json")
     config = _config(folder)
     if str(config.get("model_type", "")).startswith("ancestree-"):
         from ancestree.zoo.architectures import load_module
@@ -117,10 +126,14 @@ def _load_transformers(folder: Path) -> torch.nn.Module:
         raise BadInputError(folder, "the data-based methods need the `transformers` package for this model") from None
     from ancestree.io import load_model
 
+    own = _transformers_own_loading(folder)
+    if own is not None:
+        return own
     try:
         config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
-        # eager attention: the fused CPU kernels have no forward-mode AD, which the linearisation needs
-        module = AutoModel.from_config(config, attn_implementation="eager")
+        # eager attention: the fused CPU kernels have no forward-mode AD, which the linearisation needs; float32
+        # whatever config.json says (a float16 candidate beside a float32 child broke the Jacobian product)
+        module = AutoModel.from_config(config, attn_implementation="eager").float()
     except (ValueError, OSError, KeyError) as exc:
         raise BadInputError(folder / "config.json", f"transformers cannot build this model offline: {exc}") from None
     with load_model(folder) as model:
@@ -128,6 +141,41 @@ def _load_transformers(folder: Path) -> torch.nn.Module:
                  ((i.name, model.read(i.name)) for i in model.tensors.values())}
     _load_state(module, state, folder)
     return module.eval()
+
+
+#: Share of a transformers model's parameters that may be missing from its checkpoint (a pooler a base model
+#: has and its fine-tuned checkpoint lacks); more, such as a whole layer, and the model would run with random weights.
+MISSING_SHARE = 0.05
+
+
+def _transformers_own_loading(folder: Path) -> torch.nn.Module | None:
+    """The model as ``transformers`` loads it (its own renames of checkpoint keys: transformers 5 reads ViT
+    checkpoints under other module names than it builds), float32 and eager, when it can read the folder's
+    weights and finds at least half of them; None otherwise (other formats are read by ancestree's readers)."""
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar on stderr, once per model
+    try:
+        module, info = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager",
+                                                 dtype=torch.float32, output_loading_info=True)
+    except Exception:  # noqa: BLE001 - any failure: ancestree's own reading decides, with its own messages
+        return None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    missing = set(info.get("missing_keys", ()))
+    lacking = [(n, p.numel()) for n, p in module.named_parameters() if n in missing]
+    total = sum(p.numel() for p in module.parameters())
+    if len(lacking) > len(list(module.parameters())) // 2:  # names it cannot map: ancestree's own reading decides
+        return None
+    if sum(k for _, k in lacking) > MISSING_SHARE * total:  # a layer left at its random initial values
+        raise IncomparableError(folder, f"weights do not fit the architecture in config.json: {len(lacking)} of its "
+                                        f"parameter tensors are not in the checkpoint (first: {lacking[0][0]})")
+    return module.float().eval()
 
 
 def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
@@ -141,5 +189,5 @@ def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], folder:
             fixed[key] = value.to(own[key].dtype)
     missing = [k for k, v in module.named_parameters() if k not in fixed]
     if len(missing) > len(list(module.parameters())) // 2:
-        raise BadInputError(folder, f"weights do not fit the architecture in config.json (missing {missing[:3]})")
+        raise IncomparableError(folder, f"weights do not fit the architecture in config.json (missing {missing[:3]})")
     module.load_state_dict(fixed, strict=False)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, IncomparableError
 from ancestree.zoo.data import INPUT_SHAPE
 
 MODEL_TYPES = {"ancestree-vit": "AncestreeViT", "ancestree-cnn": "AncestreeCNN", "ancestree-mlp": "AncestreeMLP"}
@@ -201,7 +201,7 @@ def load_module(path: str | Path) -> nn.Module:
     state = load_state(folder)
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise BadInputError(folder, f"weights do not fit {config['model_type']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise IncomparableError(folder, f"weights do not fit {config['model_type']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return module.eval()
 
 
