@@ -492,6 +492,21 @@ def test_probe_data_cut_short_is_named(probe: str, tiny_zoo: Path, tmp_path: Pat
     assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "probe data" in err, err
 
 
+@pytest.mark.parametrize("content", ["text", "objects"])
+def test_probe_data_that_would_need_unpickling_is_refused_without_advice_to_unpickle(content: str, tiny_zoo: Path, tmp_path: Path,
+                                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A text file named .npy, or an object array, passed on numpy's message, which suggests loading the file
+    with allow_pickle=True: the way to run an untrusted file's code."""
+    path = tmp_path / "probe.npy"
+    if content == "text":
+        path.write_text("hello, not numpy\n")
+    else:
+        np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), "--probe-data", str(path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "allow_pickle" not in err, err
+    assert "not a numeric array" in err, err
+
+
 def test_integer_images_as_probe_data_are_refused(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The zoo's images saved as 0-255 uint8 ran, scaled 255 times too large, and turned the true parent into
     "none of these" without a word."""

@@ -309,10 +309,14 @@ def test_truth_with_odd_classes_or_splits_is_refused_by_name(probex_zoo, tmp_pat
 
     zoo = tmp_path / "zoo"
     shutil.copytree(probex_zoo, zoo)
+    shutil.copytree(probex_zoo / "t0" / "ft03", tmp_path / "outside")  # a model folder beside the zoo
     truth = json.loads((zoo / "truth.json").read_text())
     for change, problem in (({"classes": "red plain cross"}, "classes must be a list of names"),
                             ({"classes": [1, 2]}, "classes must be a list of names"),
-                            ({"split": "training"}, "has split 'training'")):
+                            ({"split": "training"}, "has split 'training'"),
+                            # found by a dogfood round: read from outside the zoo, and read twice
+                            ({"id": "../outside"}, "names no folder below the zoo"),
+                            ({"id": truth["models"][4]["id"]}, "is listed twice")):
         edited = {**truth, "models": [{**truth["models"][3], **change}, *truth["models"][4:]]}
         (zoo / "truth.json").write_text(json.dumps(edited))
         with pytest.raises(BadInputError, match=problem):

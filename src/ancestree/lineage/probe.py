@@ -49,6 +49,9 @@ def read_probe_file(path: str | Path) -> np.ndarray:
         if p.suffix == ".npy":
             return np.asarray(np.load(p, allow_pickle=False))
     except DAMAGED_FILE as exc:  # an empty file raises EOFError, a truncated .npz BadZipFile
+        if "allow_pickle" in str(exc):  # numpy's own advice is to load it unsafely: not for an untrusted file
+            raise BadInputError(path, "probe data: not a numeric array (it would need unpickling, which ancestree never does "
+                                      "to a data file: save the inputs with numpy.save of a numeric array)") from None
         raise BadInputError(path, f"probe data: cannot read ({exc.__class__.__name__}: {str(exc) or 'empty or cut short'})") from None
     raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
 

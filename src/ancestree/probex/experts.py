@@ -61,6 +61,13 @@ def read_zoo(zoo: str | Path) -> list[ZooModel]:
         models = [ZooModel(m["id"], zoo / m["id"], _classes(m), m.get("split"), m.get("tree")) for m in data["models"]]
     except (AttributeError, TypeError) as exc:
         raise BadInputError(zoo / "truth.json", f"malformed truth.json: {exc.__class__.__name__}: {exc}") from None
+    ids = [m.id for m in models]
+    outside = next((i for i in ids if not isinstance(i, str) or Path(i).is_absolute() or ".." in Path(i).parts), None)
+    if outside is not None:  # a zoo's models are below it: a truth.json is no way to read files elsewhere
+        raise BadInputError(zoo / "truth.json", f"model id {outside!r} names no folder below the zoo")
+    twice = next((i for i in ids if ids.count(i) > 1), None)
+    if twice is not None:
+        raise BadInputError(zoo / "truth.json", f"model {twice!r} is listed twice")
     odd = next((m for m in models if m.split not in SPLITS), None)
     if odd is not None:  # an unknown split trained nothing and said so only by "0 experts"
         raise BadInputError(zoo / "truth.json", f"model {odd.id!r} has split {odd.split!r}; expected one of "
