@@ -802,4 +802,8 @@ def test_a_second_scanned_folder_with_the_same_relative_names_adds_its_models(tm
         third = atlas.add(scan=[tmp_path / "B"])
         assert third.updated == ["B/m-ft1"] and not third.added
         assert len(atlas.ls()) == 6 and atlas.model("m-ft1")["path"] == str((tmp_path / "A" / "m-ft1").resolve())
+        # a third folder of the same name below another one: as many folders in front as make the name free
+        fine_tunes(tmp_path / "y" / "B", "m", 3, 0)
+        fourth = atlas.add(scan=[tmp_path / "y" / "B"])
+        assert fourth.added == ["y/B/m"] and not fourth.updated and len(atlas.ls()) == 7
         consistent(atlas)

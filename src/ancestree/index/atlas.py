@@ -159,13 +159,17 @@ class Atlas:
     def _name_at(self, name: str, path: str) -> str:
         """The index name of the model at ``path`` found as ``name``: the same relative name below another
         scanned folder (``--scan A``, later ``--scan B``) names another model, not a re-upload of the indexed
-        one, whose files are still at its path; as one run's scan of both folders names them, it gets its folder
-        in front (and keeps that name run after run)."""
-        row = self.store.model(name)
-        if row is None or not _elsewhere(row, path):
-            return name
-        held = self.store.model_of_alias(path)  # a path this model was read from before (moved away and back)
-        return name if held is not None and held["id"] == row["id"] else _with_folder(name, path)
+        one, whose files are still at its path. It gets the folders above it in front, as few as make the name
+        one no other model with files in place holds (``B/m0003``, then ``x/B/m0003`` beside a ``y/B/m0003``),
+        and keeps that name run after run."""
+        for candidate in _with_folders(name, path):
+            row = self.store.model(candidate)
+            if row is None or not _elsewhere(row, path):
+                return candidate
+            held = self.store.model_of_alias(path)  # a path this model was read from before (moved away and back)
+            if held is not None and held["id"] == row["id"]:
+                return candidate
+        return name  # every prefix taken: the run's own collision rule names it ``name@hash``
 
     def _store_one(self, result: Ingested, run: int, report: AddReport, named: set[str]) -> Outcome:
         if result.status == "bad":
@@ -392,12 +396,16 @@ def _elsewhere(row: dict[str, Any], path: str) -> bool:
     return old.resolve() != Path(path).resolve() and old.exists()
 
 
-def _with_folder(name: str, path: str) -> str:
-    """``name`` (relative to the folder scanned) with that folder's name in front: ``B/m0003`` for a model at
-    ``…/B/m0003``; a name that is no tail of its path gets its parent folder's name."""
+def _with_folders(name: str, path: str) -> Iterator[str]:
+    """``name`` (relative to the folder scanned), then with ever more of the folders above it in front: for a
+    model at ``…/x/B/m0003`` found as ``m0003``: ``m0003``, ``B/m0003``, ``x/B/m0003``, ... (a name that is
+    no tail of its path gets its path's folders)."""
     parts, where = Path(name).parts, Path(path)
-    folder = where.parents[len(parts) - 1] if 0 < len(parts) < len(where.parts) and where.parts[-len(parts):] == parts else where.parent
-    return f"{folder.name}/{name}"
+    tail = len(parts) if 0 < len(parts) < len(where.parts) and where.parts[-len(parts):] == parts else 0
+    yield name
+    above = where.parts[:len(where.parts) - tail] if tail else where.parts[:-1]
+    for k in range(1, len(above)):  # the filesystem root itself is no folder name
+        yield "/".join((*above[len(above) - k:], *parts))
 
 
 def combine_edges(edges: Iterable[Edge]) -> tuple[list[Edge], list[dict[str, Any]]]:

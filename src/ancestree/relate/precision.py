@@ -54,14 +54,23 @@ QUANTIZED_RATIO = 3.0
 #: The same bound where the step was measured block by block (:attr:`TensorPrint.step`): no longer an upper
 #: bound from the largest entry, which at 4 bits let fine-tunes pass (half the ``lineage`` fine-tunes
 #: written as Q4_0 were within 3 of their parent), but the step itself. Copies in Q4_0, Q4_1, Q5_0, Q5_1 and
-#: Q8_0 of 40 ``lineage`` models measure 0.97–1.29 (a block that does not reach both end levels shows a
-#: step a little short); their fine-tunes 1.47 and up.
+#: Q8_0 of 40 ``lineage`` models measure 0.94–1.32 (a block that does not reach both end levels shows a
+#: step a little short); their fine-tunes 1.41 and up (Q4_1, whose bound is tighter: below).
 QUANTIZED_STEP_RATIO = 1.5
+
+
+#: Tighter for blocks stored as ``d·q + m`` (Q4_1, Q5_1): their values span all the levels, so the measured
+#: step is the step itself and copies measure 0.94–0.99, while fine-tunes written so reach down to 1.41
+#: (a review's sweep of 40 ``lineage`` pairs); Q4_0's largest entry sits at one end only, its step reads a
+#: little short and its copies measure up to 1.32.
+QUANTIZED_SPAN_RATIO = {"q4_1": 1.2, "q5_1": 1.2}
 
 
 def rounding_limit(t: TensorPrint) -> float:
     """How many of its rounding steps (:func:`quantization_noise`) a copy stored as ``t`` can be from its source."""
-    return QUANTIZED_STEP_RATIO if t.step is not None else QUANTIZED_RATIO
+    if t.step is None:
+        return QUANTIZED_RATIO
+    return QUANTIZED_SPAN_RATIO.get(t.dtype, QUANTIZED_STEP_RATIO)
 
 
 def quantization_noise(t: TensorPrint) -> float:
