@@ -180,6 +180,50 @@ def test_transformers_vision_fp16_and_unrunnable_candidates(tmp_path) -> None:
         LinearizedRanker("l1").rank(str(tmp_path / "bert-cut"), [str(tmp_path / "bert")])
 
 
+def test_transformers_poolers_resnets_roberta_positions_and_renamed_weight_files(tmp_path) -> None:
+    """From a review: a classifier's checkpoint lacks the pooler its base model builds (5.7 % of a tiny ViT),
+    which the 5 % rule refused; the same rule was skipped for weights transformers cannot find (another file
+    name), where a missing layer ran at random values; a ResNet (no ``image_size``) was fed token ids; a
+    RoBERTa takes two positions fewer than ``max_position_embeddings`` (internal error beyond)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import (BertConfig, BertModel, ResNetConfig, ResNetModel, RobertaConfig, RobertaModel, ViTConfig,
+                              ViTForImageClassification)
+
+    torch.manual_seed(0)
+
+    def pair(make, name):
+        base = make()
+        base.save_pretrained(tmp_path / f"{name}-base")
+        with torch.no_grad():
+            for p in base.parameters():
+                p.add_(0.05 * p.std() * torch.randn_like(p))
+        base.save_pretrained(tmp_path / f"{name}-ft")
+        return str(tmp_path / f"{name}-ft"), [str(tmp_path / f"{name}-base")]
+
+    vit = ViTConfig(image_size=8, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=32, num_labels=3)
+    resnet = ResNetConfig(num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic")
+    for make, name in ((lambda: ViTForImageClassification(vit), "vit"), (lambda: ResNetModel(resnet), "resnet")):
+        child, cands = pair(make, name)
+        assert LinearizedRanker("l1").rank(child, cands).ranking[0].candidate == cands[0]
+    roberta = RobertaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            max_position_embeddings=20, pad_token_id=1)
+    child, cands = pair(lambda: RobertaModel(roberta), "roberta")
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.full((8, 19), 5, np.int64))
+    with pytest.raises(BadInputError, match="19 tokens long; .* at most 18"):
+        LinearizedRanker("l1", probe_data=ids).rank(child, cands)
+    bert = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                      max_position_embeddings=32)
+    BertModel(bert).save_pretrained(tmp_path / "bert")
+    state = load_file(str(next((tmp_path / "bert").glob("*.safetensors"))))
+    (tmp_path / "bert-cut").mkdir()
+    bert.save_pretrained(tmp_path / "bert-cut")  # its weights under a name transformers does not look for
+    save_file({k: v for k, v in state.items() if ".layer.1." not in k}, str(tmp_path / "bert-cut" / "weights.safetensors"))
+    with pytest.raises(BadInputError, match="bert-cut: weights do not fit .* not in the checkpoint"):
+        LinearizedRanker("l1").rank(str(tmp_path / "bert-cut"), [str(tmp_path / "bert")])
+
+
 def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:
     paths = {k: str(v) for k, v in lineage_family["paths"].items()}
     cfg = DetectorConfig(dim=32, depth=1, probes=16)

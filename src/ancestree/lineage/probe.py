@@ -59,14 +59,19 @@ def read_probe_file(path: str | Path) -> np.ndarray:
 #: ``config.json`` keys giving how many positions a text model takes (BERT and Llama; GPT-2).
 POSITION_KEYS = ("max_position_embeddings", "n_positions")
 
+#: Model types whose position ids start after the padding index (RoBERTa's family).
+PADDED_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
+                              "roberta-prelayernorm", "xmod", "mpnet"})
+
 
 def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) -> torch.Tensor:
     """The probe inputs as a tensor, or :class:`BadInputError` when they do not fit ``runnable``."""
     expected = runnable.input_shape
     if runnable.takes_images:
-        if array.ndim != len(expected) + 1 or tuple(array.shape[1:]) != expected or len(array) == 0:
+        fits = array.ndim == len(expected) + 1 and all(e in (-1, a) for e, a in zip(expected, array.shape[1:]))
+        if not fits or len(array) == 0 or (array.ndim > 1 and 0 in array.shape[1:]):
             raise BadInputError(path, f"probe data has shape {tuple(array.shape)}; {runnable.id} takes inputs of "
-                                      f"shape (N, {', '.join(map(str, expected))})")
+                                      f"shape (N, {', '.join('any' if d == -1 else str(d) for d in expected)})")
         if not np.issubdtype(array.dtype, np.floating):  # uint8 pixels 0-255 ran, and changed the answer
             raise BadInputError(path, f"probe data must be floating-point inputs scaled as the model's training data "
                                       f"(the zoo's images are float32), not {array.dtype}")
@@ -80,6 +85,9 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
     if array.shape[1] == 0:
         raise BadInputError(path, f"probe data holds rows of no tokens (shape {tuple(array.shape)})")
     positions = next((int(runnable.config[k]) for k in POSITION_KEYS if isinstance(runnable.config.get(k), int)), None)
+    if positions and runnable.config.get("model_type") in PADDED_POSITIONS:
+        # their positions are numbered from after the padding index: max_position_embeddings − (pad + 1) tokens
+        positions -= int(runnable.config.get("pad_token_id") or 1) + 1
     if positions and array.shape[1] > positions:
         raise BadInputError(path, f"probe data rows are {array.shape[1]} tokens long; {runnable.id} takes at most {positions}")
     if vocab and (array.min() < 0 or array.max() >= vocab):
@@ -104,7 +112,8 @@ def default_probe(runnable: Runnable, card: dict | None = None, count: int = DEF
             images.append(x[:per_domain])
         return torch.from_numpy(np.concatenate(images)[:count])
     if runnable.takes_images:  # a Hugging Face vision model: normalised pixels, as its processors give them
-        return torch.from_numpy(rng.standard_normal((count, *runnable.input_shape)).astype(np.float32))
+        shape = tuple(224 if d == -1 else d for d in runnable.input_shape)
+        return torch.from_numpy(rng.standard_normal((count, *shape)).astype(np.float32))
     vocab = int(runnable.config.get("vocab_size", 1000))
     return torch.from_numpy(rng.integers(0, vocab, size=(count, 16)).astype(np.int64))
 

@@ -8,7 +8,6 @@ roughly square block, edges are lines (parents above children) and only the root
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 

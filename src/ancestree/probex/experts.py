@@ -15,6 +15,7 @@ import pickle
 import shutil
 import tempfile
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -65,7 +66,7 @@ def read_zoo(zoo: str | Path) -> list[ZooModel]:
     outside = next((i for i in ids if not isinstance(i, str) or Path(i).is_absolute() or ".." in Path(i).parts), None)
     if outside is not None:  # a zoo's models are below it: a truth.json is no way to read files elsewhere
         raise BadInputError(zoo / "truth.json", f"model id {outside!r} names no folder below the zoo")
-    twice = next((i for i in ids if ids.count(i) > 1), None)
+    twice = next((i for i, n in Counter(ids).items() if n > 1), None)
     if twice is not None:
         raise BadInputError(zoo / "truth.json", f"model {twice!r} is listed twice")
     odd = next((m for m in models if m.split not in SPLITS), None)

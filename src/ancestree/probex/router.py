@@ -7,9 +7,9 @@ architecture (different seeds) are as far apart as random matrices. So the route
 2. within a group, clusters a fixed sketch of their candidate layers by average linkage on the *relative*
    distance ``‖a − b‖ / sqrt(‖a‖·‖b‖)``, cut at ``threshold`` = 1 (for weights of similar norm ``d² ≈ 2 − 2·cos``: unrelated
    models, uncorrelated, sit at ≈ 1.41; fine-tunes of one root well below 1),
-3. keeps each tree's centroid and radius; a new model goes to the nearest centroid of its architecture, or
-   to no tree when it lies farther than :meth:`Router.limit` from all of them (a model of an unknown tree
-   gets "no expert", not a guess).
+3. keeps each tree's members' sketches; a new model goes to the tree of its nearest member of its
+   architecture when that member lies within ``threshold``, else to no tree (a model of an unknown tree gets
+   "no expert", not a guess). Routers saved before keep a centroid and radius per tree (:meth:`Router.limit`).
 
 :func:`graph_clusters` gets the trees from ancestree's Model Graph recovery (:mod:`ancestree.graph`, on
 fingerprints) instead; :meth:`Router.fit` takes either.
@@ -190,4 +190,7 @@ class Router:
                  np.asarray(centroids[t["name"] + MEMBERS_KEY]) if t["name"] + MEMBERS_KEY in centroids else None)
             for t in data["trees"]
         ]
+        for t in router.trees:  # a damaged router.pt is named on load, not at the first model routed
+            if t.sketches is not None and t.sketches.shape != (len(t.members), *t.centroid.shape):
+                raise ValueError(f"tree {t.name}: member sketches of shape {t.sketches.shape} for {len(t.members)} members")
         return router
