@@ -949,6 +949,24 @@ def test_a_gguf_with_float32_biases_hangs_below_its_float32_source_not_its_float
     assert into["source-fp16.safetensors"] == ("source.safetensors", "quantized")
 
 
+def test_an_mxfp4_gguf_copy_is_its_sources_quantized_copy(tmp_path: Path) -> None:
+    """GGUF's MXFP4 (gpt-oss) had no precision: read as 64 bits, its copy was a "fine-tune" of its float32
+    source, which `compare` called the coarser one."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint import fingerprint
+    from ancestree.relate import relate, verdict
+
+    rng = np.random.default_rng(3)
+    base = {f"model.layers.{i}.mlp.up_proj.weight": (rng.standard_normal((128, 128)) * 0.05).astype(np.float32) for i in range(4)}
+    save_file(base, str(tmp_path / "base.safetensors"))
+    _write_q_gguf(tmp_path / "base-MXFP4.gguf", base, "MXFP4")
+    fps = [fingerprint(tmp_path / f, model_id=f) for f in ("base.safetensors", "base-MXFP4.gguf")]
+    assert verdict(relate(*fps)).kind == "quantized"
+    graph = GraphRecovery(use_declared=False).fit(fps).graph_
+    assert [(p, c, d["relation"]) for p, c, d in graph.graph.edges(data=True)] == [("base.safetensors", "base-MXFP4.gguf", "quantized")]
+
+
 @pytest.mark.parametrize("moved", [0.01, 0.2])
 def test_a_4bit_copy_of_a_half_precision_fine_tune_hangs_below_it_not_below_its_finer_base(tmp_path: Path, moved: float) -> None:
     """A 4-bit step is coarse enough that a fine-tune's float32 base passes the copy test too (1.25 steps

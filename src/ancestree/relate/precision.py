@@ -26,8 +26,10 @@ FLOAT_ROUNDING = 0.25
 
 
 def integer_bits(dtype: str) -> int | None:
-    """Bits of an integer / block-quantized dtype (``int8`` -> 8, ``q4_0`` -> 4, ``q6_k`` -> 6), else ``None``."""
-    m = re.match(r"^(?:u?int|q|iq)(\d+)", dtype.lower())
+    """Bits of an integer / block-quantized dtype (``int8`` -> 8, ``q4_0`` -> 4, ``q6_k`` -> 6, GGUF's ``mxfp4``
+    -> 4 and ternary ``tq2_0`` -> 2), else ``None`` (an MXFP4 copy read as 64 bits was called a fine-tune of
+    its float32 source, "stored coarser")."""
+    m = re.match(r"^(?:u?int|q|iq|tq|mxfp)(\d+)", dtype.lower())
     return int(m.group(1)) if m else None
 
 
