@@ -121,6 +121,24 @@ def test_zero_shot_search_ranks_the_models_trained_on_an_unseen_class_first(fitt
     assert auroc >= 0.75, auroc  # 0.5 at random
 
 
+def test_a_sentence_naming_a_seen_class_searches_as_that_class(fitted, probex_zoo):
+    """On model-j "red striped circle" found ten right models in its top ten and "a model that knows red
+    striped circles" six (the base rate is four): the sentence was embedded near several classes. A query
+    naming a class the experts know, plural or in a sentence, is now that class; others are matched by meaning."""
+    import json
+
+    from ancestree.probex.experts import named_class
+
+    assert named_class("A model that knows Red  Striped Circles", ["red striped circle", "red striped"]) == "red striped circle"
+    assert named_class("a red striped circ", ["red striped circle"]) == "a red striped circ"
+    experts, _ = fitted
+    truth = json.loads((probex_zoo / "truth.json").read_text())
+    seen = next(c for m in truth["models"] if m["split"] == "train" for c in m["classes"] if c not in HELD)
+    models = [(m["id"], probex_zoo / m["id"]) for m in truth["models"] if m["split"] in ("val", "test")]
+    bare = experts.search(seen, models)["results"]
+    assert experts.search(f"models trained on {seen}s", models)["results"] == bare
+
+
 def test_save_load_round_trip_and_resume(fitted, probex_zoo):
     experts, out = fitted
     loaded = ProbeXExperts.load(out)

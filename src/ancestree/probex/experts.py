@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -86,6 +87,18 @@ def _classes(model: dict) -> tuple[str, ...]:
     if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
         raise TypeError(f"model {model.get('id')!r}: classes must be a list of names, not {json.dumps(classes)[:80]}")
     return tuple(classes)
+
+
+def named_class(query: str, classes: Sequence[str]) -> str:
+    """The class among ``classes`` that ``query`` names in so many words (the longest, a plural allowed), else
+    ``query`` as written: "a model that knows red striped circles" is the seen class "red striped circle", whose
+    own row answers it, instead of a sentence embedded near several classes (precision@10 0.6 against 1.0 for
+    the bare name on model-j); a query naming no seen class is matched by meaning, as an unseen class is."""
+    text = " ".join(query.lower().split())
+    for name in sorted(classes, key=len, reverse=True):
+        if re.search(r"(?<!\w)" + re.escape(" ".join(name.lower().split())) + r"(?:e?s)?(?!\w)", text):
+            return name
+    return query
 
 
 @dataclass
@@ -342,7 +355,8 @@ class ProbeXExperts:
         named by the query; otherwise the ProbeX text head's score of the query's prompt.
         """
         if expert.namer.fitted and expert.probex.config.zero_shot == "rows":
-            return expert.namer.scores(*expert.stack(layers, expert.namer.layer), self.encoder.encode(list(queries)))[0]
+            named = [named_class(q, expert.classes) for q in queries]
+            return expert.namer.scores(*expert.stack(layers, expert.namer.layer), self.encoder.encode(named))[0]
         prompts = self.encoder.encode([self.prompt(q) for q in queries])
         return expert.probex.text_scores([layers[n][None] for n in expert.layers], prompts)[0]
 
