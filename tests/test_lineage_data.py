@@ -224,6 +224,26 @@ def test_transformers_poolers_resnets_roberta_positions_and_renamed_weight_files
         LinearizedRanker("l1").rank(str(tmp_path / "bert-cut"), [str(tmp_path / "bert")])
 
 
+def test_token_limits_and_inputs_follow_the_config() -> None:
+    """A review's cases, from config.json alone: RoBERTa with ``pad_token_id`` 0 takes 39 of 40 positions (a pad
+    of 0 was read as missing, 1), ESM numbers positions after its padding index too (internal error beyond),
+    and a language model with an image size (Fuyu) takes tokens, not images."""
+    from ancestree.lineage.probe import check_probe
+    from ancestree.lineage.runnable import Runnable
+
+    def run(config: dict) -> Runnable:
+        return Runnable("m", torch.nn.Linear(1, 1), "transformers", {"vocab_size": 64, **config})
+
+    tokens = lambda n: np.ones((4, n), np.int64)  # noqa: E731
+    assert check_probe(tokens(39), run({"model_type": "roberta", "max_position_embeddings": 40, "pad_token_id": 0}), "p").shape == (4, 39)
+    with pytest.raises(BadInputError, match="40 tokens long; m takes at most 39"):
+        check_probe(tokens(40), run({"model_type": "roberta", "max_position_embeddings": 40, "pad_token_id": 0}), "p")
+    with pytest.raises(BadInputError, match="39 tokens long; m takes at most 38"):
+        check_probe(tokens(39), run({"model_type": "esm", "max_position_embeddings": 40, "pad_token_id": 1}), "p")
+    fuyu = run({"model_type": "fuyu", "image_size": 30, "num_channels": 3})
+    assert not fuyu.takes_images and check_probe(tokens(8), fuyu, "p").dtype == torch.int64
+
+
 def test_detector_trains_saves_loads_and_predicts(lineage_family: dict, tmp_path) -> None:
     paths = {k: str(v) for k, v in lineage_family["paths"].items()}
     cfg = DetectorConfig(dim=32, depth=1, probes=16)

@@ -131,12 +131,21 @@ def test_a_sentence_naming_a_seen_class_searches_as_that_class(fitted, probex_zo
 
     assert named_class("A model that knows Red  Striped Circles", ["red striped circle", "red striped"]) == "red striped circle"
     assert named_class("a red striped circ", ["red striped circle"]) == "a red striped circ"
+    # a review's false matches: other words before the class, or two classes, leave the query to its meaning
+    for query in ("dark red striped circle", "not red striped circles", "non-red striped circle",
+                  "blue plain squares and red striped circles", "red striped circle detector"):
+        assert named_class(query, ["red striped circle", "blue plain square"]) == query
     experts, _ = fitted
     truth = json.loads((probex_zoo / "truth.json").read_text())
     seen = next(c for m in truth["models"] if m["split"] == "train" for c in m["classes"] if c not in HELD)
     models = [(m["id"], probex_zoo / m["id"]) for m in truth["models"] if m["split"] in ("val", "test")]
     bare = experts.search(seen, models)["results"]
     assert experts.search(f"models trained on {seen}s", models)["results"] == bare
+    # with `--classes`, the class the sentence names is no rival of it (every score was 0.5), and an alternative
+    # given by the user is scored as given, not as the known class it contains
+    other = next(c for c in HELD if c != seen)
+    rivals = experts.search(f"models trained on {seen}s", models, classes=[seen, other])["results"]
+    assert rivals == experts.search(seen, models, classes=[other])["results"] and len({r["score"] for r in rivals}) > 1
 
 
 def test_save_load_round_trip_and_resume(fitted, probex_zoo):

@@ -61,7 +61,8 @@ POSITION_KEYS = ("max_position_embeddings", "n_positions")
 
 #: Model types whose position ids start after the padding index (RoBERTa's family).
 PADDED_POSITIONS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
-                              "roberta-prelayernorm", "xmod", "mpnet"})
+                              "roberta-prelayernorm", "xmod", "mpnet", "esm", "ibert", "luke", "lilt", "markuplm",
+                              "bridgetower", "altclip", "clap"})
 
 
 def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) -> torch.Tensor:
@@ -87,7 +88,8 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
     positions = next((int(runnable.config[k]) for k in POSITION_KEYS if isinstance(runnable.config.get(k), int)), None)
     if positions and runnable.config.get("model_type") in PADDED_POSITIONS:
         # their positions are numbered from after the padding index: max_position_embeddings − (pad + 1) tokens
-        positions -= int(runnable.config.get("pad_token_id") or 1) + 1
+        pad = runnable.config.get("pad_token_id")
+        positions -= (1 if pad is None else int(pad)) + 1
     if positions and array.shape[1] > positions:
         raise BadInputError(path, f"probe data rows are {array.shape[1]} tokens long; {runnable.id} takes at most {positions}")
     if vocab and (array.min() < 0 or array.max() >= vocab):

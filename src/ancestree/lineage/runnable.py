@@ -32,8 +32,9 @@ class Runnable:
     @property
     def takes_images(self) -> bool:
         """Images in: the zoo's models and Hugging Face vision models (``image_size`` or ``num_channels`` in
-        their config: ViT, ResNet)."""
-        return self.kind == "zoo" or "image_size" in self.config or "num_channels" in self.config
+        their config and no vocabulary: ViT, ResNet)."""
+        vision = ("image_size" in self.config or "num_channels" in self.config) and "vocab_size" not in self.config
+        return self.kind == "zoo" or vision  # a vocabulary: tokens in (Fuyu has an image size too)
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -56,10 +56,16 @@ from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_
 from ancestree.relate import adapter_verdict
 from ancestree.relate.update import effective_rank, scaled_residual
 
-#: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model). The
-#: ``lineage`` zoo's largest tensor holds 196 608 entries; between 1 and 4 M entries (a 2048² attention matrix)
-#: the full comparison took 2.8 s a tensor (the difference's spectrum, float64), 90 s a 512 MB candidate.
-MAX_FULL = 1 << 20
+#: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
+MAX_FULL = 1 << 22
+
+#: The difference of matrices larger than this (entries) has its effective rank taken on evenly spaced rows
+#: and columns, at most :data:`RANK_SIDE` of each: its spectrum in float64 took 2.8 s for a 2048² matrix (90 s
+#: a 512 MB candidate). The values themselves stay whole up to :data:`MAX_FULL`, so permuted hidden units are
+#: still aligned on them (a sketch of the same rows in each model cannot be). The ``lineage`` zoo's largest
+#: tensor holds 196 608 entries.
+FULL_RANK = 1 << 20
+RANK_SIDE = 512
 
 #: Sketch side for large tensors (a 512×512 sub-matrix: relative distances within ~1% of the full ones).
 LARGE_SKETCH = SketchSpec(matrix=512, vector=4096)
@@ -169,6 +175,15 @@ def _values(model: Model, pair: TensorPair, side: str) -> np.ndarray:
     return np.array(values, dtype=np.float32)
 
 
+def _rank_view(diff: np.ndarray) -> np.ndarray:
+    """``diff``, or evenly spaced rows and columns of it when it is larger than :data:`FULL_RANK` entries."""
+    if diff.size <= FULL_RANK:
+        return diff
+    rows = np.linspace(0, diff.shape[0] - 1, min(RANK_SIDE, diff.shape[0])).round().astype(np.int64)
+    cols = np.linspace(0, diff.shape[1] - 1, min(RANK_SIDE, diff.shape[1])).round().astype(np.int64)
+    return diff[np.ix_(rows, cols)]
+
+
 def _on_support(c: np.ndarray, p: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Restrict a pruned child's tensor (many exact zeros the candidate lacks) to its surviving entries.
 
@@ -206,7 +221,7 @@ def compare(child: dict[str, np.ndarray], cand: dict[str, np.ndarray]) -> dict[s
         sums.numel += c.size
         shape = child[name].shape
         if len(shape) >= 2:
-            r = effective_rank((child[name] - cand[name]).reshape(shape[0], -1))
+            r = effective_rank(_rank_view((child[name] - cand[name]).reshape(shape[0], -1)))
             if r is not None:
                 ranks.append(r)
             if c.size >= 64 and not (_constant(p) or _constant(c)):  # a zeroed layer has no kurtosis (NaN)

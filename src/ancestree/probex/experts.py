@@ -89,14 +89,30 @@ def _classes(model: dict) -> tuple[str, ...]:
     return tuple(classes)
 
 
+#: Words that may lead a query up to the class it names ("a model that knows X", "models trained on X").
+LEAD_WORDS = frozenset({"a", "an", "the", "model", "models", "network", "networks", "that", "which", "who", "was", "were",
+                        "is", "are", "trained", "fine-tuned", "finetuned", "tuned", "on", "of", "for", "about", "with",
+                        "knows", "know", "recognises", "recognizes", "recognise", "recognize", "classifies", "classify",
+                        "detects", "detect", "sees", "see", "images", "pictures", "photos", ":"})
+
+
+def _named_in(text: str, classes: Sequence[str] | None) -> str | None:
+    """The alternative of ``classes`` that ``text`` names (it is the query itself, no rival of it)."""
+    named = named_class(text, list(classes or ()))
+    return named if named != text else None
+
+
 def named_class(query: str, classes: Sequence[str]) -> str:
-    """The class among ``classes`` that ``query`` names in so many words (the longest, a plural allowed), else
-    ``query`` as written: "a model that knows red striped circles" is the seen class "red striped circle", whose
-    own row answers it, instead of a sentence embedded near several classes (precision@10 0.6 against 1.0 for
-    the bare name on model-j); a query naming no seen class is matched by meaning, as an unseen class is."""
-    text = " ".join(query.lower().split())
+    """The known class a query names in so many words, else the query as written: the class at the end of
+    the query (a plural allowed), led only by :data:`LEAD_WORDS`. "models trained on red striped circles" is
+    the class "red striped circle", whose own row answers it, instead of a sentence embedded near several
+    classes (precision@10 0.6 against 1.0 for the bare name on model-j); "dark red striped circle", "not red
+    striped circles", "non-red striped circle" and "blue squares and red striped circles" are matched by
+    meaning, as an unseen class is."""
+    text = " ".join(query.lower().replace(":", " : ").split()).rstrip(".!?")
     for name in sorted(classes, key=len, reverse=True):
-        if re.search(r"(?<!\w)" + re.escape(" ".join(name.lower().split())) + r"(?:e?s)?(?!\w)", text):
+        found = re.search(r"(?:^|\s)" + re.escape(" ".join(name.lower().split())) + r"(?:e?s)?$", text)
+        if found and all(word in LEAD_WORDS for word in text[: found.start()].split()):
             return name
     return query
 
@@ -355,7 +371,9 @@ class ProbeXExperts:
         named by the query; otherwise the ProbeX text head's score of the query's prompt.
         """
         if expert.namer.fitted and expert.probex.config.zero_shot == "rows":
-            named = [named_class(q, expert.classes) for q in queries]
+            # the query (first) as the class it names; the alternatives of `--classes` as given: a class the user
+            # names as another is not replaced by a known one
+            named = [named_class(queries[0], expert.classes), *queries[1:]] if queries else []
             return expert.namer.scores(*expert.stack(layers, expert.namer.layer), self.encoder.encode(named))[0]
         prompts = self.encoder.encode([self.prompt(q) for q in queries])
         return expert.probex.text_scores([layers[n][None] for n in expert.layers], prompts)[0]
@@ -367,7 +385,7 @@ class ProbeXExperts:
         class names (zero-shot: they need not have been seen in training), which cancels a model's bias
         towards every prompt; without, it is the plain cosine. Models with no expert are left out.
         """
-        queries = [text] + [c for c in classes or () if c != text]
+        queries = [text] + [c for c in classes or () if c != text and c != _named_in(text, classes)]
         results, damaged = [], {}
         for model_id, path in models:
             try:
