@@ -128,6 +128,13 @@ def test_transformers_model_built_offline_from_config(tmp_path) -> None:
     cands = [str(tmp_path / "other"), str(tmp_path / "parent")]
     for ranker in (LinearizedRanker("l2", alpha=0.5), FeatureRanker("cka")):
         assert ranker.rank(str(tmp_path / "child"), cands).ranking[0].candidate == str(tmp_path / "parent")
+    # the child's own copy was "the parent" at 1.0 for the data methods (the weights method sets it aside)
+    import shutil
+
+    shutil.copytree(tmp_path / "child", tmp_path / "child-copy")
+    result = LinearizedRanker("l2", alpha=0.5).rank(str(tmp_path / "child"), [*cands, str(tmp_path / "child-copy")])
+    assert result.ranking[0].candidate == str(tmp_path / "parent")
+    assert "a copy of the child" in result.incomparable[str(tmp_path / "child-copy")]
     ids = tmp_path / "ids.npy"
     np.save(ids, np.zeros((4, 8, 2), np.int64))
     with pytest.raises(BadInputError, match="ids.npy"):

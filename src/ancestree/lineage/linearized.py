@@ -32,7 +32,7 @@ from ancestree.lineage.permute import align_units
 from ancestree.lineage.probe import MIN_CENTRED, probe_inputs, require_inputs, small_probe_note
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.lineage.runnable import Runnable, load_runnable
-from ancestree.lineage.weights import is_adapter, rank_adapter_instead
+from ancestree.lineage.weights import COPY_OF_CHILD, is_adapter, rank_adapter_instead
 
 METRICS = ("l1", "l2", "cka")
 
@@ -72,6 +72,12 @@ def similarity(metric: str, child: torch.Tensor, other: torch.Tensor) -> float:
     if not np.isfinite(err):
         return -50.0
     return float(-np.log(max(err, 1e-9)))
+
+
+def _same_parameters(a: Runnable, b: Runnable) -> bool:
+    """Every parameter of ``a`` equal to ``b``'s (same names and shapes: :meth:`Runnable.comparable` held)."""
+    pa, pb = a.params(), b.params()
+    return pa.keys() == pb.keys() and all(pa[n].shape == pb[n].shape and torch.equal(pa[n], pb[n]) for n in pa)
 
 
 def _finite(features: torch.Tensor) -> bool:
@@ -149,6 +155,9 @@ class FeatureRanker:
                 continue
             if not c_run.comparable(cand):
                 incomparable[cand.id] = "another architecture: its parameters differ in names or shapes from the child's"
+                continue
+            if _same_parameters(c_run, cand):  # its features equal the child's: it would be "the parent" at 1.0
+                incomparable[cand.id] = COPY_OF_CHILD
                 continue
             mine, theirs = self.candidate_features(c_run, cand, x, f_c)
             if not all(map(_finite, (mine, *theirs.values()))):

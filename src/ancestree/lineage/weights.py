@@ -56,6 +56,9 @@ from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_
 from ancestree.relate import adapter_verdict
 from ancestree.relate.update import effective_rank, scaled_residual
 
+#: Why a candidate holding the child's very values is not ranked (every method says it so).
+COPY_OF_CHILD = "holds the child's own weights (the same values: a copy of the child, not its parent)"
+
 #: Tensors larger than this are compared on their sketch sub-matrix (same rows/columns in every model).
 MAX_FULL = 1 << 22
 
@@ -360,7 +363,7 @@ class WeightsRanker:
             cache["__print__"] = fingerprint(child, self.cache)
         candidate_print = candidate_print or fingerprint(candidate, self.cache)
         if _same_values(candidate_print, cache["__print__"]):
-            return "holds the child's own weights (the same values: a copy of the child, not its parent)"
+            return COPY_OF_CHILD
         pairs = pair_tensors(child, candidate, cache["__print__"], candidate_print)
         reason = incomparable_reason(child, candidate, pairs)
         if reason:
