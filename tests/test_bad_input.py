@@ -507,6 +507,14 @@ def test_probe_data_that_would_need_unpickling_is_refused_without_advice_to_unpi
     assert "not a numeric array" in err, err
 
 
+def test_probe_data_of_huge_values_is_named_not_the_model(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Inputs of 1e38 overflowed the outputs, and the message blamed the child's weights ("damaged?")."""
+    path = tmp_path / "huge.npy"
+    np.save(path, np.full((40, 3, 16, 16), 1e38, np.float32))
+    status, _, err = _run(["parent", str(tiny_zoo / "m0006"), "-c", str(tiny_zoo / "m0003"), "--probe-data", str(path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and str(path) in err and "values up to 1e+38" in err, err
+
+
 def test_integer_images_as_probe_data_are_refused(tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The zoo's images saved as 0-255 uint8 ran, scaled 255 times too large, and turned the true parent into
     "none of these" without a word."""

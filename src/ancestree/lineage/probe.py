@@ -56,6 +56,10 @@ def read_probe_file(path: str | Path) -> np.ndarray:
     raise BadInputError(path, f"probe data must be .npy or .npz, not {p.suffix or 'a file without extension'}")
 
 
+#: Largest input value taken (images are scaled to about [-3, 3]; pixels as 0-255 floats still pass): beyond,
+#: the outputs of any network overflow float32 and the error would name the model, not the data.
+MAX_INPUT = 1e4
+
 #: ``config.json`` keys giving how many positions a text model takes (BERT and Llama; GPT-2).
 POSITION_KEYS = ("max_position_embeddings", "n_positions")
 
@@ -78,6 +82,10 @@ def check_probe(array: np.ndarray, runnable: Runnable, path: str | Path | None) 
                                       f"(the zoo's images are float32), not {array.dtype}")
         if not np.all(np.isfinite(array)):
             raise BadInputError(path, "probe data holds NaN or infinite values")
+        largest = float(np.abs(array).max())
+        if largest > MAX_INPUT:  # the outputs overflow, and the model's weights were blamed
+            raise BadInputError(path, f"probe data holds values up to {largest:.3g}; inputs scaled as the model's "
+                                      f"training data are expected (at most {MAX_INPUT:g} here)")
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     vocab = int(runnable.config.get("vocab_size", 0)) or None
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer) or len(array) == 0:
