@@ -24,7 +24,7 @@ import numpy as np
 
 from ancestree.fingerprint import Fingerprint
 from ancestree.fingerprint.types import comparable_pair
-from ancestree.relate.update import effective_ranks, scaled_residual_rows
+from ancestree.relate.update import effective_ranks, even_indices, scaled_residual_rows
 
 #: Weight of the difference's effective rank against the scale-fitted residual in :func:`update_fit`.
 #: Chosen on the ``lineage`` zoo, edge accuracy 0.814 without the step; with the rounds and 32 rows,
@@ -106,9 +106,7 @@ def _update_fits(pairs: Sequence[tuple[Fingerprint, Fingerprint]]) -> list[float
 
 def _even_rows(stack: np.ndarray, most: int) -> np.ndarray:
     """At most ``most`` evenly spaced rows of each matrix of a stack (all of them when it has no more)."""
-    if stack.shape[1] <= most:
-        return stack
-    return stack[:, np.linspace(0, stack.shape[1] - 1, most).round().astype(np.int64)]
+    return stack if stack.shape[1] <= most else stack[:, even_indices(stack.shape[1], most)]
 
 
 def root_above(parent_of: dict[int, int], node: int) -> int:

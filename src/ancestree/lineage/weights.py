@@ -54,7 +54,7 @@ from ancestree.lineage.pairs import (Source, TensorPair, adapter_config_of, chec
 from ancestree.lineage.permute import align_units
 from ancestree.lineage.result import CandidateScore, Calibration, Ranking, make_ranking
 from ancestree.relate import adapter_verdict
-from ancestree.relate.update import effective_rank, scaled_residual
+from ancestree.relate.update import effective_rank, even_indices, scaled_residual
 
 #: Why a candidate holding the child's very values is not ranked (every method says it so).
 COPY_OF_CHILD = "holds the child's own weights (the same values: a copy of the child, not its parent)"
@@ -182,9 +182,7 @@ def _rank_view(diff: np.ndarray) -> np.ndarray:
     """``diff``, or evenly spaced rows and columns of it when it is larger than :data:`FULL_RANK` entries."""
     if diff.size <= FULL_RANK:
         return diff
-    rows = np.linspace(0, diff.shape[0] - 1, min(RANK_SIDE, diff.shape[0])).round().astype(np.int64)
-    cols = np.linspace(0, diff.shape[1] - 1, min(RANK_SIDE, diff.shape[1])).round().astype(np.int64)
-    return diff[np.ix_(rows, cols)]
+    return diff[np.ix_(even_indices(diff.shape[0], RANK_SIDE), even_indices(diff.shape[1], RANK_SIDE))]
 
 
 def _on_support(c: np.ndarray, p: np.ndarray, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -385,7 +385,8 @@ class ProbeXExperts:
         class names (zero-shot: they need not have been seen in training), which cancels a model's bias
         towards every prompt; without, it is the plain cosine. Models with no expert are left out.
         """
-        queries = [text] + [c for c in classes or () if c != text and c != _named_in(text, classes)]
+        itself = (text, _named_in(text, classes))  # the query, and the alternative it names: no rival of it
+        queries = [text] + [c for c in classes or () if c not in itself]
         results, damaged = [], {}
         for model_id, path in models:
             try:

@@ -151,7 +151,7 @@ class Router:
         Routers saved without their members' sketches fall back to the centroid and :meth:`limit`."""
         fits = [t for t in self.trees if t.arch == arch and t.centroid.shape == sketch_vec.shape]
         if fits and all(t.sketches is not None for t in fits):
-            d, best = min(((t.nearest(sketch_vec), k) for k, t in enumerate(fits)), default=(np.inf, -1))
+            d, best = min((t.nearest(sketch_vec), k) for k, t in enumerate(fits))
             return fits[best] if d <= self.threshold else None
         best, best_d = None, np.inf
         for tree in self.trees:

@@ -175,10 +175,11 @@ def layer_evidence(ta: TensorPrint, tb: TensorPrint, pair: TensorPair, ranks: bo
     nz_norm = float(np.linalg.norm(sa[both]))
     noise_a, noise_b = quantization_noise(ta), quantization_noise(tb)
     quant_ratio = quant_limit = None
-    if precision_bits(ta) != precision_bits(tb):
+    bits_a, bits_b = precision_bits(ta), precision_bits(tb)
+    if bits_a != bits_b:
         coarse = max(noise_a, noise_b)
         quant_ratio = distance / coarse if coarse > 0 else (0.0 if distance == 0 else math.inf)
-        quant_limit = rounding_limit(ta if precision_bits(ta) < precision_bits(tb) else tb)
+        quant_limit = rounding_limit(ta if bits_a < bits_b else tb)
     rank = limit = None
     if ta.is_matrix and diff.ndim == 2:
         limit = int(min(diff.shape))

@@ -43,6 +43,12 @@ def squared_singular_values(m: np.ndarray) -> np.ndarray:
     return np.clip(np.linalg.eigvalsh(gram), 0.0, None)
 
 
+def even_indices(n: int, most: int) -> np.ndarray:
+    """At most ``most`` evenly spaced indices into ``n`` (all of them when there are no more): the rows and
+    columns an effective rank is taken on where the whole matrix would cost too much."""
+    return np.arange(n) if n <= most else np.linspace(0, n - 1, most).round().astype(np.int64)
+
+
 def effective_ranks(deltas: np.ndarray) -> np.ndarray:
     """:func:`effective_rank` of each matrix of a stack ``(n, rows, cols)`` in one batched call; NaN where
     it is undefined (a side under 8, or a zero difference)."""
@@ -63,5 +69,5 @@ def effective_rank(delta: np.ndarray) -> float | None:
     return None if np.isnan(rank) else float(rank)
 
 
-__all__ = ["effective_rank", "effective_ranks", "scaled_residual", "scaled_residual_rows", "scaled_residuals",
+__all__ = ["effective_rank", "effective_ranks", "even_indices", "scaled_residual", "scaled_residual_rows", "scaled_residuals",
            "squared_singular_values"]
