@@ -807,3 +807,21 @@ def test_a_second_scanned_folder_with_the_same_relative_names_adds_its_models(tm
         fourth = atlas.add(scan=[tmp_path / "y" / "B"])
         assert fourth.added == ["y/B/m"] and not fourth.updated and len(atlas.ls()) == 7
         consistent(atlas)
+
+
+def test_a_name_held_by_an_alias_is_not_taken_by_another_model_under_another_folder(tmp_path: Path) -> None:
+    """`--scan A` finds `z`, a copy of `m` (an alias); a later `--scan B` finds another model named `z`. It took
+    the name, and the alias row went: a card naming `z` then meant B's model though A's copy was still in
+    place. It is `B/z`, as a model's name would be, and `z` stays `m`'s alias."""
+    (name, root), = fine_tunes(tmp_path / "A", "m", 1, 0)
+    shutil.copytree(root, tmp_path / "A" / "z")
+    fine_tunes(tmp_path / "B", "z", 2, 0)
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        first = atlas.add(scan=[tmp_path / "A"])
+        assert first.added == ["m"] and first.skipped == ["z"]
+        second = atlas.add(scan=[tmp_path / "B"])
+        assert second.added == ["B/z"] and not second.updated
+        assert atlas.store.alias_of("z") == "m" and dict(atlas.store.names())["B/z"] == "B/z"
+        assert not atlas.add(scan=[tmp_path / "A"]).added and not atlas.add(scan=[tmp_path / "B"]).added
+        assert atlas.store.alias_of("z") == "m"
+        consistent(atlas)

@@ -161,15 +161,35 @@ class Atlas:
         scanned folder (``--scan A``, later ``--scan B``) names another model, not a re-upload of the indexed
         one, whose files are still at its path. It gets the folders above it in front, as few as make the name
         one no other model with files in place holds (``B/m0003``, then ``x/B/m0003`` beside a ``y/B/m0003``),
-        and keeps that name run after run."""
-        for candidate in _with_folders(name, path):
+        and keeps that name run after run. A name another model's copy was found under (an alias, its files
+        still in place) is taken alike, once the model here is known to be another (:meth:`_beside_aliases`)."""
+        candidates = list(_with_folders(name, path))
+        for k, candidate in enumerate(candidates):
             row = self.store.model(candidate)
+            if row is None and self._alias_elsewhere(candidate, path):  # the name of another model's copy: the
+                # model here was named with folders in front before, or is named once read (:meth:`_beside_aliases`)
+                return next((c for c in candidates[k + 1:] if (r := self.store.model(c)) and not _elsewhere(r, path)), candidate)
             if row is None or not _elsewhere(row, path):
                 return candidate
             held = self.store.model_of_alias(path)  # a path this model was read from before (moved away and back)
             if held is not None and held["id"] == row["id"]:
                 return candidate
         return name  # every prefix taken: the run's own collision rule names it ``name@hash``
+
+    def _beside_aliases(self, name: str, path: str) -> str:
+        """The name of a new model (none of whose files are indexed) found as ``name`` at ``path``, when
+        ``name`` is an alias: the files it was found holding, another model's, still lie at another path, so
+        it names that model, and the new one takes folders in front as :meth:`_name_at` gives them. Decided
+        here, not before reading: found holding that model's files, the name is that model's."""
+        if not self._alias_elsewhere(name, path):
+            return name
+        return next((candidate for candidate in _with_folders(name, path)
+                     if not self.store.name_taken(candidate) and not self._alias_elsewhere(candidate, path)), name)
+
+    def _alias_elsewhere(self, name: str, path: str) -> bool:
+        """``name`` was last found holding an indexed model's files at another path than ``path``, still there."""
+        alias = self.store.alias_path(name)
+        return alias is not None and _elsewhere({"path": alias}, path)
 
     def _store_one(self, result: Ingested, run: int, report: AddReport, named: set[str]) -> Outcome:
         if result.status == "bad":
@@ -220,6 +240,8 @@ class Atlas:
             self.store.update_model(int(existing["id"]), fp, result.path, result.file_hash, result.stat_key, run)
             report.updated.append(fp.id)
             return Outcome(fp.id, "updated", "its files changed")
+        if existing is None and handed is None:  # a name still standing for another model's copy elsewhere is not free
+            fp.id = self._beside_aliases(fp.id, result.path)
         if self.store.name_taken(fp.id):  # another model of this run already goes by this name: keep both, distinctly
             fp.id = f"{fp.id}@{result.file_hash[:8]}"
         self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)

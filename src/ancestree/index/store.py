@@ -468,6 +468,11 @@ class IndexStore:
                                 " ORDER BY a.rowid DESC LIMIT 1", (name,)).fetchone()
         return row[0] if row else None
 
+    def alias_path(self, name: str) -> str | None:
+        """The path at which ``name`` was last found holding an indexed model's files (None: no alias)."""
+        row = self.conn.execute("SELECT path FROM aliases WHERE name = ? ORDER BY rowid DESC LIMIT 1", (name,)).fetchone()
+        return row[0] if row else None
+
     def alias_name(self, path: str) -> str | None:
         """The name the alias at ``path`` was found under (None: no alias there, or one without a name)."""
         row = self.conn.execute("SELECT name FROM aliases WHERE path = ?", (path,)).fetchone()
