@@ -148,6 +148,26 @@ def test_a_sentence_naming_a_seen_class_searches_as_that_class(fitted, probex_zo
     assert rivals == experts.search(seen, models, classes=[other])["results"] and len({r["score"] for r in rivals}) > 1
 
 
+def test_a_query_unlike_every_known_class_is_ranked_with_a_note_saying_so(fitted, probex_zoo, capsys):
+    """Text that means nothing the experts know ("the stock market", gibberish) still got a confident
+    ranking with nothing to say it matched nothing; class words and related unseen names get no note."""
+    from ancestree.cli.main import run
+
+    experts, out = fitted
+    models = [(m, probex_zoo / "t0" / m) for m in ("ft03", "ft04")]
+    for query in ("the stock market", "sentiment of movie reviews", "zxq vlorp"):
+        found = experts.search(query, models)
+        assert len(found["results"]) == 2 and "unlike every class the experts were trained on" in found["note"], query
+    for query in ("red striped circle", "models trained on red striped circles", "striped shapes", "a dark blue hexagon",
+                  *HELD):
+        assert "note" not in experts.search(query, models), query
+    with pytest.raises(SystemExit) as exit_info:
+        run(["probex", "search", "the stock market", "--experts", str(out), "--in", str(probex_zoo / "t0"), "--format", "json"])
+    captured = capsys.readouterr()
+    assert exit_info.value.code == 0 and "note" in json.loads(captured.out)
+    assert captured.err.startswith("note: the query is unlike every class") and captured.err.count("\n") == 1
+
+
 def test_save_load_round_trip_and_resume(fitted, probex_zoo):
     experts, out = fitted
     loaded = ProbeXExperts.load(out)

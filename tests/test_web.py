@@ -282,6 +282,8 @@ def test_text_search_with_probex_experts(experts_atlas: tuple[Path, Path, dict[s
     mean, at_random = sum(precision) / len(precision), sum(chance) / len(chance)
     assert mean >= at_random + 0.3, (mean, at_random, precision)
     assert client.get("/api/text-search", params={"q": query, "limit": 2}).json()["results"] == body["results"][:2]
+    assert "note" not in body  # a query unlike every class the experts know is ranked with a note saying so
+    assert "unlike every class" in client.get("/api/text-search", params={"q": "the stock market"}).json()["note"]
     assert client.get("/api/text-search", params={"q": ""}).status_code == 422
     with pytest.raises(BadInputError, match="not a ProbeX experts folder"):
         create_app(db, db.parent)

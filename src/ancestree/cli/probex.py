@@ -89,6 +89,8 @@ def search(
     damaged = record.get("damaged", {})
     for model_id, problem in damaged.items():
         err_console.print(f"warning: {model_id}: {problem}; skipped")
+    if "note" in record:
+        err_console.print(f"note: {record['note']}")
     if format is OutputFormat.json:
         emit(to_json(record), None)
         return

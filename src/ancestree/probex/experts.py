@@ -117,6 +117,17 @@ def named_class(query: str, classes: Sequence[str]) -> str:
     return query
 
 
+#: Sentences that mean nothing a model is trained on, in several registers (gibberish, office mail, finance,
+#: code): a query no nearer any known class name than the nearest of these is told it matched nothing
+#: (:meth:`ProbeXExperts.off_topic`). Against the 28 class names the ``model-j`` experts know these reach a
+#: cosine of 0.29 at most (all-MiniLM-L6-v2); "hello world", "the stock market" or "pictures of cats" 0.16-0.20;
+#: class words and unseen but related names ("zebra", "traffic signs", "polka dots") 0.35-1.0. Measured
+#: against the experts' own encoder and classes, the bound follows whichever encoder and vocabulary they have.
+OFF_TOPIC = ("qwzx plorf vintu", "lorem ipsum dolor sit amet", "please find the invoice attached",
+             "the meeting moved to Tuesday afternoon", "quarterly tax returns", "interest rates rose by half a percent",
+             "the function returns null on error", "asdf jkl")
+
+
 @dataclass
 class Expert:
     """A trained expert of one tree: which layers it reads, the classes it knows, and the network."""
@@ -400,7 +411,24 @@ class ProbeXExperts:
             score = float(cos[0]) if len(queries) == 1 else float(_softmax(cos * logit_scale(expert))[0])
             results.append({"model": model_id, "score": round(score, 6)})
         results.sort(key=lambda r: -r["score"])
-        return {"query": text, "results": results, **({"damaged": damaged} if damaged else {})}
+        note = self.off_topic(text) if results else None
+        return {"query": text, "results": results, **({"damaged": damaged} if damaged else {}), **({"note": note} if note else {})}
+
+    def off_topic(self, text: str) -> str | None:
+        """Why ``text`` matches nothing the experts know, else None: its text embedding is no nearer any class
+        they were trained on than the nearest of :data:`OFF_TOPIC` (meaningless text) is. The ranking is still
+        given (weights always score), but it says little."""
+        known = sorted({c for expert in self.experts.values() for c in expert.classes})
+        if not known or any(named_class(text, expert.classes) != text for expert in self.experts.values()):
+            return None
+        vectors = self.encoder.encode([text, *OFF_TOPIC, *known])
+        query, null, names = vectors[0], vectors[1:len(OFF_TOPIC) + 1], vectors[len(OFF_TOPIC) + 1:]
+        nearest = names @ query
+        best = int(np.argmax(nearest))
+        if nearest[best] > float((null @ names.T).max()):
+            return None
+        return (f"the query is unlike every class the experts were trained on (nearest: {known[best]!r}, cosine "
+                f"{nearest[best]:.2f}, no nearer than meaningless text): the ranking says little")
 
     # -- persistence --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:

@@ -114,13 +114,12 @@ def create_app(db: str | os.PathLike[str], experts: str | os.PathLike[str] | Non
                     limit: Limit = 20) -> dict[str, Any]:
         if probex is None:
             raise HTTPException(503, "no experts loaded (start the server with --experts DIR)")
-        from ancestree.probex import search as probex_search
-
         # every indexed model whose files are still there; the experts read their weights (O(N) a query)
-        paths = {r["name"]: r["path"] for r in reader.atlas.store.models() if Path(r["path"]).exists()}
+        paths = [(r["name"], r["path"]) for r in reader.atlas.store.models() if Path(r["path"]).exists()]
         with probex_lock:  # the experts keep caches: one query at a time
-            found = probex_search(q, probex, paths)
-        return {"query": q, "results": found[:limit]}
+            found = probex.search(q, paths)
+        # a query unlike every class the experts know is still ranked, with a note saying so
+        return {"query": q, "results": found["results"][:limit], **({"note": found["note"]} if "note" in found else {})}
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -315,7 +315,7 @@ async function textSearch(q) {
     const body = await api(`/api/text-search?q=${encodeURIComponent(q)}&limit=20`);
     state.matches = new Set(body.results.map((r) => r.model));
     showResults(`weights matching “${q}”`, body.results.map((r) => html("li", {}, [modelLink(r.model), ` ${r.score.toFixed(3)}`])),
-      body.results.length ? "" : "no model has an expert that fits");
+      body.results.length ? (body.note || "") : "no model has an expert that fits");
   } catch (err) { showResults("text search", [], err.message); }
   highlight();
 }
