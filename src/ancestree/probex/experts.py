@@ -109,6 +109,12 @@ def named_class(query: str, classes: Sequence[str]) -> str:
     classes (precision@10 0.6 against 1.0 for the bare name on model-j); "dark red striped circle", "not red
     striped circles", "non-red striped circle" and "blue squares and red striped circles" are matched by
     meaning, as an unseen class is."""
+    return _named_class(query, tuple(classes))
+
+
+@lru_cache(maxsize=256)
+def _named_class(query: str, classes: tuple[str, ...]) -> str:
+    """:func:`named_class`, once per query and expert: a search asks it for every model it ranks."""
     text = " ".join(query.lower().replace(":", " : ").split()).rstrip(".!?")
     for name in sorted(classes, key=len, reverse=True):
         found = re.search(r"(?:^|\s)" + re.escape(" ".join(name.lower().split())) + r"(?:e?s)?$", text)
