@@ -15,6 +15,7 @@ import torch
 from ancestree.probex import ProbeXExperts, search
 from ancestree.probex.evaluate import evaluate
 from ancestree.probex.model import OURS, with_overrides
+from ancestree.probex.router import Router
 
 N_CLASSES, HELD_OUT = 16, 3
 #: Held out (never in a train-split model): classes whose colour, pattern and shape each occur in some seen
@@ -72,7 +73,9 @@ def probex_zoo(tmp_path_factory) -> Path:
 def fitted(probex_zoo: Path, tmp_path_factory) -> tuple[ProbeXExperts, Path]:
     out = tmp_path_factory.mktemp("experts")
     config = with_overrides(OURS, epochs=150, r_u=32, r_v=32, r_t=64)
-    experts = ProbeXExperts(config, sweep_epochs=40, resume_dir=out, progress=False).fit(probex_zoo)
+    given = Router()
+    experts = ProbeXExperts(config, sweep_epochs=40, resume_dir=out, progress=False, router=given).fit(probex_zoo)
+    assert given.trees == [] and experts.router is not given  # a setting: fitting left the object given as it was
     experts.save(out)
     return experts, out
 
@@ -166,6 +169,34 @@ def test_a_query_unlike_every_known_class_is_ranked_with_a_note_saying_so(fitted
     captured = capsys.readouterr()
     assert exit_info.value.code == 0 and "note" in json.loads(captured.out)
     assert captured.err.startswith("note: the query is unlike every class") and captured.err.count("\n") == 1
+
+
+def test_the_search_function_warns_of_what_the_method_returns_beside_the_ranking(fitted, probex_zoo):
+    """`probex.search()` returns the ranking only: a mistyped path was left out and a meaningless query ranked
+    with nothing said (the method returns both as "damaged" and "note"). A lone path was read letter by letter."""
+    _, out = fitted
+    model = probex_zoo / "t0" / "ft03"
+    with pytest.warns(UserWarning) as caught:
+        found = search("the stock market", out, [model, probex_zoo / "t0" / "nothing-here"])
+    messages = [str(w.message) for w in caught]
+    assert [r["model"] for r in found] == [str(model)]
+    assert any("nothing-here" in m and "left out" in m for m in messages) and any("unlike every class" in m for m in messages)
+    with pytest.raises(TypeError, match="takes a list"):
+        search("red striped circle", out, str(model))
+    with pytest.raises(TypeError, match="takes a list"):
+        ProbeXExperts.load(out).search("red striped circle", [("m", model)], classes="blue dotted square")
+
+
+def test_unfitted_experts_and_unknown_settings_are_refused():
+    """An object never fitted answered "no expert fits" and saved an empty folder; a misspelt preset was a bare
+    KeyError and a misspelt clustering quietly took the other one."""
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        ProbeXExperts().predict("any")
+    for kwargs in ({"config": "Ours"}, {"clustering": "Graph"}, {"sweep": "Ridge"}):
+        with pytest.raises(ValueError, match="must be"):
+            ProbeXExperts(**kwargs)
 
 
 def test_save_load_round_trip_and_resume(fitted, probex_zoo):

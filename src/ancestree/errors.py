@@ -17,6 +17,13 @@ DAMAGED_FILE: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, 
                                                  zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError)
 
 
+def several(value: object, name: str) -> None:
+    """Refuse one path where a list of them is expected: a string is a sequence too, and would be read letter
+    by letter (``search(q, experts, "models/")`` searched the folders ``m``, ``o``, ...)."""
+    if isinstance(value, (str, bytes, PathLike)):
+        raise TypeError(f"{name} takes a list, not one {type(value).__name__}: write [{value!r}]")
+
+
 class AncestreeError(Exception):
     """Base class of every error ancestree raises on purpose."""
 

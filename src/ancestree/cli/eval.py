@@ -20,10 +20,10 @@ def eval_graph(
     from ancestree.graph.evaluate import evaluate, load_scored
 
     pred_graph, true_graph = load_scored(predicted), load_scored(truth)
-    if not set(pred_graph.models) & set(true_graph.models):
-        raise BadInputError(predicted, f"shares no model id with {truth} (were both made from the same folder, "
-                                       "with ids relative to it?)")
-    scores = evaluate(pred_graph, true_graph).to_dict()
+    try:
+        scores = evaluate(pred_graph, true_graph).to_dict()
+    except ValueError as exc:  # no model id in common
+        raise BadInputError(predicted, f"{exc} ({truth})") from None
     if format is OutputFormat.json:
         emit(to_json(scores), None)
         return

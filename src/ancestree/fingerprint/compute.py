@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ancestree.blas import one_blas_thread
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, several
 from ancestree.fingerprint.sketch import take_sketch
 from ancestree.fingerprint.stats import (content_digest, content_hashes, flat_view, is_small, moments, rounding_step,
                                          small_summary)
@@ -219,8 +219,10 @@ def fingerprint(
     from ancestree.fingerprint.cache import as_cache
 
     store = as_cache(cache)
-    if isinstance(source, Model):
-        return _fingerprint_open(source, store, spec)
+    if isinstance(source, Model):  # opened with its own id: the one given here names it all the same
+        fp = _fingerprint_open(source, store, spec)
+        fp.id = fp.id if model_id is None else model_id
+        return fp
     with load_model(source, model_id) as model:
         return _fingerprint_open(model, store, spec)
 
@@ -295,6 +297,7 @@ def fingerprint_many(
     """
     from ancestree.fingerprint.cache import as_cache
 
+    several(sources, "sources")
     store = as_cache(cache)
     out: list[Fingerprint] = []
     for item in tqdm(list(sources), desc="fingerprinting", unit="model", disable=not progress, leave=False):

@@ -122,7 +122,8 @@ class ModelGraph:
                 confidence = float(e.get("confidence", 1.0))
                 if not 0.0 <= confidence <= 1.0:
                     raise ValueError(f"confidence {confidence} is not a probability")
-                g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), confidence)
+                g.add_edge(str(e["parent"]), str(e["child"]), str(e.get("relation", "unknown")), confidence,
+                           **({"source": str(e["source"])} if "source" in e else {}))  # declared / recovered (an index export)
             except (KeyError, TypeError, ValueError) as exc:
                 raise BadInputError(source, f"bad edge {e!r}: {exc}") from None
         if not nx.is_directed_acyclic_graph(g.graph):

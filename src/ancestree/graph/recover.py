@@ -77,9 +77,11 @@ class Edge:
 class GraphRecovery:
     """Recover the Model Graph from fingerprints.
 
-    Parameters: ``related`` (mean sketch correlation above which two models share an ancestor; 0.3 lies
-    midway between the highest correlation of unrelated models, 0.135, and the lowest of a true edge, 0.499,
-    on the ``lineage`` zoo and ``tiny`` seeds 4–6),
+    Parameters: ``related`` (mean sketch correlation above which two models are taken to share an ancestor
+    without a further check; 0.3 lies midway between the highest correlation of unrelated models, 0.135, and
+    the lowest of a true edge, 0.499, on the ``lineage`` zoo and ``tiny`` seeds 4–6; a pair below it is still
+    joined when its pair evidence calls the two relatives, so raising it moves work to those checks rather
+    than splitting trees),
     ``neighbours`` (k of the nearest-neighbour candidate search), ``use_declared`` (declared base models as a
     prior), ``declared_bonus`` (how much a declaration lowers an edge's cost, in angle-distance units: 2
     trusts a card against a sibling up to e ≈ 2.7 times nearer in squared angle; on the selection zoos
@@ -120,12 +122,15 @@ class GraphRecovery:
 
     # -- public ---------------------------------------------------------------------------------------
     def fit(self, fingerprints: Sequence[Fingerprint], settled: Collection[tuple[str, str]] = ()) -> GraphRecovery:
-        """Recover the graph of ``fingerprints``; results in ``graph_``, ``edges_`` and ``trees_``.
+        """Recover the graph of ``fingerprints``; results in ``graph_`` (its trees: ``graph_.trees()``) and
+        ``edges_``.
 
         ``settled``: ``(parent, child)`` edges already decided (an index placing new models among stored
         ones): their cost is lowered by ``settled_bonus`` (a recovery of a subset keeps their direction
         unless the evidence is against them), and, if recovered, they are not refined by pair evidence again.
         """
+        fingerprints = list(fingerprints)  # a generator would be spent by the first pass over it
+        self._check_params(fingerprints)
         ids = [f.id for f in fingerprints]
         if len(set(ids)) != len(ids):
             raise ValueError("model ids must be unique")
@@ -152,6 +157,16 @@ class GraphRecovery:
                                "those tensors were left out of every comparison"} for f, g in damaged]
         self.graph_.notes += [_near_note(*near, self.related) for near in near_architectures(groups)]
         return self
+
+    def _check_params(self, fingerprints: list[Fingerprint]) -> None:
+        """Refuse what would fail deep inside numpy, or quietly recover less (``neighbours=0``)."""
+        odd = next((f for f in fingerprints if not isinstance(f, Fingerprint)), None)
+        if odd is not None:
+            raise TypeError(f"fit takes Fingerprint objects (ancestree.fingerprint.fingerprint(path)), not {type(odd).__name__}")
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
+            raise ValueError(f"neighbours must be a whole number of at least 1, not {self.neighbours!r}")
+        if isinstance(self.related, bool) or not isinstance(self.related, (int, float)) or not 0 < self.related <= 1:
+            raise ValueError(f"related must be a correlation in (0, 1], not {self.related!r}")
 
     # -- one architecture -----------------------------------------------------------------------------
     def _fit_group(self, members: list[Fingerprint]) -> None:

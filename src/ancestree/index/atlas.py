@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, several
 from ancestree.fingerprint import from_bytes
 from ancestree.index.ingest import Ingested, PathLike, ingest_dask, ingest_local, resolve_items
 from ancestree.index.placement import Placement, place, rebuild, sync_declared
@@ -128,6 +128,8 @@ class Atlas:
         (fingerprinted again, its edges dropped, placed again with the children that hung below its old
         weights). ``dask`` is a scheduler address: workers read the files. ``on_model`` hears of each model.
         """
+        several(paths, "paths")
+        several(scan, "scan")
         items = [(self._name_at(name, path), path) for name, path in resolve_items(paths, scan)]
         report = AddReport()
         run = self.store.start_run(" ".join(["index add", *sys.argv[3:]]) if sys.argv else "index add")

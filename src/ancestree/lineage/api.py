@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, several
 from ancestree.fingerprint import FingerprintCache
 from ancestree.lineage.ancestors import Older, copies_by_weights, fingerprints_once, older_by_direction, rank_ancestors
 from ancestree.lineage.pairs import Source
@@ -55,6 +55,7 @@ def rank_parents(child: Source, candidates: Sequence[Source], method: str | None
                  ancestors: bool = False, cache: FingerprintCache | str | bool | None = None) -> Ranking:
     """Rank ``candidates`` as parents of ``child``; with ``ancestors``, walk up generations as well (each
     step above the first checked for direction by :func:`~ancestree.lineage.ancestors.older_by_direction`)."""
+    several(candidates, "candidates")
     ranker = make_ranker(method, probe_data, detector, cache)
     if ancestors:
         prints = fingerprints_once(_fingerprint_cache(ranker))  # one read per model for both checks of the walk

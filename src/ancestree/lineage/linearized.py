@@ -231,14 +231,18 @@ class LinearizedRanker(FeatureRanker):
         """Choose α (top-1 accuracy, ties to the likelier) and the calibration on tasks ``(child, candidates, parent id or None)``."""
         from ancestree.lineage.calibrate import fit_calibration, log_likelihood
 
-        self.alphas = list(alphas)
+        before, self.alphas = self.alphas, list(alphas)  # the features are computed for every α tried
         per_alpha: dict[float, list] = {a: [] for a in alphas}
-        for child, candidates, truth in tasks:
-            _, f_c, feats, _ = self.features_by_alpha(child, candidates)
-            ids = list(feats)
-            for a in alphas:
-                scores = [similarity(self.metric, f_c[i], feats[i][a]) for i in ids]
-                per_alpha[a].append((scores, ids.index(truth) if truth in ids else None))
+        try:
+            for child, candidates, truth in tasks:
+                _, f_c, feats, _ = self.features_by_alpha(child, candidates)
+                ids = list(feats)
+                for a in alphas:
+                    scores = [similarity(self.metric, f_c[i], feats[i][a]) for i in ids]
+                    per_alpha[a].append((scores, ids.index(truth) if truth in ids else None))
+        except BaseException:
+            self.alphas = before  # a failed fit leaves the ranker as it was (it ranked with the first α tried)
+            raise
 
         def quality(a: float) -> tuple[float, float]:
             hits = [int(np.argmax(s) == t) for s, t in per_alpha[a] if t is not None]

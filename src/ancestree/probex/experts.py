@@ -9,6 +9,7 @@ layer(s) on its ``val`` models. ``test`` models are never opened during ``fit``.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import pickle
@@ -28,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ancestree.atomic import atomic_path, write_text
-from ancestree.errors import DAMAGED_FILE, BadInputError
+from ancestree.errors import DAMAGED_FILE, BadInputError, several
 from ancestree.io import load_model
 from ancestree.probex.layers import KEY_VERSION, LayerCache, architecture_key, candidate_layers, read_candidates
 from ancestree.probex.model import PRESETS, ProbeX, ProbeXConfig
@@ -195,6 +196,10 @@ class ProbeXExperts:
         resume_dir: str | Path | None = None,
         progress: bool = True,
     ) -> None:
+        if isinstance(config, str) and config not in PRESETS:
+            raise ValueError(f"config must be one of {sorted(PRESETS)} or a ProbeXConfig, not {config!r}")
+        if sweep not in ("ridge", "probex") or clustering not in ("graph", "builtin"):
+            raise ValueError(f"sweep must be 'ridge' or 'probex' and clustering 'graph' or 'builtin', not {sweep!r} / {clustering!r}")
         self.config = PRESETS[config] if isinstance(config, str) else config
         self.text_encoder_spec = text_encoder
         self.template = template
@@ -276,6 +281,7 @@ class ProbeXExperts:
             else:
                 sketches[m.id] = sketch(layers)
         models = [m for m in models if m.id not in self.skipped_]
+        self.router = copy.deepcopy(self.router)  # the router given is a setting: fitting another object's copy leaves it as given
         clusters = graph_clusters({m.id: m.path for m in models}, self.cache.root / "fingerprints") if self.clustering == "graph" else None
         self.router.fit(sketches, {m.id: entries[m.id]["arch"] for m in models}, clusters)
         #: Model Trees found; the router's groups can be more (a tree's ONNX or PEFT copies read another layout)
@@ -353,8 +359,16 @@ class ProbeXExperts:
         return scores
 
     # -- inference ----------------------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        """An object neither fitted nor loaded has no trees: its answers ("no expert fits") would be wrong."""
+        if not self.router.trees:
+            from sklearn.exceptions import NotFittedError
+
+            raise NotFittedError("these ProbeXExperts are not fitted: call fit(zoo) or ProbeXExperts.load(folder) first")
+
     def route(self, path: str | Path, model_id: str | None = None) -> tuple[Expert | None, dict[str, np.ndarray]]:
         """The expert of the model's tree (or ``None``) and the model's candidate layers."""
+        self._check_fitted()
         arch, layers = self.read_layers(path, model_id)
         damaged = _damaged_layer(layers)
         if damaged:
@@ -402,6 +416,8 @@ class ProbeXExperts:
         class names (zero-shot: they need not have been seen in training), which cancels a model's bias
         towards every prompt; without, it is the plain cosine. Models with no expert are left out.
         """
+        several(models, "models")
+        several(classes or [], "classes")
         itself = (text, _named_in(text, classes))  # the query, and the alternative it names: no rival of it
         queries = [text] + [c for c in classes or () if c not in itself]
         results, damaged = [], {}
@@ -439,6 +455,7 @@ class ProbeXExperts:
     # -- persistence --------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         """Write ``experts.json``, ``router.pt`` and one folder per expert (tensors + JSON only)."""
+        self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         for expert in self.experts.values():
@@ -597,7 +614,9 @@ def search(
     ``experts_dir`` is a folder written by ``ancestree probex train`` (loaded once per process and reused
     while unchanged) or fitted :class:`ProbeXExperts`; ``model_paths`` are paths (their ids are the paths as
     given) or ``{id: path}``; ``classes`` are other class names to rank the query against (see
-    :meth:`ProbeXExperts.search`). Models of a tree with no expert are left out.
+    :meth:`ProbeXExperts.search`). Models of a tree with no expert are left out; a model that cannot be read,
+    and a query unlike every class the experts know, are told in a ``UserWarning`` (the method returns them
+    as ``"damaged"`` and ``"note"``).
     """
     if isinstance(experts_dir, ProbeXExperts):
         experts = experts_dir
@@ -605,5 +624,11 @@ def search(
         meta = Path(experts_dir) / "experts.json"
         stamp = meta.stat().st_mtime_ns if meta.is_file() else 0
         experts = _load_cached(str(Path(experts_dir).resolve()), stamp)
+    several(model_paths, "model_paths")
     items = model_paths.items() if isinstance(model_paths, Mapping) else ((str(p), p) for p in model_paths)
-    return experts.search(query, list(items), classes)["results"]
+    record = experts.search(query, list(items), classes)
+    for model_id, problem in record.get("damaged", {}).items():
+        warnings.warn(f"{model_id}: {problem}; left out of the results", stacklevel=2)
+    if "note" in record:
+        warnings.warn(record["note"], stacklevel=2)
+    return record["results"]
