@@ -184,3 +184,39 @@ def test_declared_bases_resolve_within_their_own_scan_folder(tiny_zoo: Path, tmp
         assert parents.get((b5, "adapter")) == b3 != a3, flag
         if not flag:
             assert not [n for n in data.get("notes", []) if "b/m0006" in json.dumps(n)], data.get("notes")
+
+
+def test_outputs_that_are_links_pipes_or_stdout_are_written_not_replaced(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-o` replaced whatever it named by a new file: a symbolic link became a file (its target untouched), a
+    FIFO a reader waited on became a file, and as root `-o /dev/null` destroyed /dev/null. `-o -` wrote a file
+    named `-`. Now a link's target is written, a FIFO or device is written through, and `-` is stdout."""
+    import os
+    import threading
+
+    from ancestree.cli.main import run as cli
+    from conftest import small_tensors, write_hf_folder
+
+    models = [str(write_hf_folder(tmp_path / name, small_tensors(seed))) for name, seed in (("a", 1), ("b", 2))]
+
+    def tree(out: str) -> None:
+        with pytest.raises(SystemExit) as exit_info:
+            cli(["tree", *models, "-f", "json", "-o", out])
+        assert exit_info.value.code == 0
+
+    (tmp_path / "real.json").write_text("old")
+    (tmp_path / "link.json").symlink_to(tmp_path / "real.json")
+    tree(str(tmp_path / "link.json"))
+    assert (tmp_path / "link.json").is_symlink() and json.loads((tmp_path / "real.json").read_text())["models"]
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    tree(str(fifo))
+    reader.join(30)
+    assert fifo.is_fifo() and json.loads(got[0])["models"]
+
+    capsys.readouterr()
+    tree("-")
+    assert json.loads(capsys.readouterr().out)["models"] and not (Path.cwd() / "-").exists()

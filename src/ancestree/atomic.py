@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,12 @@ def check_writable(target: str | Path) -> None:
     target = Path(target)
     if not str(target).strip():
         raise BadInputError(None, "an output file name is empty")
+    if str(target) == "-":
+        return  # standard output
+    if _special(target):  # written through, as a shell's `>` writes: the folder holding it is not written
+        if not os.access(target, os.W_OK):
+            raise BadInputError(target, "cannot write here (no permission to write to it)")
+        return
     if target.is_dir():
         raise BadInputError(target, "is a folder: give a file name to write to")
     parent = target.parent
@@ -35,8 +44,8 @@ def check_not_an_input(target: str | Path, inputs: Iterable[str | Path], option:
     A slip of tab completion (``-o b.safetensors``) would otherwise replace a model with a report. Paths are
     compared resolved (relative parts, symlinks) and, for files that exist, by identity (hard links).
     Call it before any work, with every path the command reads (models found by ``--scan`` included)."""
-    if not target or not str(target).strip():
-        return  # check_writable names an empty output
+    if not target or not str(target).strip() or str(target) == "-":
+        return  # check_writable names an empty output; "-" is standard output
     out = Path(target).resolve()
     for src in inputs:
         source = Path(src).resolve()
@@ -69,10 +78,50 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _special(target: Path) -> bool:
+    """Whether ``target`` exists and is no regular file or folder (a device such as /dev/null, a FIFO, a
+    socket): output goes through to it; replacing it by a file would destroy it (as root, /dev/null too)."""
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def _written_through(target: Path) -> Iterator[Path]:
+    """Yield a temporary path; if the block succeeds its bytes go to ``target`` ("-": standard output)."""
+    handle, name = tempfile.mkstemp(prefix="ancestree-out-")
+    os.close(handle)
+    tmp_path = Path(name)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as src:
+            if str(target) == "-":
+                sys.stdout.flush()
+                shutil.copyfileobj(src, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
+            else:
+                with open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
+    """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
+
+    A symbolic link keeps being one: the file it names is replaced. ``-`` is standard output, and a device or
+    FIFO (``/dev/null``, a pipe another program reads) is written through, not replaced."""
     target = Path(target)
+    if str(target) != "-" and target.is_symlink():
+        target = Path(os.path.realpath(target))
+    if str(target) == "-" or _special(target):
+        check_writable(target)
+        with _written_through(target) as tmp_path:
+            yield tmp_path
+        return
     check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
