@@ -275,3 +275,25 @@ def test_pictures_label_hugging_face_cache_folders_by_their_repository() -> None
     assert short_name(repo + "/", 22) == "acme/llama-base"  # a path given with its trailing slash
     assert short_name("hub/models--meta-llama--Llama-2-7b-hf/snapshots/abcdef0123", 18) == "…ma-2-7b-hf@abcdef"
     assert all(len(short_name("a" * 10, w)) <= w for w in range(0, 12))
+
+
+def test_pictures_draw_any_name_and_graphml_holds_any_name(tmp_path: Path) -> None:
+    """A `$` pair in a name was parsed as TeX by matplotlib (an internal error, no picture), CJK names
+    warned once per glyph on stderr, every `*/model.safetensors` of a scan was labelled "…model.safetensors",
+    and a control character in a name made GraphML no XML reader accepts."""
+    import warnings
+
+    from ancestree.fingerprint.types import short_name
+    from ancestree.present.png import write_png
+
+    names = ["x$^$y", "run_$_$", "a$}$b", "模型-基础", "llama-base/model.safetensors", "bad\x01name"]
+    graph = graph_from_edges(names, [(names[0], names[1], "finetune", 0.9), (names[4], names[5], "finetune", 0.8)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning reaches the user
+        write_png(graph, tmp_path / "g.png")
+    assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    assert short_name("llama-base/model.safetensors", 18) == "llama-base"
+    assert short_name("runs/x/pytorch_model-00001-of-00002.bin", 18) == "runs/x"
+    assert short_name("model.safetensors", 18) == "model.safetensors"  # nothing else names it
+    read = nx.read_graphml(io.StringIO(render(graph, "graphml")))
+    assert "bad\\x01name" in read.nodes and read.number_of_edges() == 2

@@ -227,11 +227,18 @@ def hub_name(model_id: str) -> str:
     return CACHE_ID.sub(lambda m: m[1] + m[2].replace("--", "/"), model_id)
 
 
+#: A weight file's name that says nothing of its model (``llama-base/model.safetensors``): the folder names it.
+GENERIC_FILE = re.compile(r"/(?:model|pytorch_model|adapter_model|consolidated|diffusion_pytorch_model|tf_model|flax_model)"
+                          r"(?:[-.][\w.-]*)?\.(?:safetensors|bin|pt|pth|ckpt|gguf|onnx|npz|h5|msgpack)$")
+
+
 def short_name(model_id: str, width: int) -> str:
     """A label of at most ``width`` characters for a model in a picture: a Hugging Face cache folder by its
-    repository (``org/name``, a snapshot with ``@`` and the start of its hash kept), else the end of the id."""
+    repository (``org/name``, a snapshot with ``@`` and the start of its hash kept), a weight file of a
+    generic name by its folder, else the end of the id."""
     found = CACHE_ID.search(model_id)
     name, suffix = (found[2].replace("--", "/"), f"@{found[3][:6]}" if found[3] else "") if found else (model_id, "")
+    name = GENERIC_FILE.sub("", name) or name
     if len(name) + len(suffix) <= width:
         return name + suffix
     room = width - len(suffix) - 1  # the end of the name after "…"

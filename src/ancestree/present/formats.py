@@ -63,12 +63,19 @@ def to_graphml(graph: ModelGraph) -> str:
     trees = graph.trees()
     for m in graph.models:
         attrs = graph.graph.nodes[m]
-        g.add_node(m, format=str(attrs.get("format", "unknown")), parameters=int(attrs.get("parameters", 0)), tree=int(trees[m]))
+        g.add_node(_xml_text(m), format=_xml_text(str(attrs.get("format", "unknown"))), parameters=int(attrs.get("parameters", 0)),
+                   tree=int(trees[m]))
     for p, c, d in graph.edges():
-        g.add_edge(p, c, relation=str(d.get("relation", "unknown")), confidence=float(d.get("confidence", 0.0)))
+        g.add_edge(_xml_text(p), _xml_text(c), relation=str(d.get("relation", "unknown")), confidence=float(d.get("confidence", 0.0)))
     buf = io.BytesIO()
     nx.write_graphml(g, buf)
     return buf.getvalue().decode("utf-8")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` with the characters XML 1.0 cannot hold (controls but tab and newlines) written as ``\\xNN``: a
+    name holding one made a GraphML file no XML reader accepts."""
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def _mermaid_id(index: int) -> str:

@@ -8,6 +8,8 @@ roughly square block, edges are lines (parents above children) and only the root
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,11 @@ def write_png(graph: ModelGraph, path: str | Path, dpi: int = 110, title: str | 
     """Draw ``graph`` (trees wrapped into rows ``row_width`` models wide when labelled) to ``path``."""
     import matplotlib.pyplot as plt
 
-    fig = draw(graph, title, row_width)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+    with warnings.catch_warnings():  # names in scripts the font lacks (CJK) are drawn as boxes, not warned of per glyph
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig = draw(graph, title, row_width)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
 
 
@@ -71,7 +75,7 @@ def draw(graph: ModelGraph, title: str | None = None, row_width: float = 16.0) -
         title = (f"{title}: " if title else "") + (f"{len(graph)} models in {len(graph.tree_members())} trees "
                                                    "(parents above children; roots named; `-f html` names every model)")
     if title:
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=10, parse_math=False)
     fig.tight_layout()
     return fig
 
@@ -90,7 +94,7 @@ def _draw_boxes(ax: Any, graph: ModelGraph, pos: Positions) -> None:
                                 "linestyle": style["linestyle"], "lw": 1.4})
     for m, (x, y) in pos.items():
         label = short_name(m, 18) + "\n" + str(graph.graph.nodes[m].get("format", ""))
-        ax.text(x, y, label, ha="center", va="center", fontsize=8,
+        ax.text(x, y, label, ha="center", va="center", fontsize=8, parse_math=False,  # a `$` in a name is no TeX
                 bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#444"})
 
 
@@ -116,7 +120,7 @@ def _draw_dots(ax: Any, graph: ModelGraph, pos: Positions, inch: float) -> None:
             ax.scatter([x], [y], s=(2 * dot) ** 2, c="#c0392b", zorder=4, linewidths=0)
             name = short_name(root, 24)
             if len(name) * font * 0.6 / 72.0 <= max(span, 1.0):  # about 0.6 em a character
-                ax.text(x, y + 0.45, name, ha="center", va="bottom", fontsize=font, zorder=5)
+                ax.text(x, y + 0.45, name, ha="center", va="bottom", fontsize=font, zorder=5, parse_math=False)
 
 
 __all__ = ["draw", "write_png"]
