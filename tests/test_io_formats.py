@@ -637,3 +637,52 @@ def test_inspect_record_declares_a_string_even_for_a_merge() -> None:
     rec = inspect_record("m", "safetensors", 1, 1, {"float32": 1}, ["org/a", "org/b"])
     assert rec["declared_base_model"] == "org/a, org/b"
     assert inspect_record("m", "safetensors", 1, 1, {}, None)["declared_base_model"] is None
+
+
+def test_files_users_have_from_training_and_other_tools_are_read(tmp_path: Path) -> None:
+    """From a dogfood round: a Lightning `.ckpt` was an "unknown model format" (the same bytes as `.pt` were
+    read), a folder holding `model.safetensors` and its `model.fp16.safetensors` variant was refused (a tensor
+    "also appears" in both), one beside Mistral's `consolidated.safetensors` counted every weight twice, and
+    big-endian float arrays in an `.npz` were taken for integers without scales."""
+    from ancestree.fingerprint import fingerprint
+
+    tensors = small_tensors(3)
+    torch.save({"state_dict": {k: torch.from_numpy(v) for k, v in tensors.items()}, "epoch": 3,
+                "optimizer_states": [{"state": {}}]}, tmp_path / "epoch=3-step=1000.ckpt")
+    with load_model(tmp_path / "epoch=3-step=1000.ckpt") as model:
+        assert np.array_equal(model.read("layer.0.weight"), tensors["layer.0.weight"])
+
+    folder = write_hf_folder(tmp_path / "variants", tensors)
+    save_file({k: v.astype(np.float16) for k, v in tensors.items()}, str(folder / "model.fp16.safetensors"))
+    save_file(tensors, str(folder / "consolidated.safetensors"))
+    with load_model(write_hf_folder(tmp_path / "plain", tensors)) as plain:
+        expected = plain.parameters
+    with load_model(folder) as model:
+        assert model.parameters == expected
+        assert [f.path.name for f in model.meta.files] == ["model.safetensors"]
+
+    np.savez(tmp_path / "big.npz", **{k: v.astype(">f4") if v.dtype.kind == "f" else v for k, v in tensors.items()})
+    np.savez(tmp_path / "little.npz", **tensors)
+    with load_model(tmp_path / "big.npz") as model:
+        name = next(iter(tensors))
+        assert model.tensors[name].dtype == "float32" and np.array_equal(model.read(name), tensors[name])
+    assert fingerprint(tmp_path / "big.npz").same_content(fingerprint(tmp_path / "little.npz"))
+
+
+def test_files_unpacked_over_a_model_with_their_old_times_are_read_again(tmp_path: Path) -> None:
+    """`unzip -o` (or tar, rsync -t) of another model of the same size over a folder, restoring the old
+    modification time: the fingerprint cache served the old model's fingerprint (`compare` said "same
+    weights" of what was now a fine-tune). The key holds the inode and the change time too."""
+    from ancestree.fingerprint import FingerprintCache, fingerprint
+
+    cache = FingerprintCache(tmp_path / "cache")
+    first = write_hf_folder(tmp_path / "m", small_tensors(1))
+    weights = next(first.glob("*.safetensors"))
+    before = weights.stat()
+    old = fingerprint(first, cache)
+    other = write_hf_folder(tmp_path / "other", small_tensors(2))
+    shutil.copyfile(next(other.glob("*.safetensors")), tmp_path / "new.safetensors")
+    os.replace(tmp_path / "new.safetensors", weights)  # a new file (inode) in its place, as unzip writes one
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size
+    assert not fingerprint(first, cache).same_content(old)

@@ -290,3 +290,51 @@ def test_distance_matrix_agrees_with_pairwise_evidence(tmp_path: Path, parent: F
         for j in range(i + 1, len(fps)):
             assert d[i, j] == pytest.approx(relate(fps[i], fps[j], ranks=False).distance, rel=1e-6)
     assert d[0, 1] < d[0, 2] < d[0, 3] < d[0, 4]
+
+
+def test_fine_tunes_stored_in_bfloat16_are_no_low_rank_adapters(tiny_zoo: Path, tmp_path: Path) -> None:
+    """Most released models are bfloat16. A full fine-tune so stored has most of its difference's singular
+    values below the rounding-noise bound, and the few above it read as a merged LoRA: `compare` said
+    "low-rank adapter" for the tiny zoo's fine-tunes cast to bfloat16 (and a 1 % full-rank change of
+    512-wide matrices), `tree` labelled them `adapter`. What the rank leaves must now be noise-like, and the
+    merged LoRAs stay adapters."""
+    import json
+
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as save_torch
+
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    kind = {m["id"]: (m.get("recipe") or {}).get("kind") for m in truth["models"]}
+
+    def bf16(model: str) -> Fingerprint | None:
+        files = sorted((tiny_zoo / model).glob("*.safetensors"))
+        tensors = {k: v for f in files for k, v in load_file(f).items()}
+        if not tensors or any(v.dtype != torch.float32 for v in tensors.values()):
+            return None  # adapters' own folders, copies stored otherwise
+        path = tmp_path / f"{model}.safetensors"
+        save_torch({k: v.bfloat16() for k, v in tensors.items()}, str(path))
+        return fingerprint(path, model_id=model)
+
+    seen, right = {"finetune": 0, "adapter": 0}, {"finetune": 0, "adapter": 0}
+    for edge in truth["edges"]:
+        relation = edge["relation"]
+        if relation not in seen or (relation == "adapter" and kind[edge["child"]] != "lora-merged"):
+            continue
+        parent, child = bf16(edge["parent"]), bf16(edge["child"])
+        if parent is None or child is None:
+            continue
+        said = verdict(relate(parent, child)).kind
+        right[relation] += (said == "adapter") == (relation == "adapter")
+        seen[relation] += 1
+    # 7 of its 12 fine-tunes were right before; one whose update is a few directions above a noise-level tail
+    # is a low-rank update plus rounding, as far as bfloat16 lets anyone see
+    assert seen == {"finetune": 12, "adapter": 2} and right["adapter"] == 2 and right["finetune"] >= 10, (seen, right)
+    rng = np.random.default_rng(0)
+    base = {f"l{i}.weight": torch.from_numpy((rng.standard_normal((512, 512)) * 0.05).astype(np.float32)) for i in range(4)}
+    for scale in (0.01, 0.02):  # a full-rank change a few rounding steps large
+        moved = {k: v + scale * v.std() * torch.from_numpy(rng.standard_normal(v.shape).astype(np.float32)) for k, v in base.items()}
+        prints = []
+        for name, tensors in (("base", base), (f"moved{scale}", moved)):
+            save_torch({k: v.bfloat16() for k, v in tensors.items()}, str(tmp_path / f"{name}.safetensors"))
+            prints.append(fingerprint(tmp_path / f"{name}.safetensors", model_id=name))
+        assert verdict(relate(*prints)).kind == "finetune", scale

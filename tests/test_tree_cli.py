@@ -220,3 +220,32 @@ def test_outputs_that_are_links_pipes_or_stdout_are_written_not_replaced(tmp_pat
     capsys.readouterr()
     tree("-")
     assert json.loads(capsys.readouterr().out)["models"] and not (Path.cwd() / "-").exists()
+
+
+def test_one_model_given_twice_by_two_spellings_is_refused(tmp_path: Path) -> None:
+    """`tree base ./base`, `tree base base/model.safetensors` and `tree base --scan .` drew the model as its
+    own duplicate (`parent` already refused a candidate given twice)."""
+    from conftest import small_tensors, write_hf_folder
+
+    base = write_hf_folder(tmp_path / "zoo" / "base", small_tensors(1))
+    write_hf_folder(tmp_path / "zoo" / "other", small_tensors(2))
+    for args in ((str(base), f"{tmp_path}/zoo/./base"), (str(base), str(base / "model.safetensors")),
+                 (str(base), "--scan", str(tmp_path / "zoo"))):
+        r = run("tree", *args, "-o", str(tmp_path / "out.json"))
+        assert r.returncode == 2 and "one model given twice" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+        assert not (tmp_path / "out.json").exists()
+
+
+def test_checkpoint_folders_inside_a_model_folder_are_named_not_dropped_silently(tmp_path: Path) -> None:
+    """A Trainer's output (`out/` with its final weights, `out/checkpoint-500/` ...): a scan does not enter a
+    model folder (the contract), and `tree --scan runs` read one model of three without a word."""
+    from conftest import small_tensors, write_hf_folder
+
+    out = write_hf_folder(tmp_path / "runs" / "out", small_tensors(1))
+    for step in (500, 1000):
+        write_hf_folder(out / f"checkpoint-{step}", small_tensors(1))
+    r = run("tree", "--scan", str(tmp_path / "runs"), "-f", "json")
+    assert r.returncode == 0 and [m["id"] for m in json.loads(r.stdout)["models"]] == ["out"]
+    assert "warning: out: holds 2 more model folder(s) (checkpoint-1000, checkpoint-500)" in r.stderr
+    r = run("tree", str(out), str(out / "checkpoint-500"), str(out / "checkpoint-1000"), "-f", "json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["models"]) == 3  # given as paths, as the warning says

@@ -7,6 +7,7 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
@@ -93,7 +94,38 @@ def collect_sources(paths: list[str], scan: list[str] | str | None) -> list[tupl
         if mid in seen:
             raise BadInputError(p, f"model id {mid!r} given twice")
         seen[mid] = p
+    _refuse_one_model_twice(sources)
+    warn_models_inside(sources)
     return sources
+
+
+def warn_models_inside(sources: Iterable[tuple[str, str | Path]]) -> None:
+    """Say which model folders hold more model folders (a Trainer's ``checkpoint-N``): neither a scan nor a
+    model path reads them (a model folder is one model), and leaving them out silently hid a whole run."""
+    from ancestree.io import models_inside
+
+    sources = list(sources)
+    given = {Path(path).resolve() for _, path in sources}
+    for mid, path in sources:
+        inside = [name for name in models_inside(Path(path)) if (Path(path) / name).resolve() not in given]
+        if inside:
+            shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+            err_console.print(f"warning: {mid}: holds {len(inside)} more model folder(s) ({shown}), read only when "
+                              "given as paths: a model folder is one model", soft_wrap=True, highlight=False)
+
+
+def _refuse_one_model_twice(sources: list[tuple[str, Path]]) -> None:
+    """One model reached by two spellings (``base`` and ``./base``, a folder and its weight file, a path and
+    a scan that finds it again) was two models, each the other's "duplicate". A model folder inside another
+    (a Trainer's ``out/checkpoint-500``) is a model of its own."""
+    where: dict[Path, str] = {}
+    for mid, p in sources:
+        real = p.resolve()
+        for other in (real, *real.parents):
+            if other in where and (other == real or real.is_file()):
+                what = "is the model" if other == real else "lies inside the model folder"
+                raise BadInputError(mid, f"{what} {where[other]!r}, given already (one model given twice)")
+        where[real] = mid
 
 
 def check_not_in_zoo(output: str | Path, zoo: str | Path) -> None:

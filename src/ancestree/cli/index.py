@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ancestree.atomic import check_not_an_input, check_output
-from ancestree.cli.common import OutputFormat, console, emit, err_console, print_notes, to_json
+from ancestree.cli.common import OutputFormat, console, emit, err_console, print_notes, to_json, warn_models_inside
 from ancestree.index.store import DEFAULT_DB
 
 index_app = typer.Typer(help="A persistent index of many models: add, list, show, export, rebuild.",
@@ -54,6 +54,7 @@ def add(
     if not paths and not scan:
         raise BadInputError(None, "give model paths or --scan DIR")
     items = resolve_items(paths or [], scan or [])  # the folders are walked once, for the check and the add
+    warn_models_inside(items)
     check_not_an_input(db, [path for _, path in items], "--db")
 
     def progress(outcome) -> None:  # the words and counts of the summary line

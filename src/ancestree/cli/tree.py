@@ -121,11 +121,18 @@ def tree(
         write_png(graph, png)
     emit(text, output)
     if cards is not None:
+        files = []
         for ch in cards.apply():
             if ch.action in ("kept", "overwritten"):
                 err_console.print(f"card {ch.model}: declared base_model {ch.declared!r}, recovered {ch.base_model!r} ({ch.action})")
-            elif ch.action == "skipped" and ch.reason != "not a model folder":  # a file has no card: nothing to say
+            elif ch.action == "skipped" and ch.reason == "not a model folder":
+                files.append(ch.model)
+            elif ch.action == "skipped":
                 err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
+        if files:  # said once: with every model a loose file, --write-cards wrote nothing and said nothing
+            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+            err_console.print(f"cards: {len(files)} model(s) with a recovered base are files, not folders, and have no card "
+                              f"to write ({shown})", soft_wrap=True, highlight=False)
     if fmt != "text" or output or not sys.stdout.isatty():  # text on the terminal lists them already
         print_notes(graph.notes)
 

@@ -56,7 +56,11 @@ class FingerprintCache:
     # -- keys ---------------------------------------------------------------------------------------
     @staticmethod
     def stat_key(model: Model, spec: SketchSpec) -> str | None:
-        """Key of a model's files as they are now; ``None`` when it has no files (nothing to key on)."""
+        """Key of a model's files as they are now; ``None`` when it has no files (nothing to key on).
+
+        Size and modification time alone missed other files unpacked over them by tools that restore the
+        time (``unzip -o``, ``tar``, ``rsync -t``): the inode and the change time (which no tool sets) are in
+        it too, as git keys its index."""
         if not model.meta.files:
             return None
         parts: list[object] = [FINGERPRINT_VERSION, asdict(spec)]
@@ -65,7 +69,7 @@ class FingerprintCache:
                 st = os.stat(f.path)
             except OSError:
                 return None
-            parts.append([os.path.realpath(f.path), st.st_size, st.st_mtime_ns])
+            parts.append([os.path.realpath(f.path), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns])
         return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     @staticmethod

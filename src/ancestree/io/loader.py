@@ -25,6 +25,7 @@ READERS: dict[str, str] = {
     ".bin": "ancestree.io.torch_pickle:TorchModel",
     ".pt": "ancestree.io.torch_pickle:TorchModel",
     ".pth": "ancestree.io.torch_pickle:TorchModel",
+    ".ckpt": "ancestree.io.torch_pickle:TorchModel",  # PyTorch Lightning: a torch.save of {"state_dict": ..., ...}
     ".onnx": "ancestree.io.onnx:OnnxModel",
     ".gguf": "ancestree.io.gguf:GGUFModel",
     ".npz": "ancestree.io.npz:NpzModel",
@@ -35,7 +36,12 @@ READERS: dict[str, str] = {
 NOT_WEIGHTS = ("training_args", "optimizer", "scheduler", "rng_state", "scaler", "trainer_state")
 
 #: Weight suffixes of a folder, in order of preference when a folder holds several formats.
-FOLDER_PREFERENCE = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".gguf", ".npz")
+FOLDER_PREFERENCE = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".onnx", ".gguf", ".npz")
+
+#: The file names transformers (and diffusers) read in a folder: beside one of them, other files of that format
+#: are variants (``model.fp16.safetensors``) or other layouts of the same weights (Mistral's
+#: ``consolidated.safetensors``), not more shards, and are left alone as the libraries leave them.
+CANONICAL = ("model", "pytorch_model", "diffusion_pytorch_model")
 
 #: Side files whose presence makes a folder one model rather than a directory of loose files.
 MODEL_MARKERS = ("config.json", "adapter_config.json", "model_index.json")
@@ -54,6 +60,9 @@ def weight_files(folder: Path) -> list[Path]:
         if indexes:
             return shard_files(folder, indexes[0])
         found = sorted(p for p in files if p.suffix == suffix and not p.stem.startswith(NOT_WEIGHTS))
+        canonical = [p for p in found if p.stem in CANONICAL]
+        if canonical:
+            return canonical[:1]
         if found:
             return found
     return []
@@ -116,6 +125,14 @@ def is_model_folder(folder: Path) -> bool:
         return marked and bool(weight_files(folder) or _dangling_weights(folder))
     except BadInputError:  # a damaged sharding index or a missing shard: a model all the same, whose loading
         return marked      # names the problem (a scan stopped at it, --skip-unreadable included)
+
+
+def models_inside(folder: Path) -> list[str]:
+    """Model folders directly inside the model folder ``folder`` (a Trainer's ``out/checkpoint-500``, besides
+    its final weights in ``out``): a scan does not enter a model, so these are read only when given."""
+    if not folder.is_dir() or cache_revision(folder) is not None:  # a cache repository's snapshots are its own
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_folder(p))
 
 
 def model_files(folder: Path) -> set[Path]:
@@ -188,7 +205,7 @@ def _load_folder(folder: Path, model_id: str) -> Model:
                                     f"{' ...' if len(dangling) > 3 else ''}): an incomplete download or a cleaned cache")
     if not files:
         # a folder of models given as one (a hub mirror, the cache): say how to read what is below it
-        raise BadInputError(folder, "folder holds no weight files (.safetensors, .bin, .pt, .pth, .onnx, .gguf, .npz)"
+        raise BadInputError(folder, f"folder holds no weight files ({', '.join(FOLDER_PREFERENCE)})"
                             + ("; it holds models below it: use --scan to read them all" if _models_below(folder) else ""))
     from ancestree.io.peft import ADAPTER_FILES
 

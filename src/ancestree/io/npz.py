@@ -78,7 +78,8 @@ class NpzModel(Model):
             needed = offset + int(math.prod(shape)) * dtype.itemsize
             if needed > self.path.stat().st_size:
                 raise BadInputError(self.path, f"array {name!r} runs past the end of the file (truncated?)")
-        return Member(TensorInfo(name, tuple(shape), str(dtype)), zinfo, dtype, fortran, offset)
+        # listed by the values' type (">f4" is float32 written big-endian: it was taken for no float at all)
+        return Member(TensorInfo(name, tuple(shape), str(dtype.newbyteorder("="))), zinfo, dtype, fortran, offset)
 
     def _data_offset(self, zinfo: zipfile.ZipInfo) -> int:
         """Where a member's bytes start: after its local header, whose extra field may differ from the directory's."""
@@ -107,6 +108,8 @@ class NpzModel(Model):
                 values = self._npz[name]
             except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
                 raise BadInputError(self.path, f"cannot read array {name!r} ({exc.__class__.__name__}: {exc})") from None
+        if not values.dtype.isnative:
+            values = values.astype(values.dtype.newbyteorder("="))
         return to_float(values)
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""PyTorch checkpoints (``.bin``, ``.pt``, ``.pth``): the zip format and the legacy pickle format.
+"""PyTorch checkpoints (``.bin``, ``.pt``, ``.pth``, Lightning ``.ckpt``): the zip format and the legacy pickle format.
 
 Loaded only with ``torch.load(weights_only=True)``: the restricted unpickler rebuilds tensors and plain
 containers and refuses every other global, so a pickle that would run code is reported, never run.

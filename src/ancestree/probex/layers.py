@@ -162,7 +162,8 @@ class LayerCache:
     @staticmethod
     def _stat_id(path: Path) -> str:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        parts = [f"{p.resolve()}|{p.stat().st_size}|{p.stat().st_mtime_ns}" for p in files]
+        stats = [(p, p.stat()) for p in files]  # inode and change time too: see FingerprintCache.stat_key
+        parts = [f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{st.st_ctime_ns}" for p, st in stats]
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
     # -- reading ------------------------------------------------------------------------------------
