@@ -338,3 +338,10 @@ def test_fine_tunes_stored_in_bfloat16_are_no_low_rank_adapters(tiny_zoo: Path, 
             save_torch({k: v.bfloat16() for k, v in tensors.items()}, str(tmp_path / f"{name}.safetensors"))
             prints.append(fingerprint(tmp_path / f"{name}.safetensors", model_id=name))
         assert verdict(relate(*prints)).kind == "finetune", scale
+
+
+def test_a_negated_copy_is_called_anti_correlated_not_uncorrelated(tmp_path: Path, parent: Fingerprint) -> None:
+    """Every weight's sign flipped: `compare` said "uncorrelated (median r = -1.00)", which contradicts itself."""
+    negated = fp_of(tmp_path, "negated", {k: -v for k, v in make_parent().items()})
+    said = verdict(relate(parent, negated))
+    assert said.kind == "unrelated" and "anti-correlated (median r = -1.00: one may be the other negated)" in said.reason

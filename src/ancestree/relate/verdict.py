@@ -111,9 +111,16 @@ def verdict(ev: PairEvidence) -> Verdict:
     return Verdict("unrelated", f"no shared structure: weights are {_correlated(corr, 'uncorrelated')}, relative distance {ev.rel_distance:.2f}.")
 
 
+#: A median correlation at or below minus this reads as one model being the other with its signs flipped.
+NEGATED_CORRELATION = 0.9
+
+
 def _correlated(corr: float, word: str) -> str:
     """``"correlated (median r = 0.93)"``; when no tensor has enough values for a correlation (the median
     is NaN), say so instead of printing ``nan``."""
+    if corr == corr and word == "uncorrelated" and corr <= -UNRELATED_CORRELATION:  # "uncorrelated (r = -1.00)" read wrong
+        negated = ": one may be the other negated" if corr <= -NEGATED_CORRELATION else ""
+        return f"anti-correlated (median r = {corr:.2f}{negated})"
     if corr == corr:
         return f"{word} (median r = {corr:.2f})"
     return f"too small to correlate (no varying tensor has {MIN_CORRELATION_VALUES} sketch values)"
