@@ -500,3 +500,25 @@ def test_onnx_initializer_of_the_wrong_size_is_refused_by_inspect_too(damage: st
     onnx.save(helper.make_model(graph), str(path))
     status, out, err = _run(["inspect", str(path)], capsys)
     assert status == 2 and out == "" and len(err.strip().splitlines()) == 1 and "tensor 'w' holds" in err, err
+
+
+def test_links_to_nothing_and_empty_tensors_get_plain_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A loop of links was "no such file or folder"; comparing zero-size tensors printed numpy's "Mean of empty
+    slice" warnings on stderr."""
+    from safetensors.numpy import save_file
+
+    from ancestree.cli.main import run as cli
+
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["inspect", str(tmp_path / "loop1")])
+    assert exit_info.value.code == 2 and "a symbolic link that leads to no file" in capsys.readouterr().err
+    for name in ("e1", "e2"):
+        save_file({"w": np.zeros((0, 64), dtype=np.float32), "z": np.zeros(0, dtype=np.float32)}, str(tmp_path / f"{name}.safetensors"))
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_info:
+        warnings.simplefilter("always")
+        cli(["compare", str(tmp_path / "e1.safetensors"), str(tmp_path / "e2.safetensors")])
+    assert exit_info.value.code == 0 and not [str(w.message) for w in caught]

@@ -158,6 +158,8 @@ def load_model(path: str | Path, model_id: str | None = None) -> Model:
     p = Path(path)
     model_id = str(path) if model_id is None else model_id
     if not p.exists():
+        if p.is_symlink():  # a dangling link or a loop of links: Path.exists() says False for both
+            raise BadInputError(path, "a symbolic link that leads to no file (its target is missing, or links loop)")
         raise BadInputError(path, "no such file or folder")
     if p.is_dir():
         try:

@@ -150,7 +150,9 @@ def same_content(ta: TensorPrint, tb: TensorPrint, transposed: bool) -> bool:
 
 
 def correlation(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation of two sketches; NaN when either is constant."""
+    """Pearson correlation of two sketches; NaN when either is constant or empty."""
+    if x.size == 0 or y.size == 0:  # a zero-size tensor: numpy warned of an empty mean on stderr
+        return float("nan")
     x = x.astype(np.float64).ravel() - x.mean(dtype=np.float64)
     y = y.astype(np.float64).ravel() - y.mean(dtype=np.float64)
     denom = math.sqrt(float(x @ x) * float(y @ y))
