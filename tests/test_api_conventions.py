@@ -105,3 +105,16 @@ def test_overlapping_blas_limits_restore_the_process_limits() -> None:
     assert blas_threads() == [1]  # the second is still inside
     second.__exit__(None, None, None)
     assert blas_threads() == before
+
+
+def test_numpy_settings_and_a_fit_failing_late_from_a_review(three: list[Path]) -> None:
+    """`GraphRecovery(neighbours=np.int64(5))` (a sweep over np.arange) was refused as no whole number; a
+    `LinearizedRanker.fit` failing after its task loop (no tasks) still left the whole α grid."""
+    from ancestree.lineage.linearized import LinearizedRanker
+
+    fps = fingerprint_many(three, progress=False)
+    assert len(GraphRecovery(neighbours=np.int64(5), related=np.float32(0.3)).fit(fps).graph_.to_dict()["edges"]) == 2
+    ranker = LinearizedRanker("l2", probe_data=np.zeros((4, 8), dtype=np.float32), alpha=0.5)
+    with pytest.raises(ValueError):
+        ranker.fit([])
+    assert ranker.alphas == [0.5]

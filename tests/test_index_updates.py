@@ -825,3 +825,36 @@ def test_a_name_held_by_an_alias_is_not_taken_by_another_model_under_another_fol
         assert not atlas.add(scan=[tmp_path / "A"]).added and not atlas.add(scan=[tmp_path / "B"]).added
         assert atlas.store.alias_of("z") == "m"
         consistent(atlas)
+
+
+def test_a_card_edited_after_a_chmod_is_read_and_a_renamed_name_is_taken_for_the_run(tmp_path: Path) -> None:
+    """From a review: (1) a model whose files only had their change time moved (chmod; every model once after
+    the stat key took the inode and change time) was remembered through an alias row of its own path, whose
+    card the index never reads again: a later edit of its `base_model` was ignored. (2) A new model renamed
+    away from an alias name (`z` -> `B/z`) was not taken in the run under its new name: another model found
+    as `B/z` in the same run replaced it."""
+    import os
+
+    for name, seed in (("a", 1), ("b", 2), ("child", 3)):
+        write_hf_folder(tmp_path / "zoo" / name, small_tensors(seed))
+    (tmp_path / "zoo" / "child" / "README.md").write_text("---\nbase_model: a\n---\n")
+    weights = next((tmp_path / "zoo" / "child").glob("*.safetensors"))
+    with Atlas(tmp_path / "atlas.db") as atlas:
+        atlas.add(scan=[tmp_path / "zoo"])
+        os.chmod(weights, 0o640)
+        assert not atlas.add(scan=[tmp_path / "zoo"]).added
+        (tmp_path / "zoo" / "child" / "README.md").write_text("---\nbase_model: b\n---\n")
+        atlas.add(scan=[tmp_path / "zoo"])
+        assert atlas.store.model("child")["declared_base"] == "b"
+
+    (tmp_path / "A").mkdir()
+    write_hf_folder(tmp_path / "A" / "m", small_tensors(4))
+    shutil.copytree(tmp_path / "A" / "m", tmp_path / "A" / "z")
+    write_hf_folder(tmp_path / "X" / "B" / "z", small_tensors(5))
+    write_hf_folder(tmp_path / "Y" / "B" / "z", small_tensors(6))
+    with Atlas(tmp_path / "second.db") as atlas:
+        atlas.add(scan=[tmp_path / "A"])
+        second = atlas.add(scan=[tmp_path / "X" / "B", tmp_path / "Y"])
+        assert not second.updated and len(second.added) == 2
+        paths = {Path(r["path"]) for r in atlas.store.models()}
+        assert {(tmp_path / "X" / "B" / "z").resolve(), (tmp_path / "Y" / "B" / "z").resolve()} <= paths

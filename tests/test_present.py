@@ -294,6 +294,10 @@ def test_pictures_draw_any_name_and_graphml_holds_any_name(tmp_path: Path) -> No
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
     assert short_name("llama-base/model.safetensors", 18) == "llama-base"
     assert short_name("runs/x/pytorch_model-00001-of-00002.bin", 18) == "runs/x"
+    assert short_name("runs/model-1000.safetensors", 30) == "runs/model-1000.safetensors"  # a checkpoint's own name
     assert short_name("model.safetensors", 18) == "model.safetensors"  # nothing else names it
     read = nx.read_graphml(io.StringIO(render(graph, "graphml")))
     assert "bad\\x01name" in read.nodes and read.number_of_edges() == 2
+    # a file name that is not UTF-8 reaches Python as lone surrogates (a review): no XML reader took them
+    odd = graph_from_edges(["ft\udcff.safetensors", "base"], [("base", "ft\udcff.safetensors", "finetune", 0.9)])
+    assert "ft\\udcff.safetensors" in nx.read_graphml(io.StringIO(render(odd, "graphml"))).nodes

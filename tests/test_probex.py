@@ -538,3 +538,15 @@ def test_a_copy_with_its_tensors_in_another_order_has_the_same_expert(fitted, pr
     (old / "experts.json").write_text(json.dumps(meta))
     with pytest.raises(BadInputError, match="older ancestree"):
         ProbeXExperts.load(old)
+
+
+def test_an_expert_saved_before_the_logistic_readout_can_be_saved_again(tmp_path):
+    """Its row namer has no `coef`/`intercept`: saving it again (a `resume_dir` run, a load and save) turned
+    None into a tensor and failed."""
+    from ancestree.probex.naming import RowNamer
+
+    old = RowNamer.restore({"layer": "fc", "sharpness": 10.0, "quality": 0.5},
+                           {"ref": np.ones((3, 4)), "rows": np.arange(2), "text_seen": np.ones((2, 5))})
+    state = {k: torch.as_tensor(v) for k, v in old.state().items()}
+    again = RowNamer.restore({"layer": "fc", "sharpness": 10.0, "quality": 0.5}, {k: v.numpy() for k, v in state.items()})
+    assert again.fitted and again.coef is None and sorted(state) == ["ref", "rows", "text_seen"]

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -249,3 +250,37 @@ def test_checkpoint_folders_inside_a_model_folder_are_named_not_dropped_silently
     assert "warning: out: holds 2 more model folder(s) (checkpoint-1000, checkpoint-500)" in r.stderr
     r = run("tree", str(out), str(out / "checkpoint-500"), str(out / "checkpoint-1000"), "-f", "json")
     assert r.returncode == 0 and len(json.loads(r.stdout)["models"]) == 3  # given as paths, as the warning says
+
+
+def test_review_of_outputs_and_of_one_model_twice(tmp_path: Path) -> None:
+    """From a review: `-o /dev/stdout` into a log opened with `>>` replaced the log (its earlier lines went);
+    `--png -` without `-o` mixed a PNG and JSON in one stream; a weight file given before its folder was still
+    drawn as its own duplicate, while a checkpoint folder's file or a variant file beside the folder's own
+    (other models) were refused; a sentence-transformers module folder was called another model."""
+    from conftest import small_tensors, write_hf_folder
+
+    zoo = tmp_path / "zoo"
+    base = write_hf_folder(zoo / "base", small_tensors(1))
+    write_hf_folder(zoo / "other", small_tensors(2))
+    log = tmp_path / "log.txt"
+    log.write_text("EARLIER\n")
+    with open(log, "a") as appended:
+        r = subprocess.run([sys.executable, "-m", "ancestree", "tree", str(base), str(zoo / "other"), "-f", "json",
+                            "-o", "/dev/stdout"], stdout=appended, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert r.returncode == 0 and log.read_text().startswith("EARLIER\n{")
+    r = run("tree", str(base), "--png", "-")
+    assert r.returncode == 2 and "give -o FILE" in r.stderr and r.stdout == ""
+    r = run("tree", str(base / "model.safetensors"), str(base))
+    assert r.returncode == 2 and "one model given twice" in r.stderr
+    from safetensors.numpy import save_file
+
+    save_file({k: v.astype(np.float16) if v.dtype.kind == "f" else v for k, v in small_tensors(1).items()},
+              str(base / "model.fp16.safetensors"))
+    write_hf_folder(base / "checkpoint-5", small_tensors(3))
+    r = run("tree", str(base), str(base / "model.fp16.safetensors"), str(base / "checkpoint-5" / "model.safetensors"), "-f", "json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["models"]) == 3, r.stderr
+    st = write_hf_folder(tmp_path / "st", small_tensors(4))
+    (st / "modules.json").write_text("[]")
+    write_hf_folder(st / "2_Dense", small_tensors(5))
+    r = run("tree", str(st), str(zoo / "other"), "-f", "json")
+    assert r.returncode == 0 and "more model folder" not in r.stderr

@@ -22,7 +22,7 @@ def check_writable(target: str | Path) -> None:
     if not str(target).strip():
         raise BadInputError(None, "an output file name is empty")
     if str(target) == "-":
-        return  # standard output
+        return  # standard output (or a file "./-", which the write itself checks)
     if _special(target):  # written through, as a shell's `>` writes: the folder holding it is not written
         if not os.access(target, os.W_OK):
             raise BadInputError(target, "cannot write here (no permission to write to it)")
@@ -80,7 +80,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _special(target: Path) -> bool:
     """Whether ``target`` exists and is no regular file or folder (a device such as /dev/null, a FIFO, a
-    socket): output goes through to it; replacing it by a file would destroy it (as root, /dev/null too)."""
+    socket), or names one of this process's open descriptors (``/dev/stdout`` redirected to a log): output
+    goes through to it; replacing it by a file would destroy it (as root, /dev/null too; a log's lines)."""
+    if str(target).startswith(("/dev/fd/", "/dev/std", "/proc/self/fd/")) or os.path.realpath(target).startswith("/proc/"):
+        return True
     try:
         mode = os.stat(target).st_mode
     except OSError:
@@ -101,8 +104,8 @@ def _written_through(target: Path) -> Iterator[Path]:
                 sys.stdout.flush()
                 shutil.copyfileobj(src, sys.stdout.buffer)
                 sys.stdout.buffer.flush()
-            else:
-                with open(target, "wb") as out:
+            else:  # appended, as a shell's `>>` opened it (a FIFO or device takes it alike)
+                with open(target, "ab") as out:
                     shutil.copyfileobj(src, out)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -112,16 +115,19 @@ def _written_through(target: Path) -> Iterator[Path]:
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
 
-    A symbolic link keeps being one: the file it names is replaced. ``-`` is standard output, and a device or
-    FIFO (``/dev/null``, a pipe another program reads) is written through, not replaced."""
+    A symbolic link keeps being one: the file it names is replaced. ``-`` is standard output (``./-`` a file
+    of that name), and a device or FIFO (``/dev/null``, a pipe another program reads, ``/dev/stdout``) is
+    written through, not replaced."""
+    raw = target
     target = Path(target)
-    if str(target) != "-" and target.is_symlink():
-        target = Path(os.path.realpath(target))
-    if str(target) == "-" or _special(target):
+    if raw == "-" or _special(target):
+        target = Path("-") if raw == "-" else target
         check_writable(target)
         with _written_through(target) as tmp_path:
             yield tmp_path
         return
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
     check_writable(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -116,16 +116,19 @@ def warn_models_inside(sources: Iterable[tuple[str, str | Path]]) -> None:
 
 def _refuse_one_model_twice(sources: list[tuple[str, Path]]) -> None:
     """One model reached by two spellings (``base`` and ``./base``, a folder and its weight file, a path and
-    a scan that finds it again) was two models, each the other's "duplicate". A model folder inside another
-    (a Trainer's ``out/checkpoint-500``) is a model of its own."""
-    where: dict[Path, str] = {}
+    a scan that finds it again, a cache repository and its current snapshot) was two models, each the other's
+    "duplicate": two sources read from one weight file are refused, in whatever order they come. A model
+    folder inside another (a Trainer's ``out/checkpoint-500``) or a variant file beside the one a folder is
+    read from (``model.fp16.safetensors``) is a model of its own."""
+    from ancestree.io.loader import model_files
+
+    read_by: dict[Path, str] = {}
     for mid, p in sources:
-        real = p.resolve()
-        for other in (real, *real.parents):
-            if other in where and (other == real or real.is_file()):
-                what = "is the model" if other == real else "lies inside the model folder"
-                raise BadInputError(mid, f"{what} {where[other]!r}, given already (one model given twice)")
-        where[real] = mid
+        files = model_files(p) if p.is_dir() else {p.resolve()}
+        shared = next((read_by[f] for f in sorted(files) if f in read_by), None)
+        if shared is not None:
+            raise BadInputError(mid, f"is read from the files of {shared!r}, given already (one model given twice)")
+        read_by.update(dict.fromkeys(files, mid))
 
 
 def check_not_in_zoo(output: str | Path, zoo: str | Path) -> None:

@@ -95,6 +95,8 @@ def tree(
     sources = collect_sources(list(paths or []), scan)
     if output and png and Path(output).resolve() == Path(png).resolve():
         raise BadInputError(png, "--png and --output name the same file")
+    if png in ("-", "/dev/stdout") and output in (None, "", "-", "/dev/stdout"):  # one stream, a PNG and text in it
+        raise BadInputError(png, "--png writes to standard output, where the graph goes too: give -o FILE for the graph")
     for target, option in ((output, "--output"), (png, "--png")):
         if target:  # before the recovery, and before either file is written
             check_output(target, [p for _, p in sources], option)

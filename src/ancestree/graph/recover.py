@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -163,9 +164,9 @@ class GraphRecovery:
         odd = next((f for f in fingerprints if not isinstance(f, Fingerprint)), None)
         if odd is not None:
             raise TypeError(f"fit takes Fingerprint objects (ancestree.fingerprint.fingerprint(path)), not {type(odd).__name__}")
-        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 1:
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, Integral) or self.neighbours < 1:
             raise ValueError(f"neighbours must be a whole number of at least 1, not {self.neighbours!r}")
-        if isinstance(self.related, bool) or not isinstance(self.related, (int, float)) or not 0 < self.related <= 1:
+        if isinstance(self.related, bool) or not isinstance(self.related, Real) or not 0 < self.related <= 1:
             raise ValueError(f"related must be a correlation in (0, 1], not {self.related!r}")
 
     # -- one architecture -----------------------------------------------------------------------------

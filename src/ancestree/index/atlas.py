@@ -232,6 +232,9 @@ class Atlas:
             self._also_at(result, same, then=lambda cur: sync_declared(self.store, cur))
             return Outcome(result.name, "updated" if renewed else "skipped", f"the very same files as {same['name']}", same["name"])
         if same is not None:  # its own files, touched or moved: remember their new stat, and what its card says now
+            if Path(result.path).resolve() == Path(same["path"]).resolve():  # touched in place: its own row's stat
+                with self.store.transaction() as cur:  # too (its alias row alone hid later card edits)
+                    self.store.repath(int(same["id"]), same["path"], result.stat_key, cur)
             self._also_at(result, same)
             now, row = stored_declaration(fp.declared.base_model, fp.declared.relation), self.store.model(same["name"])
             if row is not None and now != stored_declaration(row["declared_base"], row["declared_relation"]):
@@ -244,6 +247,7 @@ class Atlas:
             return Outcome(fp.id, "updated", "its files changed")
         if existing is None and handed is None:  # a name still standing for another model's copy elsewhere is not free
             fp.id = self._beside_aliases(fp.id, result.path)
+            named.add(fp.id)  # taken in this run: a model found under it later in the run is another model
         if self.store.name_taken(fp.id):  # another model of this run already goes by this name: keep both, distinctly
             fp.id = f"{fp.id}@{result.file_hash[:8]}"
         self.store.add_model(fp, result.path, result.file_hash, result.stat_key, run)

@@ -299,9 +299,11 @@ class IndexStore:
         card read again (``model`` names the row it is the card of; None for an alias, whose card the index
         does not keep). Known files under another name are no skip: a Hugging Face cache repository whose
         ``refs/main`` moved back names the files of an older snapshot."""
-        rows = self.conn.execute("SELECT name, stat_key, file_hash, name, declared_base, declared_relation FROM models"
-                                 " WHERE stat_key IS NOT NULL UNION SELECT coalesce(a.name, m.name), a.stat_key, '',"
-                                 " NULL, NULL, NULL FROM aliases a JOIN models m ON m.id = a.model WHERE a.stat_key IS NOT NULL")
+        # models first: a model's own name and stat also held by an alias row of its path must read its card again
+        rows = [*self.conn.execute("SELECT name, stat_key, file_hash, name, declared_base, declared_relation FROM models"
+                                   " WHERE stat_key IS NOT NULL"),
+                *self.conn.execute("SELECT coalesce(a.name, m.name), a.stat_key, '', NULL, NULL, NULL FROM aliases a"
+                                   " JOIN models m ON m.id = a.model WHERE a.stat_key IS NOT NULL")]
         known = {}
         for name, key, file_hash, model, base, relation in rows:
             known.setdefault((name, key), (model, base, relation))

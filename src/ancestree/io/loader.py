@@ -129,8 +129,12 @@ def is_model_folder(folder: Path) -> bool:
 
 def models_inside(folder: Path) -> list[str]:
     """Model folders directly inside the model folder ``folder`` (a Trainer's ``out/checkpoint-500``, besides
-    its final weights in ``out``): a scan does not enter a model, so these are read only when given."""
+    its final weights in ``out``): a scan does not enter a model, so these are read only when given. A
+    model assembled from sub-folders (sentence-transformers' ``modules.json``, a diffusers pipeline's
+    ``model_index.json``) has parts there, not other models."""
     if not folder.is_dir() or cache_revision(folder) is not None:  # a cache repository's snapshots are its own
+        return []
+    if (folder / "modules.json").exists() or (folder / "model_index.json").exists():
         return []
     return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_folder(p))
 

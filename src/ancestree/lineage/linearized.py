@@ -233,6 +233,12 @@ class LinearizedRanker(FeatureRanker):
 
         before, self.alphas = self.alphas, list(alphas)  # the features are computed for every α tried
         per_alpha: dict[float, list] = {a: [] for a in alphas}
+
+        def quality(a: float) -> tuple[float, float]:
+            hits = [int(np.argmax(s) == t) for s, t in per_alpha[a] if t is not None]
+            cal = fit_calibration(per_alpha[a])
+            return (float(np.mean(hits)) if hits else 0.0, log_likelihood(per_alpha[a], cal))
+
         try:
             for child, candidates, truth in tasks:
                 _, f_c, feats, _ = self.features_by_alpha(child, candidates)
@@ -240,16 +246,10 @@ class LinearizedRanker(FeatureRanker):
                 for a in alphas:
                     scores = [similarity(self.metric, f_c[i], feats[i][a]) for i in ids]
                     per_alpha[a].append((scores, ids.index(truth) if truth in ids else None))
+            alpha = max(alphas, key=quality)
+            calibration = fit_calibration(per_alpha[alpha])
         except BaseException:
             self.alphas = before  # a failed fit leaves the ranker as it was (it ranked with the first α tried)
             raise
-
-        def quality(a: float) -> tuple[float, float]:
-            hits = [int(np.argmax(s) == t) for s, t in per_alpha[a] if t is not None]
-            cal = fit_calibration(per_alpha[a])
-            return (float(np.mean(hits)) if hits else 0.0, log_likelihood(per_alpha[a], cal))
-
-        self.alpha = max(alphas, key=quality)
-        self.alphas = [self.alpha]
-        self.calibration = fit_calibration(per_alpha[self.alpha])
+        self.alpha, self.alphas, self.calibration = alpha, [alpha], calibration
         return self

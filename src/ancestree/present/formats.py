@@ -75,7 +75,9 @@ def to_graphml(graph: ModelGraph) -> str:
 def _xml_text(text: str) -> str:
     """``text`` with the characters XML 1.0 cannot hold (controls but tab and newlines) written as ``\\xNN``: a
     name holding one made a GraphML file no XML reader accepts."""
-    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", lambda m: f"\\x{ord(m.group()):02x}", text)
+    # lone surrogates too: a file name that is not UTF-8 carries them (os.fsdecode), written as \\udcNN
+    return re.sub(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]",
+                  lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
 
 
 def _mermaid_id(index: int) -> str:

@@ -177,8 +177,10 @@ class RowNamer:
     def state(self) -> dict[str, np.ndarray]:
         if not self.fitted:
             return {}
-        out = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef, "intercept": self.intercept}
-        return out if self.ref_b is None else {**out, "ref_b": self.ref_b}
+        # an expert saved before the logistic readout has no coef/intercept: left out, read back as None
+        out = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef, "intercept": self.intercept,
+               "ref_b": self.ref_b}
+        return {k: v for k, v in out.items() if v is not None}
 
     def describe(self) -> dict:
         return {"layer": self.layer, "sharpness": self.sharpness, "quality": self.quality}
