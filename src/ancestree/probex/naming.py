@@ -127,6 +127,7 @@ class RowNamer:
 
     def predict_proba(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         """``(N, C)`` probability of each seen class, read from its own row's response alone."""
+        assert self.coef is not None and self.intercept is not None, "RowNamer has no readout"
         z = self.responses(x, b)[:, self.rows] * self.coef + self.intercept
         return 1.0 / (1.0 + np.exp(np.clip(-z, -50, 50)))
 
@@ -136,27 +137,30 @@ class RowNamer:
 
     def responses(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
         """``(N, h)`` row responses of models (``x``, ``b``: their ``layer`` and its bias)."""
+        assert self.ref is not None, "RowNamer is not fitted"
         return row_responses(x, self.ref, b if self.ref_b is not None else None, self.ref_b)
 
     def affinity(self, text: np.ndarray) -> np.ndarray:
         """``(h, K)``: how well each row's profile over the seen classes matches each prompt's profile."""
-        keys = _centred_unit(self.ref, self.ref.mean(0))
-        row_profile = _zscore(keys @ keys[self.rows].T, 1)  # (h, C)
-        centre = self.text_seen.mean(0)
-        t_seen, t = _centred_unit(self.text_seen, centre), _centred_unit(np.asarray(text, dtype=np.float32), centre)
+        ref, rows, text_seen = self._fitted()
+        keys = _centred_unit(ref, ref.mean(0))
+        row_profile = _zscore(keys @ keys[rows].T, 1)  # (h, C)
+        centre = text_seen.mean(0)
+        t_seen, t = _centred_unit(text_seen, centre), _centred_unit(np.asarray(text, dtype=np.float32), centre)
         text_profile = _zscore(t @ t_seen.T, 1)  # (K, C)
         return row_profile @ text_profile.T / row_profile.shape[1]
 
     def prompt_rows(self, text: np.ndarray) -> np.ndarray:
         """``(h, K)`` weights of rows for each prompt: a seen class's own row; otherwise the free rows
         (no seen class holds them), distinct rows for prompts asked together, soft weights for one alone."""
+        ref, rows, text_seen = self._fitted()
         text = np.asarray(text, dtype=np.float32)
-        h, k = self.ref.shape[0], len(text)
+        h, k = ref.shape[0], len(text)
         weights = np.zeros((h, k), dtype=np.float32)
-        same = text @ self.text_seen.T  # unit rows: cosine
+        same = text @ text_seen.T  # unit rows: cosine
         seen = same.max(1) > 0.999
-        weights[self.rows[same.argmax(1)[seen]], np.flatnonzero(seen)] = 1.0
-        free = np.setdiff1d(np.arange(h), self.rows) if h > len(self.rows) else np.arange(h)
+        weights[rows[same.argmax(1)[seen]], np.flatnonzero(seen)] = 1.0
+        free = np.setdiff1d(np.arange(h), rows) if h > len(rows) else np.arange(h)
         ask = np.flatnonzero(~seen)
         if len(ask) == 0:
             return weights
@@ -169,17 +173,23 @@ class RowNamer:
             weights[np.ix_(free, ask)] = soft / soft.sum(0)
         return weights
 
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ref, rows, text_seen)`` of a fitted namer."""
+        assert self.ref is not None and self.rows is not None and self.text_seen is not None, "RowNamer is not fitted"
+        return self.ref, self.rows, self.text_seen
+
     def scores(self, x: np.ndarray, b: np.ndarray | None, text: np.ndarray) -> np.ndarray:
         """``(N, K)``: response of each model's row(s) for each prompt; higher = better match."""
         return self.responses(x, b) @ self.prompt_rows(text)
 
     # -- persistence --------------------------------------------------------------------------------
     def state(self) -> dict[str, np.ndarray]:
+        """Arrays to save (``coef``/``intercept`` left out for a namer restored from before the readout)."""
         if not self.fitted:
             return {}
         # an expert saved before the logistic readout has no coef/intercept: left out, read back as None
-        out = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef, "intercept": self.intercept,
-               "ref_b": self.ref_b}
+        out: dict[str, np.ndarray | None] = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef,
+                                             "intercept": self.intercept, "ref_b": self.ref_b}
         return {k: v for k, v in out.items() if v is not None}
 
     def describe(self) -> dict:
