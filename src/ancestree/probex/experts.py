@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -155,7 +155,7 @@ class Expert:
     def predict_proba(self, layers: dict[str, np.ndarray]) -> np.ndarray:
         """``(C,)`` probability that the model (its candidate layers) was trained on each known class."""
         proba = self.probex.predict_proba([layers[n][None] for n in self.layers])[0]
-        if self.probex.config.row_readout and self.namer.fitted and self.namer.coef is not None:
+        if self.probex.config.row_readout and self.namer.layer is not None and self.namer.coef is not None:  # fitted
             proba = 0.5 * (proba + self.namer.predict_proba(*self.stack(layers, self.namer.layer))[0])
         return proba
 
@@ -223,8 +223,9 @@ class ProbeXExperts:
 
     def _work_dir(self) -> Path:
         """Where layer and text caches go: the folder given, else a temporary one owned by this object."""
-        if self.resume_dir or self.cache_dir:
-            return self.resume_dir or self.cache_dir
+        folder = self.resume_dir or self.cache_dir
+        if folder:
+            return folder
         if self._scratch is None:
             self._scratch = tempfile.TemporaryDirectory(prefix="probex-")
         return Path(self._scratch.name)
@@ -379,6 +380,7 @@ class ProbeXExperts:
         expert = self.experts.get(tree.name) if tree else None
         lacking = [n for n in expert.layers if n not in layers] if expert is not None else []
         if lacking:  # the model has the layout the expert was trained on: its expert.json was changed since
+            assert tree is not None  # an expert was found for it
             raise BadInputError(self.source_, f"damaged ProbeX experts folder: the expert of tree {tree.name} reads "
                                               f"layer {lacking[0]!r}, which models of its layout do not have")
         return expert, layers
@@ -403,7 +405,7 @@ class ProbeXExperts:
         With a fitted :class:`RowNamer` (``zero_shot="rows"``) the score is the response of the output row
         named by the query; otherwise the ProbeX text head's score of the query's prompt.
         """
-        if expert.namer.fitted and expert.probex.config.zero_shot == "rows":
+        if expert.namer.layer is not None and expert.probex.config.zero_shot == "rows":  # fitted
             # the query (first) as the class it names; the alternatives of `--classes` as given: a class the user
             # names as another is not replaced by a known one
             named = [named_class(queries[0], expert.classes), *queries[1:]] if queries else []
@@ -422,7 +424,8 @@ class ProbeXExperts:
         several(classes or [], "classes")
         itself = (text, _named_in(text, classes))  # the query, and the alternative it names: no rival of it
         queries = [text] + [c for c in classes or () if c not in itself]
-        results, damaged = [], {}
+        results: list[dict[str, Any]] = []
+        damaged: dict[str, str] = {}
         for model_id, path in models:
             try:
                 expert, layers = self.route(path, model_id)
@@ -504,7 +507,7 @@ class ProbeXExperts:
     @staticmethod
     def _load_expert(folder: Path) -> Expert:
         meta = json.loads((folder / "expert.json").read_text())
-        shapes = [tuple(int(d) for d in s) for s in meta["shapes"]]
+        shapes = cast("list[tuple[int, int]]", [tuple(int(d) for d in s) for s in meta["shapes"]])
         if not isinstance(meta["layers"], list) or len(meta["layers"]) != len(shapes):
             raise ValueError(f"{folder.name}/expert.json lists {meta['layers']!r} for {len(shapes)} layer shapes")
         with warnings.catch_warnings():  # a refused pickle: torch's multi-line advice would bury the one-line error

@@ -147,8 +147,21 @@ class ProbeXNet(nn.Module):
         return torch.stack([enc(v) for enc, v in zip(self.encoders, views)]).sum(0)
 
     def text_logits(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        assert self.text_map is not None, "a net without the text head"
         t = F.normalize(self.text_map(text), dim=1)
         return self.log_scale.clamp(max=math.log(100.0)).exp() * F.normalize(z, dim=1) @ t.T
+
+
+def _class_head(net: ProbeXNet) -> nn.Linear:
+    """The class head of the ``"bce"`` net (built with it)."""
+    assert net.class_head is not None, "a net without the class head"
+    return net.class_head
+
+
+def _text_map(net: ProbeXNet) -> nn.Linear:
+    """The text map of the ``"text"`` net (built with it)."""
+    assert net.text_map is not None, "a net without the text head"
+    return net.text_map
 
 
 def _standardise(score: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -188,7 +201,7 @@ class ProbeX:
         torch.manual_seed(cfg.seed)
         self.reference = [x.mean(0) for x in layers] if cfg.delta else []
         shapes = [tuple(x.shape[1:]) for x in layers]
-        plan = [(("bce", "text"), cfg.lr)] if cfg.joint else [(("bce",), cfg.lr), (("text",), cfg.lr_text)]
+        plan: list[tuple[tuple[str, ...], float]] = [(("bce", "text"), cfg.lr)] if cfg.joint else [(("bce",), cfg.lr), (("text",), cfg.lr_text)]
         text_dim = 0 if text is None else text.shape[1]
         inputs, yt = self._inputs(layers), torch.as_tensor(y, dtype=torch.float32)
         tt = None if text is None else torch.as_tensor(text, dtype=torch.float32)
@@ -220,6 +233,7 @@ class ProbeX:
                 if net.class_head is not None:
                     loss = loss + F.binary_cross_entropy_with_logits(net.class_head(z), y[idx])
                 if net.text_map is not None:
+                    assert text is not None  # the text head is only built with text
                     loss = loss + _text_loss(net.text_logits(z, text), y[idx], cfg.symmetric)
                 opt.zero_grad()
                 loss.backward()
@@ -241,7 +255,7 @@ class ProbeX:
     @torch.no_grad()
     def predict_proba(self, layers: list[np.ndarray]) -> np.ndarray:
         """``(N, C)`` probability that each model was trained on each training class."""
-        return torch.sigmoid(self.nets["bce"].class_head(self._z("bce", layers))).numpy()
+        return torch.sigmoid(_class_head(self.nets["bce"])(self._z("bce", layers))).numpy()
 
     @torch.no_grad()
     def text_scores(self, layers: list[np.ndarray], text: np.ndarray) -> np.ndarray:
@@ -258,12 +272,13 @@ class ProbeX:
 
     def _cosines(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         net = self.nets["text"]
-        return F.normalize(z, dim=1) @ F.normalize(net.text_map(text), dim=1).T
+        return F.normalize(z, dim=1) @ F.normalize(_text_map(net)(text), dim=1).T
 
     def _transfer_head(self, text: torch.Tensor, ridge: float = 0.1) -> torch.Tensor:
         """Class-head rows (weights | bias) for prompts, by kernel ridge from the seen classes' rows."""
-        head = self.nets["bce"].class_head
+        head = _class_head(self.nets["bce"])
         rows = torch.cat([head.weight, head.bias[:, None]], 1)  # (C, r_T + 1)
+        assert self.text_seen is not None  # callers check it
         seen = F.normalize(self.text_seen, dim=1)
         gram = seen @ seen.T
         alpha = torch.linalg.solve(gram + ridge * torch.eye(len(gram)), rows - rows.mean(0))
@@ -292,8 +307,8 @@ class ProbeX:
         return {
             "config": self.config.to_dict(),
             "nets": list(groups.values()),
-            "n_classes": self.nets["bce"].class_head.out_features,
-            "text_dim": self.nets["text"].text_map.in_features if "text" in self.nets else 0,
+            "n_classes": _class_head(self.nets["bce"]).out_features,
+            "text_dim": _text_map(self.nets["text"]).in_features if "text" in self.nets else 0,
         }
 
     @classmethod
