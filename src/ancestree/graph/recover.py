@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral, Real
+from typing import cast
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -204,7 +205,7 @@ class GraphRecovery:
             for label in np.unique(labels):
                 nodes = [i for i in np.flatnonzero(labels == label) if reps[i] == i]
                 if len(nodes) > 1:
-                    self._fit_tree(gv, members, nodes, neighbours)
+                    self._fit_tree(gv, members, cast("list[int]", nodes), neighbours)  # numpy ints index as ints
 
     def _bridges(self, gv: GroupVectors, members: list[Fingerprint], reps: list[int], labels: np.ndarray) -> np.ndarray:
         """Related pairs across the components of ``labels`` among the most correlated models (the
@@ -283,7 +284,7 @@ class GraphRecovery:
         found: dict[int, tuple[list[int], list[float]]] = {}
         # sampled coordinates of this tree's rows only (the group can be far larger than one tree)
         row = {node: k for k, node in enumerate(nodes)}
-        S = gv.U[np.ix_(nodes, merge_coordinates(gv.U.shape[1]))]
+        S = gv.U[np.ix_(nodes, merge_coordinates(gv.U.shape[1]))]  # type: ignore[arg-type]  # numpy's stubs refuse a list of ints
 
         def wide(c: int) -> list[int]:
             return [nodes[k] for k in wide_merge_candidates(S, row[c], [row[j] for j in pool if j != c])]
@@ -520,7 +521,8 @@ class GraphRecovery:
                 d = np.linalg.norm(gv.U - target, axis=1)
                 d[ci] = np.inf
                 pi = int(np.argmin(d))
-                if d[pi] < 0.05 * max(np.linalg.norm(delta), 1e-12) and (best is None or d[pi] < best[0]):
+                scale = cast("float | np.floating", max(np.linalg.norm(delta), 1e-12))  # max() loses numpy's type
+                if d[pi] < 0.05 * scale and (best is None or d[pi] < best[0]):
                     best = (d[pi], gv.ids[pi])
             if best:  # a byte-identical copy of the base (an ONNX export) matches as well: name the original
                 return next((e.parent for e in self.edges_ if e.relation == "duplicate" and e.child == best[1]), best[1])

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -79,7 +79,8 @@ class Tree:
     sketches: np.ndarray | None = field(default=None, repr=False)
 
     def distance(self, x: np.ndarray) -> float:
-        return float(np.linalg.norm(x - self.centroid) / max(np.linalg.norm(self.centroid), 1e-12))
+        scale = cast("float | np.floating", max(np.linalg.norm(self.centroid), 1e-12))  # max() loses numpy's type
+        return float(np.linalg.norm(x - self.centroid) / scale)
 
     def nearest(self, x: np.ndarray) -> float:
         """The relative distance ``‖x − m‖ / sqrt(‖x‖·‖m‖)`` to the nearest member (the centroid distance when
@@ -151,9 +152,10 @@ class Router:
         Routers saved without their members' sketches fall back to the centroid and :meth:`limit`."""
         fits = [t for t in self.trees if t.arch == arch and t.centroid.shape == sketch_vec.shape]
         if fits and all(t.sketches is not None for t in fits):
-            d, best = min((t.nearest(sketch_vec), k) for k, t in enumerate(fits))
-            return fits[best] if d <= self.threshold else None
-        best, best_d = None, np.inf
+            d, nearest = min((t.nearest(sketch_vec), k) for k, t in enumerate(fits))
+            return fits[nearest] if d <= self.threshold else None
+        best: Tree | None = None
+        best_d = np.inf
         for tree in self.trees:
             if tree.arch != arch or tree.centroid.shape != sketch_vec.shape:
                 continue
