@@ -8,20 +8,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any, TypedDict
 
 from ancestree.errors import BadInputError
 from ancestree.zoo.data import class_names
 from ancestree.zoo.plan import Plan, PlanBuilder
 from ancestree.zoo.recipes import TrainSpec
 
+
+class Sizes(TypedDict, total=False):
+    """Model sizes: the ``**sizes`` of :meth:`PlanBuilder.root` (typed, so they are not taken for ``split``)."""
+
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    mlp_dim: int
+    patch_size: int
+    channels: int
+
+
 # Model sizes used by the presets (parameter counts in the README table).
-VIT_TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64, "patch_size": 4}
-VIT_SMALL = {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128, "patch_size": 4}
-VIT_BASE = {"hidden_size": 128, "num_layers": 6, "num_heads": 4, "mlp_dim": 256, "patch_size": 4}
-CNN_TINY = {"channels": 16, "num_layers": 2, "hidden_size": 32}
-CNN_SMALL = {"channels": 32, "num_layers": 3, "hidden_size": 128}
-MLP_TINY = {"hidden_size": 64, "num_layers": 2}
-MLP_SMALL = {"hidden_size": 256, "num_layers": 2}
+VIT_TINY: Sizes = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_dim": 64, "patch_size": 4}
+VIT_SMALL: Sizes = {"hidden_size": 64, "num_layers": 4, "num_heads": 4, "mlp_dim": 128, "patch_size": 4}
+VIT_BASE: Sizes = {"hidden_size": 128, "num_layers": 6, "num_heads": 4, "mlp_dim": 256, "patch_size": 4}
+CNN_TINY: Sizes = {"channels": 16, "num_layers": 2, "hidden_size": 32}
+CNN_SMALL: Sizes = {"channels": 32, "num_layers": 3, "hidden_size": 128}
+MLP_TINY: Sizes = {"hidden_size": 64, "num_layers": 2}
+MLP_SMALL: Sizes = {"hidden_size": 256, "num_layers": 2}
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ def micro(b: PlanBuilder) -> None:
 
 def tiny(b: PlanBuilder) -> None:
     """A few dozen tiny models with every relation kind; builds in seconds (used by the tests)."""
-    pre = dict(vary=False, lr=0.05, batch_size=32, n_per_class=20)
+    pre: dict[str, Any] = dict(vary=False, lr=0.05, batch_size=32, n_per_class=20)
     vit = b.root("ancestree-vit", "shapes", 12, b.train_spec(150, **pre), **VIT_TINY)
     fans = [b.finetune(vit, b.train_spec(60)) for _ in range(3)]
     b.merge(fans[:2])
@@ -68,8 +81,8 @@ def tiny(b: PlanBuilder) -> None:
     b.transform(b.finetune(cnn, b.train_spec(50)), "q4")
 
 
-VIT_MID = {"hidden_size": 48, "num_layers": 4, "num_heads": 4, "mlp_dim": 96, "patch_size": 4}
-MLP_LARGE = {"hidden_size": 1024, "num_layers": 2}
+VIT_MID: Sizes = {"hidden_size": 48, "num_layers": 4, "num_heads": 4, "mlp_dim": 96, "patch_size": 4}
+MLP_LARGE: Sizes = {"hidden_size": 1024, "num_layers": 2}
 SPLITS = ("train", "train", "val", "train", "test")  # family i gets SPLITS[i % 5]: 60% / 20% / 20%
 
 
