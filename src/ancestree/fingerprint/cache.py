@@ -100,7 +100,7 @@ class FingerprintCache:
             entry = json.loads(self._stat_path(key).read_text(encoding="utf-8"))
             content = self._content_path(str(entry["entry_key"]), spec)
             fp = from_bytes(content.read_bytes())[0]
-        except (*DAMAGED_FILE, BadInputError):
+        except DAMAGED_FILE + (BadInputError,):
             if content is not None and content.is_file():  # damaged: computed again, and put() writes it anew
                 content.unlink(missing_ok=True)
             return None

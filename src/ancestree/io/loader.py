@@ -186,7 +186,7 @@ def load_model(path: str | Path, model_id: str | None = None) -> Model:
 
 #: What libraries raise on damaged files (the readers' parsers add struct's and zlib's); anything else is a
 #: bug in ancestree and stays an internal error.
-READ_ERRORS = (*DAMAGED_FILE, struct.error, zlib.error)
+READ_ERRORS: tuple[type[BaseException], ...] = (*DAMAGED_FILE, struct.error, zlib.error)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class NpzModel(Model):
     def _read_stored(self, name: str) -> np.ndarray:
         m = self._members[name]
         if m.offset is not None and m.info.numel > 0:
-            order = "F" if m.fortran else "C"
+            order: Literal["C", "F"] = "F" if m.fortran else "C"
             flat = np.memmap(self.path, dtype=m.dtype, mode="r", offset=m.offset, shape=(m.info.numel,))
             values = flat.reshape(m.info.shape, order=order)
         else:

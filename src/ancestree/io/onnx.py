@@ -42,7 +42,7 @@ _ZERO_POINT_INPUTS = {"MatMulInteger": (2, 3), "ConvInteger": (2, 3)}
 
 
 #: ONNX element types stored as plain little-endian numbers, which external data can be mapped as.
-MAPPABLE_TYPES = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.DOUBLE: np.dtype("<f8"),
+MAPPABLE_TYPES: dict[int, np.dtype] = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.DOUBLE: np.dtype("<f8"),
                   TensorProto.INT8: np.dtype("i1"), TensorProto.UINT8: np.dtype("u1"), TensorProto.INT16: np.dtype("<i2"),
                   TensorProto.UINT16: np.dtype("<u2"), TensorProto.INT32: np.dtype("<i4"), TensorProto.INT64: np.dtype("<i8")}
 
@@ -247,9 +247,11 @@ class OnnxModel(Model):
             if node.op_type != "QuantizeLinear" or _input(node, 0) not in self._stored:
                 continue
             w, s, z = _input(node, 0), _input(node, 1), _input(node, 2)
+            assert w is not None  # a stored name
             dq = next((c for c in consumers.get(node.output[0], []) if c.op_type == "DequantizeLinear"), None)
             if dq is None or s not in self._stored or w in self._fake or self._stored[w].dtype not in ("float32", "float16", "float64", "bfloat16"):
                 continue
+            assert s is not None  # a stored name
             ds, dz = _input(dq, 1), _input(dq, 2)
             if ds not in self._stored or (dz is not None and dz not in self._stored):
                 continue
