@@ -112,7 +112,7 @@ def _written_through(target: Path) -> Iterator[Path]:
 
 
 @contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds.
 
     A symbolic link keeps being one: the file it names is replaced. ``-`` is standard output (``./-`` a file

@@ -153,7 +153,7 @@ def _dangling_weights(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if _is_weight_file(p) and p.is_symlink() and not p.exists())
 
 
-def load_model(path: str | Path, model_id: str | None = None) -> Model:
+def load_model(path: str | os.PathLike[str], model_id: str | None = None) -> Model:
     """Open the model at ``path`` (a weight file, a model folder or a zip of one).
 
     ``model_id`` defaults to the path exactly as given. Raises :class:`BadInputError` naming the path
@@ -241,7 +241,7 @@ def _models_below(folder: Path, depth: int = 2) -> bool:
     return False
 
 
-def scan_models(root: str | Path) -> Iterator[tuple[str, Path]]:
+def scan_models(root: str | os.PathLike[str]) -> Iterator[tuple[str, Path]]:
     """Every model below ``root`` as ``(id relative to root, path)``; a model folder is not searched further.
 
     A link to a folder is followed only to a folder outside ``root`` that the scan has not met: in training
@@ -273,7 +273,7 @@ def _model_folder(root: Path, folder: Path, seen: set[Path]) -> Iterator[tuple[s
             yield snapshot.relative_to(root).as_posix(), snapshot
 
 
-def scan_folders(folders: Iterable[str | Path]) -> list[tuple[str, Path]]:
+def scan_folders(folders: Iterable[str | os.PathLike[str]]) -> list[tuple[str, Path]]:
     """:func:`scan_models` over several folders, each model once (by its resolved path). An id found below two
     folders (``runA/final`` and ``runB/final`` both give ``final``) is named with its folder, as given, in front,
     so that every id names one model. A folder holding no model is :class:`BadInputError`."""

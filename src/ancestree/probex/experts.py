@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import pickle
 import re
 import shutil
@@ -532,7 +533,7 @@ class ProbeXExperts:
         return expert if same and expert.probex.config == self.config else None
 
     @classmethod
-    def load(cls, directory: str | Path, cache_dir: str | Path | None = None) -> ProbeXExperts:
+    def load(cls, directory: str | os.PathLike[str], cache_dir: str | Path | None = None) -> ProbeXExperts:
         """Experts saved by :meth:`save` (everything read with ``weights_only=True``)."""
         directory = Path(directory)
         if not (directory / "experts.json").is_file():
