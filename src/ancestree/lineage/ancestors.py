@@ -24,11 +24,17 @@ older than the model below it by the weight statistics that order parent and chi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ancestree.lineage.pairs import Source
 from ancestree.lineage.result import Ranking
+
+if TYPE_CHECKING:  # imported where used: fingerprints are only read by these checks
+    import os
+
+    from ancestree.fingerprint import Fingerprint, FingerprintCache
 
 #: ``older(a, b)``: the probability that ``a`` is ``b``'s ancestor rather than its descendant.
 Older = Callable[[Source, Source], float]
@@ -38,13 +44,13 @@ def _id(source: Source) -> str:
     return getattr(source, "id", None) or str(source)
 
 
-def fingerprints_once(cache: object = None) -> Callable[[Source], object]:
+def fingerprints_once(cache: FingerprintCache | str | os.PathLike[str] | bool | None = None) -> Callable[[Source], Fingerprint]:
     """A model's fingerprint, computed once per walk (through ``cache``, a FingerprintCache, when given)."""
     from ancestree.fingerprint import fingerprint
 
-    prints: dict[str, object] = {}
+    prints: dict[str, Fingerprint] = {}
 
-    def get(source: Source) -> object:
+    def get(source: Source) -> Fingerprint:
         if _id(source) not in prints:
             prints[_id(source)] = fingerprint(source, cache) if cache is not None else fingerprint(source)
         return prints[_id(source)]
@@ -52,7 +58,8 @@ def fingerprints_once(cache: object = None) -> Callable[[Source], object]:
     return get
 
 
-def older_by_direction(cache: object = None, prints: Callable[[Source], object] | None = None) -> Older:
+def older_by_direction(cache: FingerprintCache | str | os.PathLike[str] | bool | None = None,
+                       prints: Callable[[Source], Fingerprint] | None = None) -> Older:
     """:data:`Older` from the learned direction model of tree recovery, on fingerprints (``prints``, or
     :func:`fingerprints_once` of ``cache``)."""
     from ancestree.graph.direction import DirectionModel, pair_features
@@ -72,7 +79,8 @@ def older_by_direction(cache: object = None, prints: Callable[[Source], object] 
 CopyOf = Callable[[Source, Source], bool]
 
 
-def copies_by_weights(cache: object = None, prints: Callable[[Source], object] | None = None) -> CopyOf:
+def copies_by_weights(cache: FingerprintCache | str | os.PathLike[str] | bool | None = None,
+                      prints: Callable[[Source], Fingerprint] | None = None) -> CopyOf:
     """:data:`CopyOf` from the copy tests of tree recovery (:mod:`ancestree.graph.relations`), on fingerprints
     (``prints``, or :func:`fingerprints_once` of ``cache``)."""
     from ancestree.graph.relations import is_duplicate, is_pruned_copy, is_quantized_copy

@@ -248,6 +248,9 @@ def _conv(channels: int, dim: int) -> nn.Module:
 class LineageDetector(nn.Module):
     """Scores each candidate from its [CLS, weight, feature, evidence] tokens; plus a learned none score."""
 
+    ev_mean: torch.Tensor  # buffers (registered in __init__)
+    ev_std: torch.Tensor
+
     def __init__(self, cfg: DetectorConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -437,7 +440,9 @@ class DetectorRanker:
         trained = self.model.trained_on
         if trained is None:
             return list(range(len(got.ids))), dict(got.incomparable), []
-        keep, incomparable, notes = [], dict(got.incomparable), []
+        keep: list[int] = []
+        notes: list[tuple[str, str]] = []
+        incomparable = dict(got.incomparable)
         for i, (cid, lay) in enumerate(zip(got.ids, got.layouts)):
             if problem := trained.problem(lay, "this pair's are"):
                 incomparable[cid] = f"beyond the detector: {problem}"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -87,14 +88,19 @@ def _finite(features: torch.Tensor) -> bool:
 def _open_runnable(source: Source) -> Runnable:
     if isinstance(source, Runnable):
         return source
-    return load_runnable(getattr(source, "path", source), getattr(source, "id", None) or str(source))
+    return load_runnable(_path_of(source), getattr(source, "id", None) or str(source))
+
+
+def _path_of(source: Source) -> str | Path:
+    """Where a source is read from: a model's ``path``, else the path itself."""
+    return cast("str | Path", getattr(source, "path", source))
 
 
 def _card(source: Source) -> dict:
     try:
         from ancestree.io import load_model
 
-        with load_model(getattr(source, "path", source)) as model:
+        with load_model(_path_of(source)) as model:
             return dict(model.meta.card)
     except BadInputError:
         return {}
@@ -223,7 +229,8 @@ class LinearizedRanker(FeatureRanker):
             f_c = child.features(x, pc)
         params = cand.params()
         with torch.no_grad():
-            f_p, jd = torch.func.jvp(lambda p: cand.forward(p, x), (params,), (self.delta(child, cand, pc),))
+            f_p, jd = torch.func.jvp(  # type: ignore[misc]  # torch: a 3-tuple only with has_aux, not overloaded
+                lambda p: cand.forward(p, x), (params,), (self.delta(child, cand, pc),))
         return f_c, {a: f_p + a * jd for a in self.alphas}
 
     def fit(self, tasks: Sequence[tuple[Source, Sequence[Source], str | None]],

@@ -112,7 +112,7 @@ def check_distinct(child: Source, candidates: list[Source]) -> None:
         raise BadInputError(name, "no candidates given")
     # the same model twice split its probability with itself; by another path too: a link, or a folder and
     # one of its own weight files (as for the child below)
-    seen: dict[Path, Source] = {}
+    seen: dict[Path, str | Path] = {}  # the paths among the candidates (models given open are not)
     for c in candidates:
         if isinstance(c, Model):
             continue

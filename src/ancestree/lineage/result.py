@@ -85,7 +85,7 @@ class Ranking:
     def to_dict(self, with_evidence: bool = False) -> dict[str, Any]:
         """The contract's JSON record, plus ``method``, ``none_probability``, ``incomparable`` and ``notes``
         (only when there are any, as in ``tree``'s JSON)."""
-        out = {
+        out: dict[str, Any] = {
             "child": self.child,
             "parent": self.parent,
             "ranking": [c.to_dict(with_evidence) for c in self.ranking],
