@@ -49,8 +49,7 @@ def tensor_print(info: TensorInfo, values: np.ndarray, spec: SketchSpec, pool: T
         digest = content_digest(flat)
     else:
         # Small tensors hash faster than a hand-off to the worker thread and back costs (~0.1 ms).
-        worth_a_thread = pool is not None and flat.nbytes >= THREAD_MIN_BYTES
-        pending = pool.submit(content_hashes, flat) if worth_a_thread else None
+        pending = pool.submit(content_hashes, flat) if pool is not None and flat.nbytes >= THREAD_MIN_BYTES else None
         mom = moments(flat)
         digest, layout = pending.result() if pending is not None else content_hashes(flat)
     return TensorPrint(

@@ -59,10 +59,10 @@ def content_digest(flat: np.ndarray) -> str:
     """
     digest = blake3()
     if flat.dtype == CANONICAL:
-        digest.update(flat.view(np.uint8))
+        digest.update(flat.view(np.uint8))  # type: ignore[arg-type]  # numpy's stubs: a buffer only from Python 3.12
     else:
         for chunk in _chunks(flat):
-            digest.update(_canonical(chunk).view(np.uint8))
+            digest.update(_canonical(chunk).view(np.uint8))  # type: ignore[arg-type]  # as above
     return digest.hexdigest()
 
 
@@ -123,9 +123,9 @@ def _power_sums(flat: np.ndarray, shift: float) -> tuple[float, float, float, fl
     return s1, s2, s3, s4, absmax, zeros
 
 
-def _shifted_power_sums(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int]:  # pragma: no cover
+def _shifted_power_sums(x: np.ndarray, shift: float) -> tuple[float, float, float, float, int | np.integer]:  # pragma: no cover
     s1 = s2 = s3 = s4 = 0.0
-    zeros = 0
+    zeros: int | np.integer = 0
     for i in range(x.shape[0]):
         v = x[i]
         d = np.float64(v) - shift
@@ -207,7 +207,7 @@ def _small_sums(x: np.ndarray, bits: np.ndarray):  # pragma: no cover - compiled
         total += np.float64(x[i])
     shift = total / n
     s1 = s2 = s3 = s4 = 0.0
-    zeros = 0
+    zeros: int | np.integer = 0
     lo, hi, nan = np.float64(x[0]), np.float64(x[0]), False
     plain = np.uint64(0)
     mixed = np.uint64(0)

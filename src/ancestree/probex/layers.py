@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -112,7 +113,7 @@ class LayerCache:
         stat_id = self._stat_id(Path(path))
         entry = self._index.get(stat_id)
         current = entry and entry.get("key_version") == KEY_VERSION  # else written by an older version (its biases too)
-        if current and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
+        if entry is not None and current and self._holds(self.root / f"{entry['key']}.npz", entry["layers"]):
             return entry
         with load_model(path, model_id) as model:
             names = candidate_layers(model.tensors, self.max_layers, self.max_numel)
@@ -127,7 +128,8 @@ class LayerCache:
             target = self.root / f"{entry['key']}.npz"
             if not target.is_file() or not self._holds(target, entry["biases"].values()):
                 with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-                    np.savez(fh, **read_candidates(model, names))
+                    arrays: dict[str, Any] = read_candidates(model, names)  # Any: savez's stubs would take a name for allow_pickle
+                    np.savez(fh, **arrays)
         self._index[stat_id] = entry
         return entry
 

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 
@@ -146,14 +146,16 @@ class CachedEncoder:
             self._save()
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([fresh.get(self._key(t), self._memo.get(self._key(t))) for t in texts]).astype(np.float32)
+        vectors = [fresh.get(self._key(t), self._memo.get(self._key(t))) for t in texts]
+        return np.stack(cast("list[np.ndarray]", vectors)).astype(np.float32)  # each text is fresh or memoised
 
     def _save(self) -> None:
         if self.path is None or self.read_only:
             return
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as fh:
-                np.savez(fh, **self._memo)
+                arrays: dict[str, Any] = self._memo  # Any: savez's stubs would take a name for allow_pickle
+                np.savez(fh, **arrays)
 
 
 def get_text_encoder(spec: str = "minilm", cache: str | Path | None = None, read_only: bool = False) -> TextEncoder:
