@@ -297,7 +297,7 @@ class Atlas:
         on_copy = self.store.alias_name(same["path"]) not in (None, same["name"])
         return result.name == same["name"] and result.path != same["path"] and on_copy
 
-    def _also_at(self, result: Ingested, same: Any, then: Callable[[Any], None] | None = None) -> None:
+    def _also_at(self, result: Ingested, same: Any, then: Callable[[Any], object] | None = None) -> None:
         """Remember another path (and name) holding an indexed model's files; the model is read from here from
         now on when :func:`_read_from_here` says so."""
         moved = self._read_from_here(result, same)

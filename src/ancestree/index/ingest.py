@@ -61,8 +61,8 @@ def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
                 indexed, *stored = known[name, key]
                 declared = declared_of(model)
                 now = stored_declaration(declared.base_model, declared.relation)
-                changed = indexed is not None and now != tuple(stored)  # an alias's card is not the model's
-                return Ingested(name, path, "known", stat_key=key, declared=(indexed, *now) if changed else None,
+                changed = (indexed, *now) if indexed is not None and now != tuple(stored) else None  # an alias's card is not the model's
+                return Ingested(name, path, "known", stat_key=key, declared=changed,
                                 alias=indexed is None, seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)
             digest = file_hash(model)

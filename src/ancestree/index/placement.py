@@ -201,7 +201,7 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
     checked = 0
     found = index.query_many(vectors[[position[n] for n in new]], max(k, FAR_NEIGHBOURS))
     for fp, hits in zip(prints(new), found):
-        best: dict[object, tuple[str, float]] = {}  # tree id, or an unplaced new model -> best candidate
+        best: dict[int | str, tuple[str, float]] = {}  # tree id, or an unplaced new model -> best candidate
         for rank, (name, cos) in enumerate(hits):
             if rank >= k and cos < SURE_COSINE:
                 continue
@@ -216,14 +216,14 @@ def candidate_trees(store: IndexStore, new: Sequence[str], space: Embeddings, de
             if name in new_names:
                 links[fp.id].add(name)
             else:
-                joins[fp.id].add(int(key))  # type: ignore[arg-type]
+                joins[fp.id].add(int(key))
         for edge in declared:
             if fp.id in (edge.parent, edge.child):
                 other = edge.parent if edge.child == fp.id else edge.child
                 if other in new_names:
                     links[fp.id].add(other)
-                elif tree_of.get(other) is not None:
-                    joins[fp.id].add(int(tree_of[other]))
+                elif (other_tree := tree_of.get(other)) is not None:
+                    joins[fp.id].add(int(other_tree))
         if fp.content_key != NOTHING_KEY:  # the same values already indexed: join their tree
             for row in store.models("content_key = ? AND tree IS NOT NULL", (fp.content_key,)):
                 joins[fp.id].add(int(row["tree"]))
@@ -412,6 +412,7 @@ def place_locally(store: IndexStore, trees: set[int], new: list[str], space: Emb
             continue
         break
     else:
+        assert isinstance(decided, str)  # each pass that did not break left the reason
         return decided
     edges, moved = spliced
     target = {tree_of[e.parent] for e in edges if e.child in new and e.parent not in new}

@@ -279,7 +279,7 @@ class IndexStore:
     def start_run(self, command: str) -> int:
         with self.transaction() as cur:
             cur.execute("INSERT INTO runs (command, started) VALUES (?, ?)", (command, time.time()))
-            return int(cur.lastrowid)
+            return _inserted(cur)
 
     def finish_run(self, run: int, status: str, added: int, skipped: int) -> None:
         with self.transaction() as cur:
@@ -304,7 +304,7 @@ class IndexStore:
                                    " WHERE stat_key IS NOT NULL"),
                 *self.conn.execute("SELECT coalesce(a.name, m.name), a.stat_key, '', NULL, NULL, NULL FROM aliases a"
                                    " JOIN models m ON m.id = a.model WHERE a.stat_key IS NOT NULL")]
-        known = {}
+        known: dict[tuple[str, str], tuple[str | None, str | None, str | None]] = {}
         for name, key, file_hash, model, base, relation in rows:
             known.setdefault((name, key), (model, base, relation))
             if file_hash and name.endswith(f"@{file_hash[:8]}"):  # a name given twice in one run: found under the name given
@@ -327,7 +327,7 @@ class IndexStore:
             cur.execute("INSERT INTO models (name, path, file_hash, stat_key, content_key, format, parameters, declared_base,"
                         " declared_relation, added, run) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (fp.id, *_content_row(fp, path, file_hash, stat_key, run)))
-            model = int(cur.lastrowid)
+            model = _inserted(cur)
             cur.execute("INSERT INTO prints VALUES (?, ?, ?)", (model, to_bytes([fp]), to_blob(embed(fp))))
             _forget_alias_name(cur, fp.id)
             return model
@@ -514,6 +514,7 @@ class IndexStore:
 
     def fingerprints(self, names: Iterable[str] | None = None) -> list[Fingerprint]:
         """Stored fingerprints (all of them, or of ``names``), in name order; no model file is read."""
+        rows: Iterable[Any]
         if names is None:
             rows = self.conn.execute(f"{PRINTS} ORDER BY m.name")
         else:
@@ -577,7 +578,7 @@ class IndexStore:
                         (ids[e.parent], ids[e.child], e.relation, float(e.confidence)))
         for root, names in trees:
             cur.execute("INSERT INTO trees (root, size) VALUES (?, ?)", (ids.get(root) if root else None, len(names)))
-            tree = int(cur.lastrowid)
+            tree = _inserted(cur)
             for chunk in _chunks([ids[n] for n in names], 500):
                 cur.execute(f"UPDATE models SET tree = ?, placed = 1 WHERE id IN ({','.join('?' * len(chunk))})", [tree, *chunk])
 
@@ -682,6 +683,12 @@ class IndexStore:
         cur.execute("DELETE FROM edges WHERE source = 'recovered'")
         cur.execute("UPDATE models SET tree = NULL, placed = 0")
         cur.execute("DELETE FROM trees")
+
+
+def _inserted(cur: sqlite3.Cursor) -> int:
+    """The row id of the row ``cur`` just inserted."""
+    assert cur.lastrowid is not None  # set by an INSERT
+    return int(cur.lastrowid)
 
 
 def stored_declaration(base: str | list[str] | None, relation: str | None) -> tuple[str | None, str | None]:
