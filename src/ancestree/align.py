@@ -197,7 +197,7 @@ def _pair_by_content(fa: Fingerprint, fb: Fingerprint, left_a: list[str], left_b
         groups_a[shape_class(fa[n])].append(n)
     for n in left_b:
         groups_b[shape_class(fb[n])].append(n)
-    pairs = []
+    pairs: list[TensorPair] = []
     for cls, names_a in groups_a.items():
         names_b = groups_b.get(cls)
         if not names_b:

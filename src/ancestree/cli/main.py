@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 import traceback
+import types
 from typing import NoReturn
 
 import click
@@ -18,6 +19,7 @@ import typer
 
 from ancestree.errors import BadInputError
 
+_typer_click: types.ModuleType
 try:  # typer >= 0.22 raises the exceptions of its own vendored copy of click
     from typer._click import exceptions as _typer_click
 except ImportError:  # pragma: no cover - older typer uses click itself
@@ -110,7 +112,8 @@ def _exit_on_closed_pipe() -> NoReturn:
     """Stop quietly: no message, and the interpreter's last flush of stdout goes to /dev/null instead of
     failing again on the closed pipe (it would print 'Exception ignored ... BrokenPipeError')."""
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
+        if sys.__stdout__ is not None:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.__stdout__.fileno())
     except (AttributeError, OSError, ValueError):  # no real stdout: nothing left to flush there
         pass
     sys.exit(CLOSED_PIPE)

@@ -124,7 +124,8 @@ def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
     the tree the previous round left: a lifted child is weighed again against its new grandparent, and so
     are the children of a lifted model (their grandparent changed). Every move takes a model at least one
     level up, so the rounds end."""
-    current, lifted, fits = dict(parent_of), {}, {}
+    current, lifted = dict(parent_of), {}
+    fits: dict[tuple[int, int], float | None] = {}
     pending = sorted(current)
     while pending:
         plans = []
@@ -141,10 +142,11 @@ def lift_to_grandparents(parent_of: dict[int, int], fps: Sequence[Fingerprint],
         fits.update(zip(needed, update_fits([(fps[c], fps[a]) for c, a in needed])))
         moves = {}
         for c, q, options in plans:
-            scored = [(fits[(c, a)], a) for a in options if fits[(c, a)] is not None]
-            if fits[(c, q)] is not None and scored:
+            scored = [(fit, a) for a in options if (fit := fits[(c, a)]) is not None]
+            own = fits[(c, q)]
+            if own is not None and scored:
                 best, ancestor = max(scored, key=lambda x: x[0])  # a tie goes to the grandparent
-                if best > fits[(c, q)]:
+                if best > own:
                     moves[c] = ancestor
         current.update(moves)
         lifted.update(moves)

@@ -82,7 +82,11 @@ def edge_outcomes(zoo: str | Path, cache: FingerprintCache | None = None, **para
 def fit_calibration(zoos: Sequence[str | Path], cache: FingerprintCache | None = None,
                     rate_zoos: Sequence[str | Path] = (), **params) -> Calibration:
     """Fit the calibration on ``zoos``; the exact kinds' rates also count the edges of ``rate_zoos``."""
-    kinds, scores, correct, more_kinds, more_correct = [], [], [], [], []
+    kinds: list[str] = []
+    scores: list[float] = []
+    correct: list[bool] = []
+    more_kinds: list[str] = []
+    more_correct: list[bool] = []
     for z in [*zoos, *rate_zoos]:
         k, s, c, _ = edge_outcomes(z, cache, calibration=Calibration(), **params)
         if z in zoos:

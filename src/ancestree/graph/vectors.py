@@ -244,7 +244,7 @@ def group_vectors(fps: Sequence[Fingerprint]) -> GroupVectors:
     stats = {k: np.zeros((n, T)) for k in ("kurtosis", "log_rms", "abs_skew", "log_absmax", "zeros", "precision")}
     matched = np.zeros((n, T), dtype=bool)
     offsets = np.cumsum([0] + [len(b) for b in blocks])
-    rows = {k: [] for k in stats}
+    rows: dict[str, list[tuple[int, int, float]]] = {k: [] for k in stats}
     named = [f for f in fps if _named_like(f, ref_tensors)]
     signatures = [_signature(f) for f in named] if len(named) < len(fps) else []  # only renamed members need them
     flips = dict(zip(map(id, named), _transposed_square(ref_tensors, named)))

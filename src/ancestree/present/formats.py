@@ -115,7 +115,8 @@ def to_text(graph: ModelGraph, width: int = TEXT_WIDTH) -> str:
     from rich.tree import Tree
 
     # no markup: model ids are folder names, and "sweep[lr=1e-4]" or "runs[/b]" are names, not styles
-    console = Console(file=io.StringIO(), width=width, force_terminal=False, color_system=None, markup=False)
+    out = io.StringIO()
+    console = Console(file=out, width=width, force_terminal=False, color_system=None, markup=False)
     for t, members in graph.tree_groups():
         sub = graph.graph.subgraph(members)
         roots = [m for m in members if sub.in_degree(m) == 0]
@@ -131,7 +132,7 @@ def to_text(graph: ModelGraph, width: int = TEXT_WIDTH) -> str:
     for n in graph.notes:
         if not is_conflict(n):
             console.print(f"warning: {n['model']}: {n['problem']}")
-    return "".join(line.rstrip() + "\n" for line in console.file.getvalue().splitlines())
+    return "".join(line.rstrip() + "\n" for line in out.getvalue().splitlines())
 
 
 def _node_label(graph: ModelGraph, m: str, parent: str | None) -> str:

@@ -262,7 +262,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     # biases in float32, finer than a float16 relative's, and three such biases outvoted three 4-bit matrices
     rounded = [l for l in changed if l.quant_ratio is not None]
     rounded = [l for l in rounded if l.is_matrix] or rounded
-    ratios = [l.quant_ratio for l in rounded]
+    ratios = [l.quant_ratio for l in rounded if l.quant_ratio is not None]  # all of them (for the type)
     limits = [l.quant_limit for l in rounded if l.quant_limit is not None]
     # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).
     rankable = [l for l in matrices if (l.rank_limit or 0) >= MIN_RANK_SIDE and (l.diff_rank or 0) > 0]
