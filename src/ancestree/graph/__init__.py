@@ -6,9 +6,14 @@
 * :func:`evaluate` — scores against ground truth.
 """
 
+from typing import TYPE_CHECKING
+
 from ancestree.graph.evaluate import Scores, evaluate
 from ancestree.graph.model_graph import RELATIONS, ModelGraph, graph_from_edges
 from ancestree.graph.recover import GraphRecovery
+
+if TYPE_CHECKING:  # imported on first use at run time (see __getattr__)
+    from ancestree.graph.mother import MoTHer
 
 __all__ = ["RELATIONS", "GraphRecovery", "ModelGraph", "MoTHer", "Scores", "evaluate", "graph_from_edges"]
 

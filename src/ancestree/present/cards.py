@@ -31,7 +31,7 @@ class CardChange:
     action: str  # "written", "unchanged", "kept" (declared value kept), "overwritten", "skipped"
     base_model: str | list[str] | None
     relation: str | None
-    declared: str | list[str] | None = None
+    declared: object = None  # the card's base_model as found (whatever its YAML holds)
     reason: str = ""
 
     def to_dict(self) -> dict:
@@ -108,7 +108,7 @@ def plan_card(folder: Path, base_model: str | list[str], relation: str, force: b
         return "written", declared, str(card)
     if declared and not force:
         return "kept", declared, None
-    card.data.base_model = base_model
+    card.data.base_model = base_model  # type: ignore[union-attr]  # huggingface_hub types a ModelCard's data as CardData
     _set_relation(card, relation)
     return ("overwritten" if declared else "written"), declared, str(card)
 

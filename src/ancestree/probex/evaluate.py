@@ -51,7 +51,9 @@ def evaluate(experts: ProbeXExperts, zoo: str, split: str = "test", foreign: Seq
 
 
 def _membership(rows) -> dict[str, float]:
-    hits = bits = chance_hits = 0
+    hits: float = 0
+    chance_hits: float = 0
+    bits = 0
     for m, expert, layers in rows:
         y = np.isin(expert.classes, m.classes).astype(np.float32)
         p = expert.predict_proba(layers)

@@ -42,6 +42,7 @@ def _card(plan: Plan, spec: ModelSpec) -> dict[str, Any]:
     if spec.key in plan.declared:
         parents = [plan.ids[p] for p in spec.parents]
         card["base_model"] = parents if len(parents) > 1 else parents[0]
+        assert spec.relation is not None  # a declared model has parents: its recipe is no pretraining
         card.update(relation_fields(spec.relation))
     card["library_name"] = "ancestree"
     card["tags"] = ["ancestree-zoo", "image-classification", spec.config["model_type"]]

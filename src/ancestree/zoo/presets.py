@@ -223,7 +223,7 @@ MEASURED: dict[str, tuple[str, str]] = {
 }
 
 
-def describe_presets() -> list[dict[str, object]]:
+def describe_presets() -> list[dict[str, Any]]:
     """One row per preset: models, relation kinds, measured size and time (planned, not built)."""
     rows = []
     for name, preset in PRESETS.items():

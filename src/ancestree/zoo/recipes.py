@@ -11,7 +11,7 @@ import hashlib
 import math
 from dataclasses import asdict, dataclass, fields
 from enum import Enum
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -236,13 +236,13 @@ def prune(state: State, sparsity: float) -> State:
 
 def merge(states: list[State], weights: list[float], base: State | None = None) -> State:
     """Weight averaging ``Σ w_i θ_i`` or, with ``base``, task arithmetic ``base + Σ w_i (θ_i − base)``."""
-    out = {}
+    out: State = {}
     for name in states[0]:
         if base is None:
-            out[name] = sum(w * s[name] for w, s in zip(weights, states))
+            merged = cast(torch.Tensor, sum(w * s[name] for w, s in zip(weights, states)))  # a tensor: weights given
         else:
-            out[name] = base[name] + sum(w * (s[name] - base[name]) for w, s in zip(weights, states))
-        out[name] = out[name].to(torch.float32).contiguous()
+            merged = base[name] + sum(w * (s[name] - base[name]) for w, s in zip(weights, states))
+        out[name] = merged.to(torch.float32).contiguous()
     return out
 
 

@@ -11,13 +11,16 @@ import io
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import yaml
 
 from ancestree.zoo.architectures import build_module
+
+if TYPE_CHECKING:
+    import onnx
 
 #: The file each format puts its weights in (the folder layout ``ancestree`` reads).
 WEIGHT_FILES = {
@@ -105,7 +108,8 @@ def write_onnx(folder: Path, config: dict[str, Any], state: dict[str, torch.Tens
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but it is the fast, stable one
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            module, (dummy,), buffer, dynamo=False, opset_version=17, input_names=["pixel_values"],
+            module, (dummy,), buffer,  # type: ignore[arg-type]  # torch's stubs: a path only; the TorchScript exporter takes a file
+            dynamo=False, opset_version=17, input_names=["pixel_values"],
             output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
         )
     (folder / WEIGHT_FILES["onnx"]).write_bytes(buffer.getvalue())
