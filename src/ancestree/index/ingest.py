@@ -61,7 +61,8 @@ def ingest(name: str, path: str, known: Known | None = None) -> Ingested:
                 indexed, *stored = known[name, key]
                 declared = declared_of(model)
                 now = stored_declaration(declared.base_model, declared.relation)
-                changed = (indexed, *now) if indexed is not None and now != tuple(stored) else None  # an alias's card is not the model's
+                # an alias's card is not the model's
+                changed = (indexed, *now) if indexed is not None and now != tuple(stored) else None
                 return Ingested(name, path, "known", stat_key=key, declared=changed,
                                 alias=indexed is None, seconds=time.perf_counter() - start)
             fp = compute_fingerprint(model)

@@ -128,7 +128,8 @@ class LayerCache:
             target = self.root / f"{entry['key']}.npz"
             if not target.is_file() or not self._holds(target, entry["biases"].values()):
                 with atomic_path(target) as tmp, open(tmp, "wb") as fh:
-                    arrays: dict[str, Any] = read_candidates(model, names)  # Any: savez's stubs would take a name for allow_pickle
+                    # Any: typed as arrays, savez's stubs would match a name to its allow_pickle flag
+                    arrays: dict[str, Any] = read_candidates(model, names)
                     np.savez(fh, **arrays)
         self._index[stat_id] = entry
         return entry

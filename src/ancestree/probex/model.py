@@ -201,7 +201,9 @@ class ProbeX:
         torch.manual_seed(cfg.seed)
         self.reference = [x.mean(0) for x in layers] if cfg.delta else []
         shapes = [tuple(x.shape[1:]) for x in layers]
-        plan: list[tuple[tuple[str, ...], float]] = [(("bce", "text"), cfg.lr)] if cfg.joint else [(("bce",), cfg.lr), (("text",), cfg.lr_text)]
+        plan: list[tuple[tuple[str, ...], float]] = (
+            [(("bce", "text"), cfg.lr)] if cfg.joint else [(("bce",), cfg.lr), (("text",), cfg.lr_text)]
+        )
         text_dim = 0 if text is None else text.shape[1]
         inputs, yt = self._inputs(layers), torch.as_tensor(y, dtype=torch.float32)
         tt = None if text is None else torch.as_tensor(text, dtype=torch.float32)

@@ -188,8 +188,8 @@ class RowNamer:
         if not self.fitted:
             return {}
         # an expert saved before the logistic readout has no coef/intercept: left out, read back as None
-        out: dict[str, np.ndarray | None] = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen, "coef": self.coef,
-                                             "intercept": self.intercept, "ref_b": self.ref_b}
+        out: dict[str, np.ndarray | None] = {"ref": self.ref, "rows": self.rows, "text_seen": self.text_seen,
+                                             "coef": self.coef, "intercept": self.intercept, "ref_b": self.ref_b}
         return {k: v for k, v in out.items() if v is not None}
 
     def describe(self) -> dict:

@@ -154,7 +154,7 @@ class CachedEncoder:
             return
         with atomic_path(self.path) as tmp:
             with open(tmp, "wb") as fh:
-                arrays: dict[str, Any] = self._memo  # Any: savez's stubs would take a name for allow_pickle
+                arrays: dict[str, Any] = self._memo  # Any: else savez's stubs match a key to allow_pickle
                 np.savez(fh, **arrays)
 
 

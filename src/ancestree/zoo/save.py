@@ -108,7 +108,7 @@ def write_onnx(folder: Path, config: dict[str, Any], state: dict[str, torch.Tens
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but it is the fast, stable one
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            module, (dummy,), buffer,  # type: ignore[arg-type]  # torch's stubs: a path only; the TorchScript exporter takes a file
+            module, (dummy,), buffer,  # type: ignore[arg-type]  # torch's stubs say a path; this exporter takes a file
             dynamo=False, opset_version=17, input_names=["pixel_values"],
             output_names=["logits"], dynamic_axes={"pixel_values": {0: "batch"}, "logits": {0: "batch"}},
         )
