@@ -512,7 +512,7 @@ def test_a_float16_fine_tune_makes_no_false_merge(tmp_path: Path) -> None:
 
     paths = shared_family()["paths"]
     names = ["A", "A1", "A2", "A3", "A11", "A12", "A21", "B", "B1"]
-    assert merge_tolerance(10) < 0.2 and merge_tolerance(23) < 2e-4
+    assert merge_tolerance(12) < 0.2 and merge_tolerance(25) < 2e-4  # float16 and float32, as precision_bits gives them
     for child, parent in (("A1", "A"), ("A11", "A1")):
         copy = tmp_path / child
         copy.mkdir()

@@ -15,6 +15,7 @@ import numpy as np
 from ancestree.fingerprint import Fingerprint
 from ancestree.errors import IncomparableError
 from ancestree.relate import PairEvidence, relate
+from ancestree.relate.precision import FLOAT_EXTRA_BITS
 from ancestree.relate.verdict import PRUNED_NONZERO_DISTANCE, PRUNED_ZEROS, same_weights
 
 #: Two models whose scale-free distance is below this may be the same weights (checked exactly).
@@ -151,14 +152,17 @@ def pruning_sources(U: np.ndarray, c: int, pool: np.ndarray, zeros: np.ndarray, 
 
 
 def merge_tolerance(precision_bits: float) -> float:
-    """The merge residual bound for weights stored with ``precision_bits`` bits (23 for float32, 10 for
-    float16): :data:`MERGE_RESIDUAL` plus three times the rounding residual, at most :data:`MAX_MERGE_RESIDUAL`.
+    """The merge residual bound for weights stored with ``precision_bits`` bits (as
+    :func:`~ancestree.relate.precision_bits` gives them: 25 for float32, 12 for float16, the mantissa plus
+    :data:`~ancestree.relate.precision.FLOAT_EXTRA_BITS`, which :data:`ROUNDING_RESIDUAL` was measured
+    without): :data:`MERGE_RESIDUAL` plus three times the rounding residual, at most :data:`MAX_MERGE_RESIDUAL`.
 
     It grows like the rounding error (``2**-bits``), not like its ratio to float32's: ``MERGE_RESIDUAL`` is
     far above float32 rounding, and scaling that margin by ``2**13`` let a float16 model make a fine-tune
     of its own parent "a merge" at residual 0.8.
     """
-    return min(MERGE_RESIDUAL + 3.0 * ROUNDING_RESIDUAL * 2.0 ** -float(precision_bits), MAX_MERGE_RESIDUAL)
+    mantissa = float(precision_bits) - FLOAT_EXTRA_BITS
+    return min(MERGE_RESIDUAL + 3.0 * ROUNDING_RESIDUAL * 2.0 ** -mantissa, MAX_MERGE_RESIDUAL)
 
 
 def merge_parents(U: np.ndarray, child: int, candidates: list[int], scale: float,

@@ -104,7 +104,7 @@ class GroupVectors:
     abs_skew: np.ndarray
     log_absmax: np.ndarray
     zeros: np.ndarray
-    precision: np.ndarray  # n × T bits of precision (23 for float32, 8 for int8 ...)
+    precision: np.ndarray  # n × T bits of precision (25 for float32, 9 for bfloat16, 8 for int8 ...)
     matched: np.ndarray  # n × T: the member has this tensor
 
     def index(self) -> dict[str, int]:
