@@ -280,7 +280,55 @@ def test_review_of_outputs_and_of_one_model_twice(tmp_path: Path) -> None:
     r = run("tree", str(base), str(base / "model.fp16.safetensors"), str(base / "checkpoint-5" / "model.safetensors"), "-f", "json")
     assert r.returncode == 0 and len(json.loads(r.stdout)["models"]) == 3, r.stderr
     st = write_hf_folder(tmp_path / "st", small_tensors(4))
-    (st / "modules.json").write_text("[]")
+    (st / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "2_Dense", "type": "Dense"}]))
     write_hf_folder(st / "2_Dense", small_tensors(5))
     r = run("tree", str(st), str(zoo / "other"), "-f", "json")
     assert r.returncode == 0 and "more model folder" not in r.stderr
+
+
+def test_second_review_of_outputs_twice_and_parts(tmp_path: Path) -> None:
+    """From a second review: `-o /dev/stdout > log 2>&1` wrote the graph through a second handle, and a warning
+    printed after it overwrote its start; two folders sharing one unchanged shard (two revisions linking one
+    blob) were refused as one model; a `modules.json` hid a Trainer checkpoint beside its modules."""
+    from safetensors.numpy import save_file
+
+    from ancestree.fingerprint.types import short_name
+    from conftest import small_tensors, write_hf_folder
+
+    a = write_hf_folder(tmp_path / "a", small_tensors(1))
+    b = write_hf_folder(tmp_path / "b", small_tensors(2))
+    bad = {k: v.copy() for k, v in small_tensors(3).items()}
+    bad["layer.0.weight"][0, 0] = np.nan
+    c = write_hf_folder(tmp_path / "c", bad)
+    log = tmp_path / "log.txt"
+    with open(log, "w") as both:
+        r = subprocess.run([sys.executable, "-m", "ancestree", "tree", str(a), str(b), str(c), "-f", "json", "-o", "/dev/stdout"],
+                           stdout=both, stderr=both, timeout=300)
+    text = log.read_text()
+    graph, end = json.JSONDecoder().raw_decode(text[text.index("{"):])
+    assert r.returncode == 0 and len(graph["models"]) == 3 and "NaN" in text[:text.index("{")] + text[text.index("{") + end:]
+
+    shards = {}
+    for rev, seed in (("v1", 4), ("v2", 5)):
+        folder = tmp_path / rev
+        folder.mkdir()
+        tensors = small_tensors(seed)
+        names = sorted(tensors)
+        (folder / "config.json").write_text("{}")
+        if rev == "v1":
+            save_file({n: tensors[n] for n in names[:1]}, str(tmp_path / "shared.safetensors"))
+        (folder / "model-00001-of-00002.safetensors").symlink_to(tmp_path / "shared.safetensors")
+        save_file({n: tensors[n] for n in names[1:]}, str(folder / "model-00002-of-00002.safetensors"))
+        shards[rev] = {"metadata": {}, "weight_map": {n: f"model-0000{1 if n == names[0] else 2}-of-00002.safetensors" for n in names}}
+        (folder / "model.safetensors.index.json").write_text(json.dumps(shards[rev]))
+    r = run("tree", str(tmp_path / "v1"), str(tmp_path / "v2"), "-f", "json")
+    assert r.returncode == 0 and len(json.loads(r.stdout)["models"]) == 2, r.stderr
+
+    st = write_hf_folder(tmp_path / "st", small_tensors(6))
+    (st / "modules.json").write_text(json.dumps([{"idx": 0, "name": "0", "path": "", "type": "x"},
+                                                 {"idx": 1, "name": "1", "path": "2_Dense", "type": "y"}]))
+    write_hf_folder(st / "2_Dense", small_tensors(7))
+    write_hf_folder(st / "checkpoint-5", small_tensors(6))
+    r = run("tree", str(st), str(a), "-f", "json")
+    assert r.returncode == 0 and "(checkpoint-5)" in r.stderr and "2_Dense" not in r.stderr
+    assert short_name("llama-7b/consolidated.00.pth", 18) == "llama-7b"

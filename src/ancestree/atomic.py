@@ -91,6 +91,22 @@ def _special(target: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def _std_stream(target: Path):  # -> TextIO | None
+    """``sys.stdout`` or ``sys.stderr`` when ``target`` is the very file (device and inode) one of them writes to."""
+    try:
+        st = os.stat(target)
+    except OSError:
+        return None
+    for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+        try:
+            held = os.fstat(fd)
+        except OSError:
+            continue
+        if (held.st_dev, held.st_ino) == (st.st_dev, st.st_ino) and hasattr(stream, "buffer"):
+            return stream
+    return None
+
+
 @contextmanager
 def _written_through(target: Path) -> Iterator[Path]:
     """Yield a temporary path; if the block succeeds its bytes go to ``target`` ("-": standard output)."""
@@ -100,10 +116,11 @@ def _written_through(target: Path) -> Iterator[Path]:
     try:
         yield tmp_path
         with open(tmp_path, "rb") as src:
-            if str(target) == "-":
-                sys.stdout.flush()
-                shutil.copyfileobj(src, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
+            stream = sys.stdout if str(target) == "-" else _std_stream(target)
+            if stream is not None:  # through the process's own stream: a second handle on `> log` kept
+                stream.flush()      # another position, and stderr lines written later overwrote the graph
+                shutil.copyfileobj(src, stream.buffer)
+                stream.buffer.flush()
             else:  # appended, as a shell's `>>` opened it (a FIFO or device takes it alike)
                 with open(target, "ab") as out:
                     shutil.copyfileobj(src, out)

@@ -117,18 +117,20 @@ def warn_models_inside(sources: Iterable[tuple[str, str | Path]]) -> None:
 def _refuse_one_model_twice(sources: list[tuple[str, Path]]) -> None:
     """One model reached by two spellings (``base`` and ``./base``, a folder and its weight file, a path and
     a scan that finds it again, a cache repository and its current snapshot) was two models, each the other's
-    "duplicate": two sources read from one weight file are refused, in whatever order they come. A model
-    folder inside another (a Trainer's ``out/checkpoint-500``) or a variant file beside the one a folder is
-    read from (``model.fp16.safetensors``) is a model of its own."""
+    "duplicate": two sources read from the same weight files, or a file given alone that another source reads,
+    are refused, in whatever order they come. Folders sharing only some files (an unchanged shard linked
+    into two revisions), a model folder inside another (a Trainer's ``out/checkpoint-500``) and a variant file
+    beside the one a folder is read from (``model.fp16.safetensors``) are models of their own."""
     from ancestree.io.loader import model_files
 
-    read_by: dict[Path, str] = {}
+    seen: list[tuple[str, frozenset[Path], bool]] = []
     for mid, p in sources:
-        files = model_files(p) if p.is_dir() else {p.resolve()}
-        shared = next((read_by[f] for f in sorted(files) if f in read_by), None)
-        if shared is not None:
-            raise BadInputError(mid, f"is read from the files of {shared!r}, given already (one model given twice)")
-        read_by.update(dict.fromkeys(files, mid))
+        single = not p.is_dir()
+        files = frozenset({p.resolve()} if single else model_files(p))
+        for other, other_files, other_single in seen:
+            if files and (files == other_files or (single and files <= other_files) or (other_single and other_files <= files)):
+                raise BadInputError(mid, f"is read from the files of {other!r}, given already (one model given twice)")
+        seen.append((mid, files, single))
 
 
 def check_not_in_zoo(output: str | Path, zoo: str | Path) -> None:

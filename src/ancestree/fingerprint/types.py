@@ -230,7 +230,7 @@ def hub_name(model_id: str) -> str:
 #: A weight file's name that says nothing of its model (``llama-base/model.safetensors``): the folder names it.
 #: Only the exact names libraries write, and their shards: ``model-1000.safetensors`` names a checkpoint.
 GENERIC_FILE = re.compile(r"/(?:model|pytorch_model|adapter_model|consolidated|diffusion_pytorch_model|tf_model|flax_model)"
-                          r"(?:-\d{5}-of-\d{5})?\.(?:safetensors|bin|pt|pth|ckpt|gguf|onnx|npz|h5|msgpack)$")
+                          r"(?:-\d{5}-of-\d{5}|\.\d{2})?\.(?:safetensors|bin|pt|pth|ckpt|gguf|onnx|npz|h5|msgpack)$")
 
 
 def short_name(model_id: str, width: int) -> str:

@@ -7,6 +7,7 @@ hold the weights by Hugging Face conventions (safetensors first, then PyTorch, O
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import struct
@@ -134,9 +135,23 @@ def models_inside(folder: Path) -> list[str]:
     ``model_index.json``) has parts there, not other models."""
     if not folder.is_dir() or cache_revision(folder) is not None:  # a cache repository's snapshots are its own
         return []
-    if (folder / "modules.json").exists() or (folder / "model_index.json").exists():
-        return []
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and is_model_folder(p))
+    parts = _component_folders(folder)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in parts and is_model_folder(p))
+
+
+def _component_folders(folder: Path) -> set[str]:
+    """Sub-folders that are parts of the model in ``folder``: sentence-transformers modules (``modules.json``
+    paths such as ``2_Dense``) and a diffusers pipeline's components (``model_index.json`` keys)."""
+    parts: set[str] = set()
+    try:
+        modules = json.loads((folder / "modules.json").read_text()) if (folder / "modules.json").is_file() else []
+        parts |= {str(m.get("path", "")) for m in modules if isinstance(m, dict)}
+        index = json.loads((folder / "model_index.json").read_text()) if (folder / "model_index.json").is_file() else {}
+        parts |= {str(k) for k in index} if isinstance(index, dict) else set()
+    except (OSError, ValueError, TypeError, AttributeError):  # a damaged side file: warn of every model inside
+        pass
+    return parts
 
 
 def model_files(folder: Path) -> set[Path]:
