@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from ancestree.errors import BadInputError
 
@@ -91,7 +92,7 @@ def _special(target: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def _std_stream(target: Path):  # -> TextIO | None
+def _std_stream(target: Path) -> TextIO | None:
     """``sys.stdout`` or ``sys.stderr`` when ``target`` is the very file (device and inode) one of them writes to."""
     try:
         st = os.stat(target)
