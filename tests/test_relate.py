@@ -370,3 +370,32 @@ def test_an_int8_copy_of_a_bfloat16_model_is_its_child(tiny_zoo: Path, tmp_path:
     assert said.kind == "quantized" and said.reason.startswith("model b is stored coarser"), said
     edges = GraphRecovery().fit([int8, bf16]).graph_.to_dict()["edges"]
     assert [(e["parent"], e["child"], e["relation"]) for e in edges] == [("bf16", "int8", "quantized")]
+
+
+def test_a_partly_quantized_copy_of_a_bfloat16_model_is_its_child(tiny_zoo: Path, tmp_path: Path) -> None:
+    """A GGUF or int8 file quantizes only some matrices and keeps the others float32: by the mean of its
+    matrices' bits it was finer than its bfloat16 source, and `tree` made it the parent. Its coarsest matrix
+    decides now."""
+    import json
+
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as save_torch
+
+    from ancestree.graph import GraphRecovery
+    from ancestree.zoo.recipes import quantize_int8
+
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    model = next(m["id"] for m in truth["models"] if (m.get("recipe") or {}).get("kind") == "pretrain")
+    tensors = {k: v for f in sorted((tiny_zoo / model).glob("*.safetensors")) for k, v in load_file(f).items()}
+    released = {k: v.bfloat16() for k, v in tensors.items()}
+    save_torch(released, str(tmp_path / "bf16.safetensors"))
+    mixed = quantize_int8({k: v.float() for k, v in released.items()})
+    kept = sorted(k for k in mixed if f"{k}_scale" in mixed)[: len([k for k in mixed if k.endswith("_scale")]) * 2 // 3]
+    for name in kept:  # two thirds of the matrices back in float32, as a converter keeps small ones
+        del mixed[f"{name}_scale"]
+        mixed[name] = released[name].float()
+    save_torch(mixed, str(tmp_path / "mixed.safetensors"))
+    prints = [fingerprint(tmp_path / f"{n}.safetensors", model_id=n) for n in ("mixed", "bf16")]
+    edges = GraphRecovery().fit(prints).graph_.to_dict()["edges"]
+    # the direction; its relation is still "finetune" (pair evidence weighs the kept float32 matrices in: left)
+    assert [(e["parent"], e["child"]) for e in edges] == [("bf16", "mixed")]

@@ -259,8 +259,10 @@ class GraphRecovery:
         """Edges of one tree: copies and merges first, then the arborescence of the rest."""
         node_set = set(nodes)
         near = {i: [(d, j) for d, j in neighbours.get(i, []) if j in node_set] for i in nodes}
-        # mean, not median: a GGUF q4 file quantizes only part of the tensors and keeps the rest float32
-        precision = np.nanmean(np.where(gv.matched, gv.precision, np.nan), axis=1)
+        # the coarsest matrix: a GGUF q4 file quantizes only part of the matrices and keeps the rest float32, which
+        # by the mean (the rule before) made the q4 copy of a bfloat16 model finer than its source (bfloat16
+        # with every model's floats rounded so: wild edge F1 0.747 / 0.801 -> 0.841 / 0.907; float32 zoos unchanged)
+        precision = np.nanmin(np.where(gv.matched, gv.precision, np.nan), axis=1)
         zeros = np.nanmean(np.where(gv.matched, gv.zeros, np.nan), axis=1)
         leaves: set[int] = set()
         forced: dict[int, int] = {}
