@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Sequence
 from os import PathLike
 
 #: What the loaders we call (numpy, torch, json, zipfile) raise for a file that is damaged, truncated or empty:
@@ -15,6 +16,11 @@ from os import PathLike
 #: twice: an empty .npy or .pt raises it, and click would turn it into a silent abort.)
 DAMAGED_FILE: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, KeyError, TypeError, IndexError,
                                                  zipfile.BadZipFile, pickle.UnpicklingError, RuntimeError)
+
+
+def listed(names: Sequence[str], first: int = 3) -> str:
+    """``names`` for a message: the first ``first`` of them, then how many more (``a, b, c and 4 more``)."""
+    return ", ".join(names[:first]) + (f" and {len(names) - first} more" if len(names) > first else "")
 
 
 def several(value: object, name: str) -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
 
 from ancestree.atomic import write_text
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, listed
 
 # no markup: model ids and paths are printed everywhere, and "sweep[lr=1e-4]" or "runs[/b]" are names, not
 # styles (the second made rich raise); styled words are rich Text with a style
@@ -109,8 +109,7 @@ def warn_models_inside(sources: Iterable[tuple[str, str | Path]]) -> None:
     for mid, path in sources:
         inside = [name for name in models_inside(Path(path)) if (Path(path) / name).resolve() not in given]
         if inside:
-            shown = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
-            err_console.print(f"warning: {mid}: holds {len(inside)} more model folder(s) ({shown}), read only when "
+            err_console.print(f"warning: {mid}: holds {len(inside)} more model folder(s) ({listed(inside)}), read only when "
                               "given as paths: a model folder is one model", soft_wrap=True, highlight=False)
 
 
@@ -123,14 +122,24 @@ def _refuse_one_model_twice(sources: list[tuple[str, Path]]) -> None:
     beside the one a folder is read from (``model.fp16.safetensors``) are models of their own."""
     from ancestree.io.loader import model_files
 
-    seen: list[tuple[str, frozenset[Path], bool]] = []
+    # looked up, not compared pair by pair: a scan of a hub mirror gives thousands of sources
+    by_files: dict[frozenset[Path], str] = {}  # the set of files a source reads -> the source
+    read_by: dict[Path, str] = {}  # every file a folder source reads -> the source
+    single_files: dict[Path, str] = {}  # files given alone -> the source
     for mid, p in sources:
         single = not p.is_dir()
         files = frozenset({p.resolve()} if single else model_files(p))
-        for other, other_files, other_single in seen:
-            if files and (files == other_files or (single and files <= other_files) or (other_single and other_files <= files)):
-                raise BadInputError(mid, f"is read from the files of {other!r}, given already (one model given twice)")
-        seen.append((mid, files, single))
+        if not files:
+            continue
+        other = by_files.get(files)  # the same files
+        if other is None and single:  # a file given alone that a folder given before reads
+            other = read_by.get(next(iter(files)))
+        if other is None:  # a folder reading a file given alone before
+            other = next((single_files[f] for f in files if f in single_files), None)
+        if other is not None:
+            raise BadInputError(mid, f"is read from the files of {other!r}, given already (one model given twice)")
+        by_files[files] = mid
+        (single_files if single else read_by).update(dict.fromkeys(files, mid))
 
 
 def check_not_in_zoo(output: str | Path, zoo: str | Path) -> None:

@@ -11,7 +11,7 @@ import typer
 
 from ancestree.cli.common import collect_sources, emit, err_console, print_notes, progress_bars
 from ancestree.atomic import check_output
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, listed
 
 
 class TreeFormat(str, Enum):
@@ -132,9 +132,8 @@ def tree(
             elif ch.action == "skipped":
                 err_console.print(f"card {ch.model}: not written ({ch.reason})", soft_wrap=True)
         if files:  # said once: with every model a loose file, --write-cards wrote nothing and said nothing
-            shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
             err_console.print(f"cards: {len(files)} model(s) with a recovered base are files, not folders, and have no card "
-                              f"to write ({shown})", soft_wrap=True, highlight=False)
+                              f"to write ({listed(files)})", soft_wrap=True, highlight=False)
     if fmt != "text" or output or not sys.stdout.isatty():  # text on the terminal lists them already
         print_notes(graph.notes)
 

@@ -170,8 +170,8 @@ class Atlas:
             row = self.store.model(candidate)
             if row is None and self._alias_elsewhere(candidate, path):  # the name of another model's copy: the
                 # model here was named with folders in front before, or is named once read (:meth:`_beside_aliases`)
-                return next((c for c in candidates[k + 1:] if (r := self.store.model(c)) and not _elsewhere(r, path)), candidate)
-            if row is None or not _elsewhere(row, path):
+                return next((c for c in candidates[k + 1:] if (r := self.store.model(c)) and not _elsewhere(r["path"], path)), candidate)
+            if row is None or not _elsewhere(row["path"], path):
                 return candidate
             held = self.store.model_of_alias(path)  # a path this model was read from before (moved away and back)
             if held is not None and held["id"] == row["id"]:
@@ -191,7 +191,7 @@ class Atlas:
     def _alias_elsewhere(self, name: str, path: str) -> bool:
         """``name`` was last found holding an indexed model's files at another path than ``path``, still there."""
         alias = self.store.alias_path(name)
-        return alias is not None and _elsewhere({"path": alias}, path)
+        return alias is not None and _elsewhere(alias, path)
 
     def _store_one(self, result: Ingested, run: int, report: AddReport, named: set[str]) -> Outcome:
         if result.status == "bad":
@@ -418,9 +418,9 @@ class Atlas:
         return self.store.edges(source)
 
 
-def _elsewhere(row: dict[str, Any], path: str) -> bool:
-    """The indexed model ``row`` lives at another path than ``path``, and its files are still there."""
-    old = Path(row["path"])
+def _elsewhere(where: str, path: str) -> bool:
+    """``where`` (an indexed model's or alias's path) is another path than ``path``, and its files are still there."""
+    old = Path(where)
     return old.resolve() != Path(path).resolve() and old.exists()
 
 

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from ancestree.errors import BadInputError
+from ancestree.errors import BadInputError, listed
 from ancestree.io.base import FileInfo, Model, TensorInfo
 
 #: Uncompressed bytes allowed per compressed byte (weights barely compress; bombs compress ~1000x).
@@ -109,8 +109,7 @@ def model_root(folder: Path, workdir: Path, path: Path) -> Path:
         return loose.pop()  # loose weight files in one folder (shards without an index): one checkpoint, as at the top
     if len(found) > 1:
         names = [p.relative_to(workdir).as_posix() for p in found]
-        listed = ", ".join(names[:_NAMED]) + (f" and {len(names) - _NAMED} more" if len(names) > _NAMED else "")
-        raise BadInputError(path, f"zip holds {len(found)} models ({listed}), not one; unzip it and pass the folder with --scan")
+        raise BadInputError(path, f"zip holds {len(found)} models ({listed(names, _NAMED)}), not one; unzip it and pass the folder with --scan")
     return folder  # no model at all: loading the folder says what is missing
 
 
