@@ -489,3 +489,40 @@ def test_only_a_zoo_truth_marks_a_zoo(tmp_path: Path) -> None:
     assert not is_zoo(tmp_path)
     (tmp_path / "truth.json").write_text(json.dumps({"preset": "micro", "models": [], "edges": []}))
     assert is_zoo(tmp_path)
+
+
+def test_a_zoo_released_in_bfloat16(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--dtype bfloat16``: trained models are stored in bfloat16 (as most hub models are), their children
+    train from the parent as released, and copies are made from it; the truth says which dtype."""
+    from safetensors import safe_open
+
+    from ancestree.cli.main import run
+    from ancestree.zoo.make import RELEASED
+
+    out = tmp_path / "bf"
+    make_zoo(out, "micro", seed=2, dtype="bfloat16")
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["dtype"] == "bfloat16"
+    parents = _parents(truth)
+    released = [m for m in truth["models"] if m["recipe"]["kind"] in RELEASED and m["format"] != "pytorch"]
+    assert {m["recipe"]["kind"] for m in released} >= {"pretrain", "finetune", "lora-adapter", "prune"}
+    for m in released:
+        name = "adapter_model.safetensors" if m["recipe"]["kind"] == "lora-adapter" else "model.safetensors"
+        with safe_open(str(out / m["id"] / name), "pt") as f:
+            assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}, m["key"]
+    for m in truth["models"]:
+        if "start_sha256" in m["recipe"]:  # trained from the parent's released (rounded) weights
+            expected = state_hash(load_state(out / parents[m["id"]][0]))
+            assert m["recipe"]["start_sha256"] == expected, m["key"]
+    (copy,) = [m for m in truth["models"] if m["recipe"]["kind"] == "pytorch"]
+    source = load_state(out / parents[copy["id"]][0])
+    assert all(torch.equal(v, source[k]) for k, v in load_state(out / copy["id"]).items())  # still a duplicate
+    float32 = json.loads(json.dumps(truth))
+    with pytest.raises(SystemExit) as exit_:
+        run(["zoo", "make", str(out), "--preset", "micro", "--seed", "2", "--quiet"])  # float32 into a bf16 zoo
+    assert exit_.value.code == 2 and "holds a zoo made with" in capsys.readouterr().err
+    assert json.loads((out / "truth.json").read_text()) == float32
+    with pytest.raises(SystemExit) as exit_:
+        run(["zoo", "make", str(tmp_path / "h"), "--preset", "micro", "--dtype", "float16", "--quiet"])
+    assert exit_.value.code == 2 and "--dtype must be one of float32, bfloat16" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()

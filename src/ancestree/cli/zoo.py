@@ -22,12 +22,16 @@ def make(
     declare_fraction: Annotated[
         float, typer.Option("--declare-fraction", help="Fraction of non-root model cards that declare base_model.")
     ] = 0.5,
+    dtype: Annotated[str, typer.Option(
+        "--dtype", help="Float dtype the trained models are released in: float32 or bfloat16 (as most hub models; "
+                        "training runs in float32 from the parent as released).")] = "float32",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train and write a zoo: one model folder per model and OUT/truth.json."""
     from ancestree.zoo import make_zoo
 
-    path = make_zoo(out, preset, seed, workers or os.cpu_count() or 1, declare_fraction, progress=progress_bars(quiet))
+    path = make_zoo(out, preset, seed, workers or os.cpu_count() or 1, declare_fraction,
+                    progress=progress_bars(quiet), dtype=dtype)
     console.print(f"wrote {path}", highlight=False)
 
 

@@ -152,16 +152,23 @@ _RECIPES = {"pretrain": _do_pretrain, "finetune": _do_finetune, "snake": _do_fin
             "merge": _do_merge}
 
 
+#: Recipes whose weights are stored in the zoo's release dtype. The other copies have a storage of their own
+#: (float16, int8, 4-bit, ONNX's float32) and are made from the parent as released.
+RELEASED = frozenset({"pretrain", "finetune", "snake", "lora-adapter", "lora-merged", "merge", "prune", "pytorch"})
+
+
 def _write_model(folder: Path, plan: Plan, spec: ModelSpec, result: dict[str, Any]) -> int:
     """Write one model folder; return its parameter count (learned elements, quantized ones counted once)."""
     model_id = plan.ids[spec.key]
+    dtype = plan.dtype if spec.recipe in RELEASED else "float32"
     if spec.recipe == "lora-adapter":
         adapter_config, adapter_state = result["adapter"]
+        adapter_state = recipes.release(adapter_state, dtype)
         save.write_adapter(folder, adapter_config, adapter_state)
         parameters = sum(v.numel() for v in adapter_state.values())
     else:
         save.write_json(folder / "config.json", spec.config)
-        state = result["state"]
+        state = recipes.release(result["state"], dtype)
         parameters = _count(state, spec.recipe)
         if spec.recipe == "q4":
             save.write_gguf(folder, state, spec.config["model_type"], model_id)
@@ -332,9 +339,11 @@ def truth(plan: Plan, out: Path) -> dict[str, Any]:
     ]
     edges += [{"parent": plan.ids[first], "child": plan.ids[key], "relation": "duplicate", "confidence": 1.0}
               for key, first in repeats.items()]
+    released = {} if plan.dtype == "float32" else {"dtype": plan.dtype}
     return {
         "preset": plan.preset,
         "seed": plan.seed,
+        **released,
         "models": sorted(records, key=lambda r: r["id"]),
         "edges": sorted(edges, key=lambda e: (e["child"], e["parent"])),
     }
@@ -387,10 +396,17 @@ def make_zoo(
     workers: int = 1,
     declare_fraction: float = 0.5,
     progress: bool = False,
+    dtype: str = "float32",
 ) -> Path:
-    """Make (or finish) the zoo ``preset`` in ``out`` and return the path of its ``truth.json``."""
+    """Make (or finish) the zoo ``preset`` in ``out`` and return the path of its ``truth.json``.
+
+    ``dtype`` is the float dtype the trained models are released in (``"bfloat16"``: as most hub models
+    are); they train in float32 from their parent as released, and copies are made from it.
+    """
     if not 0.0 <= declare_fraction <= 1.0:
         raise BadInputError(None, f"--declare-fraction must be between 0 and 1, got {declare_fraction}")
+    if dtype not in recipes.RELEASE_DTYPES:
+        raise BadInputError(None, f"--dtype must be one of {', '.join(recipes.RELEASE_DTYPES)}, got {dtype!r}")
     if not str(out).strip():
         raise BadInputError(None, "the zoo needs a folder name")
     out = Path(out)
@@ -400,10 +416,11 @@ def make_zoo(
         # only an empty folder or one of our own (interrupted) zoos: never write over someone's files
         raise BadInputError(out, "is not empty and holds no ancestree zoo; give a new or empty folder")
     _check_not_nested(out)
-    plan = build_plan(preset, seed, declare_fraction)
+    plan = replace(build_plan(preset, seed, declare_fraction), dtype=dtype)
     check_writable(out / RECORDS / "settings.json")  # a read-only place: said now, in one line
     out.mkdir(parents=True, exist_ok=True)
-    _check_settings(out, {"preset": preset, "seed": seed, "declare_fraction": declare_fraction})
+    settings: dict[str, Any] = {"preset": preset, "seed": seed, "declare_fraction": declare_fraction}
+    _check_settings(out, settings if dtype == "float32" else {**settings, "dtype": dtype})
     for leftover in out.glob(".tmp-*"):  # an interrupted run's half-built folders
         shutil.rmtree(leftover, ignore_errors=True)
     run_plan(plan, out, workers, progress)

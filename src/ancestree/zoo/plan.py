@@ -82,6 +82,8 @@ class Plan:
     jobs: dict[str, Job]
     ids: dict[str, str] = field(default_factory=dict)
     declared: frozenset[str] = frozenset()
+    #: The float dtype trained models are released in (their files; training itself runs in float32).
+    dtype: str = "float32"
 
     def producer(self, model_key: str) -> str:
         return self.models[model_key].job

@@ -268,6 +268,17 @@ def to_fp16(state: State) -> State:
     return {k: v.to(torch.float16).contiguous() for k, v in state.items()}
 
 
+#: Float dtypes a zoo's models can be released in.
+RELEASE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def release(state: State, dtype: str) -> State:
+    """``state`` as released in ``dtype``: its float32 tensors stored in that dtype, others as they are
+    (training runs in float32 and saves in the release dtype, as mixed-precision training does)."""
+    target = RELEASE_DTYPES[dtype]
+    return {k: v.to(target).contiguous() if v.dtype == torch.float32 else v for k, v in state.items()}
+
+
 __all__ = [
     "State",
     "TrainSpec",
@@ -280,6 +291,7 @@ __all__ = [
     "pretrain",
     "prune",
     "quantize_int8",
+    "release",
     "state_hash",
     "to_fp16",
     "train",
