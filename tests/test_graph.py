@@ -246,6 +246,31 @@ def test_wide_merge_search_finds_an_extrapolating_task_arithmetic_merge() -> Non
     assert wide_merge_candidates(S, 8, [i for i in range(len(rows)) if i != 8]) == []
 
 
+def test_wide_merge_search_finds_a_task_arithmetic_merge_released_in_bfloat16() -> None:
+    """The same merge with every model stored in bfloat16 (the merge computed from its members as released,
+    then rounded): its residual is the child's rounding, 1e-3 of its values, far above the float32 screen
+    (1e-3 of the distance to its nearest relative), and the search found nothing; a fine-tune of the merge
+    stays far above the rounding."""
+    import ml_dtypes
+
+    from ancestree.graph.relations import merge_coordinates, wide_merge_candidates
+
+    def bf16(x: np.ndarray) -> np.ndarray:
+        return x.astype(ml_dtypes.bfloat16).astype(np.float32)
+
+    rng = np.random.default_rng(1)
+    width = 2000
+    base = bf16(rng.normal(size=width))
+    kids = [bf16(base + 0.03 * rng.normal(size=width)) for _ in range(3)]
+    merge = bf16(base + 0.7 * sum(k - base for k in kids))
+    near = [bf16(merge + 0.01 * rng.normal(size=width)) for _ in range(8)]  # its fine-tunes, nearest to it
+    U = np.array([base, *kids, merge, *near], dtype=np.float32)
+    S = U[:, merge_coordinates(width)]
+    assert wide_merge_candidates(S, 4, [i for i in range(len(U)) if i != 4]) == []  # the float32 screen
+    assert sorted(wide_merge_candidates(S, 4, [i for i in range(len(U)) if i != 4], bits=9.0)) == [0, 1, 2, 3]
+    assert wide_merge_candidates(S, 5, [i for i in range(len(U)) if i != 5], bits=9.0) == []
+
+
 def test_two_model_task_arithmetic_is_not_read_through_a_fine_tune() -> None:
     """M = B + 0.7·(C1 − B) + 0.7·(C2 − B) written four ways, each with one negative weight. A fine-tune
     written through the other (C2 = (M + 0.4·B − 0.7·C1)/0.7) has a larger total weight, but on ``tiny`` seed 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -399,3 +400,50 @@ def test_a_partly_quantized_copy_of_a_bfloat16_model_is_its_child(tiny_zoo: Path
     edges = GraphRecovery().fit(prints).graph_.to_dict()["edges"]
     # the direction; its relation is still "finetune" (pair evidence weighs the kept float32 matrices in: left)
     assert [(e["parent"], e["child"]) for e in edges] == [("bf16", "mixed")]
+
+
+def test_a_float16_conversion_of_a_bfloat16_model_is_its_copy(tiny_zoo: Path, tmp_path: Path) -> None:
+    """Converted to float16, a bfloat16 model's values keep bfloat16's 7 mantissa bits (float16 loses only its
+    smallest values, to subnormals). Read by its dtype the float16 file was the finer, and the model was called
+    the quantized copy of its own conversion (in ``wild`` released in bfloat16, `tree` hung three trees'
+    roots below their float16 copies). Bits are counted in the values now, and a dtype wider than its
+    values marks the converted file; the model's fine-tune hangs below the model, not below its copy."""
+    import json
+
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as save_torch
+
+    from ancestree.graph import GraphRecovery
+    from ancestree.relate import precision_bits
+
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    kinds = {m["id"]: (m.get("recipe") or {}).get("kind") for m in truth["models"]}
+    root = next(i for i, k in kinds.items() if k == "pretrain")
+    child = next(e["child"] for e in truth["edges"] if e["parent"] == root and kinds[e["child"]] == "finetune")
+    g = torch.Generator().manual_seed(0)
+
+    def released(model: str) -> dict[str, torch.Tensor]:
+        tensors = {k: v for f in sorted((tiny_zoo / model).glob("*.safetensors")) for k, v in load_file(f).items()}
+        # a trained model's tail of near-zero weights (float16 stores those with fewer bits)
+        return {k: torch.where(torch.rand(v.shape, generator=g) < 0.02, v * 1e-4, v).bfloat16() for k, v in tensors.items()}
+
+    base = released(root)
+    save_torch(base, str(tmp_path / "base.safetensors"))
+    save_torch({k: v.half() for k, v in base.items()}, str(tmp_path / "base-fp16.safetensors"))
+    save_torch(released(child), str(tmp_path / "tuned.safetensors"))
+    bf16, fp16, tuned = (fingerprint(tmp_path / f"{n}.safetensors", model_id=n) for n in ("base", "base-fp16", "tuned"))
+    matrices = [(a, b) for a, b in zip(bf16.tensors, fp16.tensors) if a.is_matrix]
+    assert all(precision_bits(b) < precision_bits(a) == 9 for a, b in matrices)
+    for pair, coarse in (((bf16, fp16), "b"), ((fp16, bf16), "a")):
+        said = verdict(relate(*pair))
+        assert said.kind == "quantized" and said.reason.startswith(f"model {coarse} is stored coarser"), said
+        assert "converted from the other's" in said.reason
+    for order in ([fp16, tuned, bf16], [bf16, fp16, tuned]):
+        edges = GraphRecovery().fit(order).graph_.to_dict()["edges"]
+        assert sorted((e["parent"], e["child"], e["relation"]) for e in edges) == [
+            ("base", "base-fp16", "quantized"), ("base", "tuned", "finetune")]
+    # float32 weights keep their 23 bits; a 32-entry bias or a constant says nothing (too few distinct values)
+    original = fingerprint(tiny_zoo / root).tensors
+    assert {t.mantissa_used for t in original if t.is_matrix} == {23}
+    assert {t.mantissa_used for t in original if t.numel < 64} == {None}
+    assert replace(original[0], sketch=np.ones(256, dtype=np.float32)).mantissa_used is None

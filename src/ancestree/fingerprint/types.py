@@ -52,6 +52,15 @@ class SketchSpec:
     vector: int = SKETCH_VECTOR
 
 
+#: Values below float16's smallest normal (2**-14) are left out when counting the mantissa bits in use:
+#: a float16 copy stores them with fewer bits of their own, which says nothing of the copy's precision.
+MANTISSA_FLOOR = 2.0 ** -14
+
+#: Distinct normal values needed to count the mantissa bits in use: the last bit of 64 random mantissas is zero in
+#: all of them once in 2**64 cases.
+MANTISSA_SAMPLE = 64
+
+
 @dataclass(eq=False)  # identity equality: the sketch is an array (compare ``digest`` for content)
 class TensorPrint:
     """What a fingerprint keeps of one learned tensor.
@@ -132,6 +141,19 @@ class TensorPrint:
     def rms(self) -> float:
         """Root mean square of the entries."""
         return self.norm / math.sqrt(self.numel) if self.numel else 0.0
+
+    @cached_property
+    def mantissa_used(self) -> int | None:
+        """How many mantissa bits its values use, read from the sketch (float32 holds every narrower float
+        exactly): 7 for a float16 or float32 tensor holding bfloat16 values, its dtype's for weights stored at
+        full precision. ``None`` when the sketch holds fewer than :data:`MANTISSA_SAMPLE` distinct normal
+        values (LayerNorm gains of exactly 1 use no mantissa bit, and say nothing of how the model is stored)."""
+        values = self.sketch.reshape(-1)
+        values = values[np.isfinite(values) & (np.abs(values) >= MANTISSA_FLOOR)]
+        if values.size < MANTISSA_SAMPLE or np.unique(values).size < MANTISSA_SAMPLE:
+            return None
+        used = int(np.bitwise_or.reduce(np.ascontiguousarray(values, dtype=np.float32).view(np.uint32) & 0x7FFFFF))
+        return 23 - ((used & -used).bit_length() - 1) if used else 0
 
     def moments(self) -> np.ndarray:
         """Layout-invariant summary vector ``[mean, std, skewness, kurtosis, rms, absmax, zeros]``."""
@@ -258,6 +280,15 @@ def _shared_folders(candidate: str, near: str | None) -> int:
             break
         shared += 1
     return shared
+
+
+#: Values below float16's smallest normal (2**-14) are left out when counting the mantissa bits in use:
+#: a float16 copy stores them with fewer bits of their own, which says nothing of the copy's precision.
+MANTISSA_FLOOR = 2.0 ** -14
+
+#: Distinct normal values needed to count the mantissa bits in use: the last bit of 64 random mantissas is zero in
+#: all of them once in 2**64 cases.
+MANTISSA_SAMPLE = 64
 
 
 @dataclass(eq=False)  # identity equality: compare ``content_key`` for content

@@ -63,7 +63,7 @@ from ancestree.graph.vectors import (GroupVectors, angle_distances, arch_key, gr
                                      near_architectures)
 from ancestree.relate import relate, shares_weights, verdict
 from ancestree.relate.evidence import low_rank_limit
-from ancestree.relate.precision import integer_bits
+from ancestree.relate.precision import CONVERTED_BITS, integer_bits
 from ancestree.relate.verdict import PRUNED_ZEROS
 
 @dataclass
@@ -266,9 +266,10 @@ class GraphRecovery:
         zeros = np.nanmean(np.where(gv.matched, gv.zeros, np.nan), axis=1)
         leaves: set[int] = set()
         forced: dict[int, int] = {}
-        # quantized copies: coarsest first, parent = the relative they are the nearest rounded copy of
+        # quantized copies: coarsest first, parent = the relative they are the nearest rounded copy of, among
+        # those at least a conversion finer (a float16 file of a bfloat16 model's values is half a bit coarser)
         for c in sorted(nodes, key=lambda i: precision[i]):
-            finer = [j for _, j in near[c][:MERGE_CANDIDATES] if precision[j] > precision[c] + 0.5 and j not in leaves]
+            finer = [j for _, j in near[c][:MERGE_CANDIDATES] if precision[j] >= precision[c] + CONVERTED_BITS and j not in leaves]
             k = quantized_source(members[c], [(float(precision[j]), members[j]) for j in finer])
             if k is not None:
                 self.edges_.append(Edge(members[finer[k]].id, members[c].id, "quantized", 0.99, "quantized"))
@@ -289,7 +290,7 @@ class GraphRecovery:
         S = gv.U[np.ix_(nodes, merge_coordinates(gv.U.shape[1]))]  # type: ignore[arg-type]  # numpy's stubs refuse a list of ints
 
         def wide(c: int) -> list[int]:
-            return [nodes[k] for k in wide_merge_candidates(S, row[c], [row[j] for j in pool if j != c])]
+            return [nodes[k] for k in wide_merge_candidates(S, row[c], [row[j] for j in pool if j != c], precision[c])]
         for c in nodes:
             if c in leaves or c in forced or not near[c]:
                 continue

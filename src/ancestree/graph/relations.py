@@ -202,6 +202,12 @@ MERGE_COORDINATES = 512
 #: Relative residual on the sampled coordinates below which a combination is checked on all of them.
 MERGE_SCREEN = 1e-3
 
+#: ... or, for models stored coarsely, a residual within this many times the child's own rounding (an RMS of
+#: ``2**-bits`` of its values, ``bits`` as :func:`~ancestree.relate.precision_bits` counts them): merges of
+#: bfloat16 models stored in bfloat16 leave 0.8-0.9 of that, and their task-arithmetic merges, whose base is
+#: rarely among the nearest relatives, were all missed by the float32 screen (``wild`` released in bfloat16).
+SCREEN_ROUNDING = 3.0
+
 
 def merge_coordinates(width: int, seed: int = 0) -> np.ndarray:
     """The fixed coordinates the wide merge search works on (all of them for narrow vectors)."""
@@ -210,14 +216,15 @@ def merge_coordinates(width: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(width, MERGE_COORDINATES, replace=False))
 
 
-def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int]) -> list[int]:
+def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int], bits: float = math.inf) -> list[int]:
     """Relatives that may combine into ``child`` exactly, found on sampled coordinates ``S`` (rows = models).
 
     Task arithmetic with several parents extrapolates (``B + 0.7·Σ(Cᵢ − B)`` lies far beyond its parents and
     base), so the members of a merge need not be among the child's nearest relatives. The child is regressed
     on its ``MERGE_POOL`` nearest relatives in ``S`` (an affine fit); with fewer regressors than coordinates a
     fine-tune keeps a large residual, while a merge fits at rounding level. Returns a minimal set of
-    relatives that still fits (to be verified on all coordinates with :func:`merge_parents`), or [].
+    relatives that still fits (to be verified on all coordinates with :func:`merge_parents`), or []. ``bits``
+    is the child's precision (:data:`SCREEN_ROUNDING`).
     """
     if len(pool) < 2:
         return []
@@ -225,9 +232,10 @@ def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int]) -> list[in
     y = S[child].astype(np.float64)
     order = np.argsort(np.linalg.norm(X - y, axis=1))[:MERGE_POOL]
     scale = float(np.linalg.norm(X[order[0]] - y))
-    if scale <= 0 or len(order) >= S.shape[1] or _affine_fit(X[order], y)[1] > MERGE_SCREEN * scale:
+    limit = max(MERGE_SCREEN * scale, SCREEN_ROUNDING * 2.0 ** -bits * float(np.linalg.norm(y)))
+    if scale <= 0 or len(order) >= S.shape[1] or _affine_fit(X[order], y)[1] > limit:
         return []
-    return [pool[order[k]] for k in _minimal_fit(X[order], y, MERGE_SCREEN * scale)]
+    return [pool[order[k]] for k in _minimal_fit(X[order], y, limit)]
 
 
 def _minimal_fit(X: np.ndarray, y: np.ndarray, limit: float) -> list[int]:

@@ -46,14 +46,30 @@ def _float_stored(t: TensorPrint) -> bool:
     return t.dtype in MANTISSA_BITS and (not t.quantized or t.dtype.startswith("float8"))
 
 
+#: How much coarser a float tensor counts when its dtype is wider than its values (a float16 or float32 file
+#: holding bfloat16 values): it was converted from the narrower dtype (float16 even loses bfloat16's
+#: smallest values to its subnormals), so of two files holding the same values it is the copy.
+CONVERTED_BITS = 0.5
+
+
+def float_bits(t: TensorPrint) -> int:
+    """Mantissa bits of a float-stored tensor: its dtype's, or as many as its values use when fewer (a model
+    released in bfloat16 and converted to float16 holds bfloat16's 7 bits in float16's 10, and read as the
+    finer of the two it was drawn as its own source's parent). float64 keeps its 52: the float32 sketch
+    cannot show more than 23."""
+    bits, used = MANTISSA_BITS[t.dtype], t.mantissa_used
+    return bits if used is None or bits > 23 else min(bits, used)
+
+
 def precision_bits(t: TensorPrint) -> float:
-    """Effective bits of precision of a stored tensor (higher is finer; a float's mantissa plus
-    :data:`FLOAT_EXTRA_BITS`, an integer grid's bits); 64 when unknown."""
+    """Effective bits of precision of a stored tensor (higher is finer; a float's mantissa bits in use
+    (:func:`float_bits`) plus :data:`FLOAT_EXTRA_BITS`, an integer grid's bits); 64 when unknown."""
     if _float_stored(t):
-        return float(MANTISSA_BITS[t.dtype]) + FLOAT_EXTRA_BITS
-    bits = integer_bits(t.dtype)
-    if bits is not None:
-        return float(bits)
+        used = float_bits(t)
+        return used + FLOAT_EXTRA_BITS - (CONVERTED_BITS if used < MANTISSA_BITS[t.dtype] else 0.0)
+    grid = integer_bits(t.dtype)
+    if grid is not None:
+        return float(grid)
     return 64.0
 
 
@@ -89,7 +105,7 @@ def quantization_noise(t: TensorPrint) -> float:
     if t.step is not None:  # measured from its blocks
         return t.step / math.sqrt(12.0)
     if _float_stored(t):
-        return FLOAT_ROUNDING * t.rms * 2.0 ** -MANTISSA_BITS[t.dtype]
+        return FLOAT_ROUNDING * t.rms * 2.0 ** -float_bits(t)
     bits = integer_bits(t.dtype)
     if bits is None or bits < 2:
         return 0.0

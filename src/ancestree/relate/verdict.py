@@ -100,7 +100,10 @@ def verdict(ev: PairEvidence) -> Verdict:
         return Verdict("unrelated", f"matching weights are {_correlated(corr, 'uncorrelated')} and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
     if ev.quant_ratio is not None and ev.quant_ratio <= ev.quant_limit and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
-        return Verdict("quantized", f"model {coarse} is stored coarser ({min(ev.precision_a, ev.precision_b):.0f} vs {max(ev.precision_a, ev.precision_b):.0f} effective bits) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
+        low, high = sorted((ev.precision_a, ev.precision_b))
+        bits = (f"{low:.0f} vs {high:.0f} effective bits" if high - low >= 1 else
+                f"as many bits in use, in a wider dtype: converted from the other's")
+        return Verdict("quantized", f"model {coarse} is stored coarser ({bits}) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
     if abs(ev.zeros_delta) >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE:
         side = "b" if ev.zeros_delta > 0 else "a"
         return Verdict("pruned", f"model {side} has {abs(ev.zeros_delta):.1%} more exact zeros and agrees with the other on its non-zero weights (relative difference {ev.nonzero_rel_distance:.3f}).")
