@@ -101,9 +101,8 @@ def verdict(ev: PairEvidence) -> Verdict:
     if ev.quant_ratio is not None and ev.quant_ratio <= ev.quant_limit and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
         low, high = sorted((ev.precision_a, ev.precision_b))
-        bits = (f"{low:.0f} vs {high:.0f} effective bits" if high - low >= 1 else
-                f"as many bits in use, in a wider dtype: converted from the other's")
-        return Verdict("quantized", f"model {coarse} is stored coarser ({bits}) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
+        digits = 0 if high - low >= 1 else 1  # a conversion (bfloat16 values in float16) is half a bit coarser
+        return Verdict("quantized", f"model {coarse} is stored coarser ({low:.{digits}f} vs {high:.{digits}f} effective bits) and the models differ by {ev.quant_ratio:.2f}× its rounding step.")
     if abs(ev.zeros_delta) >= PRUNED_ZEROS and ev.nonzero_rel_distance <= PRUNED_NONZERO_DISTANCE:
         side = "b" if ev.zeros_delta > 0 else "a"
         return Verdict("pruned", f"model {side} has {abs(ev.zeros_delta):.1%} more exact zeros and agrees with the other on its non-zero weights (relative difference {ev.nonzero_rel_distance:.3f}).")
