@@ -443,6 +443,14 @@ def test_a_float16_conversion_of_a_bfloat16_model_is_its_copy(tiny_zoo: Path, tm
         edges = GraphRecovery().fit(order).graph_.to_dict()["edges"]
         assert sorted((e["parent"], e["child"], e["relation"]) for e in edges) == [
             ("base", "base-fp16", "quantized"), ("base", "tuned", "finetune")]
+    # without the original (a hub holding its float16 and float32 exports): float32 holds the values exactly,
+    # float16 lost the smallest; both counted half a bit coarser, they were "fine-tunes" of each other
+    save_torch({k: v.float() for k, v in base.items()}, str(tmp_path / "base-fp32.safetensors"))
+    fp32 = fingerprint(tmp_path / "base-fp32.safetensors", model_id="base-fp32")
+    assert verdict(relate(fp32, fp16)).reason.startswith("model b is stored coarser")
+    edges = GraphRecovery().fit([fp16, fp32]).graph_.to_dict()["edges"]
+    assert [(e["parent"], e["child"], e["relation"]) for e in edges] == [("base-fp32", "base-fp16", "quantized")]
+    assert all(precision_bits(t) == 9 for t in fp32.tensors if t.is_matrix)
     # float32 weights keep their 23 bits; a 32-entry bias or a constant says nothing (too few distinct values)
     original = fingerprint(tiny_zoo / root).tensors
     assert {t.mantissa_used for t in original if t.is_matrix} == {23}

@@ -282,15 +282,6 @@ def _shared_folders(candidate: str, near: str | None) -> int:
     return shared
 
 
-#: Values below float16's smallest normal (2**-14) are left out when counting the mantissa bits in use:
-#: a float16 copy stores them with fewer bits of their own, which says nothing of the copy's precision.
-MANTISSA_FLOOR = 2.0 ** -14
-
-#: Distinct normal values needed to count the mantissa bits in use: the last bit of 64 random mantissas is zero in
-#: all of them once in 2**64 cases.
-MANTISSA_SAMPLE = 64
-
-
 @dataclass(eq=False)  # identity equality: compare ``content_key`` for content
 class Fingerprint:
     """A model reduced to what lineage needs: per-tensor hashes, moments and sketches, plus metadata.

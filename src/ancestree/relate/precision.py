@@ -46,19 +46,28 @@ def _float_stored(t: TensorPrint) -> bool:
     return t.dtype in MANTISSA_BITS and (not t.quantized or t.dtype.startswith("float8"))
 
 
-#: How much coarser a float tensor counts when its dtype is wider than its values (a float16 or float32 file
-#: holding bfloat16 values): it was converted from the narrower dtype (float16 even loses bfloat16's
-#: smallest values to its subnormals), so of two files holding the same values it is the copy.
+#: Exponent bits of floating dtypes: a dtype with fewer than bfloat16's 8 has a narrower range.
+EXPONENT_BITS = {"float64": 11, "float32": 8, "bfloat16": 8, "float16": 5, "float8_e4m3fn": 4, "float8_e5m2": 5}
+
+#: How much coarser a float tensor counts when it holds values of fewer mantissa bits in a dtype of a
+#: narrower range (a float16 file of bfloat16 values): converted so, bfloat16's smallest values became float16
+#: subnormals and lost bits, so of two files holding those values it is the copy. (A float32 or float64 file
+#: of bfloat16 values holds them exactly and counts as bfloat16: the same values, a duplicate.)
 CONVERTED_BITS = 0.5
 
 
 def float_bits(t: TensorPrint) -> int:
     """Mantissa bits of a float-stored tensor: its dtype's, or as many as its values use when fewer (a model
     released in bfloat16 and converted to float16 holds bfloat16's 7 bits in float16's 10, and read as the
-    finer of the two it was drawn as its own source's parent). float64 keeps its 52: the float32 sketch
-    cannot show more than 23."""
+    finer of the two it was drawn as its own source's parent). A float64 tensor whose values use all 23
+    bits the float32 sketch shows keeps its 52."""
     bits, used = MANTISSA_BITS[t.dtype], t.mantissa_used
-    return bits if used is None or bits > 23 else min(bits, used)
+    return bits if used is None or (bits > 23 and used >= 23) else min(bits, used)
+
+
+def _converted(t: TensorPrint, used: int) -> bool:
+    """Holds values of fewer bits than its dtype, in a range narrower than bfloat16's (:data:`CONVERTED_BITS`)."""
+    return used < MANTISSA_BITS[t.dtype] and EXPONENT_BITS.get(t.dtype, 8) < 8
 
 
 def precision_bits(t: TensorPrint) -> float:
@@ -66,7 +75,7 @@ def precision_bits(t: TensorPrint) -> float:
     (:func:`float_bits`) plus :data:`FLOAT_EXTRA_BITS`, an integer grid's bits); 64 when unknown."""
     if _float_stored(t):
         used = float_bits(t)
-        return used + FLOAT_EXTRA_BITS - (CONVERTED_BITS if used < MANTISSA_BITS[t.dtype] else 0.0)
+        return used + FLOAT_EXTRA_BITS - (CONVERTED_BITS if _converted(t, used) else 0.0)
     grid = integer_bits(t.dtype)
     if grid is not None:
         return float(grid)
