@@ -271,6 +271,32 @@ def test_wide_merge_search_finds_a_task_arithmetic_merge_released_in_bfloat16() 
     assert wide_merge_candidates(S, 5, [i for i in range(len(U)) if i != 5], bits=9.0) == []
 
 
+def test_a_bfloat16_merge_keeps_its_members_that_moved_little() -> None:
+    """Task arithmetic over three fine-tunes that share most of their update, every model in bfloat16: the
+    merge test's tolerance holds bfloat16's rounding (a quarter of the distance to the merge's nearest
+    relative), and members were dropped while the fit stayed within it (base and one fine-tune at weight 2
+    were left); a member goes now only while the fit stays as good as with all of them."""
+    import ml_dtypes
+
+    from ancestree.graph.relations import merge_tolerance
+
+    def bf16(x: np.ndarray) -> np.ndarray:
+        return x.astype(ml_dtypes.bfloat16).astype(np.float32)
+
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        width = 4000
+        base = bf16(rng.normal(size=width))
+        drift = 0.02 * rng.normal(size=width)
+        kids = [bf16(base + drift + 0.003 * rng.normal(size=width)) for _ in range(3)]
+        merge = bf16(base + 0.7 * sum(k - base for k in kids))
+        tuned = bf16(merge + 0.03 * rng.normal(size=width))  # a fine-tune of the merge: its nearest relative
+        U = np.array([base, *kids, merge, tuned, bf16(base + 0.02 * rng.normal(size=width))])
+        scale = float(np.linalg.norm(U[4] - U[5]))
+        support, weights, residual = merge_parents(U, 4, [0, 1, 2, 3, 6], scale, merge_tolerance(9.0))
+        assert sorted(support) == [0, 1, 2, 3] and residual < 0.1, (seed, support, weights)
+
+
 def test_two_model_task_arithmetic_is_not_read_through_a_fine_tune() -> None:
     """M = B + 0.7·(C1 − B) + 0.7·(C2 − B) written four ways, each with one negative weight. A fine-tune
     written through the other (C2 = (M + 0.4·B − 0.7·C1)/0.7) has a larger total weight, but on ``tiny`` seed 1

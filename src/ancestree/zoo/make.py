@@ -98,7 +98,9 @@ def _do_pretrain(c: _Context) -> Outputs:
 
 
 def _do_finetune(c: _Context) -> Outputs:
-    """A fine-tune, or a snake: one run of ``n × steps`` saved every ``steps``."""
+    """A fine-tune, or a snake: one run of ``n × steps`` saved every ``steps``. In a zoo released in bfloat16
+    the run goes on from its float32 state after each save (as training keeps its master weights), so a later
+    checkpoint's ``start_sha256`` is of that state, not of the previous checkpoint as released."""
     spec, n = c.spec, c.job.params.get("checkpoints", 1)
     run = recipes.TrainSpec(**{**spec.to_dict(), "steps": spec.steps * n})
     marks = tuple(spec.steps * (i + 1) for i in range(n - 1))
