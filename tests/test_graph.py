@@ -297,6 +297,20 @@ def test_a_bfloat16_merge_keeps_its_members_that_moved_little() -> None:
         assert sorted(support) == [0, 1, 2, 3] and residual < 0.1, (seed, support, weights)
 
 
+def test_a_task_arithmetic_base_is_the_parent_of_the_models_it_merged(ours_weights_only, tiny_zoo: Path) -> None:
+    """``M = B + λ·Σ(Cᵢ − B)`` adds the updates the Cᵢ made from ``B``: the merge names their parent. From the
+    weights alone the tiny zoo's t2 tree was drawn upside down (its root below its own merge, a fine-tune
+    below its sibling); the base now weighs in as a declared base does."""
+    graph, truth = ours_weights_only
+    data = json.loads((tiny_zoo / "truth.json").read_text())
+    (merge,) = [m for m in data["models"] if m["recipe"]["kind"] == "merge" and m["recipe"].get("method") == "task_arithmetic"]
+    base, members = merge["recipe"]["base"], [e["parent"] for e in data["edges"] if e["child"] == merge["id"]]
+    assert len(members) == 2 and not [p for p, c in graph.graph.in_edges(base)]  # the root stays a root
+    for member in members:
+        assert [(p, d["relation"]) for p, _, d in graph.graph.in_edges(member, data=True)] == [(base, "finetune")], member
+    assert sorted(p for p, _ in graph.graph.in_edges(merge["id"])) == sorted(members)
+
+
 def test_two_model_task_arithmetic_is_not_read_through_a_fine_tune() -> None:
     """M = B + 0.7·(C1 − B) + 0.7·(C2 − B) written four ways, each with one negative weight. A fine-tune
     written through the other (C2 = (M + 0.4·B − 0.7·C1)/0.7) has a larger total weight, but on ``tiny`` seed 1

@@ -328,4 +328,18 @@ def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
     return out
 
 
-__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges"]
+def merge_bases(merges: dict[int, list[int]], found: dict[int, tuple[list[int], list[float]]]) -> set[tuple[int, int]]:
+    """``(base, member)`` pairs of the task-arithmetic merges among ``merges`` (child -> parents, as
+    :func:`~ancestree.graph.relations.resolve_merges` chose them from ``found``): ``M = B + λ·Σ(Cᵢ − B)`` adds
+    up the updates the Cᵢ made from B, so each merged model was (as a rule) fine-tuned from the base, and the
+    arborescence weighs ``B → Cᵢ`` as it weighs a card's declared base."""
+    pairs = set()
+    for child, parents in merges.items():
+        support, weights = found[child]
+        negative = [j for j, w in zip(support, weights) if w < -MERGE_WEIGHT]
+        if len(negative) == 1:
+            pairs |= {(negative[0], p) for p in parents}
+    return pairs
+
+
+__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges", "merge_bases"]
