@@ -487,3 +487,33 @@ def test_a_gguf_copy_of_a_bfloat16_model_hangs_below_it_not_below_its_int8_sibli
     edges = GraphRecovery().fit(prints).graph_.to_dict()["edges"]
     assert sorted((e["parent"], e["child"], e["relation"]) for e in edges) == [
         ("base", "int8", "quantized"), ("base", "q4", "quantized")]
+
+
+def test_a_lora_merged_into_a_few_matrices_is_no_rounded_copy_of_a_float16_base(tiny_zoo: Path, tmp_path: Path) -> None:
+    """A LoRA merged into a few matrices leaves the others as they were: against the base's float16 copy those
+    differ by float16's rounding, and the median over matrices called the merge the copy's "quantized" copy
+    (a hub holding a Llama's float16 copy and its merged LoRA drew the merge as the root above both). Every
+    changed matrix must be within the rounding now."""
+    import json
+
+    from safetensors.torch import load_file
+    from safetensors.torch import save_file as save_torch
+
+    truth = json.loads((tiny_zoo / "truth.json").read_text())
+    model = next(m["id"] for m in truth["models"]  # a ViT: many matrices, a LoRA on two of them
+                 if (m.get("recipe") or {}).get("kind") == "pretrain" and m["architecture"] == "ancestree-vit")
+    tensors = {k: v for f in sorted((tiny_zoo / model).glob("*.safetensors")) for k, v in load_file(f).items()}
+    g = torch.Generator().manual_seed(0)
+    merged = dict(tensors)
+    matrices = [k for k, v in tensors.items() if v.ndim == 2 and min(v.shape) >= 16]
+    for name in matrices[:2]:  # a rank-2 update of a tenth of the weights' size
+        w = tensors[name]
+        a, b = torch.randn(w.shape[0], 2, generator=g), torch.randn(2, w.shape[1], generator=g)
+        merged[name] = w + 0.1 * w.norm() * (a @ b) / (a @ b).norm()
+    assert len(matrices) >= 4
+    save_torch({k: v.half() for k, v in tensors.items()}, str(tmp_path / "base-fp16.safetensors"))
+    save_torch({k: v.contiguous() for k, v in merged.items()}, str(tmp_path / "merged.safetensors"))
+    fp16, lora = (fingerprint(tmp_path / f"{n}.safetensors", model_id=n) for n in ("base-fp16", "merged"))
+    for pair in ((fp16, lora), (lora, fp16)):
+        said = verdict(relate(*pair))
+        assert said.kind == "adapter", said

@@ -119,6 +119,17 @@ class PairEvidence:
         return self.low_rank_matrices / self.changed_matrices if self.changed_matrices else 0.0
 
     @property
+    def within_rounding(self) -> bool:
+        """Every changed matrix stored at another precision differs by no more than a rounded copy shows (all
+        changed tensors when no matrix differs in precision). ``quant_ratio`` is their median: a LoRA merged
+        into 4 of 14 matrices of a model kept the 10 others at float16's rounding from the base's float16
+        copy, and the merge read as that copy's "quantized" copy."""
+        rounded = [l for l in self.layers if l.quant_ratio is not None and l.quant_limit is not None and not l.identical]
+        rounded = [l for l in rounded if l.is_matrix] or rounded
+        return all(l.quant_ratio is not None and l.quant_limit is not None and l.quant_ratio <= l.quant_limit
+                   for l in rounded)
+
+    @property
     def varying_layers(self) -> int:
         """Paired tensors that vary on both sides (a finite correlation). A pair with a constant side (all
         zeros, one fill value) has a distance that only measures the other side's size: no lineage evidence."""
