@@ -83,6 +83,12 @@ class LayerEvidence:
         return self.rank_limit is not None
 
 
+#: How far one matrix of a rounded copy may go past the bound a copy's median keeps (a Q4 copy's 17×32
+#: position embedding, one block short of its levels, read 1.53 against 1.5); a LoRA's changed matrices are
+#: tens to hundreds of rounding steps away.
+ROUNDING_SPREAD = 2.0
+
+
 @dataclass
 class PairEvidence:
     """The evidence about models ``a`` and ``b`` (numbers only; see :func:`ancestree.relate.verdict`)."""
@@ -120,14 +126,15 @@ class PairEvidence:
 
     @property
     def within_rounding(self) -> bool:
-        """Every changed matrix stored at another precision differs by no more than a rounded copy shows (all
+        """Every changed matrix stored at another precision differs by no more than a rounded copy shows, within
+        :data:`ROUNDING_SPREAD` (all
         changed tensors when no matrix differs in precision). ``quant_ratio`` is their median: a LoRA merged
         into 4 of 14 matrices of a model kept the 10 others at float16's rounding from the base's float16
         copy, and the merge read as that copy's "quantized" copy."""
         rounded = [l for l in self.layers if l.quant_ratio is not None and l.quant_limit is not None and not l.identical]
         rounded = [l for l in rounded if l.is_matrix] or rounded
-        return all(l.quant_ratio is not None and l.quant_limit is not None and l.quant_ratio <= l.quant_limit
-                   for l in rounded)
+        return all(l.quant_ratio is not None and l.quant_limit is not None
+                   and l.quant_ratio <= ROUNDING_SPREAD * l.quant_limit for l in rounded)
 
     @property
     def varying_layers(self) -> int:
