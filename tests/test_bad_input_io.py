@@ -522,3 +522,28 @@ def test_links_to_nothing_and_empty_tensors_get_plain_messages(tmp_path: Path, c
         warnings.simplefilter("always")
         cli(["compare", str(tmp_path / "e1.safetensors"), str(tmp_path / "e2.safetensors")])
     assert exit_info.value.code == 0 and not [str(w.message) for w in caught]
+
+
+def test_a_damaged_npz_leaves_no_file_open(tmp_path: Path) -> None:
+    """np.load opens the file itself and leaves it open when the archive is damaged: the handle was found
+    later by the garbage collector (an "unclosed file" warning inside another test's run in CI). ancestree
+    opens the file and closes it, for models and for probe data."""
+    import gc
+    import warnings
+
+    from ancestree.errors import BadInputError
+    from ancestree.io import load_model
+    from ancestree.lineage.probe import read_probe_file
+
+    np.savez(tmp_path / "ok.npz", x=np.zeros((40, 3), dtype=np.float32))
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for read in (read_probe_file, load_model):
+            with pytest.raises(BadInputError, match="cut.npz"):
+                read(tmp_path / "cut.npz")
+        gc.collect()
+    assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]
+    with load_model(tmp_path / "ok.npz") as model:  # a good archive still reads, and closes
+        assert [t.name for t, _ in model.iter_tensors()] == ["x"]

@@ -40,16 +40,21 @@ class NpzModel(Model):
 
     def __init__(self, path: str | Path, model_id: str | None = None) -> None:
         super().__init__(path, model_id)
+        # the file is opened here, not by numpy: np.load leaves its own handle open when the archive is damaged
         try:
-            self._npz = np.load(self.path, allow_pickle=False)
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+            self._file = open(self.path, "rb")
+        except OSError as exc:
             raise BadInputError(self.path, f"not a valid .npz archive ({exc.__class__.__name__}: {exc})") from None
-        if not isinstance(self._npz, np.lib.npyio.NpzFile):
-            raise BadInputError(self.path, "a single .npy array, not an .npz archive of named tensors")
         try:
+            try:
+                self._npz = np.load(self._file, allow_pickle=False)
+            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+                raise BadInputError(self.path, f"not a valid .npz archive ({exc.__class__.__name__}: {exc})") from None
+            if not isinstance(self._npz, np.lib.npyio.NpzFile):
+                raise BadInputError(self.path, "a single .npy array, not an .npz archive of named tensors")
             self._members = {m.info.name: m for m in self._scan()}
         except BadInputError:
-            self._npz.close()
+            self.close()
             raise
         self._quant = pair_by_name({n: m.info for n, m in self._members.items()})
         self.meta.files = [FileInfo.of(self.path)]
@@ -114,4 +119,7 @@ class NpzModel(Model):
         return to_float(values)
 
     def close(self) -> None:
-        self._npz.close()
+        npz = getattr(self, "_npz", None)
+        if isinstance(npz, np.lib.npyio.NpzFile):
+            npz.close()
+        self._file.close()
