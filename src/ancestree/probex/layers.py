@@ -154,7 +154,7 @@ class LayerCache:
         """Whether a cached file is readable and has these arrays (files written before biases were cached
         lack them; a damaged one is only a cache, written again)."""
         try:
-            with np.load(target) as data:
+            with open(target, "rb") as file, np.load(file) as data:  # np.load's own handle leaks when damaged
                 return set(names) <= set(data.files)
         except DAMAGED_FILE:
             return False

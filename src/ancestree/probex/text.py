@@ -132,7 +132,7 @@ class CachedEncoder:
         self._loaded = True
         if self.path.is_file():
             try:
-                with np.load(self.path) as data:
+                with open(self.path, "rb") as file, np.load(file) as data:  # np.load's own handle leaks when damaged
                     self._memo.update({k: data[k] for k in data.files})
             except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 self._memo.clear()  # a damaged cache is only a cache: the texts are encoded again
