@@ -1071,3 +1071,26 @@ def test_a_zoo_released_in_bfloat16_is_recovered(tmp_path: Path) -> None:
     fps = fingerprint_many([(m["id"], tmp_path / "z" / m["id"]) for m in truth["models"]], progress=False)
     scores = evaluate(GraphRecovery().fit(fps).graph_, ModelGraph.from_dict(truth))
     assert scores.edge_f1 == 1.0 and scores.relation_accuracy >= 0.9, scores
+
+
+def test_a_card_naming_another_parent_outweighs_the_task_arithmetic_base(tiny_zoo: Path, tmp_path: Path) -> None:
+    """The base of a task-arithmetic merge is only a hint of its members' parent (a merge over the root of
+    fine-tunes of a fine-tune names their grandparent, and a merge resolved the wrong way round a wrong
+    model): a card that names another parent wins. Here t2/ft1's card says it came from its sibling t2/ft0;
+    the hint counted as much as the card, and the tree kept t2/ft1 below the merge's base."""
+    import shutil
+
+    from ancestree.fingerprint import fingerprint_many
+
+    data = json.loads((tiny_zoo / "truth.json").read_text())
+    (merge,) = [m for m in data["models"] if m["recipe"]["kind"] == "merge" and m["recipe"].get("method") == "task_arithmetic"]
+    base = merge["recipe"]["base"]
+    first, second = sorted(e["parent"] for e in data["edges"] if e["child"] == merge["id"])
+    tree = [m["id"] for m in data["models"] if m["tree"] == merge["tree"]]
+    for model in tree:
+        shutil.copytree(tiny_zoo / model, tmp_path / model)
+    card = tmp_path / second / "README.md"
+    card.write_text(card.read_text().replace(f"base_model: {base}", f"base_model: {first}"))
+    fps = fingerprint_many([(m, tmp_path / m) for m in tree], progress=False)
+    graph = GraphRecovery().fit(fps).graph_
+    assert [p for p, _ in graph.graph.in_edges(second)] == [first]
