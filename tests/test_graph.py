@@ -1094,3 +1094,44 @@ def test_a_card_naming_another_parent_outweighs_the_task_arithmetic_base(tiny_zo
     fps = fingerprint_many([(m, tmp_path / m) for m in tree], progress=False)
     graph = GraphRecovery().fit(fps).graph_
     assert [p for p, _ in graph.graph.in_edges(second)] == [first]
+
+
+def test_a_task_arithmetic_merge_over_a_grandparent_leaves_the_parent_in_place(tiny_zoo: Path, tmp_path: Path) -> None:
+    """Task arithmetic is often taken over the root of fine-tunes of a fine-tune (fine-tunes of an Instruct
+    model merged over the base model): its base is their grandparent. Weighed as their parent, it took the
+    merged models from the real one (here 2 of 5 edges right; a review's hub: 2 of 6). The merge's base and
+    members still constrain the tree (no member parents the base or a fellow member); the base is only a
+    light hint."""
+    from safetensors.torch import load_file, save_file
+
+    import torch
+
+    from ancestree.fingerprint import fingerprint_many
+    from ancestree.zoo import recipes
+
+    data = json.loads((tiny_zoo / "truth.json").read_text())
+    root_id = next(m["id"] for m in data["models"] if m["recipe"]["kind"] == "pretrain" and m["architecture"] == "ancestree-vit")
+    record = next(m for m in data["models"] if m["id"] == root_id)
+    config = json.loads((tiny_zoo / root_id / "config.json").read_text())
+    root = {k: v.float() for k, v in load_file(str(tiny_zoo / root_id / "model.safetensors")).items()}
+
+    def tune(state: dict, seed: int, steps: int, lr: float) -> dict:
+        classes = record["classes"][:6] if seed % 2 else record["classes"][-6:]
+        spec = recipes.TrainSpec(steps=steps, lr=lr, optimizer="sgd", weight_decay=1e-4, batch_size=32, n_per_class=10)
+        return recipes.finetune(config, state, record["recipe"]["domain"], classes, spec, seed)[1][-1]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the zoo trains: the same weights on any machine
+    try:
+        instruct = tune(root, 11, 120, 0.01)  # the fine-tune the merged models came from
+        one, two = tune(instruct, 21, 90, 0.0088), tune(instruct, 22, 90, 0.0088)
+    finally:
+        torch.set_num_threads(threads)
+    merged = {k: root[k] + 0.7 * ((one[k] - root[k]) + (two[k] - root[k])) for k in root}  # over the root
+    models = {"root": root, "instruct": instruct, "one": one, "two": two, "merge": merged}
+    for name, tensors in models.items():
+        (tmp_path / name).mkdir()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / name / "model.safetensors"))
+    fps = fingerprint_many([(m, tmp_path / m) for m in models], progress=False)
+    edges = sorted(GraphRecovery(use_declared=False).fit(fps).graph_.graph.edges())
+    assert edges == [("instruct", "one"), ("instruct", "two"), ("one", "merge"), ("root", "instruct"), ("two", "merge")], edges

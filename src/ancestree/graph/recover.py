@@ -54,6 +54,7 @@ from ancestree.graph.relations import (
     quantized_source,
     merge_bases,
     merge_coordinates,
+    merge_kin,
     merge_parents,
     merge_tolerance,
     pruning_sources,
@@ -79,10 +80,10 @@ class Edge:
 
 #: How much a task-arithmetic merge's base lowers the cost of ``base → member`` (in angle-distance units; a
 #: declared base gets ``declared_bonus``, 2). The base is the members' parent as a rule, but a merge taken
-#: over the root of fine-tunes of a fine-tune (Llama fine-tunes of an Instruct model merged over the base
-#: model) names their grandparent: at 2 such a hub lost 4 of its 6 edges (a review's case), at 0.5 2 of 6;
-#: ``wild`` 0.870 / 0.935 -> 0.923 / 0.953 (2: 0.929 / 0.953), and a card naming another parent wins.
-MERGE_BASE_BONUS = 0.5
+#: over the root of fine-tunes of a fine-tune (fine-tunes of an Instruct model merged over the base model)
+#: names their grandparent: a review's hub of that kind kept 2 of its 6 edges at 2, 4 at 0.5, all 6 at 0.2
+#: (with :func:`~ancestree.graph.relations.merge_kin`'s rule, which holds either way). ``wild`` 0.923 / 0.953.
+MERGE_BASE_BONUS = 0.2
 
 
 class GraphRecovery:
@@ -353,7 +354,8 @@ class GraphRecovery:
 
         ``merges`` (child -> merge parents, already linked) sit below their first parent (in ``forced``) and
         may be parents of other models; no tree edge is recorded into them. ``based`` holds ``(base, member)``
-        pairs of task-arithmetic merges (:func:`~ancestree.graph.relations.merge_bases`), weighed as declared.
+        pairs of task-arithmetic merges (:func:`~ancestree.graph.relations.merge_bases`): ``base → member`` costs
+        :data:`MERGE_BASE_BONUS` less, and no member is the parent of the base or of a fellow member.
 
         The cost of ``p → c`` is the pair's angle distance (:func:`~ancestree.graph.vectors.angle_distances`,
         the log of a geometric mean of squared per-tensor angles) minus ``direction_weight · log P_dir(p→c)``
@@ -367,6 +369,7 @@ class GraphRecovery:
         if len(core) < 2:
             return []
         core_set = set(core)
+        kin = merge_kin(based)
         # models stored in integers (int8, GGUF blocks) are releases for inference: nothing stored finer is
         # fine-tuned from them (the atlas's "quantized models are leaves"), so they parent only their like
         coarse = {i for i in core if integer_stored(members[i])}
@@ -392,6 +395,8 @@ class GraphRecovery:
         floor = float(cost.min()) - 1.0
         for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
             if b in merges.get(a, ()) or not allowed(a, b):  # a merge is no parent of what it was merged from
+                continue
+            if b in kin.get(a, ()):  # a merged model is no parent of the merge's base or of a fellow member
                 continue
             if b in forced:  # a pruned copy keeps the parent it was copied from
                 if forced[b] != a:
@@ -733,3 +738,4 @@ def _original_rank(fp: Fingerprint) -> tuple:
 
 
 __all__ = ["Edge", "GraphRecovery"]
+

@@ -343,4 +343,19 @@ def merge_bases(merges: dict[int, list[int]], found: dict[int, tuple[list[int], 
     return pairs
 
 
-__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges", "merge_bases"]
+
+def merge_kin(based: set[tuple[int, int]]) -> dict[int, set[int]]:
+    """Member -> the models it cannot be the parent of, from the ``(base, member)`` pairs of
+    :func:`merge_bases`: the base (an ancestor of every member, parent or further up) and the fellow members
+    (models fine-tuned apart and merged, siblings or cousins). This holds whichever of its ancestors the base
+    is; weighing ``base → member`` as a parent edge does not (a review's hub merged over a grandparent)."""
+    members: dict[int, set[int]] = {}
+    for base, member in based:
+        members.setdefault(base, set()).add(member)
+    kin: dict[int, set[int]] = {}
+    for base, group in members.items():
+        for member in group:
+            kin.setdefault(member, set()).update({base, *group} - {member})
+    return kin
+
+__all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges", "merge_bases", "merge_kin"]
