@@ -421,7 +421,7 @@ class GraphRecovery:
             return c not in forced and q not in forced and not self._declares(members, c, q)
 
         def movable(ancestor: int, q: int, c: int, is_root: bool) -> bool:
-            if not may_move(q, c) or not allowed(ancestor, c):
+            if not may_move(q, c) or not allowed(ancestor, c) or c in kin.get(ancestor, ()):
                 return False
             self._add_costs(gv, [(ancestor, c)], data, incoming)
             return data[(ancestor, c)]["weight"] - data[(q, c)]["weight"] < (ROOT_NEAR_COST if is_root else NEAR_COST)
