@@ -1135,3 +1135,21 @@ def test_a_task_arithmetic_merge_over_a_grandparent_leaves_the_parent_in_place(t
     fps = fingerprint_many([(m, tmp_path / m) for m in models], progress=False)
     edges = sorted(GraphRecovery(use_declared=False).fit(fps).graph_.graph.edges())
     assert edges == [("instruct", "one"), ("instruct", "two"), ("one", "merge"), ("root", "instruct"), ("two", "merge")], edges
+
+
+def test_a_task_arithmetic_merge_and_its_members_alone_come_out_right(tiny_zoo: Path) -> None:
+    """The tiny zoo's t2 tree alone (root, two fine-tunes, their task-arithmetic merge), weights only: with
+    the merge rule the root lost every admissible parent but the merge, the fans step then lifted one
+    member below the other and hid the cycle the merge made: the merge was drawn as its own base's parent
+    (and ``parent`` named the merge a fine-tune's parent). The merge is no parent of its base, and the fans
+    step keeps the rule."""
+    from ancestree.fingerprint import fingerprint_many
+
+    data = json.loads((tiny_zoo / "truth.json").read_text())
+    (merge,) = [m for m in data["models"] if m["recipe"]["kind"] == "merge" and m["recipe"].get("method") == "task_arithmetic"]
+    base = merge["recipe"]["base"]
+    one, two = sorted(e["parent"] for e in data["edges"] if e["child"] == merge["id"])
+    models = [base, one, two, merge["id"]]
+    fps = fingerprint_many([(m, tiny_zoo / m) for m in models], progress=False)
+    edges = sorted(GraphRecovery(use_declared=False).fit(fps).graph_.graph.edges())
+    assert edges == sorted([(base, one), (base, two), (one, merge["id"]), (two, merge["id"])]), edges

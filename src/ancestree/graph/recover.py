@@ -319,8 +319,8 @@ class GraphRecovery:
         merges = resolve_merges(found, lambda base, kids: self._older(gv, base, kids))
         # a task-arithmetic merge names the model its members were fine-tuned from, its base, as a rule: a hint
         # (MERGE_BASE_BONUS), which a card naming another parent overrides
-        based = {(b, c) for b, c in merge_bases(merges, found)
-                 if not self._declares_other(members, c, b) and not self._declares(members, b, c)}
+        bases = {m: (b, [c for c in cs if not self._declares_other(members, c, b) and not self._declares(members, b, c)])
+                 for m, (b, cs) in merge_bases(merges, found).items()}
         for c, parents in merges.items():
             for p in parents:
                 self.edges_.append(Edge(members[p].id, members[c].id, "merge", 0.98, "merge"))
@@ -335,7 +335,7 @@ class GraphRecovery:
                 if forced[c] in out:
                     out.add(c)
             core = [i for i in nodes if i not in leaves and i not in out]
-            chosen = self._arborescence(gv, members, core, near, {**forced, **{c: ps[0] for c, ps in inside.items()}}, inside, based)
+            chosen = self._arborescence(gv, members, core, near, {**forced, **{c: ps[0] for c, ps in inside.items()}}, inside, bases)
             loop = _cycle([(p, c) for p, c, *_ in chosen] + [(p, c) for c, ps in merges.items() for p in ps])
             if not loop.intersection(inside):
                 break
@@ -349,13 +349,14 @@ class GraphRecovery:
             if p not in in_core:
                 self.edges_.append(Edge(members[p].id, members[c].id, "pruned", 0.99, "pruned"))
 
-    def _arborescence(self, gv, members, core, near, forced, merges, based) -> list[tuple[int, int, dict, list]]:
+    def _arborescence(self, gv, members, core, near, forced, merges, bases) -> list[tuple[int, int, dict, list]]:
         """Edges among the core of one tree: the minimum spanning arborescence of learned costs.
 
         ``merges`` (child -> merge parents, already linked) sit below their first parent (in ``forced``) and
-        may be parents of other models; no tree edge is recorded into them. ``based`` holds ``(base, member)``
-        pairs of task-arithmetic merges (:func:`~ancestree.graph.relations.merge_bases`): ``base → member`` costs
-        :data:`MERGE_BASE_BONUS` less, and no member is the parent of the base or of a fellow member.
+        may be parents of other models; no tree edge is recorded into them. ``bases`` holds the task-arithmetic
+        merges' ``(base, members)`` (:func:`~ancestree.graph.relations.merge_bases`): ``base → member`` costs
+        :data:`MERGE_BASE_BONUS` less, and no member is the parent of the base or of a fellow member, nor the
+        merge of its base (:func:`~ancestree.graph.relations.merge_kin`; a copy's forced parent comes first).
 
         The cost of ``p → c`` is the pair's angle distance (:func:`~ancestree.graph.vectors.angle_distances`,
         the log of a geometric mean of squared per-tensor angles) minus ``direction_weight · log P_dir(p→c)``
@@ -369,7 +370,8 @@ class GraphRecovery:
         if len(core) < 2:
             return []
         core_set = set(core)
-        kin = merge_kin(based)
+        based = {(b, c) for b, cs in bases.values() for c in cs}
+        kin = merge_kin(bases)
         # models stored in integers (int8, GGUF blocks) are releases for inference: nothing stored finer is
         # fine-tuned from them (the atlas's "quantized models are leaves"), so they parent only their like
         coarse = {i for i in core if integer_stored(members[i])}
@@ -396,12 +398,12 @@ class GraphRecovery:
         for a, b, w, pr in zip(par.tolist(), chi.tolist(), cost.tolist(), prob.tolist()):
             if b in merges.get(a, ()) or not allowed(a, b):  # a merge is no parent of what it was merged from
                 continue
-            if b in kin.get(a, ()):  # a merged model is no parent of the merge's base or of a fellow member
-                continue
             if b in forced:  # a pruned copy keeps the parent it was copied from
                 if forced[b] != a:
                     continue
                 w = floor
+            elif b in kin.get(a, ()):  # a merged model is no parent of the merge's base or of a fellow member
+                continue
             elif self._declares(members, b, a):
                 w -= self.declared_bonus
             elif (a, b) in based:

@@ -329,33 +329,30 @@ def resolve_merges(found: dict[int, tuple[list[int], list[float]]],
     return out
 
 
-def merge_bases(merges: dict[int, list[int]], found: dict[int, tuple[list[int], list[float]]]) -> set[tuple[int, int]]:
-    """``(base, member)`` pairs of the task-arithmetic merges among ``merges`` (child -> parents, as
-    :func:`~ancestree.graph.relations.resolve_merges` chose them from ``found``): ``M = B + λ·Σ(Cᵢ − B)`` adds
-    up the updates the Cᵢ made from B, so each merged model was (as a rule) fine-tuned from the base, and the
-    arborescence weighs ``B → Cᵢ`` as it weighs a card's declared base."""
-    pairs = set()
+def merge_bases(merges: dict[int, list[int]], found: dict[int, tuple[list[int], list[float]]]) -> dict[int, tuple[int, list[int]]]:
+    """Task-arithmetic merges among ``merges`` (child -> parents, as :func:`resolve_merges` chose them from
+    ``found``): merge -> ``(base, members)``, the base being the one negative weight of the chosen form.
+    ``M = B + λ·Σ(Cᵢ − B)`` adds up the updates the Cᵢ made from B: B is an ancestor of every Cᵢ (their
+    parent, as a rule) and of M."""
+    bases = {}
     for child, parents in merges.items():
         support, weights = found[child]
         negative = [j for j, w in zip(support, weights) if w < -MERGE_WEIGHT]
         if len(negative) == 1:
-            pairs |= {(negative[0], p) for p in parents}
-    return pairs
+            bases[child] = (negative[0], list(parents))
+    return bases
 
 
-
-def merge_kin(based: set[tuple[int, int]]) -> dict[int, set[int]]:
-    """Member -> the models it cannot be the parent of, from the ``(base, member)`` pairs of
-    :func:`merge_bases`: the base (an ancestor of every member, parent or further up) and the fellow members
-    (models fine-tuned apart and merged, siblings or cousins). This holds whichever of its ancestors the base
+def merge_kin(bases: dict[int, tuple[int, list[int]]]) -> dict[int, set[int]]:
+    """Model -> the models it cannot be the parent of, from :func:`merge_bases`: a member, not of its merge's
+    base (an ancestor of every member, parent or further up) nor of a fellow member of that merge (models
+    fine-tuned apart and merged); the merge, not of its base. This holds whichever of its ancestors the base
     is; weighing ``base → member`` as a parent edge does not (a review's hub merged over a grandparent)."""
-    members: dict[int, set[int]] = {}
-    for base, member in based:
-        members.setdefault(base, set()).add(member)
     kin: dict[int, set[int]] = {}
-    for base, group in members.items():
-        for member in group:
-            kin.setdefault(member, set()).update({base, *group} - {member})
+    for merge, (base, members) in bases.items():
+        kin.setdefault(merge, set()).add(base)
+        for member in members:
+            kin.setdefault(member, set()).update({base, *members} - {member})
     return kin
 
 __all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges", "merge_bases", "merge_kin"]
