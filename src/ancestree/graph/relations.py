@@ -76,8 +76,7 @@ def quantized_copy_ratio(parent: Fingerprint, child: Fingerprint) -> float | Non
     """How many of its rounding steps ``child`` is from ``parent`` when it is ``parent`` stored at lower
     precision (they differ by about one rounding step), else None."""
     ev = _copy_evidence(parent, child)
-    if (ev is None or ev.quant_ratio is None or ev.quant_ratio > ev.quant_limit or not ev.within_rounding
-            or ev.precision_b >= ev.precision_a):
+    if ev is None or not ev.within_rounding or ev.precision_b >= ev.precision_a:
         return None
     # counted on the matrices the child stores coarser: a GGUF keeps some matrices in float, finer than an int8
     # sibling's, whose per-tensor rounding bound is loose there (the Q4 copy of a bfloat16 model read 0.77

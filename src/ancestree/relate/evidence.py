@@ -126,15 +126,15 @@ class PairEvidence:
 
     @property
     def within_rounding(self) -> bool:
-        """Every changed matrix stored at another precision differs by no more than a rounded copy shows, within
-        :data:`ROUNDING_SPREAD` (all
-        changed tensors when no matrix differs in precision). ``quant_ratio`` is their median: a LoRA merged
-        into 4 of 14 matrices of a model kept the 10 others at float16's rounding from the base's float16
-        copy, and the merge read as that copy's "quantized" copy."""
-        rounded = [l for l in self.layers if l.quant_ratio is not None and l.quant_limit is not None and not l.identical]
-        rounded = [l for l in rounded if l.is_matrix] or rounded
+        """The models differ as a rounded copy and its source do: their median ``quant_ratio`` within
+        ``quant_limit``, and every one of those layers (:func:`rounded_layers`) within :data:`ROUNDING_SPREAD`
+        of its own bound. The median alone was not enough: a LoRA merged into 4 of 14 matrices of a model
+        kept the 10 others at float16's rounding from the base's float16 copy, and the merge read as that
+        copy's "quantized" copy."""
+        if self.quant_ratio is None or self.quant_ratio > self.quant_limit:
+            return False
         return all(l.quant_ratio is not None and l.quant_limit is not None
-                   and l.quant_ratio <= ROUNDING_SPREAD * l.quant_limit for l in rounded)
+                   and l.quant_ratio <= ROUNDING_SPREAD * l.quant_limit for l in rounded_layers(self.layers))
 
     @property
     def varying_layers(self) -> int:
@@ -256,6 +256,14 @@ def _tied(fp: Fingerprint, unpaired: Sequence[str], paired: Sequence[str]) -> in
     return sum(fp[name].numel for name in unpaired if fp[name].digest in digests)
 
 
+def rounded_layers(layers: Sequence[LayerEvidence]) -> list[LayerEvidence]:
+    """The changed layers stored at different precisions, on which rounding is judged: the matrices (all such
+    tensors if no matrix differs in precision): a GGUF keeps its biases in float32, finer than a float16
+    relative's, and three such biases outvoted three 4-bit matrices."""
+    rounded = [l for l in layers if not l.identical and l.quant_ratio is not None]
+    return [l for l in rounded if l.is_matrix] or rounded
+
+
 def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], alignment: Alignment,
               non_finite: Sequence[str] = (), buffers: Sequence[str] = ()) -> PairEvidence:
     """Aggregate per-layer evidence into model-level numbers (parameter-weighted where it matters)."""
@@ -275,11 +283,7 @@ def summarise(fa: Fingerprint, fb: Fingerprint, layers: list[LayerEvidence], ali
     n_pooled = sum(l.numel for l in pooled)
     counted = [l for l in layers if np.isfinite(l.correlation) and _sketch_size(fa[l.a]) >= MIN_CORRELATION_VALUES]
     corrs = [l.correlation for l in counted]
-    changed = [l for l in layers if not l.identical]
-    # rounding is judged on the matrices too (all tensors if none differ in precision): a GGUF keeps its
-    # biases in float32, finer than a float16 relative's, and three such biases outvoted three 4-bit matrices
-    rounded = [l for l in changed if l.quant_ratio is not None]
-    rounded = [l for l in rounded if l.is_matrix] or rounded
+    rounded = rounded_layers(layers)
     ratios = [l.quant_ratio for l in rounded if l.quant_ratio is not None]  # all of them (for the type)
     limits = [l.quant_limit for l in rounded if l.quant_limit is not None]
     # Matrices whose difference rises above storage noise (rank 0 = within rounding of an identical copy).

@@ -98,7 +98,7 @@ def verdict(ev: PairEvidence) -> Verdict:
     correlated = corr == corr and corr >= max(UNRELATED_CORRELATION, CHANCE_DEVIATIONS * ev.chance_correlation)
     if not correlated and ev.rel_distance > UNRELATED_DISTANCE:
         return Verdict("unrelated", f"matching weights are {_correlated(corr, 'uncorrelated')} and far apart (relative distance {ev.rel_distance:.2f}, √2 ≈ 1.41 for independent training).")
-    if ev.quant_ratio is not None and ev.quant_ratio <= ev.quant_limit and ev.within_rounding and ev.precision_a != ev.precision_b:
+    if ev.within_rounding and ev.precision_a != ev.precision_b:
         coarse = "b" if ev.precision_b < ev.precision_a else "a"
         low, high = sorted((ev.precision_a, ev.precision_b))
         digits = 0 if high - low >= 1 else 1  # a conversion (bfloat16 values in float16) is half a bit coarser
