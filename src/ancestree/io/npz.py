@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 import struct
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,14 @@ from ancestree.io.quant import fold, pair_by_name, read_folded
 from ancestree.io.safetensors import to_float
 
 _LOCAL_HEADER = struct.Struct("<4s2B4HL2L2H")  # zip local file header, 30 bytes
+
+
+@contextmanager
+def read_npz(path: str | Path) -> Iterator[np.lib.npyio.NpzFile]:
+    """``np.load`` of a whole ``.npz`` archive (no pickles), its file opened and closed here: given a path,
+    np.load leaves its own handle open when the archive is damaged (found later by the garbage collector)."""
+    with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
+        yield data
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,7 @@ class NpzModel(Model):
 
     def __init__(self, path: str | Path, model_id: str | None = None) -> None:
         super().__init__(path, model_id)
-        # the file is opened here, not by numpy: np.load leaves its own handle open when the archive is damaged
+        # the file is opened here, not by numpy (see read_npz), and stays open for the lazy reads
         try:
             self._file = open(self.path, "rb")
         except OSError as exc:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ancestree.errors import DAMAGED_FILE, BadInputError
+from ancestree.io.npz import read_npz
 from ancestree.lineage.runnable import Runnable
 
 #: Probe inputs used when none are given (the paper uses about 64).
@@ -40,8 +41,8 @@ def read_probe_file(path: str | Path) -> np.ndarray:
     if not p.is_file():
         raise BadInputError(path, "probe data: " + ("a folder, not a .npy/.npz file" if p.is_dir() else "no such file"))
     try:
-        if p.suffix == ".npz":  # opened here: np.load leaves its own handle open when the archive is damaged
-            with open(p, "rb") as file, np.load(file, allow_pickle=False) as data:
+        if p.suffix == ".npz":
+            with read_npz(p) as data:
                 key = next((k for k in NPZ_KEYS if k in data.files), data.files[0] if data.files else None)
                 if key is None:
                     raise BadInputError(path, "probe data: the .npz holds no array")

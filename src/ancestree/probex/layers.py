@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from ancestree.atomic import atomic_path, write_text
 from ancestree.errors import DAMAGED_FILE
 from ancestree.io import Model, TensorInfo, load_model
+from ancestree.io.npz import read_npz
 
 #: Largest matrix kept as a candidate (elements); bigger ones would dominate memory for little gain.
 MAX_NUMEL = 1 << 20
@@ -154,7 +155,7 @@ class LayerCache:
         """Whether a cached file is readable and has these arrays (files written before biases were cached
         lack them; a damaged one is only a cache, written again)."""
         try:
-            with open(target, "rb") as file, np.load(file) as data:  # np.load's own handle leaks when damaged
+            with read_npz(target) as data:
                 return set(names) <= set(data.files)
         except DAMAGED_FILE:
             return False
@@ -171,7 +172,7 @@ class LayerCache:
 
     # -- reading ------------------------------------------------------------------------------------
     def matrix(self, key: str, layer: str) -> np.ndarray:
-        with np.load(self.root / f"{key}.npz") as data:
+        with read_npz(self.root / f"{key}.npz") as data:
             return data[layer]
 
     def stack(self, keys: Iterable[str], layer: str) -> np.ndarray:

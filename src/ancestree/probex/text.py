@@ -20,6 +20,7 @@ import numpy as np
 
 from ancestree.atomic import atomic_path
 from ancestree.errors import BadInputError
+from ancestree.io.npz import read_npz
 
 #: The prompt every class name is wrapped in before encoding.
 DEFAULT_TEMPLATE = "a model trained on {}"
@@ -132,7 +133,7 @@ class CachedEncoder:
         self._loaded = True
         if self.path.is_file():
             try:
-                with open(self.path, "rb") as file, np.load(file) as data:  # np.load's own handle leaks when damaged
+                with read_npz(self.path) as data:
                     self._memo.update({k: data[k] for k in data.files})
             except (OSError, ValueError, EOFError, zipfile.BadZipFile):
                 self._memo.clear()  # a damaged cache is only a cache: the texts are encoded again
