@@ -740,4 +740,3 @@ def _original_rank(fp: Fingerprint) -> tuple:
 
 
 __all__ = ["Edge", "GraphRecovery"]
-

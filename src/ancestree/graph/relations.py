@@ -33,6 +33,12 @@ MERGE_RESIDUAL = 1e-4
 #: so 42; the tolerance allows three times that.
 ROUNDING_RESIDUAL = 42.0
 
+#: Rows are dropped from a combination while its fit stays within this factor of the fit with every row (and
+#: within the tolerance): with bfloat16's rounding in the tolerance, a merged fine-tune that moved little from
+#: its siblings was dropped too, and came back as a "merge" of its base and its own merge (``wild`` released
+#: in bfloat16: 0.837 / 0.926 -> 0.843 / 0.932; 1.5 and 3 alike; float32 zoos unchanged).
+MINIMAL_SLACK = 1.5
+
 #: No tolerance above this: a combination leaving a quarter of the child's distance to its nearest relative
 #: unexplained is no merge at any precision (merges stored in 8 bits or fewer are then not recognised).
 MAX_MERGE_RESIDUAL = 0.25
@@ -213,12 +219,6 @@ MERGE_SCREEN = 1e-3
 #: rarely among the nearest relatives, were all missed by the float32 screen (``wild`` released in bfloat16).
 SCREEN_ROUNDING = 3.0
 
-#: Rows are dropped from a combination while its fit stays within this factor of the fit with every row (and
-#: within the tolerance): with bfloat16's rounding in the tolerance, a merged fine-tune that moved little from
-#: its siblings was dropped too, and came back as a "merge" of its base and its own merge (``wild`` released
-#: in bfloat16: 0.837 / 0.926 -> 0.843 / 0.932; 1.5 and 3 alike; float32 zoos unchanged).
-MINIMAL_SLACK = 1.5
-
 
 def merge_coordinates(width: int, seed: int = 0) -> np.ndarray:
     """The fixed coordinates the wide merge search works on (all of them for narrow vectors)."""
@@ -243,10 +243,10 @@ def wide_merge_candidates(S: np.ndarray, child: int, pool: list[int], bits: floa
     y = S[child].astype(np.float64)
     order = np.argsort(np.linalg.norm(X - y, axis=1))[:MERGE_POOL]
     scale = float(np.linalg.norm(X[order[0]] - y))
-    screen = MERGE_SCREEN * scale
-    limit = max(screen, SCREEN_ROUNDING * 2.0 ** -bits * float(np.linalg.norm(y)))
     if scale <= 0 or len(order) >= S.shape[1]:
         return []
+    screen = MERGE_SCREEN * scale
+    limit = max(screen, SCREEN_ROUNDING * 2.0 ** -bits * float(np.linalg.norm(y)))
     fit = _affine_fit(X[order], y)[1]
     if fit > limit:
         return []
@@ -353,5 +353,6 @@ def merge_kin(bases: dict[int, tuple[int, list[int]]]) -> dict[int, set[int]]:
         for member in members:
             kin.setdefault(member, set()).update({base, *members} - {member})
     return kin
+
 
 __all__ = ["MERGE_CANDIDATES", "MERGE_POOL", "MERGE_RESIDUAL", "merge_tolerance", "wide_merge_candidates", "is_duplicate", "is_pruned_copy", "pruning_sources", "PRUNED_CANDIDATES", "is_quantized_copy", "quantized_copy_ratio", "quantized_source", "QUANTIZED_SOURCE_SLACK", "merge_parents", "resolve_merges", "merge_bases", "merge_kin"]
